@@ -1,0 +1,57 @@
+//! The SDK's one error type.
+
+use crate::proto::{ErrorCode, FrameError};
+
+/// Everything that can go wrong talking to a daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No daemon could be reached.
+    #[error("cannot connect to circuitd at {target}: {source}")]
+    Connect {
+        /// The socket path or address tried.
+        target: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon refused the request.
+    #[error("{message}")]
+    Remote {
+        /// Machine-readable class.
+        code: ErrorCode,
+        /// The daemon's one-line explanation.
+        message: String,
+    },
+    /// The connection ended before the reply did.
+    #[error("connection to circuitd lost")]
+    Disconnected,
+    /// The daemon sent something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Framing failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The transport failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The daemon's error code, if the daemon refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// True when the named worker or channel does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(ErrorCode::NotFound)
+    }
+
+    /// True when no daemon answered at the address tried.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect { .. })
+    }
+}

@@ -1,0 +1,26 @@
+//! The circuit worker SDK: the wire protocol every daemon client speaks, and the client library
+//! that workers and the `circuit` CLI use to talk to their local `circuitd`.
+//!
+//! # Layout
+//! - [`proto`]: frames, control messages, shared types, error codes (see `docs/PROTOCOL.md`).
+//! - [`client`]: [`Client`], one multiplexed connection to a daemon.
+//! - [`paths`]: default socket path and the `CIRCUIT_*` environment variables.
+//! - [`error`]: [`Error`], the SDK's one error type.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), circuit_sdk::Error> {
+//! use circuit_sdk::{Client, proto::{Reply, Request}};
+//! let client = Client::connect_default().await?;
+//! if let Reply::Status(status) = client.call(Request::Status).await? {
+//!     println!("{} has run for {} ms", status.name, status.uptime_ms);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod error;
+pub mod paths;
+pub mod proto;
+
+pub use client::{Client, Next, ReplyStream};
+pub use error::Error;

@@ -1,0 +1,66 @@
+//! Error codes: how failures cross the wire (a code plus a one-line message, never a Debug dump).
+
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable class of a failed request or connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The peers speak different protocol versions.
+    VersionMismatch,
+    /// The bytes could not be read as frames; the connection is closed.
+    BadFrame,
+    /// A control message that is not valid JSON of a known shape.
+    BadRequest,
+    /// The first message was not a hello.
+    HandshakeRequired,
+    /// No such worker (or channel).
+    NotFound,
+    /// The name is taken.
+    AlreadyExists,
+    /// An argument is invalid (bad name, unknown signal, ...).
+    InvalidArgument,
+    /// The process could not be started (missing binary, bad cwd, ...).
+    SpawnFailed,
+    /// The request does not fit the worker's state (e.g. `rm` of a running worker).
+    InvalidState,
+    /// The request was cancelled by the client.
+    Cancelled,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// Too many outstanding requests on this connection.
+    TooManyRequests,
+    /// A bug or an I/O failure inside the daemon.
+    Internal,
+    /// A code this build does not know (sent by a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The wire name (`not_found`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VersionMismatch => "version_mismatch",
+            Self::BadFrame => "bad_frame",
+            Self::BadRequest => "bad_request",
+            Self::HandshakeRequired => "handshake_required",
+            Self::NotFound => "not_found",
+            Self::AlreadyExists => "already_exists",
+            Self::InvalidArgument => "invalid_argument",
+            Self::SpawnFailed => "spawn_failed",
+            Self::InvalidState => "invalid_state",
+            Self::Cancelled => "cancelled",
+            Self::ShuttingDown => "shutting_down",
+            Self::TooManyRequests => "too_many_requests",
+            Self::Internal => "internal",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,213 @@
+//! Control messages: the one enum per direction that travels in control frames as JSON.
+//! A request's replies are zero or more `item`s and then exactly one `ok` or `error`.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ErrorCode;
+use super::types::{DaemonStatus, LogLine, SpawnSpec, WorkerEnd, WorkerInfo};
+
+/// Version spoken by this build; the hello of both sides carries it and they must match.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A message from a client (CLI, worker SDK) to a daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// First message on every connection.
+    Hello {
+        /// The protocol version the client speaks.
+        version: u32,
+        /// Who is calling, for the daemon's log (`circuit/0.1.0`).
+        client: String,
+    },
+    /// Start an operation; replies carry the same `id`.
+    Request {
+        /// Chosen by the client, unique among its outstanding requests.
+        id: u64,
+        /// What to do.
+        request: Request,
+    },
+    /// Abandon a streaming request (e.g. `logs -f`); the daemon ends it with an error `cancelled`.
+    Cancel {
+        /// The request to end.
+        id: u64,
+    },
+}
+
+/// A message from a daemon to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerMessage {
+    /// Answer to the client's hello.
+    Hello {
+        /// The protocol version the daemon speaks.
+        version: u32,
+        /// The daemon's node name.
+        node: String,
+        /// The daemon's version.
+        daemon_version: String,
+    },
+    /// One streamed part of a reply; more follow.
+    Item {
+        /// The request it answers.
+        id: u64,
+        /// The part.
+        item: Item,
+    },
+    /// Terminal success.
+    Ok {
+        /// The request it answers.
+        id: u64,
+        /// The result.
+        reply: Reply,
+    },
+    /// Terminal failure. `id` is absent when the failure is the connection's, not a request's.
+    Error {
+        /// The request it answers.
+        id: Option<u64>,
+        /// Machine-readable class.
+        code: ErrorCode,
+        /// One line for a person.
+        message: String,
+    },
+}
+
+/// What a client asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "args", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Start a worker. Reply: `worker`.
+    Spawn(SpawnSpec),
+    /// List workers; `all` includes exited ones. Reply: `workers`.
+    List {
+        /// Include exited workers.
+        #[serde(default)]
+        all: bool,
+    },
+    /// Describe one worker. Reply: `worker`.
+    Inspect {
+        /// Worker name.
+        name: String,
+    },
+    /// Read a worker's output. Items: `log`. Reply: `end` when following (once the worker has
+    /// ended), else `done`.
+    Logs(LogsRequest),
+    /// Stop workers: stop signal to each process group, SIGKILL after the grace. Reply: `workers`.
+    Stop {
+        /// Workers to stop; all are checked before any is touched.
+        names: Vec<String>,
+        /// Overrides the spec's stop signal.
+        #[serde(default)]
+        signal: Option<String>,
+        /// Overrides the spec's grace period.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// Stop (if needed) and start again, clearing `failed` and the restart count. Reply: `worker`.
+    Restart {
+        /// Worker name.
+        name: String,
+    },
+    /// Send a signal. Reply: `done`.
+    Signal {
+        /// Worker name.
+        name: String,
+        /// Signal name or number.
+        signal: String,
+        /// Signal the whole process group instead of the worker's main process.
+        #[serde(default)]
+        group: bool,
+    },
+    /// Wait until a worker has ended (exited or failed). Reply: `end`.
+    Wait {
+        /// Worker name.
+        name: String,
+    },
+    /// Forget a worker and delete its logs. Reply: `done`.
+    Remove {
+        /// Worker name.
+        name: String,
+        /// Stop it first if it is still active.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Describe the daemon. Reply: `status`.
+    Status,
+}
+
+/// Arguments of [`Request::Logs`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsRequest {
+    /// Worker name.
+    pub name: String,
+    /// Keep streaming new lines until the worker ends.
+    pub follow: bool,
+    /// Start with only the last N lines (all when absent).
+    pub tail: Option<usize>,
+    /// Only this stream (both when absent).
+    pub stream: Option<super::types::LogStream>,
+}
+
+/// A streamed part of a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Item {
+    /// One log line.
+    Log(LogLine),
+}
+
+/// The terminal result of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Reply {
+    /// Nothing more to say.
+    Done,
+    /// One worker.
+    Worker(Box<WorkerInfo>),
+    /// Several workers.
+    Workers(Vec<WorkerInfo>),
+    /// How a worker ended.
+    End(WorkerEnd),
+    /// The daemon's status.
+    Status(DaemonStatus),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_json_shape_is_stable() {
+        let msg = ClientMessage::Request {
+            id: 3,
+            request: Request::Wait { name: "w".into() },
+        };
+        let json = serde_json::to_string(&msg).expect("serialize");
+        assert_eq!(
+            json,
+            r#"{"type":"request","id":3,"request":{"op":"wait","args":{"name":"w"}}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ClientMessage>(&json).expect("parse"),
+            msg
+        );
+        let status: ClientMessage =
+            serde_json::from_str(r#"{"type":"request","id":1,"request":{"op":"status"}}"#)
+                .expect("unit op without args");
+        assert!(matches!(status, ClientMessage::Request { request: Request::Status, .. }));
+    }
+
+    #[test]
+    fn wrong_shapes_are_rejected() {
+        for bad in [
+            r#"{"type":"request","id":1,"request":{"op":"launch_missiles"}}"#,
+            r#"{"type":"request","id":1,"request":{"op":"wait","args":{"nam":"w"}}}"#,
+            r#"{"type":"request","id":"one","request":{"op":"status"}}"#,
+            r#"{"type":"hello"}"#,
+            r#"[1,2,3]"#,
+        ] {
+            assert!(serde_json::from_str::<ClientMessage>(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The wire protocol: frames, control messages, shared types and error codes.
+//! Specified in `docs/PROTOCOL.md`.
+
+pub mod error;
+pub mod frame;
+pub mod message;
+pub mod types;
+
+pub use error::ErrorCode;
+pub use frame::{Frame, FrameCodec, FrameError, DEFAULT_MAX_FRAME};
+pub use message::{
+    ClientMessage, Item, LogsRequest, Reply, Request, ServerMessage, PROTOCOL_VERSION,
+};
+pub use types::*;

@@ -1,0 +1,311 @@
+//! Plain data shared by the daemon and its clients: spawn specs, worker and daemon descriptions.
+//! Times are milliseconds since the Unix epoch; durations are milliseconds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How a worker's environment is built from the daemon's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvMode {
+    /// The daemon's environment plus the spec's `env` (the spec wins).
+    #[default]
+    Merge,
+    /// Only the spec's `env` (plus the `CIRCUIT_*` variables).
+    Replace,
+}
+
+/// When a worker is started again after it exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never: an exit is final.
+    #[default]
+    Never,
+    /// After an exit with a non-zero code or by a signal.
+    OnFailure,
+    /// After every exit.
+    Always,
+}
+
+impl std::str::FromStr for RestartPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "never" | "no" => Ok(Self::Never),
+            "on-failure" | "on_failure" => Ok(Self::OnFailure),
+            "always" => Ok(Self::Always),
+            other => Err(format!(
+                "unknown restart policy \"{other}\" (expected never, on-failure or always)"
+            )),
+        }
+    }
+}
+
+/// Restart policy with its timing. Delays grow as `initial * 2^n` up to `max`, with ±20 % jitter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestartSpec {
+    /// When to restart.
+    pub policy: RestartPolicy,
+    /// First backoff delay.
+    pub backoff_initial_ms: u64,
+    /// Largest backoff delay.
+    pub backoff_max_ms: u64,
+    /// A run at least this long resets the backoff to `backoff_initial_ms`.
+    pub stable_after_ms: u64,
+    /// Give up (state `failed`) when this many restarts happened within `window_ms`. 0: never.
+    pub max_restarts: u32,
+    /// The window for `max_restarts`.
+    pub window_ms: u64,
+}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        Self {
+            policy: RestartPolicy::Never,
+            backoff_initial_ms: 200,
+            backoff_max_ms: 30_000,
+            stable_after_ms: 10_000,
+            max_restarts: 5,
+            window_ms: 60_000,
+        }
+    }
+}
+
+/// How a worker is stopped: a signal to its whole process group, then SIGKILL after the grace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StopSpec {
+    /// Signal name (`TERM`, `SIGINT`, `15`, ...).
+    pub signal: String,
+    /// How long to wait before SIGKILL.
+    pub grace_ms: u64,
+}
+
+impl Default for StopSpec {
+    fn default() -> Self {
+        Self {
+            signal: "TERM".into(),
+            grace_ms: 10_000,
+        }
+    }
+}
+
+/// Size-based rotation of a worker's log file. `None` fields take the daemon's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSpec {
+    /// Rotate once the file reaches this many bytes.
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept besides the current one.
+    pub max_files: Option<u32>,
+}
+
+/// Everything needed to start (and restart) a worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpawnSpec {
+    /// Program to run: a path, or a name looked up in `PATH`.
+    pub command: String,
+    /// Arguments after the program.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Whether `env` adds to or replaces the daemon's environment.
+    pub env_mode: EnvMode,
+    /// Working directory; the daemon's when absent.
+    pub cwd: Option<String>,
+    /// Unique name on the node; generated from the command when absent.
+    pub name: Option<String>,
+    /// Free-form labels, for people and for placement.
+    pub labels: BTreeMap<String, String>,
+    /// Channel bindings: `in` → `jobs` gives the worker `CIRCUIT_CHAN_IN=jobs`.
+    pub chans: BTreeMap<String, String>,
+    /// Restart policy.
+    pub restart: RestartSpec,
+    /// Stop signal and grace period.
+    pub stop: StopSpec,
+    /// Log rotation.
+    pub log: LogSpec,
+}
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Being started.
+    Starting,
+    /// Its process is alive.
+    Running,
+    /// Exited; waiting to be restarted.
+    Backoff,
+    /// Being stopped: signalled, within its grace period.
+    Stopping,
+    /// Exited for good (or stopped) — see `last_exit`.
+    Exited,
+    /// The supervisor gave up — see `reason`. `restart` brings it back.
+    Failed,
+}
+
+impl WorkerState {
+    /// Lower-case name, as shown by `circuit ps`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Backoff => "backoff",
+            Self::Stopping => "stopping",
+            Self::Exited => "exited",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// True for exited and failed: nothing will happen without a request.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Exited | Self::Failed)
+    }
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code {
+        /// The exit code.
+        code: i32,
+    },
+    /// A signal killed it.
+    Signal {
+        /// The signal number.
+        signal: i32,
+    },
+}
+
+impl ExitStatus {
+    /// Shell convention: the code, or 128 + the signal number.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            Self::Code { code } => code,
+            Self::Signal { signal } => 128 + signal,
+        }
+    }
+
+    /// True for exit code 0.
+    pub fn success(self) -> bool {
+        matches!(self, Self::Code { code: 0 })
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::Code { code } => write!(f, "code {code}"),
+            Self::Signal { signal } => match nix::sys::signal::Signal::try_from(signal) {
+                Ok(sig) => write!(f, "signal {}", &sig.as_str()[3..]),
+                Err(_) => write!(f, "signal {signal}"),
+            },
+        }
+    }
+}
+
+/// A worker as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Unique name on its node.
+    pub name: String,
+    /// The node it runs on.
+    pub node: String,
+    /// Current state.
+    pub state: WorkerState,
+    /// Pid of the current process (also its process group id).
+    pub pid: Option<u32>,
+    /// Restarts done by the supervisor since the spawn (or the last manual restart).
+    pub restarts: u32,
+    /// When the current or last process started.
+    pub started_at_ms: Option<u64>,
+    /// When the last process exited.
+    pub exited_at_ms: Option<u64>,
+    /// How the last process ended.
+    pub last_exit: Option<ExitStatus>,
+    /// Why the worker failed or could not start.
+    pub reason: Option<String>,
+    /// In backoff: when the next start is due.
+    pub next_start_at_ms: Option<u64>,
+    /// The spec it was spawned with.
+    pub spec: SpawnSpec,
+}
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line of a worker's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When the daemon read it.
+    pub ts_ms: u64,
+    /// The stream it came from.
+    pub stream: LogStream,
+    /// The text, without the newline (invalid UTF-8 replaced).
+    pub line: String,
+}
+
+/// How a worker ended, as `wait` and `logs -f` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerEnd {
+    /// The worker's name.
+    pub name: String,
+    /// `exited` or `failed`.
+    pub state: WorkerState,
+    /// How its last process ended, if it ever ran.
+    pub exit: Option<ExitStatus>,
+    /// Why it failed, if it did.
+    pub reason: Option<String>,
+}
+
+impl WorkerEnd {
+    /// The exit code `circuit wait` gives: the worker's code, 128 + signal, or 1 if it never ran.
+    pub fn shell_code(&self) -> i32 {
+        self.exit.map_or(1, ExitStatus::shell_code)
+    }
+}
+
+/// The daemon's description of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// Node name.
+    pub name: String,
+    /// Daemon version.
+    pub version: String,
+    /// Wire protocol version.
+    pub protocol: u32,
+    /// Daemon pid.
+    pub pid: u32,
+    /// When it started.
+    pub started_at_ms: u64,
+    /// How long it has run.
+    pub uptime_ms: u64,
+    /// Where it keeps its state.
+    pub data_dir: String,
+    /// Its Unix socket.
+    pub socket: String,
+    /// Its TCP address, if any.
+    pub listen: Option<String>,
+    /// Worker counts by state.
+    pub workers: BTreeMap<WorkerState, usize>,
+}
