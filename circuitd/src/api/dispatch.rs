@@ -1,0 +1,193 @@
+//! Requests to subsystem calls: each request runs in its own task and ends with exactly one
+//! terminal reply (ok or error), or none at all if the client went away.
+
+use std::time::Duration;
+
+use circuit_sdk::proto::{
+    DaemonStatus, ErrorCode, Item, LogLine, LogsRequest, Reply, Request, ServerMessage,
+    PROTOCOL_VERSION,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::connection::Outbox;
+use super::Context;
+use crate::supervisor::logread::Cursor;
+use crate::supervisor::{end_of, SupervisorError};
+
+/// Bytes of log read per step, so a large log streams instead of loading whole.
+const LOG_STEP: usize = 256 * 1024;
+
+/// A failed request: the code and one line.
+struct Failure(ErrorCode, String);
+
+impl From<SupervisorError> for Failure {
+    fn from(e: SupervisorError) -> Self {
+        Failure(e.code(), e.to_string())
+    }
+}
+
+pub(crate) async fn run(
+    id: u64,
+    request: Request,
+    ctx: &Context,
+    outbox: &Outbox,
+    cancel: &CancellationToken,
+) {
+    let result = tokio::select! {
+        result = handle(id, request, ctx, outbox) => result,
+        () = cancel.cancelled() => Err(Failure(ErrorCode::Cancelled, "request cancelled".into())),
+    };
+    let msg = match result {
+        Ok(reply) => ServerMessage::Ok { id, reply },
+        Err(Failure(code, message)) => ServerMessage::Error {
+            id: Some(id),
+            code,
+            message,
+        },
+    };
+    outbox.send(msg).await;
+}
+
+async fn handle(id: u64, request: Request, ctx: &Context, outbox: &Outbox) -> Result<Reply, Failure> {
+    let sup = &ctx.supervisor;
+    Ok(match request {
+        Request::Spawn(spec) => Reply::Worker(Box::new(sup.spawn(spec).await?)),
+        Request::List { all } => Reply::Workers(sup.list(all)),
+        Request::Inspect { name } => Reply::Worker(Box::new(sup.inspect(&name)?)),
+        Request::Stop {
+            names,
+            signal,
+            timeout_ms,
+        } => {
+            if names.is_empty() {
+                return Err(Failure(ErrorCode::InvalidArgument, "no worker named to stop".into()));
+            }
+            let grace = timeout_ms.map(Duration::from_millis);
+            Reply::Workers(sup.stop(&names, signal.as_deref(), grace).await?)
+        }
+        Request::Restart { name } => Reply::Worker(Box::new(sup.restart(&name).await?)),
+        Request::Signal {
+            name,
+            signal,
+            group,
+        } => {
+            sup.signal(&name, &signal, group).await?;
+            Reply::Done
+        }
+        Request::Wait { name } => Reply::End(sup.wait(&name).await?),
+        Request::Remove { name, force } => {
+            sup.remove(&name, force).await?;
+            Reply::Done
+        }
+        Request::Status => Reply::Status(DaemonStatus {
+            name: ctx.config.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            started_at_ms: ctx.started_at_ms,
+            uptime_ms: ctx.started.elapsed().as_millis() as u64,
+            data_dir: ctx.config.data_dir.display().to_string(),
+            socket: ctx.config.socket.display().to_string(),
+            listen: ctx.config.listen.clone(),
+            workers: sup.counts(),
+        }),
+        Request::Logs(req) => logs(id, req, ctx, outbox).await?,
+    })
+}
+
+/// Streams a worker's log: what is kept (or its tail), then, when following, new lines until
+/// the worker has ended.
+async fn logs(id: u64, req: LogsRequest, ctx: &Context, outbox: &Outbox) -> Result<Reply, Failure> {
+    let (log, mut info, max_files) = ctx.supervisor.log_of(&req.name)?;
+    // Subscribe before the first read, so no write between the two goes unnoticed.
+    let mut written = log.subscribe();
+    let dir = log.dir().to_path_buf();
+    let filter = req.stream;
+    let mut cursor = blocking(move || Cursor::open(&dir, max_files, filter)).await?;
+
+    // What is there now: all of it, or its last `tail` lines.
+    let mut tail = req.tail.map(|n| std::collections::VecDeque::with_capacity(n.min(100_000)));
+    loop {
+        let (c, lines, at_end) = read_step(cursor).await?;
+        cursor = c;
+        match tail.as_mut() {
+            Some(keep) => {
+                let n = req.tail.unwrap_or(0);
+                for line in lines {
+                    if keep.len() == n {
+                        keep.pop_front();
+                    }
+                    if n > 0 {
+                        keep.push_back(line);
+                    }
+                }
+            }
+            None => send_lines(id, lines, outbox).await?,
+        }
+        if at_end {
+            break;
+        }
+    }
+    if let Some(keep) = tail {
+        send_lines(id, keep.into_iter().collect(), outbox).await?;
+    }
+    if !req.follow {
+        return Ok(Reply::Done);
+    }
+
+    loop {
+        let ended = info.borrow_and_update().state.is_terminal();
+        // Read everything written so far; after the end, this is the final drain.
+        loop {
+            let (c, lines, at_end) = read_step(cursor).await?;
+            cursor = c;
+            send_lines(id, lines, outbox).await?;
+            if at_end {
+                break;
+            }
+        }
+        if ended {
+            return Ok(Reply::End(end_of(&info.borrow())));
+        }
+        tokio::select! {
+            changed = written.changed() => if changed.is_err() { return Err(removed(&req.name)) },
+            changed = info.changed() => if changed.is_err() { return Err(removed(&req.name)) },
+        }
+    }
+}
+
+fn removed(name: &str) -> Failure {
+    Failure(ErrorCode::NotFound, format!("worker \"{name}\" was removed"))
+}
+
+async fn read_step(mut cursor: Cursor) -> Result<(Cursor, Vec<LogLine>, bool), Failure> {
+    blocking(move || {
+        let (lines, at_end) = cursor.read(LOG_STEP)?;
+        Ok((cursor, lines, at_end))
+    })
+    .await
+}
+
+async fn send_lines(id: u64, lines: Vec<LogLine>, outbox: &Outbox) -> Result<(), Failure> {
+    for line in lines {
+        let msg = ServerMessage::Item {
+            id,
+            item: Item::Log(line),
+        };
+        if !outbox.send(msg).await {
+            return Err(Failure(ErrorCode::Cancelled, "client went away".into()));
+        }
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, Failure> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure(ErrorCode::Internal, format!("cannot read the log: {e}"))),
+        Err(e) => Err(Failure(ErrorCode::Internal, format!("log reader failed: {e}"))),
+    }
+}
+

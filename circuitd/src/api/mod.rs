@@ -1,0 +1,67 @@
+//! The API: one accept loop per listener (Unix socket and TCP alike), one task per connection.
+
+mod connection;
+mod dispatch;
+
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::supervisor::Supervisor;
+
+/// What every connection needs.
+pub(crate) struct Context {
+    pub config: Config,
+    pub supervisor: Supervisor,
+    pub started_at_ms: u64,
+    pub started: std::time::Instant,
+    pub tracker: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+/// Serves the Unix socket until shutdown.
+pub(crate) async fn serve_unix(listener: UnixListener, ctx: Arc<Context>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let (r, w) = stream.into_split();
+                    ctx.tracker.spawn(connection::serve(r, w, "unix".to_string(), ctx.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the unix socket");
+                    backoff_after_accept_error().await;
+                }
+            },
+            () = ctx.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Serves the TCP listener until shutdown.
+pub(crate) async fn serve_tcp(listener: TcpListener, ctx: Arc<Context>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (r, w) = stream.into_split();
+                    ctx.tracker.spawn(connection::serve(r, w, peer.to_string(), ctx.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the tcp listener");
+                    backoff_after_accept_error().await;
+                }
+            },
+            () = ctx.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Out of file descriptors and similar: pause instead of spinning.
+async fn backoff_after_accept_error() {
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}

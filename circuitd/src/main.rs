@@ -1,0 +1,101 @@
+//! `circuitd`: parse flags, set up logging, bind listeners, run until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+/// The circuit daemon: supervises worker processes and serves the circuit API.
+#[derive(Parser, Debug)]
+#[command(name = "circuitd", version, about)]
+struct Args {
+    /// Unix socket to serve [default: /run/circuit/circuitd.sock for root, else
+    /// $XDG_RUNTIME_DIR/circuit/circuitd.sock or /tmp/circuit-$UID/circuitd.sock]
+    #[arg(long, env = "CIRCUIT_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Also serve the API over TCP at this address (loopback only without a cluster key)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Where the job table and worker logs live [default: /var/lib/circuit for root, else
+    /// ~/.local/share/circuit]
+    #[arg(long, env = "CIRCUIT_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Node name [default: the host name]
+    #[arg(long)]
+    name: Option<String>,
+    /// Log filter: error, warn, info, debug, trace (or a tracing directive)
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    log_level: String,
+    /// Default size at which a worker's log rotates, in bytes
+    #[arg(long, default_value_t = 10 * 1024 * 1024, value_name = "BYTES")]
+    log_max_size: u64,
+    /// Default number of rotated log files kept per worker
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    log_max_files: u32,
+}
+
+fn main() {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = start(args) {
+        eprintln!("circuitd: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn start(args: Args) -> anyhow::Result<()> {
+    let mut config = circuitd::Config::default();
+    if let Some(socket) = args.socket {
+        config.socket = absolute(socket)?;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = absolute(dir)?;
+    }
+    if let Some(name) = args.name {
+        config.name = name;
+    }
+    config.log_max_bytes = args.log_max_size;
+    config.log_max_files = args.log_max_files;
+    config.listen = args.listen.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let listeners = circuitd::Listeners::bind(&config.socket, args.listen.as_deref()).await?;
+        if let Some(tcp) = &listeners.tcp {
+            config.listen = Some(tcp.local_addr()?.to_string());
+        }
+        let shutdown = CancellationToken::new();
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            on_signal.cancel();
+        });
+        circuitd::run(config, listeners, shutdown).await?;
+        Ok(())
+    })
+}
+
+/// Workers get the socket path in their environment and may run elsewhere: make it absolute.
+fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path);
+    }
+    Ok(std::env::current_dir()
+        .context("cannot read the current directory")?
+        .join(path))
+}

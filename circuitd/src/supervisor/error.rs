@@ -1,0 +1,49 @@
+//! Errors of the supervisor, each with the wire code a client sees.
+
+use circuit_sdk::proto::ErrorCode;
+
+/// Why a supervisor request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// No worker by that name.
+    #[error("no worker named \"{0}\"")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("a worker named \"{0}\" already exists")]
+    AlreadyExists(String),
+    /// A spec field or argument is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The process could not be started.
+    #[error("{0}")]
+    SpawnFailed(String),
+    /// The request does not fit the worker's state.
+    #[error("{0}")]
+    InvalidState(String),
+    /// The daemon is shutting down.
+    #[error("circuitd is shutting down")]
+    ShuttingDown,
+    /// The job table or a log could not be written.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl SupervisorError {
+    /// The code sent to clients.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            Self::Invalid(_) => ErrorCode::InvalidArgument,
+            Self::SpawnFailed(_) => ErrorCode::SpawnFailed,
+            Self::InvalidState(_) => ErrorCode::InvalidState,
+            Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::Io(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// True when the worker does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_))
+    }
+}

@@ -1,0 +1,394 @@
+//! The supervisor: the registry of workers on this node and the handle every request goes
+//! through. Each worker is its own task (`worker`); this module names, creates, finds and
+//! forgets them, and restores them from the job table at start-up.
+
+pub mod error;
+pub mod logread;
+pub mod logs;
+pub mod recovery;
+pub mod restart;
+pub mod spawner;
+pub mod table;
+pub mod validate;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use circuit_sdk::proto::{SpawnSpec, WorkerEnd, WorkerInfo, WorkerState};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+pub use error::SupervisorError;
+use logs::LogFile;
+use restart::Restarts;
+use spawner::Spawner;
+use table::{Desired, JobRecord, Table};
+use worker::{Command, Worker};
+
+/// State shared by the handle and the worker tasks.
+pub(crate) struct Shared {
+    config: Config,
+    /// The socket path as workers get it.
+    socket: String,
+    spawner: Spawner,
+    table: Table,
+    workers: Mutex<HashMap<String, Slot>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// What the registry keeps of a worker: how to reach its task and see its state.
+#[derive(Clone)]
+struct Slot {
+    commands: mpsc::Sender<Command>,
+    info: watch::Receiver<WorkerInfo>,
+    log: Arc<LogFile>,
+}
+
+/// Cloneable handle to this node's workers.
+#[derive(Clone)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+}
+
+impl Supervisor {
+    /// Loads the job table, kills what a crashed predecessor left running, and restores every
+    /// worker: those whose policy says so are started again.
+    pub async fn start(
+        config: Config,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Self, SupervisorError> {
+        let workers_dir = config.data_dir.join("workers");
+        std::fs::create_dir_all(&workers_dir)?;
+        let loaded = Table::load(&config.data_dir)?;
+        let boot = recovery::boot_id();
+        let same_boot = boot.is_some() && loaded.boot_id == boot;
+        let mut killed = 0;
+        for job in &loaded.jobs {
+            if let Some(process) = &job.process {
+                if recovery::kill_stale(process, same_boot) {
+                    killed += 1;
+                }
+            }
+        }
+        if killed > 0 {
+            tracing::warn!(groups = killed, "killed process groups left by a previous daemon");
+        }
+        let table = Table::start(&config.data_dir, loaded.jobs.clone(), boot, &tracker);
+        let shared = Arc::new(Shared {
+            socket: config.socket.display().to_string(),
+            spawner: Spawner::start(tokio::runtime::Handle::current())?,
+            table,
+            workers: Mutex::new(HashMap::new()),
+            tracker,
+            shutdown,
+            config,
+        });
+        let supervisor = Self { shared };
+        for job in loaded.jobs {
+            supervisor.restore(job)?;
+        }
+        Ok(supervisor)
+    }
+
+    fn restore(&self, job: JobRecord) -> Result<(), SupervisorError> {
+        let mut info = job.info;
+        let was_active = !info.state.is_terminal();
+        let policy = info.spec.restart.policy;
+        let start = was_active
+            && job.desired == Desired::Running
+            && policy != circuit_sdk::proto::RestartPolicy::Never;
+        if was_active && !start {
+            info.state = WorkerState::Exited;
+            info.pid = None;
+            info.next_start_at_ms = None;
+            if info.reason.is_none() {
+                info.reason = Some("the daemon restarted while it ran".into());
+            }
+        }
+        if start {
+            tracing::info!(worker = %info.name, "restarting worker after daemon restart");
+        }
+        let spec = info.spec.clone();
+        self.launch(info, spec, job.desired, start, None)?;
+        Ok(())
+    }
+
+    /// Starts a new worker; resolves once its process runs (or could not start).
+    pub async fn spawn(&self, mut spec: SpawnSpec) -> Result<WorkerInfo, SupervisorError> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        validate::spec(&spec)?;
+        validate::runnable(&spec, &spec.env)?;
+        let name = match spec.name.clone() {
+            Some(name) => name,
+            None => self.generate_name(&spec.command),
+        };
+        spec.name = Some(name.clone());
+        let info = WorkerInfo {
+            name: name.clone(),
+            node: self.shared.config.name.clone(),
+            state: WorkerState::Starting,
+            pid: None,
+            restarts: 0,
+            started_at_ms: None,
+            exited_at_ms: None,
+            last_exit: None,
+            reason: None,
+            next_start_at_ms: None,
+            spec: spec.clone(),
+        };
+        let (reply, started) = oneshot::channel();
+        self.launch(info, spec, Desired::Running, true, Some(reply))?;
+        match started.await {
+            Ok(result) => result,
+            Err(_) => Err(SupervisorError::ShuttingDown),
+        }
+    }
+
+    /// Registers a worker and starts its task. `reply` makes its first start's failure remove it.
+    fn launch(
+        &self,
+        info: WorkerInfo,
+        spec: SpawnSpec,
+        desired: Desired,
+        start: bool,
+        reply: Option<worker::StartReply>,
+    ) -> Result<(), SupervisorError> {
+        let name = info.name.clone();
+        let log = LogFile::open(
+            &self.shared.config.data_dir.join("workers").join(&name),
+            spec.log.max_bytes.unwrap_or(self.shared.config.log_max_bytes),
+            spec.log.max_files.unwrap_or(self.shared.config.log_max_files),
+        )?;
+        let (info_tx, info_rx) = watch::channel(info);
+        let (commands_tx, commands) = mpsc::channel(16);
+        {
+            let mut workers = self.shared.workers.lock().expect("registry lock");
+            if workers.contains_key(&name) {
+                return Err(SupervisorError::AlreadyExists(name));
+            }
+            workers.insert(
+                name.clone(),
+                Slot {
+                    commands: commands_tx,
+                    info: info_rx,
+                    log: log.clone(),
+                },
+            );
+        }
+        let first_start = reply.is_some();
+        let worker = Worker {
+            spec,
+            shared: self.shared.clone(),
+            info: info_tx,
+            log,
+            commands,
+            desired,
+            restarts: Restarts::default(),
+            pending_start: reply,
+            first_start,
+        };
+        let shared = self.shared.clone();
+        self.shared.tracker.spawn(async move {
+            worker.run(start).await;
+            if first_start {
+                // A first start that failed leaves nothing behind.
+                shared.forget_if_failed_first(&name);
+            }
+        });
+        Ok(())
+    }
+
+    fn generate_name(&self, command: &str) -> String {
+        let base: String = command
+            .rsplit('/')
+            .next()
+            .unwrap_or(command)
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .take(48)
+            .collect();
+        let base = base.trim_start_matches(['.', '-']);
+        let base = if base.is_empty() { "worker" } else { base };
+        let workers = self.shared.workers.lock().expect("registry lock");
+        (1..)
+            .map(|n| format!("{base}-{n}"))
+            .find(|candidate| !workers.contains_key(candidate))
+            .expect("an unused name")
+    }
+
+    fn slot(&self, name: &str) -> Result<Slot, SupervisorError> {
+        self.shared
+            .workers
+            .lock()
+            .expect("registry lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))
+    }
+
+    /// Every worker (only active and failed ones unless `all`), by name.
+    pub fn list(&self, all: bool) -> Vec<WorkerInfo> {
+        let mut list: Vec<WorkerInfo> = self
+            .shared
+            .workers
+            .lock()
+            .expect("registry lock")
+            .values()
+            .map(|slot| slot.info.borrow().clone())
+            .filter(|info| all || info.state != WorkerState::Exited)
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// One worker.
+    pub fn inspect(&self, name: &str) -> Result<WorkerInfo, SupervisorError> {
+        Ok(self.slot(name)?.info.borrow().clone())
+    }
+
+    /// Worker counts by state.
+    pub fn counts(&self) -> BTreeMap<WorkerState, usize> {
+        let mut counts = BTreeMap::new();
+        for slot in self.shared.workers.lock().expect("registry lock").values() {
+            *counts.entry(slot.info.borrow().state).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Stops workers, all at once; every name is checked before any is touched.
+    pub async fn stop(
+        &self,
+        names: &[String],
+        signal: Option<&str>,
+        grace: Option<Duration>,
+    ) -> Result<Vec<WorkerInfo>, SupervisorError> {
+        let signal = signal.map(validate::signal).transpose()?;
+        let slots = names
+            .iter()
+            .map(|n| self.slot(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stops = slots.into_iter().zip(names).map(|(slot, name)| async move {
+            let (reply, rx) = oneshot::channel();
+            let command = Command::Stop {
+                signal,
+                grace,
+                reply,
+            };
+            if slot.commands.send(command).await.is_err() {
+                return Err(SupervisorError::NotFound(name.clone()));
+            }
+            rx.await.map_err(|_| SupervisorError::NotFound(name.clone()))
+        });
+        futures::future::join_all(stops).await.into_iter().collect()
+    }
+
+    /// Stops (if needed) and starts a worker again, clearing `failed`.
+    pub async fn restart(&self, name: &str) -> Result<WorkerInfo, SupervisorError> {
+        let slot = self.slot(name)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(&slot, name, Command::Restart { reply }).await?;
+        rx.await
+            .map_err(|_| SupervisorError::NotFound(name.to_string()))?
+    }
+
+    /// Signals a worker's main process, or its whole group.
+    pub async fn signal(&self, name: &str, signal: &str, group: bool) -> Result<(), SupervisorError> {
+        let signal = validate::signal(signal)?;
+        let slot = self.slot(name)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(&slot, name, Command::Signal { signal, group, reply })
+            .await?;
+        rx.await
+            .map_err(|_| SupervisorError::NotFound(name.to_string()))?
+    }
+
+    /// Forgets a worker and deletes its logs.
+    pub async fn remove(&self, name: &str, force: bool) -> Result<(), SupervisorError> {
+        let slot = self.slot(name)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(&slot, name, Command::Remove { force, reply })
+            .await?;
+        rx.await
+            .map_err(|_| SupervisorError::NotFound(name.to_string()))?
+    }
+
+    /// Resolves when the worker has ended (exited or failed).
+    pub async fn wait(&self, name: &str) -> Result<WorkerEnd, SupervisorError> {
+        let mut info = self.slot(name)?.info;
+        let end = info
+            .wait_for(|i| i.state.is_terminal())
+            .await
+            .map_err(|_| SupervisorError::NotFound(name.to_string()))?;
+        Ok(end_of(&end))
+    }
+
+    /// What a log reader needs: the log, the worker's state, and rotation settings.
+    pub fn log_of(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<LogFile>, watch::Receiver<WorkerInfo>, u32), SupervisorError> {
+        let slot = self.slot(name)?;
+        let max_files = slot
+            .info
+            .borrow()
+            .spec
+            .log
+            .max_files
+            .unwrap_or(self.shared.config.log_max_files);
+        Ok((slot.log, slot.info, max_files))
+    }
+
+    async fn send(&self, slot: &Slot, name: &str, command: Command) -> Result<(), SupervisorError> {
+        slot.commands
+            .send(command)
+            .await
+            .map_err(|_| SupervisorError::NotFound(name.to_string()))
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.shared.config.data_dir.clone()
+    }
+}
+
+impl Shared {
+    fn forget(&self, name: &str) {
+        self.workers.lock().expect("registry lock").remove(name);
+    }
+
+    fn forget_if_failed_first(&self, name: &str) {
+        let mut workers = self.workers.lock().expect("registry lock");
+        let failed = workers
+            .get(name)
+            .is_some_and(|slot| slot.info.borrow().state == WorkerState::Starting);
+        if failed {
+            workers.remove(name);
+        }
+    }
+}
+
+/// A worker's end as `wait` reports it.
+pub fn end_of(info: &WorkerInfo) -> WorkerEnd {
+    WorkerEnd {
+        name: info.name.clone(),
+        state: info.state,
+        exit: info.last_exit,
+        reason: info.reason.clone(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

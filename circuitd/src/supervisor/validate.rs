@@ -1,0 +1,201 @@
+//! Checks on a spawn spec before anything is started, so that bad input gets a clear error
+//! (a missing binary, a bad cwd, an unknown signal) and changes nothing.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use circuit_sdk::proto::{EnvMode, SpawnSpec};
+use nix::sys::signal::Signal;
+
+use super::error::SupervisorError;
+
+/// Longest worker name.
+pub const MAX_NAME: usize = 64;
+
+/// A worker name: 1–64 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
+pub fn name(name: &str) -> Result<(), SupervisorError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SupervisorError::Invalid(format!(
+            "invalid worker name \"{name}\": use 1-{MAX_NAME} of A-Z a-z 0-9 . _ - \
+             (not starting with . or -)"
+        )))
+    }
+}
+
+/// Parses `TERM`, `SIGTERM`, `term` or `15`.
+pub fn signal(text: &str) -> Result<Signal, SupervisorError> {
+    let unknown = || {
+        SupervisorError::Invalid(format!(
+            "unknown signal \"{text}\" (use a name like TERM, INT, HUP, KILL or a number)"
+        ))
+    };
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| unknown());
+    }
+    let upper = text.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<Signal>().map_err(|_| unknown())
+}
+
+/// Validates the parts of a spec that do not depend on the file system.
+pub fn spec(spec: &SpawnSpec) -> Result<(), SupervisorError> {
+    if spec.command.is_empty() {
+        return Err(SupervisorError::Invalid("empty command".into()));
+    }
+    if let Some(n) = &spec.name {
+        name(n)?;
+    }
+    signal(&spec.stop.signal)?;
+    for key in spec.env.keys() {
+        if key.is_empty() || key.contains(['=', '\0']) {
+            return Err(SupervisorError::Invalid(format!(
+                "invalid environment variable name \"{key}\""
+            )));
+        }
+    }
+    let nul = |s: &String| s.contains('\0');
+    if nul(&spec.command) || spec.args.iter().any(nul) || spec.env.values().any(nul) {
+        return Err(SupervisorError::Invalid(
+            "command, arguments and environment values may not contain NUL bytes".into(),
+        ));
+    }
+    for (binding, chan) in &spec.chans {
+        if binding.is_empty() || !binding.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(SupervisorError::Invalid(format!(
+                "invalid channel binding \"{binding}\": use A-Z a-z 0-9 _"
+            )));
+        }
+        if chan.is_empty() {
+            return Err(SupervisorError::Invalid(format!(
+                "channel binding \"{binding}\" names no channel"
+            )));
+        }
+    }
+    if spec.restart.backoff_max_ms < spec.restart.backoff_initial_ms {
+        return Err(SupervisorError::Invalid(
+            "backoff maximum is smaller than the initial backoff".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that the working directory exists and the command can be found and executed,
+/// the way the child will look for it. Returns the working directory to use.
+pub fn runnable(spec: &SpawnSpec, env: &BTreeMap<String, String>) -> Result<(), SupervisorError> {
+    let cwd = match &spec.cwd {
+        Some(dir) => {
+            let path = PathBuf::from(dir);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() => path,
+                Ok(_) => {
+                    return Err(SupervisorError::SpawnFailed(format!(
+                        "working directory {dir} is not a directory"
+                    )))
+                }
+                Err(e) => {
+                    return Err(SupervisorError::SpawnFailed(format!(
+                        "working directory {dir}: {}",
+                        plain_io(&e)
+                    )))
+                }
+            }
+        }
+        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+    };
+    if spec.command.contains('/') {
+        let path = cwd.join(&spec.command);
+        return executable(&path).map_err(|why| {
+            SupervisorError::SpawnFailed(format!("cannot run {}: {why}", spec.command))
+        });
+    }
+    let search = match (env.get("PATH"), spec.env_mode) {
+        (Some(p), _) => p.clone(),
+        (None, EnvMode::Merge) => std::env::var("PATH").unwrap_or_default(),
+        (None, EnvMode::Replace) => "/usr/local/bin:/usr/bin:/bin".into(),
+    };
+    for dir in search.split(':').filter(|d| !d.is_empty()) {
+        if executable(&cwd.join(dir).join(&spec.command)).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(SupervisorError::SpawnFailed(format!(
+        "command \"{}\" not found in PATH",
+        spec.command
+    )))
+}
+
+fn executable(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| plain_io(&e))?;
+    if meta.is_dir() {
+        return Err("it is a directory".into());
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err("permission denied (not executable)".into());
+    }
+    Ok(())
+}
+
+/// An io::Error as a person reads it: "no such file or directory".
+pub fn plain_io(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["w", "web-1", "a.b_c", &"x".repeat(64)] {
+            assert!(name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", ".hidden", "a/b", "..", "sp ace", &"x".repeat(65), "é"] {
+            assert!(name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn signals() {
+        for (text, sig) in [("TERM", Signal::SIGTERM), ("sigint", Signal::SIGINT), ("9", Signal::SIGKILL), ("hup", Signal::SIGHUP)] {
+            assert_eq!(signal(text).expect(text), sig);
+        }
+        for bad in ["", "NOPE", "SIG", "999", "-1"] {
+            assert!(signal(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_commands_and_directories_are_named() {
+        let env = BTreeMap::new();
+        let mut s = SpawnSpec {
+            command: "definitely-not-a-command-xyz".into(),
+            ..SpawnSpec::default()
+        };
+        let err = runnable(&s, &env).expect_err("missing command").to_string();
+        assert!(err.contains("not found in PATH"), "{err}");
+        s.command = "sh".into();
+        assert!(runnable(&s, &env).is_ok());
+        s.cwd = Some("/definitely/not/here".into());
+        let err = runnable(&s, &env).expect_err("missing cwd").to_string();
+        assert_eq!(err, "working directory /definitely/not/here: no such file or directory");
+    }
+}

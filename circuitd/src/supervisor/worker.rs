@@ -1,0 +1,450 @@
+//! One task per worker: starts its process, watches it, restarts it by policy, stops it on
+//! request. The task owns the worker's state and publishes it through a `watch` channel.
+//!
+//! ```text
+//!   start ──ok──▶ running ──exit──▶ decide ──restart──▶ backoff ──delay──▶ start
+//!     │                │                  ├─exit──────▶ idle (exited)
+//!     │ error          │ stop/shutdown    └─give up───▶ idle (failed)
+//!     ▼                ▼
+//!   idle (failed)   stopping ──▶ idle (exited)          idle ──restart──▶ start
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use circuit_sdk::proto::{ExitStatus, LogStream, SpawnSpec, WorkerInfo, WorkerState};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::Child;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::error::SupervisorError;
+use super::logs::{self, LogFile};
+use super::restart::{Decision, Restarts};
+use super::spawner::{self, WorkerEnv};
+use super::table::{Desired, JobRecord, ProcessIdentity};
+use super::{now_ms, validate, Shared};
+
+/// How long the log pumps may keep reading after the process group is gone (a daemonised
+/// descendant that escaped the group can hold a pipe open forever).
+const PUMP_DRAIN: Duration = Duration::from_secs(2);
+
+/// Reply channel of a request that completes when the worker has (re)started.
+pub type StartReply = oneshot::Sender<Result<WorkerInfo, SupervisorError>>;
+
+/// A request to a worker task.
+pub enum Command {
+    /// Stop the process; the worker stays, exited.
+    Stop {
+        /// Overrides the spec's stop signal.
+        signal: Option<Signal>,
+        /// Overrides the spec's grace period.
+        grace: Option<Duration>,
+        /// Gets the final state.
+        reply: oneshot::Sender<WorkerInfo>,
+    },
+    /// Stop if needed, forget the restart history, start again.
+    Restart {
+        /// Gets the state once started (or why not).
+        reply: StartReply,
+    },
+    /// Signal the main process or its whole group.
+    Signal {
+        /// Which signal.
+        signal: Signal,
+        /// The whole group.
+        group: bool,
+        /// Done, or not running.
+        reply: oneshot::Sender<Result<(), SupervisorError>>,
+    },
+    /// Forget the worker (stopping it first with `force`).
+    Remove {
+        /// Stop a running worker instead of refusing.
+        force: bool,
+        /// Done, or refused.
+        reply: oneshot::Sender<Result<(), SupervisorError>>,
+    },
+}
+
+/// Where the task goes next.
+enum Phase {
+    Start,
+    Running(Process),
+    Backoff(Duration),
+    Idle,
+    Gone,
+}
+
+struct Process {
+    child: Child,
+    pid: i32,
+    started: Instant,
+    pumps: Vec<JoinHandle<()>>,
+}
+
+/// A worker task's state.
+pub struct Worker {
+    pub(super) spec: SpawnSpec,
+    pub(super) shared: Arc<Shared>,
+    pub(super) info: watch::Sender<WorkerInfo>,
+    pub(super) log: Arc<LogFile>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) desired: Desired,
+    pub(super) restarts: Restarts,
+    /// Who waits for the next start to succeed or fail (the spawn or restart request).
+    pub(super) pending_start: Option<StartReply>,
+    /// Whether a failure of the next start removes the worker (its very first start).
+    pub(super) first_start: bool,
+}
+
+impl Worker {
+    /// Runs the worker until it is removed or the daemon shuts down.
+    pub async fn run(mut self, start: bool) {
+        let mut phase = if start { Phase::Start } else { Phase::Idle };
+        loop {
+            phase = match phase {
+                Phase::Start => self.start().await,
+                Phase::Running(process) => self.supervise(process).await,
+                Phase::Backoff(delay) => self.backoff(delay).await,
+                Phase::Idle => self.idle().await,
+                Phase::Gone => return,
+            };
+        }
+    }
+
+    async fn start(&mut self) -> Phase {
+        self.set(|i| {
+            i.state = WorkerState::Starting;
+            i.next_start_at_ms = None;
+        });
+        match self.launch().await {
+            Ok(process) => {
+                let now = now_ms();
+                let pid = process.pid;
+                self.set(|i| {
+                    i.state = WorkerState::Running;
+                    i.pid = Some(pid as u32);
+                    i.started_at_ms = Some(now);
+                    i.reason = None;
+                });
+                let identity = ProcessIdentity {
+                    pgid: pid,
+                    start_ticks: super::recovery::start_ticks(pid),
+                };
+                self.shared.table.put(self.record(Some(identity))).await;
+                self.first_start = false;
+                if let Some(reply) = self.pending_start.take() {
+                    let _ = reply.send(Ok(self.info.borrow().clone()));
+                }
+                Phase::Running(process)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if let Some(reply) = self.pending_start.take() {
+                    let _ = reply.send(Err(e));
+                }
+                if self.first_start {
+                    let _ = std::fs::remove_dir_all(self.log.dir());
+                    return Phase::Gone;
+                }
+                self.set(|i| {
+                    i.state = WorkerState::Failed;
+                    i.pid = None;
+                    i.reason = Some(reason);
+                });
+                self.shared.table.put_later(self.record(None));
+                Phase::Idle
+            }
+        }
+    }
+
+    async fn launch(&mut self) -> Result<Process, SupervisorError> {
+        validate::runnable(&self.spec, &self.spec.env)?;
+        let env = WorkerEnv {
+            socket: &self.shared.socket,
+            node: &self.shared.config.name,
+            worker: &self.info.borrow().name.clone(),
+        };
+        let command = spawner::command(&self.spec, &env);
+        let mut child = self.shared.spawner.spawn(command).await.map_err(|e| {
+            SupervisorError::SpawnFailed(format!(
+                "cannot start {}: {}",
+                self.spec.command,
+                validate::plain_io(&e)
+            ))
+        })?;
+        let pid = child
+            .id()
+            .ok_or_else(|| SupervisorError::SpawnFailed("the process vanished at start".into()))?
+            as i32;
+        let mut pumps = Vec::with_capacity(2);
+        if let Some(out) = child.stdout.take() {
+            pumps.push(tokio::spawn(logs::pump(out, LogStream::Stdout, self.log.clone())));
+        }
+        if let Some(err) = child.stderr.take() {
+            pumps.push(tokio::spawn(logs::pump(err, LogStream::Stderr, self.log.clone())));
+        }
+        Ok(Process {
+            child,
+            pid,
+            started: Instant::now(),
+            pumps,
+        })
+    }
+
+    async fn supervise(&mut self, mut process: Process) -> Phase {
+        loop {
+            tokio::select! {
+                status = process.child.wait() => {
+                    let status = convert(status);
+                    let uptime = process.started.elapsed();
+                    self.reap(process).await;
+                    return self.after_exit(status, uptime);
+                }
+                command = self.commands.recv() => {
+                    let Some(command) = command else {
+                        self.terminate(&mut process, None, None).await;
+                        self.reap(process).await;
+                        return Phase::Gone;
+                    };
+                    match command {
+                        Command::Stop { signal, grace, reply } => {
+                            let status = self.terminate(&mut process, signal, grace).await;
+                            self.reap(process).await;
+                            self.desired = Desired::Stopped;
+                            self.exited(status, None);
+                            self.shared.table.put(self.record(None)).await;
+                            let _ = reply.send(self.info.borrow().clone());
+                            return Phase::Idle;
+                        }
+                        Command::Restart { reply } => {
+                            self.terminate(&mut process, None, None).await;
+                            self.reap(process).await;
+                            return self.restart_now(reply);
+                        }
+                        Command::Signal { signal, group, reply } => {
+                            let pid = Pid::from_raw(process.pid);
+                            let sent = if group { killpg(pid, signal) } else { kill(pid, signal) };
+                            let _ = reply.send(sent.map_err(|e| {
+                                SupervisorError::InvalidState(format!("cannot signal: {}", e.desc()))
+                            }));
+                        }
+                        Command::Remove { force: false, reply } => {
+                            let _ = reply.send(Err(self.still_active()));
+                        }
+                        Command::Remove { force: true, reply } => {
+                            let status = self.terminate(&mut process, None, None).await;
+                            self.reap(process).await;
+                            self.exited(status, None);
+                            return self.remove(reply).await;
+                        }
+                    }
+                }
+                () = self.shared.shutdown.cancelled() => {
+                    let status = self.terminate(&mut process, None, None).await;
+                    self.reap(process).await;
+                    self.exited(status, Some("stopped by daemon shutdown".into()));
+                    // `desired` is unchanged: a daemon restart brings the worker back.
+                    self.shared.table.put(self.record(None)).await;
+                    return Phase::Gone;
+                }
+            }
+        }
+    }
+
+    async fn backoff(&mut self, delay: Duration) -> Phase {
+        let due = now_ms() + delay.as_millis() as u64;
+        self.set(|i| {
+            i.state = WorkerState::Backoff;
+            i.pid = None;
+            i.next_start_at_ms = Some(due);
+        });
+        self.shared.table.put_later(self.record(None));
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Phase::Start,
+                command = self.commands.recv() => match command {
+                    None => return Phase::Gone,
+                    Some(command) => if let Some(next) = self.when_not_running(command).await {
+                        return next;
+                    },
+                },
+                () = self.shared.shutdown.cancelled() => return Phase::Gone,
+            }
+        }
+    }
+
+    async fn idle(&mut self) -> Phase {
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    None => return Phase::Gone,
+                    Some(command) => if let Some(next) = self.when_not_running(command).await {
+                        return next;
+                    },
+                },
+                () = self.shared.shutdown.cancelled() => return Phase::Gone,
+            }
+        }
+    }
+
+    /// Handles a command while no process runs (backoff or idle); `Some` changes phase.
+    async fn when_not_running(&mut self, command: Command) -> Option<Phase> {
+        match command {
+            Command::Stop { reply, .. } => {
+                let in_backoff = self.info.borrow().state == WorkerState::Backoff;
+                self.desired = Desired::Stopped;
+                if in_backoff {
+                    self.set(|i| {
+                        i.state = WorkerState::Exited;
+                        i.next_start_at_ms = None;
+                    });
+                }
+                self.shared.table.put(self.record(None)).await;
+                let _ = reply.send(self.info.borrow().clone());
+                in_backoff.then_some(Phase::Idle)
+            }
+            Command::Restart { reply } => Some(self.restart_now(reply)),
+            Command::Signal { reply, .. } => {
+                let name = self.info.borrow().name.clone();
+                let state = self.info.borrow().state;
+                let _ = reply.send(Err(SupervisorError::InvalidState(format!(
+                    "worker \"{name}\" is not running ({state})"
+                ))));
+                None
+            }
+            Command::Remove { reply, .. } => Some(self.remove(reply).await),
+        }
+    }
+
+    fn restart_now(&mut self, reply: StartReply) -> Phase {
+        self.restarts.reset();
+        self.desired = Desired::Running;
+        self.set(|i| i.restarts = 0);
+        self.pending_start = Some(reply);
+        Phase::Start
+    }
+
+    async fn remove(&mut self, reply: oneshot::Sender<Result<(), SupervisorError>>) -> Phase {
+        let name = self.info.borrow().name.clone();
+        self.shared.table.remove(&name).await;
+        let dir = self.log.dir().to_path_buf();
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(worker = %name, error = %e, "cannot delete worker logs");
+        }
+        self.shared.forget(&name);
+        let _ = reply.send(Ok(()));
+        Phase::Gone
+    }
+
+    fn still_active(&self) -> SupervisorError {
+        let info = self.info.borrow();
+        SupervisorError::InvalidState(format!(
+            "worker \"{}\" is {}; stop it first or use --force",
+            info.name, info.state
+        ))
+    }
+
+    /// Decides what follows an exit the worker made on its own.
+    fn after_exit(&mut self, status: ExitStatus, uptime: Duration) -> Phase {
+        let jitter = fastrand::f64();
+        let decision = self
+            .restarts
+            .on_exit(&self.spec.restart, status, uptime, Instant::now(), jitter);
+        match decision {
+            Decision::Exit => {
+                self.exited(status, None);
+                self.shared.table.put_later(self.record(None));
+                Phase::Idle
+            }
+            Decision::Restart(delay) => {
+                self.set(|i| {
+                    i.last_exit = Some(status);
+                    i.exited_at_ms = Some(now_ms());
+                    i.restarts += 1;
+                });
+                Phase::Backoff(delay)
+            }
+            Decision::GiveUp(reason) => {
+                tracing::warn!(worker = %self.info.borrow().name, %reason, "worker failed");
+                self.exited(status, Some(reason));
+                self.set(|i| i.state = WorkerState::Failed);
+                self.shared.table.put_later(self.record(None));
+                Phase::Idle
+            }
+        }
+    }
+
+    /// Signals the group, waits up to the grace period, then SIGKILLs it.
+    async fn terminate(
+        &mut self,
+        process: &mut Process,
+        signal: Option<Signal>,
+        grace: Option<Duration>,
+    ) -> ExitStatus {
+        self.set(|i| i.state = WorkerState::Stopping);
+        let signal = signal
+            .or_else(|| validate::signal(&self.spec.stop.signal).ok())
+            .unwrap_or(Signal::SIGTERM);
+        let grace = grace.unwrap_or(Duration::from_millis(self.spec.stop.grace_ms));
+        let group = Pid::from_raw(process.pid);
+        let _ = killpg(group, signal);
+        match tokio::time::timeout(grace, process.child.wait()).await {
+            Ok(status) => convert(status),
+            Err(_) => {
+                let _ = killpg(group, Signal::SIGKILL);
+                convert(process.child.wait().await)
+            }
+        }
+    }
+
+    /// After the main process is gone: kill what is left of its group, drain the pipes.
+    async fn reap(&mut self, process: Process) {
+        let _ = killpg(Pid::from_raw(process.pid), Signal::SIGKILL);
+        for mut pump in process.pumps {
+            if tokio::time::timeout(PUMP_DRAIN, &mut pump).await.is_err() {
+                pump.abort();
+            }
+        }
+    }
+
+    fn exited(&mut self, status: ExitStatus, reason: Option<String>) {
+        let now = now_ms();
+        self.set(|i| {
+            i.state = WorkerState::Exited;
+            i.pid = None;
+            i.last_exit = Some(status);
+            i.exited_at_ms = Some(now);
+            i.next_start_at_ms = None;
+            i.reason = reason;
+        });
+    }
+
+    fn set(&self, change: impl FnOnce(&mut WorkerInfo)) {
+        self.info.send_modify(change);
+    }
+
+    fn record(&self, process: Option<ProcessIdentity>) -> JobRecord {
+        JobRecord {
+            info: self.info.borrow().clone(),
+            desired: self.desired,
+            process,
+        }
+    }
+}
+
+fn convert(status: std::io::Result<std::process::ExitStatus>) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => ExitStatus::Code { code },
+            (None, Some(signal)) => ExitStatus::Signal { signal },
+            (None, None) => ExitStatus::Code { code: -1 },
+        },
+        Err(_) => ExitStatus::Code { code: -1 },
+    }
+}
