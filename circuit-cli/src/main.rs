@@ -1,1 +1,128 @@
-fn main(){}
+//! `circuit`: the command-line client of circuitd. Parses flags, runs one subcommand on a
+//! single-threaded runtime, and turns failures into one `error: ...` line and an exit code.
+//!
+//! # Layout
+//! - `cmd`: the subcommands, one file each (clap args + `run`), and the shared [`cmd::Ctx`].
+//! - `output`: tables, durations, times and JSON printing.
+//! - `parse`: value parsers for flags (`K=V`, durations, byte sizes).
+//! - `error`: how a failure is shown to the user, with hints.
+
+mod cmd;
+mod error;
+mod output;
+mod parse;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use circuit_sdk::paths::{default_socket_path, SOCKET_ENV};
+
+/// Command-line client of circuitd, the cluster process manager.
+#[derive(Debug, Parser)]
+#[command(name = "circuit", version, propagate_version = true)]
+#[command(after_help = "Examples:\n  \
+    circuit spawn --name web --restart always -- python3 -m http.server\n  \
+    circuit ps -a\n  \
+    circuit logs -f web")]
+struct Cli {
+    /// circuitd's Unix socket.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = SOCKET_ENV,
+        hide_env_values = true,
+        help = socket_help(),
+        help_heading = GLOBAL,
+        value_parser = clap::builder::OsStringValueParser::new()
+    )]
+    socket: Option<OsString>,
+
+    /// Connect to circuitd's TCP API at this address instead of the Unix socket.
+    #[arg(long, global = true, value_name = "HOST:PORT", help_heading = GLOBAL)]
+    addr: Option<String>,
+
+    /// Print the daemon's replies as JSON (one object per line for streams).
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: cmd::Command,
+}
+
+/// Help heading of the options every subcommand takes.
+const GLOBAL: &str = "Global options";
+
+/// Help of `--socket`, naming the default path for this user.
+fn socket_help() -> String {
+    format!(
+        "circuitd's Unix socket [default: {}]",
+        default_socket_path().display()
+    )
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // An empty CIRCUIT_SOCKET means unset, as it does for the daemon and the SDK.
+    let socket = match cli.socket {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => default_socket_path(),
+    };
+    let ctx = cmd::Ctx::new(socket, cli.addr, cli.json);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error::print(&anyhow::Error::new(e).context("cannot start the async runtime"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli.command.run(&ctx)) {
+        Ok(code) => code,
+        // `circuit logs w | head -1`: the reader went away, which is not a failure.
+        Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            error::print(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn spawn_takes_the_command_after_dashes() {
+        let cli = Cli::try_parse_from([
+            "circuit",
+            "--json",
+            "spawn",
+            "--name",
+            "web",
+            "--env",
+            "A=1",
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+        ])
+        .expect("parse");
+        assert!(cli.json);
+        let cmd::Command::Spawn(args) = cli.command else {
+            panic!("expected spawn");
+        };
+        assert_eq!(args.command, ["python3", "-m", "http.server"]);
+    }
+}

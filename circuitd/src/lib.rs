@@ -45,7 +45,13 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let _lock = lock_data_dir(&config.data_dir)?;
     let tracker = TaskTracker::new();
-    let supervisor = match supervisor::Supervisor::start(config.clone(), tracker.clone(), shutdown.clone()).await {
+    let supervisor = match supervisor::Supervisor::start(
+        config.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&listeners.unix_path);

@@ -55,7 +55,8 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, DaemonError> {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(fail("another circuitd is already serving it".into()));
             }
-            std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+            std::fs::remove_file(path)
+                .map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
         }
         Ok(_) => return Err(fail("the path exists and is not a socket".into())),
         Err(_) => {}

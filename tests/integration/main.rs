@@ -1,1 +1,7 @@
-//! x
+//! Integration tests: each starts real `circuitd` processes on temp paths and drives them with
+//! the SDK or the built `circuit` binary. Build the binaries first (`scripts/test.sh` does).
+
+mod bad_input;
+mod cli;
+mod recovery;
+mod supervision;

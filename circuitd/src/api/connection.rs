@@ -71,13 +71,21 @@ async fn handshake<R: AsyncRead + Unpin>(
         }
     };
     let frame = match first {
-        Err(_) => return Err((ErrorCode::HandshakeRequired, "no hello within the handshake timeout".into())),
+        Err(_) => {
+            return Err((
+                ErrorCode::HandshakeRequired,
+                "no hello within the handshake timeout".into(),
+            ))
+        }
         Ok(None) => return Err((ErrorCode::HandshakeRequired, "closed before hello".into())),
         Ok(Some(Err(e))) => return Err((ErrorCode::BadFrame, e.to_string())),
         Ok(Some(Ok(frame))) => frame,
     };
     let Frame::Control(body) = frame else {
-        return Err((ErrorCode::HandshakeRequired, "expected a hello, got a data frame".into()));
+        return Err((
+            ErrorCode::HandshakeRequired,
+            "expected a hello, got a data frame".into(),
+        ));
     };
     match serde_json::from_slice::<ClientMessage>(&body) {
         Ok(ClientMessage::Hello { version, client }) if version == PROTOCOL_VERSION => {
@@ -124,11 +132,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let body = match frame {
             None => break,
             Some(Err(e)) => {
-                outbox.send(connection_error(ErrorCode::BadFrame, e.to_string())).await;
+                outbox
+                    .send(connection_error(ErrorCode::BadFrame, e.to_string()))
+                    .await;
                 break;
             }
             Some(Ok(Frame::Data { id, .. })) => {
-                let msg = request_error(id, ErrorCode::BadRequest, "unexpected data frame: no request takes data yet");
+                let msg = request_error(
+                    id,
+                    ErrorCode::BadRequest,
+                    "unexpected data frame: no request takes data yet",
+                );
                 outbox.send(msg).await;
                 continue;
             }
@@ -137,7 +151,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
         match parse(&body) {
             Ok(ClientMessage::Request { id, request }) => {
                 if requests.contains_key(&id) {
-                    let msg = request_error(id, ErrorCode::BadRequest, &format!("request id {id} is already in use"));
+                    let msg = request_error(
+                        id,
+                        ErrorCode::BadRequest,
+                        &format!("request id {id} is already in use"),
+                    );
                     outbox.send(msg).await;
                     continue;
                 }
@@ -145,7 +163,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     let msg = request_error(
                         id,
                         ErrorCode::TooManyRequests,
-                        &format!("more than {} requests outstanding on one connection", ctx.config.max_requests_per_connection),
+                        &format!(
+                            "more than {} requests outstanding on one connection",
+                            ctx.config.max_requests_per_connection
+                        ),
                     );
                     outbox.send(msg).await;
                     continue;
@@ -164,10 +185,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
             Ok(ClientMessage::Hello { .. }) => {
-                outbox.send(connection_error(ErrorCode::BadRequest, "hello was already exchanged".into())).await;
+                outbox
+                    .send(connection_error(
+                        ErrorCode::BadRequest,
+                        "hello was already exchanged".into(),
+                    ))
+                    .await;
             }
             Err((id, message)) => {
-                let msg = ServerMessage::Error { id, code: ErrorCode::BadRequest, message };
+                let msg = ServerMessage::Error {
+                    id,
+                    code: ErrorCode::BadRequest,
+                    message,
+                };
                 outbox.send(msg).await;
             }
         }
@@ -217,7 +247,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     continue;
                 }
             };
-            if writer.feed(Frame::Control(Bytes::from(json))).await.is_err() {
+            if writer
+                .feed(Frame::Control(Bytes::from(json)))
+                .await
+                .is_err()
+            {
                 return;
             }
             next = rx.try_recv().ok();

@@ -48,7 +48,12 @@ pub(crate) async fn run(
     outbox.send(msg).await;
 }
 
-async fn handle(id: u64, request: Request, ctx: &Context, outbox: &Outbox) -> Result<Reply, Failure> {
+async fn handle(
+    id: u64,
+    request: Request,
+    ctx: &Context,
+    outbox: &Outbox,
+) -> Result<Reply, Failure> {
     let sup = &ctx.supervisor;
     Ok(match request {
         Request::Spawn(spec) => Reply::Worker(Box::new(sup.spawn(spec).await?)),
@@ -60,7 +65,10 @@ async fn handle(id: u64, request: Request, ctx: &Context, outbox: &Outbox) -> Re
             timeout_ms,
         } => {
             if names.is_empty() {
-                return Err(Failure(ErrorCode::InvalidArgument, "no worker named to stop".into()));
+                return Err(Failure(
+                    ErrorCode::InvalidArgument,
+                    "no worker named to stop".into(),
+                ));
             }
             let grace = timeout_ms.map(Duration::from_millis);
             Reply::Workers(sup.stop(&names, signal.as_deref(), grace).await?)
@@ -106,7 +114,9 @@ async fn logs(id: u64, req: LogsRequest, ctx: &Context, outbox: &Outbox) -> Resu
     let mut cursor = blocking(move || Cursor::open(&dir, max_files, filter)).await?;
 
     // What is there now: all of it, or its last `tail` lines.
-    let mut tail = req.tail.map(|n| std::collections::VecDeque::with_capacity(n.min(100_000)));
+    let mut tail = req
+        .tail
+        .map(|n| std::collections::VecDeque::with_capacity(n.min(100_000)));
     loop {
         let (c, lines, at_end) = read_step(cursor).await?;
         cursor = c;
@@ -157,7 +167,10 @@ async fn logs(id: u64, req: LogsRequest, ctx: &Context, outbox: &Outbox) -> Resu
 }
 
 fn removed(name: &str) -> Failure {
-    Failure(ErrorCode::NotFound, format!("worker \"{name}\" was removed"))
+    Failure(
+        ErrorCode::NotFound,
+        format!("worker \"{name}\" was removed"),
+    )
 }
 
 async fn read_step(mut cursor: Cursor) -> Result<(Cursor, Vec<LogLine>, bool), Failure> {
@@ -186,8 +199,13 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Failure> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(Failure(ErrorCode::Internal, format!("cannot read the log: {e}"))),
-        Err(e) => Err(Failure(ErrorCode::Internal, format!("log reader failed: {e}"))),
+        Ok(Err(e)) => Err(Failure(
+            ErrorCode::Internal,
+            format!("cannot read the log: {e}"),
+        )),
+        Err(e) => Err(Failure(
+            ErrorCode::Internal,
+            format!("log reader failed: {e}"),
+        )),
     }
 }
-

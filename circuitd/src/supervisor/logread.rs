@@ -130,10 +130,7 @@ pub fn parse_record(record: &[u8]) -> Option<LogLine> {
     let space = record.iter().position(|&b| b == b' ')?;
     let stamp = std::str::from_utf8(&record[..space]).ok()?;
     let ts = humantime::parse_rfc3339(stamp).ok()?;
-    let ts_ms = ts
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_millis() as u64;
+    let ts_ms = ts.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
     let stream = match record.get(space + 1..space + 3)? {
         b"o " => LogStream::Stdout,
         b"e " => LogStream::Stderr,
@@ -161,7 +158,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = LogFile::open(dir.path(), 60, 3).expect("open");
         for i in 0..6 {
-            let stream = if i % 2 == 0 { LogStream::Stdout } else { LogStream::Stderr };
+            let stream = if i % 2 == 0 {
+                LogStream::Stdout
+            } else {
+                LogStream::Stderr
+            };
             log.write_lines(stream, [format!("line {i}").as_bytes()]);
         }
         let mut all = Cursor::open(dir.path(), 3, None).expect("cursor");
@@ -169,7 +170,10 @@ mod tests {
         assert!(eof);
         assert_eq!(texts(&lines), ["line 2", "line 3", "line 4", "line 5"]);
         let mut errs = Cursor::open(dir.path(), 3, Some(LogStream::Stderr)).expect("cursor");
-        assert_eq!(texts(&errs.read(usize::MAX).expect("read").0), ["line 3", "line 5"]);
+        assert_eq!(
+            texts(&errs.read(usize::MAX).expect("read").0),
+            ["line 3", "line 5"]
+        );
     }
 
     #[test]

@@ -67,21 +67,26 @@ impl LogFile {
             LogStream::Stdout => " o ",
             LogStream::Stderr => " e ",
         };
-        let mut record = Vec::with_capacity(256);
+        let mut writer = self.writer.lock().expect("log writer lock");
+        let mut batch = Vec::with_capacity(4096);
+        let mut result = Ok(());
         for line in lines {
-            record.extend_from_slice(stamp.as_bytes());
-            record.extend_from_slice(tag.as_bytes());
-            record.extend_from_slice(line);
-            record.push(b'\n');
+            let len = (stamp.len() + tag.len() + line.len() + 1) as u64;
+            // Rotate between records, never inside one: a file holds whole lines.
+            if writer.size + batch.len() as u64 > 0
+                && writer.size + batch.len() as u64 + len > writer.max_bytes
+            {
+                result = result.and(writer.write(&batch));
+                batch.clear();
+                result = result.and(writer.rotate(&self.dir));
+            }
+            batch.extend_from_slice(stamp.as_bytes());
+            batch.extend_from_slice(tag.as_bytes());
+            batch.extend_from_slice(line);
+            batch.push(b'\n');
         }
-        if record.is_empty() {
-            return;
-        }
-        let result = self
-            .writer
-            .lock()
-            .expect("log writer lock")
-            .append(&self.dir, &record);
+        result = result.and(writer.write(&batch));
+        drop(writer);
         if let Err(e) = result {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write worker log");
         }
@@ -90,12 +95,12 @@ impl LogFile {
 }
 
 impl Writer {
-    fn append(&mut self, dir: &Path, record: &[u8]) -> io::Result<()> {
-        if self.size > 0 && self.size + record.len() as u64 > self.max_bytes {
-            self.rotate(dir)?;
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
         }
-        self.file.write_all(record)?;
-        self.size += record.len() as u64;
+        self.file.write_all(bytes)?;
+        self.size += bytes.len() as u64;
         Ok(())
     }
 
@@ -185,7 +190,10 @@ mod tests {
         };
         assert_eq!(names, ["output.log", "output.log.1", "output.log.2"]);
         let current = std::fs::read_to_string(rotated_path(dir.path(), 0)).expect("read");
-        assert!(current.ends_with(&format!("line 19 {}\n", "x".repeat(40))), "{current}");
+        assert!(
+            current.ends_with(&format!("line 19 {}\n", "x".repeat(40))),
+            "{current}"
+        );
         assert!(current.contains(" o line 19"), "{current}");
     }
 
@@ -197,7 +205,10 @@ mod tests {
         let input = format!("a\nb\n{long}\ntail");
         pump(input.as_bytes(), LogStream::Stderr, log).await;
         let text = std::fs::read_to_string(rotated_path(dir.path(), 0)).expect("read");
-        let bodies: Vec<&str> = text.lines().map(|l| &l[l.find(" e ").expect("tag") + 3..]).collect();
+        let bodies: Vec<&str> = text
+            .lines()
+            .map(|l| &l[l.find(" e ").expect("tag") + 3..])
+            .collect();
         assert_eq!(bodies.len(), 5);
         assert_eq!(bodies[0], "a");
         assert_eq!(bodies[1], "b");

@@ -78,7 +78,10 @@ impl Supervisor {
             }
         }
         if killed > 0 {
-            tracing::warn!(groups = killed, "killed process groups left by a previous daemon");
+            tracing::warn!(
+                groups = killed,
+                "killed process groups left by a previous daemon"
+            );
         }
         let table = Table::start(&config.data_dir, loaded.jobs.clone(), boot, &tracker);
         let shared = Arc::new(Shared {
@@ -99,7 +102,8 @@ impl Supervisor {
 
     fn restore(&self, job: JobRecord) -> Result<(), SupervisorError> {
         let mut info = job.info;
-        let was_active = !info.state.is_terminal();
+        // Active when the daemon died, or stopped by the daemon's own shutdown.
+        let was_active = !info.state.is_terminal() || job.interrupted;
         let policy = info.spec.restart.policy;
         let start = was_active
             && job.desired == Desired::Running
@@ -165,8 +169,12 @@ impl Supervisor {
         let name = info.name.clone();
         let log = LogFile::open(
             &self.shared.config.data_dir.join("workers").join(&name),
-            spec.log.max_bytes.unwrap_or(self.shared.config.log_max_bytes),
-            spec.log.max_files.unwrap_or(self.shared.config.log_max_files),
+            spec.log
+                .max_bytes
+                .unwrap_or(self.shared.config.log_max_bytes),
+            spec.log
+                .max_files
+                .unwrap_or(self.shared.config.log_max_files),
         )?;
         let (info_tx, info_rx) = watch::channel(info);
         let (commands_tx, commands) = mpsc::channel(16);
@@ -286,7 +294,8 @@ impl Supervisor {
             if slot.commands.send(command).await.is_err() {
                 return Err(SupervisorError::NotFound(name.clone()));
             }
-            rx.await.map_err(|_| SupervisorError::NotFound(name.clone()))
+            rx.await
+                .map_err(|_| SupervisorError::NotFound(name.clone()))
         });
         futures::future::join_all(stops).await.into_iter().collect()
     }
@@ -301,12 +310,25 @@ impl Supervisor {
     }
 
     /// Signals a worker's main process, or its whole group.
-    pub async fn signal(&self, name: &str, signal: &str, group: bool) -> Result<(), SupervisorError> {
+    pub async fn signal(
+        &self,
+        name: &str,
+        signal: &str,
+        group: bool,
+    ) -> Result<(), SupervisorError> {
         let signal = validate::signal(signal)?;
         let slot = self.slot(name)?;
         let (reply, rx) = oneshot::channel();
-        self.send(&slot, name, Command::Signal { signal, group, reply })
-            .await?;
+        self.send(
+            &slot,
+            name,
+            Command::Signal {
+                signal,
+                group,
+                reply,
+            },
+        )
+        .await?;
         rx.await
             .map_err(|_| SupervisorError::NotFound(name.to_string()))?
     }

@@ -108,10 +108,22 @@ mod tests {
         let now = Instant::now();
         let quick = Duration::from_millis(10);
         let mut r = Restarts::default();
-        assert_eq!(r.on_exit(&spec(RestartPolicy::Never), FAIL, quick, now, 0.5), Decision::Exit);
-        assert_eq!(r.on_exit(&spec(RestartPolicy::OnFailure), OK, quick, now, 0.5), Decision::Exit);
+        assert_eq!(
+            r.on_exit(&spec(RestartPolicy::Never), FAIL, quick, now, 0.5),
+            Decision::Exit
+        );
+        assert_eq!(
+            r.on_exit(&spec(RestartPolicy::OnFailure), OK, quick, now, 0.5),
+            Decision::Exit
+        );
         assert!(matches!(
-            r.on_exit(&spec(RestartPolicy::OnFailure), ExitStatus::Signal { signal: 9 }, quick, now, 0.5),
+            r.on_exit(
+                &spec(RestartPolicy::OnFailure),
+                ExitStatus::Signal { signal: 9 },
+                quick,
+                now,
+                0.5
+            ),
             Decision::Restart(_)
         ));
         assert!(matches!(
@@ -124,7 +136,10 @@ mod tests {
     fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
         let s = spec(RestartPolicy::Always);
         let ms = |a, j| backoff(&s, a, j).as_millis();
-        assert_eq!([ms(0, 0.5), ms(1, 0.5), ms(2, 0.5), ms(3, 0.5), ms(4, 0.5)], [100, 200, 400, 800, 1000]);
+        assert_eq!(
+            [ms(0, 0.5), ms(1, 0.5), ms(2, 0.5), ms(3, 0.5), ms(4, 0.5)],
+            [100, 200, 400, 800, 1000]
+        );
         assert_eq!(ms(60, 0.5), 1000);
         assert_eq!(ms(0, 0.0), 80);
         assert!(ms(0, 0.999) < 120);
@@ -143,7 +158,10 @@ mod tests {
             }
             now += Duration::from_millis(expected as u64 + 10);
         }
-        assert!(matches!(r.on_exit(&s, FAIL, quick, now, 0.5), Decision::GiveUp(_)));
+        assert!(matches!(
+            r.on_exit(&s, FAIL, quick, now, 0.5),
+            Decision::GiveUp(_)
+        ));
     }
 
     #[test]
@@ -152,7 +170,10 @@ mod tests {
         let mut r = Restarts::default();
         let mut now = Instant::now();
         for _ in 0..3 {
-            assert!(matches!(r.on_exit(&s, FAIL, Duration::ZERO, now, 0.5), Decision::Restart(_)));
+            assert!(matches!(
+                r.on_exit(&s, FAIL, Duration::ZERO, now, 0.5),
+                Decision::Restart(_)
+            ));
             now += Duration::from_secs(4);
         }
         // The first restart is now older than the 10 s window; a stable run resets the delay.

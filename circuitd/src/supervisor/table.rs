@@ -42,6 +42,10 @@ pub struct JobRecord {
     pub desired: Desired,
     /// The live process group, while there is one.
     pub process: Option<ProcessIdentity>,
+    /// Stopped by a daemon shutdown rather than by a user or by itself: the next daemon
+    /// resumes it if its policy restarts.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -95,7 +99,11 @@ impl Table {
         if file.version != FORMAT_VERSION {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} has format {}, expected {FORMAT_VERSION}", path.display(), file.version),
+                format!(
+                    "{} has format {}, expected {FORMAT_VERSION}",
+                    path.display(),
+                    file.version
+                ),
             ));
         }
         Ok(Loaded {
@@ -177,7 +185,9 @@ async fn writer(
         let written = tokio::task::spawn_blocking(move || write_atomically(&target, &file)).await;
         match written {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(path = %path.display(), error = %e, "cannot write job table"),
+            Ok(Err(e)) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot write job table")
+            }
             Err(e) => tracing::error!(error = %e, "job table writer panicked"),
         }
         for done in waiting.drain(..) {

@@ -73,7 +73,11 @@ pub fn spec(spec: &SpawnSpec) -> Result<(), SupervisorError> {
         ));
     }
     for (binding, chan) in &spec.chans {
-        if binding.is_empty() || !binding.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if binding.is_empty()
+            || !binding
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(SupervisorError::Invalid(format!(
                 "invalid channel binding \"{binding}\": use A-Z a-z 0-9 _"
             )));
@@ -168,14 +172,28 @@ mod tests {
         for good in ["w", "web-1", "a.b_c", &"x".repeat(64)] {
             assert!(name(good).is_ok(), "{good}");
         }
-        for bad in ["", "-x", ".hidden", "a/b", "..", "sp ace", &"x".repeat(65), "é"] {
+        for bad in [
+            "",
+            "-x",
+            ".hidden",
+            "a/b",
+            "..",
+            "sp ace",
+            &"x".repeat(65),
+            "é",
+        ] {
             assert!(name(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn signals() {
-        for (text, sig) in [("TERM", Signal::SIGTERM), ("sigint", Signal::SIGINT), ("9", Signal::SIGKILL), ("hup", Signal::SIGHUP)] {
+        for (text, sig) in [
+            ("TERM", Signal::SIGTERM),
+            ("sigint", Signal::SIGINT),
+            ("9", Signal::SIGKILL),
+            ("hup", Signal::SIGHUP),
+        ] {
             assert_eq!(signal(text).expect(text), sig);
         }
         for bad in ["", "NOPE", "SIG", "999", "-1"] {
@@ -196,6 +214,9 @@ mod tests {
         assert!(runnable(&s, &env).is_ok());
         s.cwd = Some("/definitely/not/here".into());
         let err = runnable(&s, &env).expect_err("missing cwd").to_string();
-        assert_eq!(err, "working directory /definitely/not/here: no such file or directory");
+        assert_eq!(
+            err,
+            "working directory /definitely/not/here: no such file or directory"
+        );
     }
 }

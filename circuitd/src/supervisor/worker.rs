@@ -70,7 +70,7 @@ pub enum Command {
 /// Where the task goes next.
 enum Phase {
     Start,
-    Running(Process),
+    Running(Box<Process>),
     Backoff(Duration),
     Idle,
     Gone,
@@ -137,7 +137,7 @@ impl Worker {
                 if let Some(reply) = self.pending_start.take() {
                     let _ = reply.send(Ok(self.info.borrow().clone()));
                 }
-                Phase::Running(process)
+                Phase::Running(Box::new(process))
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -180,10 +180,18 @@ impl Worker {
             as i32;
         let mut pumps = Vec::with_capacity(2);
         if let Some(out) = child.stdout.take() {
-            pumps.push(tokio::spawn(logs::pump(out, LogStream::Stdout, self.log.clone())));
+            pumps.push(tokio::spawn(logs::pump(
+                out,
+                LogStream::Stdout,
+                self.log.clone(),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            pumps.push(tokio::spawn(logs::pump(err, LogStream::Stderr, self.log.clone())));
+            pumps.push(tokio::spawn(logs::pump(
+                err,
+                LogStream::Stderr,
+                self.log.clone(),
+            )));
         }
         Ok(Process {
             child,
@@ -193,7 +201,7 @@ impl Worker {
         })
     }
 
-    async fn supervise(&mut self, mut process: Process) -> Phase {
+    async fn supervise(&mut self, mut process: Box<Process>) -> Phase {
         loop {
             tokio::select! {
                 status = process.child.wait() => {
@@ -246,7 +254,9 @@ impl Worker {
                     self.reap(process).await;
                     self.exited(status, Some("stopped by daemon shutdown".into()));
                     // `desired` is unchanged: a daemon restart brings the worker back.
-                    self.shared.table.put(self.record(None)).await;
+                    let mut record = self.record(None);
+                    record.interrupted = true;
+                    self.shared.table.put(record).await;
                     return Phase::Gone;
                 }
             }
@@ -352,9 +362,9 @@ impl Worker {
     /// Decides what follows an exit the worker made on its own.
     fn after_exit(&mut self, status: ExitStatus, uptime: Duration) -> Phase {
         let jitter = fastrand::f64();
-        let decision = self
-            .restarts
-            .on_exit(&self.spec.restart, status, uptime, Instant::now(), jitter);
+        let decision =
+            self.restarts
+                .on_exit(&self.spec.restart, status, uptime, Instant::now(), jitter);
         match decision {
             Decision::Exit => {
                 self.exited(status, None);
@@ -403,7 +413,7 @@ impl Worker {
     }
 
     /// After the main process is gone: kill what is left of its group, drain the pipes.
-    async fn reap(&mut self, process: Process) {
+    async fn reap(&mut self, process: Box<Process>) {
         let _ = killpg(Pid::from_raw(process.pid), Signal::SIGKILL);
         for mut pump in process.pumps {
             if tokio::time::timeout(PUMP_DRAIN, &mut pump).await.is_err() {
@@ -433,6 +443,7 @@ impl Worker {
             info: self.info.borrow().clone(),
             desired: self.desired,
             process,
+            interrupted: false,
         }
     }
 }

@@ -157,7 +157,10 @@ mod tests {
         let mut codec = FrameCodec::new(1024);
         let mut buf = BytesMut::new();
         codec.encode(frame, &mut buf).expect("encode");
-        codec.decode(&mut buf).expect("decode").expect("whole frame")
+        codec
+            .decode(&mut buf)
+            .expect("decode")
+            .expect("whole frame")
     }
 
     #[test]
@@ -200,10 +203,16 @@ mod tests {
     fn unknown_kind_and_empty_frames_are_errors() {
         let mut codec = FrameCodec::new(1024);
         let mut buf = BytesMut::from(&[0, 0, 0, 1, 9][..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::UnknownKind(9))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::UnknownKind(9))
+        ));
         let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
         assert!(matches!(codec.decode(&mut buf), Err(FrameError::Empty)));
         let mut buf = BytesMut::from(&[0, 0, 0, 3, KIND_DATA, 1, 2][..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::ShortData(2))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::ShortData(2))
+        ));
     }
 }

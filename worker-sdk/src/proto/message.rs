@@ -10,6 +10,8 @@ use super::types::{DaemonStatus, LogLine, SpawnSpec, WorkerEnd, WorkerInfo};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// A message from a client (CLI, worker SDK) to a daemon.
+// Control messages are built once and serialised at once; boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
@@ -73,8 +75,14 @@ pub enum ServerMessage {
 }
 
 /// What a client asks for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", content = "args", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "op",
+    content = "args",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum Request {
     /// Start a worker. Reply: `worker`.
     Spawn(SpawnSpec),
@@ -195,7 +203,13 @@ mod tests {
         let status: ClientMessage =
             serde_json::from_str(r#"{"type":"request","id":1,"request":{"op":"status"}}"#)
                 .expect("unit op without args");
-        assert!(matches!(status, ClientMessage::Request { request: Request::Status, .. }));
+        assert!(matches!(
+            status,
+            ClientMessage::Request {
+                request: Request::Status,
+                ..
+            }
+        ));
     }
 
     #[test]

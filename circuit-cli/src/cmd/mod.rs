@@ -1,0 +1,149 @@
+//! The subcommands, one file each (its clap `Args` and its `run`), and [`Ctx`], what every
+//! subcommand shares: where the daemon is and whether to print JSON.
+
+mod logs;
+mod ps;
+mod restart;
+mod rm;
+mod signal;
+mod spawn;
+mod status;
+mod stop;
+mod wait;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use circuit_sdk::proto::{Reply, WorkerInfo};
+use circuit_sdk::Client;
+
+use crate::error;
+
+/// A subcommand of `circuit`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a worker process under circuitd's supervision.
+    Spawn(Box<spawn::Args>),
+    /// List workers.
+    Ps(ps::Args),
+    /// Print a worker's output.
+    Logs(logs::Args),
+    /// Stop workers: their stop signal, then SIGKILL after the grace period.
+    Stop(stop::Args),
+    /// Stop a worker if needed and start it again.
+    Restart(restart::Args),
+    /// Send a signal to a worker.
+    Signal(signal::Args),
+    /// Wait for a worker to end, and exit with its exit code.
+    Wait(wait::Args),
+    /// Remove workers and their logs.
+    Rm(rm::Args),
+    /// Show the daemon's status.
+    Status(status::Args),
+}
+
+impl Command {
+    /// Runs the subcommand; the exit code is the process's.
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::Spawn(args) => spawn::run(ctx, *args).await,
+            Self::Ps(args) => ps::run(ctx, args).await,
+            Self::Logs(args) => logs::run(ctx, args).await,
+            Self::Stop(args) => stop::run(ctx, args).await,
+            Self::Restart(args) => restart::run(ctx, args).await,
+            Self::Signal(args) => signal::run(ctx, args).await,
+            Self::Wait(args) => wait::run(ctx, args).await,
+            Self::Rm(args) => rm::run(ctx, args).await,
+            Self::Status(args) => status::run(ctx, args).await,
+        }
+    }
+}
+
+/// Where the daemon is.
+#[derive(Debug, Clone)]
+enum Target {
+    /// Its Unix socket (the default).
+    Unix(PathBuf),
+    /// Its TCP API (`--addr`).
+    Tcp(String),
+}
+
+/// What every subcommand needs besides its own arguments.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    target: Target,
+    /// Print replies as JSON instead of for people.
+    pub json: bool,
+}
+
+impl Ctx {
+    /// `addr`, when given, wins over `socket`.
+    pub fn new(socket: PathBuf, addr: Option<String>, json: bool) -> Self {
+        let target = match addr {
+            Some(addr) => Target::Tcp(addr),
+            None => Target::Unix(socket),
+        };
+        Self { target, json }
+    }
+
+    /// True when the daemon is on this host (reached by its Unix socket), so local paths mean
+    /// the same thing to it as to us.
+    pub fn is_local(&self) -> bool {
+        matches!(self.target, Target::Unix(_))
+    }
+
+    /// Connects to the daemon, with a hint on what to check when nobody answers.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let result = match &self.target {
+            Target::Unix(path) => Client::connect_unix(path).await,
+            Target::Tcp(addr) => Client::connect_tcp(addr).await,
+        };
+        result.map_err(|e| error::connect(e, !self.is_local()))
+    }
+}
+
+/// Converts a worker's exit code (0..=255 by shell convention) to ours; anything else is 1.
+pub fn exit_code(code: i32) -> ExitCode {
+    u8::try_from(code).map_or(ExitCode::FAILURE, ExitCode::from)
+}
+
+/// The error for a reply of the wrong kind: a daemon of another version, or a bug.
+pub fn unexpected(wanted: &str, got: &Reply) -> anyhow::Error {
+    let got = match got {
+        Reply::Done => "done",
+        Reply::Worker(_) => "worker",
+        Reply::Workers(_) => "workers",
+        Reply::End(_) => "end",
+        Reply::Status(_) => "status",
+    };
+    error::CliError::hinted(
+        format!("circuitd replied with {got} where {wanted} was expected"),
+        "are circuit and circuitd the same version?",
+    )
+}
+
+/// The worker in a `worker` reply.
+pub fn expect_worker(reply: Reply) -> anyhow::Result<WorkerInfo> {
+    match reply {
+        Reply::Worker(info) => Ok(*info),
+        other => Err(unexpected("a worker", &other)),
+    }
+}
+
+/// The workers in a `workers` reply.
+pub fn expect_workers(reply: Reply) -> anyhow::Result<Vec<WorkerInfo>> {
+    match reply {
+        Reply::Workers(list) => Ok(list),
+        other => Err(unexpected("a list of workers", &other)),
+    }
+}
+
+/// Checks that a reply is `done`.
+pub fn expect_done(reply: Reply) -> anyhow::Result<()> {
+    match reply {
+        Reply::Done => Ok(()),
+        other => Err(unexpected("done", &other)),
+    }
+}

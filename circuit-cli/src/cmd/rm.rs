@@ -1,0 +1,52 @@
+//! `circuit rm`: forgets workers and deletes their logs, one request per worker; a failure for
+//! one worker is reported and the others are still removed.
+
+use std::process::ExitCode;
+
+use circuit_sdk::proto::{ErrorCode, Request};
+
+use super::{expect_done, Ctx};
+use crate::error::{self, CliError};
+use crate::output;
+
+/// Arguments of `circuit rm`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  circuit rm job\n  circuit rm -f web worker-2")]
+pub struct Args {
+    /// Stop workers that are still active before removing them.
+    #[arg(short, long)]
+    pub force: bool,
+
+    /// Workers to remove.
+    #[arg(value_name = "WORKER", required = true)]
+    pub names: Vec<String>,
+}
+
+/// Removes each worker and prints its name; exits 1 if any could not be removed.
+pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let client = ctx.connect().await?;
+    let mut code = ExitCode::SUCCESS;
+    for name in args.names {
+        let request = Request::Remove {
+            name: name.clone(),
+            force: args.force,
+        };
+        let result = match client.call(request).await {
+            Ok(reply) => expect_done(reply),
+            Err(e) if e.code() == Some(ErrorCode::InvalidState) => Err(CliError::hinted(
+                e,
+                format!("stop it first with `circuit stop {name}`, or use `circuit rm -f`"),
+            )),
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(()) if ctx.json => {}
+            Ok(()) => output::line(&name)?,
+            Err(e) => {
+                error::print(&e);
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(code)
+}

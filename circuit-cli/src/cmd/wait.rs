@@ -1,0 +1,36 @@
+//! `circuit wait`: blocks until a worker has ended and exits with its exit code, so that
+//! scripts can use `circuit wait job && next-step`.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use circuit_sdk::proto::{Reply, Request, WorkerState};
+
+use super::{exit_code, unexpected, Ctx};
+use crate::output;
+
+/// Arguments of `circuit wait`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  circuit spawn --name job -- ./job.sh && circuit wait job")]
+pub struct Args {
+    /// The worker.
+    #[arg(value_name = "WORKER")]
+    pub name: String,
+}
+
+/// Waits for the end; exits with the worker's code, or 128 + the signal that killed it.
+/// A worker that failed has its reason printed on stderr.
+pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let client = ctx.connect().await?;
+    let end = match client.call(Request::Wait { name: args.name }).await? {
+        Reply::End(end) => end,
+        other => return Err(unexpected("end", &other)),
+    };
+    if ctx.json {
+        output::json(&end)?;
+    }
+    if end.state == WorkerState::Failed && end.reason.is_some() {
+        let _ = writeln!(io::stderr().lock(), "circuit: {}", output::worker_end(&end));
+    }
+    Ok(exit_code(end.shell_code()))
+}

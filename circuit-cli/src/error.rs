@@ -1,0 +1,155 @@
+//! What the user sees when a command fails: one line, `error: <message> — <hint>`, never a
+//! `Debug` dump. Hints are attached here by error class, or by a command that knows better.
+
+use std::fmt;
+use std::io::{self, Write};
+
+use circuit_sdk::proto::ErrorCode;
+use circuit_sdk::Error as SdkError;
+
+/// A failure with a message for a person and, optionally, what to do about it.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    hint: Option<String>,
+}
+
+impl CliError {
+    /// A failure with a hint; `err` gives the message.
+    pub fn hinted(err: impl fmt::Display, hint: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(Self {
+            message: err.to_string(),
+            hint: Some(hint.into()),
+        })
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " — {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// The one line (without `error: `) that describes `err`.
+pub fn render(err: &anyhow::Error) -> String {
+    if let Some(e) = err.downcast_ref::<CliError>() {
+        return e.to_string();
+    }
+    if let Some(e) = err.downcast_ref::<SdkError>() {
+        return render_sdk(e);
+    }
+    format!("{err:#}")
+}
+
+/// Prints `error: <message>` on stderr. A closed stderr is ignored: there is nowhere left to
+/// say anything.
+pub fn print(err: &anyhow::Error) {
+    let _ = writeln!(io::stderr().lock(), "error: {}", render(err));
+}
+
+/// True when writing our own output failed because the reader went away (`| head -1`).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// Turns a failed connect into a message that says what to check; `tcp` when `--addr` was used.
+pub fn connect(err: SdkError, tcp: bool) -> anyhow::Error {
+    let SdkError::Connect { target, source } = &err else {
+        return err.into();
+    };
+    let message = format!(
+        "cannot connect to circuitd at {target}: {}",
+        io_message(source)
+    );
+    let hint = match (source.kind(), tcp) {
+        (io::ErrorKind::PermissionDenied, false) => {
+            "the socket belongs to another user (run as that user, or set CIRCUIT_SOCKET)"
+        }
+        (_, false) => "is circuitd running? (start it with `circuitd`, or set CIRCUIT_SOCKET)",
+        (_, true) => "is circuitd running there and listening on that address?",
+    };
+    CliError::hinted(message, hint)
+}
+
+fn render_sdk(err: &SdkError) -> String {
+    let hint = match err {
+        SdkError::Remote { code, message } => {
+            let message = if message.is_empty() {
+                code.as_str()
+            } else {
+                message
+            };
+            return match remote_hint(*code) {
+                Some(hint) => format!("{message} — {hint}"),
+                None => message.to_string(),
+            };
+        }
+        SdkError::Connect { target, source } => {
+            return format!(
+                "cannot connect to circuitd at {target}: {}",
+                io_message(source)
+            );
+        }
+        SdkError::Disconnected => Some("did circuitd stop? see its log"),
+        SdkError::Protocol(_) => Some("are circuit and circuitd the same version?"),
+        SdkError::Frame(_) | SdkError::Io(_) => None,
+    };
+    match hint {
+        Some(hint) => format!("{err} — {hint}"),
+        None => err.to_string(),
+    }
+}
+
+/// Hints that hold whatever the command was; commands add their own for the rest.
+fn remote_hint(code: ErrorCode) -> Option<&'static str> {
+    match code {
+        ErrorCode::NotFound => Some("see `circuit ps`"),
+        ErrorCode::VersionMismatch => Some("install the same version of circuit and circuitd"),
+        ErrorCode::ShuttingDown => Some("try again once circuitd is back"),
+        ErrorCode::Internal => Some("this is a bug in circuitd; its log has the details"),
+        _ => None,
+    }
+}
+
+/// An I/O error's text without the `(os error 2)` suffix.
+fn io_message(err: &io::Error) -> String {
+    let mut text = err.to_string();
+    if let Some(at) = text.find(" (os error ") {
+        text.truncate(at);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_failure_names_the_socket_and_what_to_do() {
+        let err = SdkError::Connect {
+            target: "/run/x.sock".into(),
+            source: io::Error::from_raw_os_error(2),
+        };
+        assert_eq!(
+            render(&connect(err, false)),
+            "cannot connect to circuitd at /run/x.sock: No such file or directory — is circuitd \
+             running? (start it with `circuitd`, or set CIRCUIT_SOCKET)"
+        );
+    }
+
+    #[test]
+    fn not_found_points_at_ps() {
+        let err = anyhow::Error::new(SdkError::Remote {
+            code: ErrorCode::NotFound,
+            message: "no worker named \"x\"".into(),
+        });
+        assert_eq!(render(&err), "no worker named \"x\" — see `circuit ps`");
+    }
+}

@@ -1,0 +1,225 @@
+//! Human and JSON output: `docker ps`-style tables, short durations (`2m10s`), timestamps,
+//! and JSON documents or lines. Writers return `io::Error` as is, so a closed pipe is seen.
+
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use circuit_sdk::proto::WorkerEnd;
+use serde::Serialize;
+
+/// Spaces between two columns.
+const GAP: usize = 3;
+
+/// A table with an upper-case header and left-aligned columns padded to their widest cell.
+#[derive(Debug, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column titles (shown in capitals).
+    pub fn new<S: AsRef<str>>(header: &[S]) -> Self {
+        Self {
+            header: header.iter().map(|h| h.as_ref().to_uppercase()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row; missing cells are blank, extra cells are dropped.
+    pub fn row(&mut self, mut cells: Vec<String>) {
+        cells.resize(self.header.len(), String::new());
+        self.rows.push(cells);
+    }
+
+    /// The table as text, one line per row, each ending in a newline, no trailing spaces.
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| width(h)).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(width(cell));
+            }
+        }
+        let mut out = String::new();
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                line.push_str(cell);
+                if i + 1 < row.len() {
+                    let pad = widths[i] - width(cell) + GAP;
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Writes the table to stdout.
+    pub fn print(&self) -> io::Result<()> {
+        io::stdout().lock().write_all(self.render().as_bytes())
+    }
+}
+
+/// Display width of a cell, counted in characters.
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// Shortens `s` to at most `max` characters, ending in `…` when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if width(s) <= max {
+        return s.to_string();
+    }
+    let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// A duration in its two largest units: `3s`, `2m10s`, `1h4m`, `2d3h`; a zero second unit is
+/// left out (`2m`). Below a second it is `0s`.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, mins, secs) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
+    let (big, big_unit, small, small_unit) = match s {
+        0..60 => return format!("{secs}s"),
+        60..3_600 => (mins, "m", secs, "s"),
+        3_600..86_400 => (hours, "h", mins, "m"),
+        _ => (days, "d", hours, "h"),
+    };
+    if small == 0 {
+        format!("{big}{big_unit}")
+    } else {
+        format!("{big}{big_unit}{small}{small_unit}")
+    }
+}
+
+/// [`duration`] of a number of milliseconds.
+pub fn duration_ms(ms: u64) -> String {
+    duration(Duration::from_millis(ms))
+}
+
+/// How long ago `ts_ms` was at `now_ms` (`0s` if it is in the future).
+pub fn ago(ts_ms: u64, now_ms: u64) -> String {
+    duration_ms(now_ms.saturating_sub(ts_ms))
+}
+
+/// How long until `ts_ms` from `now_ms` (`0s` if it has passed).
+pub fn until(ts_ms: u64, now_ms: u64) -> String {
+    duration_ms(ts_ms.saturating_sub(now_ms))
+}
+
+/// A protocol timestamp as RFC 3339 in UTC with microseconds: `2024-05-01T12:00:00.250000Z`.
+pub fn timestamp(ms: u64) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Now, in milliseconds since the Unix epoch, like the protocol's timestamps.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Prints one line on stdout.
+pub fn line(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")
+}
+
+/// Prints `value` as one pretty JSON document on stdout.
+pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    line(&serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
+/// Prints `value` as one compact JSON line on stdout (for streams).
+pub fn json_line<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    line(&serde_json::to_string(value)?)?;
+    Ok(())
+}
+
+/// How a worker ended, for a person: `worker w exited (code 3)`, `worker w failed: <reason>`.
+pub fn worker_end(end: &WorkerEnd) -> String {
+    let mut text = format!("worker {} {}", end.name, end.state);
+    if let Some(exit) = end.exit {
+        text.push_str(&format!(" ({exit})"));
+    }
+    if let Some(reason) = &end.reason {
+        text.push_str(&format!(": {reason}"));
+    }
+    text
+}
+
+/// Shows a command line, quoting words a shell would split: `sh -c 'echo hi'`.
+pub fn command_line(command: &str, args: &[String]) -> String {
+    std::iter::once(command)
+        .chain(args.iter().map(String::as_str))
+        .map(|word| {
+            let plain = !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                word.to_string()
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_use_two_units() {
+        let cases = [
+            (0, "0s"),
+            (3, "3s"),
+            (59, "59s"),
+            (60, "1m"),
+            (130, "2m10s"),
+        ];
+        for (secs, want) in cases.into_iter().chain([(3_840, "1h4m"), (3_600, "1h")]) {
+            assert_eq!(duration(Duration::from_secs(secs)), want);
+        }
+        assert_eq!(
+            duration(Duration::from_secs(2 * 86_400 + 3 * 3_600 + 59)),
+            "2d3h"
+        );
+        assert_eq!(duration_ms(999), "0s");
+        assert_eq!(ago(10_000, 5_000), "0s");
+    }
+
+    #[test]
+    fn table_columns_are_aligned_by_their_widest_cell() {
+        let mut t = Table::new(&["name", "state", "pid"]);
+        t.row(vec!["web".into(), "running".into(), "4242".into()]);
+        t.row(vec!["a-long-name".into(), "exited".into(), "-".into()]);
+        t.row(vec!["ünï".into(), "failed".into()]);
+        let want = "\
+NAME          STATE     PID
+web           running   4242
+a-long-name   exited    -
+ünï           failed
+";
+        assert_eq!(t.render(), want);
+        assert_eq!(Table::new(&["a", "b"]).render(), "A   B\n");
+    }
+
+    #[test]
+    fn long_text_is_cut_and_odd_words_quoted() {
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+        assert_eq!(
+            command_line("sh", &["-c".into(), "echo it's".into()]),
+            r"sh -c 'echo it'\''s'"
+        );
+        assert_eq!(timestamp(1_500), "1970-01-01T00:00:01.500000Z");
+    }
+}

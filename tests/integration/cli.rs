@@ -1,0 +1,274 @@
+//! The `circuit` binary end to end: output a person reads, `--json` a script reads, exit codes,
+//! and one clear error line for each mistake.
+
+use std::io::Write;
+use std::time::Duration;
+
+use circuit_tests::{alive, wait_until, Daemon};
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn spawn_wait_and_logs_of_a_worker_that_exits_3() {
+    let daemon = Daemon::start();
+    let name = daemon.cli_ok(&[
+        "spawn",
+        "--name",
+        "w",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; echo oops >&2; exit 3",
+    ]);
+    assert_eq!(name, "w\n");
+    let out = daemon.cli(&["wait", "w"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert_eq!(daemon.cli_ok(&["logs", "w"]), "hi\n");
+    let out = daemon.cli(&["logs", "--stderr", "w"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(stderr_of(&out), "oops\n");
+    let stamped = daemon.cli_ok(&["logs", "--stdout", "--timestamps", "w"]);
+    let (stamp, text) = stamped
+        .trim_end()
+        .split_once(' ')
+        .expect("timestamp and text");
+    assert_eq!(text, "hi");
+    assert!(stamp.starts_with("20") && stamp.ends_with('Z'), "{stamp}");
+}
+
+#[test]
+fn stop_leaves_no_grandchild_behind() {
+    let daemon = Daemon::start();
+    daemon.cli_ok(&[
+        "spawn",
+        "--name",
+        "sleepy",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1000 & echo $!; sleep 1000 & echo $!; wait",
+    ]);
+    let mut pids = Vec::new();
+    wait_until(
+        Duration::from_secs(10),
+        "both sleeps report their pids",
+        || {
+            pids = daemon
+                .cli_ok(&["logs", "sleepy"])
+                .lines()
+                .filter_map(|l| l.parse::<i32>().ok())
+                .collect();
+            pids.len() == 2
+        },
+    );
+    assert!(pids.iter().all(|&p| alive(p)));
+    let out = daemon.cli_ok(&["stop", "sleepy"]);
+    assert!(out.contains("sleepy"), "{out}");
+    for pid in pids {
+        assert!(!alive(pid), "sleep {pid} survived `circuit stop`");
+    }
+}
+
+#[test]
+fn ps_status_and_json() {
+    let daemon = Daemon::start();
+    daemon.cli_ok(&[
+        "spawn", "--name", "web", "--label", "role=api", "--chan", "in=jobs", "--", "sleep", "1000",
+    ]);
+    daemon.cli_ok(&["spawn", "--name", "once", "--", "true"]);
+    assert_eq!(daemon.cli(&["wait", "once"]).status.code(), Some(0));
+
+    let ps = daemon.cli_ok(&["ps"]);
+    let mut lines = ps.lines();
+    let header = lines.next().expect("header");
+    for column in ["NAME", "STATE", "PID", "COMMAND"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 1, "exited workers are hidden without -a:\n{ps}");
+    assert!(
+        rows[0].starts_with("web ") && rows[0].contains("running") && rows[0].contains("in=jobs"),
+        "{ps}"
+    );
+    let all = daemon.cli_ok(&["ps", "-a"]);
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("once ") && l.contains("exited")),
+        "{all}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&daemon.cli_ok(&["ps", "-a", "--json"])).expect("ps --json");
+    let names: Vec<&str> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|w| w["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["once", "web"]);
+    assert_eq!(json[1]["spec"]["labels"]["role"], "api");
+
+    let status = daemon.cli_ok(&["status"]);
+    for expected in [
+        "test",
+        env!("CARGO_PKG_VERSION"),
+        &daemon.data_dir.display().to_string(),
+    ] {
+        assert!(
+            status.contains(expected),
+            "{expected} missing from:\n{status}"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&daemon.cli_ok(&["status", "--json"])).expect("status --json");
+    assert_eq!(json["name"], "test");
+    assert_eq!(json["workers"]["running"], 1);
+}
+
+#[test]
+fn mistakes_get_one_clear_line_and_a_non_zero_exit() {
+    let daemon = Daemon::start();
+    daemon.cli_ok(&["spawn", "--name", "dup", "--", "sleep", "1000"]);
+    let cases: [(&[&str], &str); 7] = [
+        (&["logs", "ghost"], "no worker named \"ghost\""),
+        (&["wait", "ghost"], "no worker named \"ghost\""),
+        (&["spawn", "--name", "dup", "--", "true"], "already exists"),
+        (
+            &["spawn", "--", "/no/such/binary"],
+            "no such file or directory",
+        ),
+        (
+            &["spawn", "--cwd", "/no/such/dir", "--", "true"],
+            "working directory",
+        ),
+        (&["signal", "NOPE", "dup"], "unknown signal"),
+        (&["rm", "dup"], "--force"),
+    ];
+    for (args, text) in cases {
+        let out = daemon.cli(args);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "circuit {args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(text),
+            "circuit {args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Remote {"),
+            "{err}"
+        );
+    }
+    // Nothing above changed the worker.
+    assert!(daemon.cli_ok(&["ps"]).contains("running"));
+
+    let out = std::process::Command::new(circuit_tests::bin("circuit"))
+        .args(["ps"])
+        .env("CIRCUIT_SOCKET", daemon.dir.path().join("nobody-here.sock"))
+        .output()
+        .expect("run circuit");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.starts_with("error: cannot connect to circuitd") && err.contains("is circuitd running"),
+        "{err}"
+    );
+}
+
+#[test]
+fn logs_follow_ends_with_the_worker_and_exits_with_its_code() {
+    let daemon = Daemon::start();
+    daemon.cli_ok(&[
+        "spawn",
+        "--name",
+        "counter",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo $i; sleep 0.1; done; exit 5",
+    ]);
+    let out = daemon.cli(&["logs", "-f", "counter"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n2\n3\n");
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        stderr_of(&out).contains("exited (code 5)"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(daemon.cli_ok(&["logs", "--tail", "2", "counter"]), "2\n3\n");
+}
+
+#[test]
+fn restart_policy_flags_and_signal_and_restart_commands() {
+    let daemon = Daemon::start();
+    daemon.cli_ok(&[
+        "spawn",
+        "--name",
+        "crashy",
+        "--restart",
+        "on-failure",
+        "--backoff",
+        "50ms",
+        "--max-restarts",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "exit 9",
+    ]);
+    let out = daemon.cli(&["wait", "crashy"]);
+    assert_eq!(out.status.code(), Some(9));
+    let ps = daemon.cli_ok(&["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("crashy") && l.contains("failed")),
+        "{ps}"
+    );
+    daemon.cli_ok(&["restart", "crashy"]);
+
+    daemon.cli_ok(&[
+        "spawn",
+        "--name",
+        "hup",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo got HUP' HUP; echo ready; while :; do sleep 0.05; done",
+    ]);
+    wait_until(Duration::from_secs(10), "ready", || {
+        daemon.cli_ok(&["logs", "hup"]).contains("ready")
+    });
+    daemon.cli_ok(&["signal", "HUP", "hup"]);
+    wait_until(Duration::from_secs(10), "the trap ran", || {
+        daemon.cli_ok(&["logs", "hup"]).contains("got HUP")
+    });
+    let out = daemon.cli(&["stop", "--signal", "KILL", "hup"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("signal KILL"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    daemon.cli_ok(&["rm", "hup"]);
+    assert!(!daemon.cli_ok(&["ps", "-a"]).contains("hup"));
+}
+
+#[test]
+fn random_bytes_on_the_socket_do_not_stop_ps() {
+    let daemon = Daemon::start();
+    daemon.cli_ok(&["spawn", "--name", "steady", "--", "sleep", "1000"]);
+    for seed in 1..=5u8 {
+        let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket).expect("connect");
+        let garbage: Vec<u8> = (0..2048u32)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        let _ = stream.write_all(&garbage);
+    }
+    let ps = daemon.cli_ok(&["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("steady") && l.contains("running")),
+        "{ps}"
+    );
+}
