@@ -110,9 +110,9 @@ pub fn until(ts_ms: u64, now_ms: u64) -> String {
     duration_ms(ts_ms.saturating_sub(now_ms))
 }
 
-/// A protocol timestamp as RFC 3339 in UTC with microseconds: `2024-05-01T12:00:00.250000Z`.
+/// A protocol timestamp as RFC 3339 in UTC with milliseconds: `2024-05-01T12:00:00.250Z`.
 pub fn timestamp(ms: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// Now, in milliseconds since the Unix epoch, like the protocol's timestamps.
@@ -220,6 +220,6 @@ a-long-name   exited    -
             command_line("sh", &["-c".into(), "echo it's".into()]),
             r"sh -c 'echo it'\''s'"
         );
-        assert_eq!(timestamp(1_500), "1970-01-01T00:00:01.500000Z");
+        assert_eq!(timestamp(1_500), "1970-01-01T00:00:01.500Z");
     }
 }

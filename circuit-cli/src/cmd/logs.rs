@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long)]
     pub stderr: bool,
 
-    /// Prefix each line with the time it was read (RFC 3339, UTC, microseconds).
+    /// Prefix each line with the time it was read (RFC 3339, UTC, milliseconds).
     #[arg(short, long)]
     pub timestamps: bool,
 

@@ -204,14 +204,7 @@ impl Supervisor {
             pending_start: reply,
             first_start,
         };
-        let shared = self.shared.clone();
-        self.shared.tracker.spawn(async move {
-            worker.run(start).await;
-            if first_start {
-                // A first start that failed leaves nothing behind.
-                shared.forget_if_failed_first(&name);
-            }
-        });
+        self.shared.tracker.spawn(worker.run(start));
         Ok(())
     }
 
@@ -385,16 +378,6 @@ impl Supervisor {
 impl Shared {
     fn forget(&self, name: &str) {
         self.workers.lock().expect("registry lock").remove(name);
-    }
-
-    fn forget_if_failed_first(&self, name: &str) {
-        let mut workers = self.workers.lock().expect("registry lock");
-        let failed = workers
-            .get(name)
-            .is_some_and(|slot| slot.info.borrow().state == WorkerState::Starting);
-        if failed {
-            workers.remove(name);
-        }
     }
 }
 

@@ -141,12 +141,18 @@ impl Worker {
             }
             Err(e) => {
                 let reason = e.to_string();
+                if self.first_start {
+                    // A first start that failed leaves nothing behind, and the name is free
+                    // again before the requester hears of the failure.
+                    let _ = std::fs::remove_dir_all(self.log.dir());
+                    self.shared.forget(&self.info.borrow().name.clone());
+                    if let Some(reply) = self.pending_start.take() {
+                        let _ = reply.send(Err(e));
+                    }
+                    return Phase::Gone;
+                }
                 if let Some(reply) = self.pending_start.take() {
                     let _ = reply.send(Err(e));
-                }
-                if self.first_start {
-                    let _ = std::fs::remove_dir_all(self.log.dir());
-                    return Phase::Gone;
                 }
                 self.set(|i| {
                     i.state = WorkerState::Failed;

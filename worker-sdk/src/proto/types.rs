@@ -279,9 +279,13 @@ pub struct WorkerEnd {
 }
 
 impl WorkerEnd {
-    /// The exit code `circuit wait` gives: the worker's code, 128 + signal, or 1 if it never ran.
+    /// The exit code `circuit wait` gives: the worker's code, 128 + signal, or 1 if it never
+    /// ran. A failed worker never gives 0.
     pub fn shell_code(&self) -> i32 {
-        self.exit.map_or(1, ExitStatus::shell_code)
+        match self.exit.map_or(1, ExitStatus::shell_code) {
+            0 if self.state == WorkerState::Failed => 1,
+            code => code,
+        }
     }
 }
 
