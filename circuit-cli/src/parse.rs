@@ -31,6 +31,12 @@ pub fn chan_binding(s: &str) -> Result<(String, String), String> {
 
 /// Parses a duration such as `500ms`, `10s`, `1m30s` or `0`.
 pub fn duration(s: &str) -> Result<humantime::Duration, String> {
+    // A bare number is seconds, as in `stop --timeout 5`.
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 && secs < 1e9 {
+            return Ok(Duration::from_secs_f64(secs).into());
+        }
+    }
     s.trim()
         .parse::<humantime::Duration>()
         .map_err(|e| match e {
@@ -98,6 +104,9 @@ mod tests {
         assert_eq!(millis(duration("500ms").unwrap()), 500);
         assert_eq!(millis(duration("1m30s").unwrap()), 90_000);
         assert_eq!(millis(duration("0").unwrap()), 0);
+        assert_eq!(millis(duration("5").unwrap()), 5_000);
+        assert_eq!(millis(duration("0.25").unwrap()), 250);
+        assert!(duration("-1").is_err());
         assert!(duration("ten").unwrap_err().contains("like 500ms"));
         assert_eq!(bytes("4096"), Ok(4096));
         assert_eq!(bytes("10M"), Ok(10 << 20));

@@ -272,3 +272,51 @@ fn random_bytes_on_the_socket_do_not_stop_ps() {
         "{ps}"
     );
 }
+
+#[test]
+fn the_socket_is_private_and_tcp_is_loopback_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = Daemon::start_with(&["--listen", "127.0.0.1:0"]);
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&daemon.socket), 0o600);
+    assert_eq!(mode(daemon.socket.parent().expect("socket dir")), 0o700);
+
+    // The TCP API answers the same requests.
+    let status: serde_json::Value =
+        serde_json::from_str(&daemon.cli_ok(&["status", "--json"])).expect("json");
+    let addr = status["listen"]
+        .as_str()
+        .expect("listen address")
+        .to_string();
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{addr}"
+    );
+    daemon.cli_ok(&["spawn", "--name", "viatcp", "--", "sleep", "1000"]);
+    let out = std::process::Command::new(circuit_tests::bin("circuit"))
+        .args(["--addr", &addr, "ps"])
+        .env_remove("CIRCUIT_SOCKET")
+        .output()
+        .expect("run circuit");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("viatcp"));
+
+    // Without a cluster key, a non-loopback address is refused with one line saying why.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(circuit_tests::bin("circuitd"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .expect("run circuitd");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0:0") && err.contains("loopback"),
+        "{err}"
+    );
+    assert!(!dir.path().join("s.sock").exists());
+}
