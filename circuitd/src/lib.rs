@@ -43,19 +43,19 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let _lock = lock_data_dir(&config.data_dir)?;
     let tracker = TaskTracker::new();
-    let supervisor = match supervisor::Supervisor::start(
-        config.clone(),
-        tracker.clone(),
-        shutdown.clone(),
-    )
-    .await
-    {
-        Ok(s) => s,
+    let started = async {
+        let lock = lock_data_dir(&config.data_dir)?;
+        let sup = supervisor::Supervisor::start(config.clone(), tracker.clone(), shutdown.clone())
+            .await?;
+        Ok::<_, DaemonError>((lock, sup))
+    };
+    let (_lock, supervisor) = match started.await {
+        Ok(started) => started,
         Err(e) => {
+            // Nothing was served: leave no socket behind.
             let _ = std::fs::remove_file(&listeners.unix_path);
-            return Err(e.into());
+            return Err(e);
         }
     };
     tracing::info!(

@@ -19,7 +19,7 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// Where the job table and worker logs live [default: /var/lib/circuit for root, else
-    /// ~/.local/share/circuit]
+    /// $XDG_DATA_HOME/circuit or ~/.local/share/circuit]
     #[arg(long, env = "CIRCUIT_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Node name [default: the host name]
@@ -37,6 +37,10 @@ struct Args {
 }
 
 fn main() {
+    // An empty CIRCUIT_SOCKET means unset, as it does for the CLI and the SDK.
+    if std::env::var_os("CIRCUIT_SOCKET").is_some_and(|v| v.is_empty()) {
+        std::env::remove_var("CIRCUIT_SOCKET");
+    }
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

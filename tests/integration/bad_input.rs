@@ -357,3 +357,70 @@ impl<T> Tap for T {
         self
     }
 }
+
+#[tokio::test]
+async fn a_reused_request_id_never_gets_a_second_terminal_reply() {
+    let daemon = daemon_with_survivor().await;
+    let mut conn = greeted(&daemon).await;
+    let wait = r#"{"type":"request","id":1,"request":{"op":"wait","args":{"name":"survivor"}}}"#;
+    send_json(&mut conn, wait).await;
+    send_json(&mut conn, wait).await;
+    send_json(&mut conn, r#"{"type":"cancel","id":1,"extra":"field"}"#).await;
+    conn.send(Frame::Data {
+        id: 1,
+        payload: Bytes::from_static(b"x"),
+    })
+    .await
+    .expect("send");
+    // Each misuse is reported without the id, since request 1 is still running.
+    for _ in 0..2 {
+        expect_error(next(&mut conn).await, None, ErrorCode::BadRequest);
+    }
+    // The tolerant cancel (unknown fields are ignored) ended request 1 exactly once.
+    expect_error(next(&mut conn).await, Some(1), ErrorCode::Cancelled);
+    // The id is free again once its reply is out.
+    send_json(
+        &mut conn,
+        r#"{"type":"request","id":1,"request":{"op":"inspect","args":{"name":"survivor"}}}"#,
+    )
+    .await;
+    assert!(matches!(
+        next(&mut conn).await,
+        Some(ServerMessage::Ok { id: 1, .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_cannot_hold_up_shutdown() {
+    let mut daemon = daemon_with_survivor().await;
+    let client = daemon.client().await;
+    // About 8 MiB of log, far more than the socket buffers hold.
+    spawn(
+        &client,
+        sh(
+            "loud",
+            "yes 'a line of log output that is long enough to fill buffers' | head -c 8000000",
+        ),
+    )
+    .await;
+    client
+        .call(Request::Wait {
+            name: "loud".into(),
+        })
+        .await
+        .expect("wait");
+    let mut conn = greeted(&daemon).await;
+    send_json(
+        &mut conn,
+        r#"{"type":"request","id":1,"request":{"op":"logs","args":{"name":"loud","follow":true}}}"#,
+    )
+    .await;
+    assert!(matches!(
+        next(&mut conn).await,
+        Some(ServerMessage::Item { id: 1, .. })
+    ));
+    // ... and never reads again.
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    drop(conn);
+}

@@ -111,10 +111,18 @@ impl Client {
             None => return Err(Error::Disconnected),
             Some(frame) => match decode(frame?)? {
                 ServerMessage::Hello {
+                    version,
                     node,
                     daemon_version,
-                    ..
-                } => (node, daemon_version),
+                } => {
+                    if version != PROTOCOL_VERSION {
+                        return Err(Error::Protocol(format!(
+                            "circuitd {daemon_version} speaks protocol {version}, \
+                             this client speaks {PROTOCOL_VERSION}"
+                        )));
+                    }
+                    (node, daemon_version)
+                }
                 ServerMessage::Error { code, message, .. } => {
                     return Err(Error::Remote { code, message })
                 }
@@ -141,14 +149,15 @@ impl Client {
         });
         let reader_routes = routes.clone();
         tokio::spawn(async move {
+            let mut notice = None;
             let failure = loop {
                 match reader.next().await {
-                    None => break Error::Disconnected,
+                    None => break notice.take().unwrap_or(Error::Disconnected),
                     Some(Err(e)) => break Error::Frame(e),
                     Some(Ok(frame)) => match decode(frame) {
                         Err(e) => break e,
                         Ok(msg) => {
-                            if let Some(err) = route(&reader_routes, msg) {
+                            if let Some(err) = route(&reader_routes, &mut notice, msg) {
                                 break err;
                             }
                         }
@@ -265,8 +274,9 @@ impl Drop for ReplyStream {
     }
 }
 
-/// Delivers one message to its request; returns an error that ends the connection, if any.
-fn route(routes: &Mutex<Routes>, msg: ServerMessage) -> Option<Error> {
+/// Delivers one message to its request. Returns an error that ends the connection, if any.
+/// A connection-level error (no id) is kept as the likely reason should the connection close.
+fn route(routes: &Mutex<Routes>, notice: &mut Option<Error>, msg: ServerMessage) -> Option<Error> {
     let (id, terminal) = match &msg {
         ServerMessage::Item { id, .. } => (*id, false),
         ServerMessage::Ok { id, .. } => (*id, true),
@@ -276,10 +286,12 @@ fn route(routes: &Mutex<Routes>, msg: ServerMessage) -> Option<Error> {
             code,
             message,
         } => {
-            return Some(Error::Remote {
+            tracing::debug!(%code, %message, "connection-level error from circuitd");
+            *notice = Some(Error::Remote {
                 code: *code,
                 message: message.clone(),
-            })
+            });
+            return None;
         }
         ServerMessage::Hello { .. } => return Some(Error::Protocol("second hello".into())),
     };

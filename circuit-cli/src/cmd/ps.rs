@@ -15,7 +15,7 @@ const COMMAND_WIDTH: usize = 40;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  circuit ps\n  circuit ps -a --json")]
 pub struct Args {
-    /// Include workers that have exited or failed.
+    /// Also list workers that have exited (failed ones are always listed).
     #[arg(short, long)]
     pub all: bool,
 }

@@ -20,6 +20,9 @@ use super::{dispatch, Context};
 /// Replies waiting to be written, per connection.
 const OUTBOX: usize = 256;
 
+/// How long a connection's last replies may take to drain once the daemon is stopping.
+const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where a request task sends its replies.
 #[derive(Clone)]
 pub(crate) struct Outbox {
@@ -30,6 +33,11 @@ impl Outbox {
     /// Queues a message; false when the connection is gone.
     pub async fn send(&self, msg: ServerMessage) -> bool {
         self.tx.send(msg).await.is_ok()
+    }
+
+    /// Queues a message if there is room, never waiting for a client that does not read.
+    pub fn try_send(&self, msg: ServerMessage) {
+        let _ = self.tx.try_send(msg);
     }
 }
 
@@ -56,7 +64,16 @@ where
         }
     }
     drop(outbox);
-    let _ = writer.await;
+    // Let the last replies go out, but a client that does not read cannot hold up shutdown.
+    let mut writer = writer;
+    tokio::select! {
+        _ = &mut writer => {}
+        () = ctx.shutdown.cancelled() => {
+            if tokio::time::timeout(WRITER_GRACE, &mut writer).await.is_err() {
+                writer.abort();
+            }
+        }
+    }
 }
 
 async fn handshake<R: AsyncRead + Unpin>(
@@ -122,28 +139,25 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
     loop {
         let frame = tokio::select! {
-            frame = reader.next() => frame,
+            // Finished requests first: a client may reuse an id as soon as it has the reply.
+            biased;
             Some(id) = done_rx.recv() => {
                 requests.remove(&id);
                 continue;
             }
             () = ctx.shutdown.cancelled() => break,
+            frame = reader.next() => frame,
         };
         let body = match frame {
             None => break,
             Some(Err(e)) => {
-                outbox
-                    .send(connection_error(ErrorCode::BadFrame, e.to_string()))
-                    .await;
+                let msg = connection_error(ErrorCode::BadFrame, e.to_string());
+                outbox.send(msg).await;
                 break;
             }
             Some(Ok(Frame::Data { id, .. })) => {
-                let msg = request_error(
-                    id,
-                    ErrorCode::BadRequest,
-                    "unexpected data frame: no request takes data yet",
-                );
-                outbox.send(msg).await;
+                let why = "unexpected data frame: no request takes data yet";
+                outbox.send(reject(&requests, Some(id), why.into())).await;
                 continue;
             }
             Some(Ok(Frame::Control(body))) => body,
@@ -151,23 +165,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
         match parse(&body) {
             Ok(ClientMessage::Request { id, request }) => {
                 if requests.contains_key(&id) {
-                    let msg = request_error(
-                        id,
-                        ErrorCode::BadRequest,
-                        &format!("request id {id} is already in use"),
-                    );
-                    outbox.send(msg).await;
+                    let why = format!("request id {id} is already in use");
+                    outbox.send(reject(&requests, Some(id), why)).await;
                     continue;
                 }
-                if requests.len() >= ctx.config.max_requests_per_connection {
-                    let msg = request_error(
-                        id,
-                        ErrorCode::TooManyRequests,
-                        &format!(
-                            "more than {} requests outstanding on one connection",
-                            ctx.config.max_requests_per_connection
+                let limit = ctx.config.max_requests_per_connection;
+                if requests.len() >= limit {
+                    let msg = ServerMessage::Error {
+                        id: Some(id),
+                        code: ErrorCode::TooManyRequests,
+                        message: format!(
+                            "more than {limit} requests outstanding on one connection"
                         ),
-                    );
+                    };
                     outbox.send(msg).await;
                     continue;
                 }
@@ -185,25 +195,31 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
             Ok(ClientMessage::Hello { .. }) => {
-                outbox
-                    .send(connection_error(
-                        ErrorCode::BadRequest,
-                        "hello was already exchanged".into(),
-                    ))
-                    .await;
+                let why = "hello was already exchanged".to_string();
+                outbox.send(reject(&requests, None, why)).await;
             }
-            Err((id, message)) => {
-                let msg = ServerMessage::Error {
-                    id,
-                    code: ErrorCode::BadRequest,
-                    message,
-                };
-                outbox.send(msg).await;
+            Err((id, why)) => {
+                outbox.send(reject(&requests, id, why)).await;
             }
         }
     }
     // The client is gone (or the daemon is stopping): end its requests, e.g. a `logs -f`.
     connection.cancel();
+}
+
+/// A `bad_request` for a message that was not accepted. It carries the message's id only if no
+/// accepted request has that id: a request gets exactly one terminal reply, its own. Without an
+/// id it is a connection-level notice; the connection stays open.
+fn reject(
+    requests: &HashMap<u64, CancellationToken>,
+    id: Option<u64>,
+    message: String,
+) -> ServerMessage {
+    ServerMessage::Error {
+        id: id.filter(|id| !requests.contains_key(id)),
+        code: ErrorCode::BadRequest,
+        message,
+    }
 }
 
 /// Parses a control message; on failure returns the request id if one can be found.
@@ -214,14 +230,6 @@ fn parse(body: &Bytes) -> Result<ClientMessage, (Option<u64>, String)> {
             .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64));
         (id, format!("bad request: {e}"))
     })
-}
-
-fn request_error(id: u64, code: ErrorCode, message: &str) -> ServerMessage {
-    ServerMessage::Error {
-        id: Some(id),
-        code,
-        message: message.to_string(),
-    }
 }
 
 fn connection_error(code: ErrorCode, message: String) -> ServerMessage {

@@ -35,17 +35,33 @@ pub(crate) async fn run(
 ) {
     let result = tokio::select! {
         result = handle(id, request, ctx, outbox) => result,
-        () = cancel.cancelled() => Err(Failure(ErrorCode::Cancelled, "request cancelled".into())),
+        () = cancel.cancelled() => {
+            let failure = if ctx.shutdown.is_cancelled() {
+                Failure(ErrorCode::ShuttingDown, "circuitd is shutting down".into())
+            } else {
+                Failure(ErrorCode::Cancelled, "request cancelled".into())
+            };
+            // The client may be gone or not reading: do not wait for room.
+            outbox.try_send(error(id, failure));
+            return;
+        }
     };
     let msg = match result {
         Ok(reply) => ServerMessage::Ok { id, reply },
-        Err(Failure(code, message)) => ServerMessage::Error {
-            id: Some(id),
-            code,
-            message,
-        },
+        Err(failure) => error(id, failure),
     };
-    outbox.send(msg).await;
+    tokio::select! {
+        _ = outbox.send(msg) => {}
+        () = cancel.cancelled() => {}
+    }
+}
+
+fn error(id: u64, Failure(code, message): Failure) -> ServerMessage {
+    ServerMessage::Error {
+        id: Some(id),
+        code,
+        message,
+    }
 }
 
 async fn handle(

@@ -119,6 +119,15 @@ impl Supervisor {
         if start {
             tracing::info!(worker = %info.name, "restarting worker after daemon restart");
         }
+        if !start && job.process.is_some() {
+            // Its old process group is dead (killed above): forget it on disk too.
+            self.shared.table.put_later(JobRecord {
+                info: info.clone(),
+                desired: job.desired,
+                process: None,
+                interrupted: false,
+            });
+        }
         let spec = info.spec.clone();
         self.launch(info, spec, job.desired, start, None)?;
         Ok(())
@@ -203,6 +212,7 @@ impl Supervisor {
             restarts: Restarts::default(),
             pending_start: reply,
             first_start,
+            identity: None,
         };
         self.shared.tracker.spawn(worker.run(start));
         Ok(())

@@ -72,7 +72,8 @@ enum Change {
 
 struct Update {
     change: Change,
-    done: Option<oneshot::Sender<()>>,
+    /// Told whether the write that included this change reached the disk.
+    done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 /// Handle to the writer task. Clones share it; the task ends when all are dropped.
@@ -125,9 +126,9 @@ impl Table {
         Self { tx }
     }
 
-    /// Records a worker; resolves once it is on disk.
-    pub async fn put(&self, record: JobRecord) {
-        self.send(Change::Put(Box::new(record)), true).await;
+    /// Records a worker; resolves once it is on disk, or with why it is not.
+    pub async fn put(&self, record: JobRecord) -> Result<(), String> {
+        self.send(Change::Put(Box::new(record))).await
     }
 
     /// Records a worker without waiting for the disk.
@@ -138,20 +139,22 @@ impl Table {
         });
     }
 
-    /// Forgets a worker; resolves once that is on disk.
-    pub async fn remove(&self, name: &str) {
-        self.send(Change::Remove(name.to_string()), true).await;
+    /// Forgets a worker; resolves once that is on disk, or with why it is not.
+    pub async fn remove(&self, name: &str) -> Result<(), String> {
+        self.send(Change::Remove(name.to_string())).await
     }
 
-    async fn send(&self, change: Change, wait: bool) {
+    async fn send(&self, change: Change) -> Result<(), String> {
+        let stopped = || "the job table writer has stopped".to_string();
         let (done, rx) = oneshot::channel();
         let update = Update {
             change,
-            done: wait.then_some(done),
+            done: Some(done),
         };
-        if self.tx.send(update).is_ok() {
-            let _ = rx.await;
+        if self.tx.send(update).is_err() {
+            return Err(stopped());
         }
+        rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
@@ -183,15 +186,16 @@ async fn writer(
         };
         let target = path.clone();
         let written = tokio::task::spawn_blocking(move || write_atomically(&target, &file)).await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot write job table")
-            }
-            Err(e) => tracing::error!(error = %e, "job table writer panicked"),
+        let outcome = match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot write {}: {e}", path.display())),
+            Err(e) => Err(format!("job table writer failed: {e}")),
+        };
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "job table not written");
         }
         for done in waiting.drain(..) {
-            let _ = done.send(());
+            let _ = done.send(outcome.clone());
         }
     }
 }

@@ -72,7 +72,15 @@ pub fn spec(spec: &SpawnSpec) -> Result<(), SupervisorError> {
             "command, arguments and environment values may not contain NUL bytes".into(),
         ));
     }
+    let mut seen = std::collections::HashSet::new();
     for (binding, chan) in &spec.chans {
+        if !seen.insert(binding.to_ascii_uppercase()) {
+            return Err(SupervisorError::Invalid(format!(
+                "channel bindings differ only by case (\"{binding}\"): each becomes \
+                 CIRCUIT_CHAN_{}",
+                binding.to_ascii_uppercase()
+            )));
+        }
         if binding.is_empty()
             || !binding
                 .chars()
@@ -128,7 +136,8 @@ pub fn runnable(spec: &SpawnSpec, env: &BTreeMap<String, String>) -> Result<(), 
     let search = match (env.get("PATH"), spec.env_mode) {
         (Some(p), _) => p.clone(),
         (None, EnvMode::Merge) => std::env::var("PATH").unwrap_or_default(),
-        (None, EnvMode::Replace) => "/usr/local/bin:/usr/bin:/bin".into(),
+        // With no PATH at all, exec searches the C library's default.
+        (None, EnvMode::Replace) => "/bin:/usr/bin".into(),
     };
     for dir in search.split(':').filter(|d| !d.is_empty()) {
         if executable(&cwd.join(dir).join(&spec.command)).is_ok() {

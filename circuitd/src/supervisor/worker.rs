@@ -96,6 +96,8 @@ pub struct Worker {
     pub(super) pending_start: Option<StartReply>,
     /// Whether a failure of the next start removes the worker (its very first start).
     pub(super) first_start: bool,
+    /// The live process group, recorded so a crashed daemon's successor can kill it.
+    pub(super) identity: Option<ProcessIdentity>,
 }
 
 impl Worker {
@@ -128,11 +130,21 @@ impl Worker {
                     i.started_at_ms = Some(now);
                     i.reason = None;
                 });
-                let identity = ProcessIdentity {
+                self.identity = Some(ProcessIdentity {
                     pgid: pid,
                     start_ticks: super::recovery::start_ticks(pid),
-                };
-                self.shared.table.put(self.record(Some(identity))).await;
+                });
+                if let Err(e) = self.shared.table.put(self.record()).await {
+                    if self.first_start {
+                        // Unrecorded, the process could outlive a crash unsupervised: undo.
+                        self.reap(Box::new(process)).await;
+                        self.abandon_first_start(SupervisorError::SpawnFailed(format!(
+                            "cannot record the worker in the job table: {e}"
+                        )));
+                        return Phase::Gone;
+                    }
+                    tracing::error!(worker = %self.info.borrow().name, error = %e, "worker not recorded in the job table");
+                }
                 self.first_start = false;
                 if let Some(reply) = self.pending_start.take() {
                     let _ = reply.send(Ok(self.info.borrow().clone()));
@@ -142,13 +154,7 @@ impl Worker {
             Err(e) => {
                 let reason = e.to_string();
                 if self.first_start {
-                    // A first start that failed leaves nothing behind, and the name is free
-                    // again before the requester hears of the failure.
-                    let _ = std::fs::remove_dir_all(self.log.dir());
-                    self.shared.forget(&self.info.borrow().name.clone());
-                    if let Some(reply) = self.pending_start.take() {
-                        let _ = reply.send(Err(e));
-                    }
+                    self.abandon_first_start(e);
                     return Phase::Gone;
                 }
                 if let Some(reply) = self.pending_start.take() {
@@ -159,9 +165,19 @@ impl Worker {
                     i.pid = None;
                     i.reason = Some(reason);
                 });
-                self.shared.table.put_later(self.record(None));
+                self.shared.table.put_later(self.record());
                 Phase::Idle
             }
+        }
+    }
+
+    /// A first start that failed leaves nothing behind, and the name is free again before the
+    /// requester hears of the failure.
+    fn abandon_first_start(&mut self, error: SupervisorError) {
+        let _ = std::fs::remove_dir_all(self.log.dir());
+        self.shared.forget(&self.info.borrow().name.clone());
+        if let Some(reply) = self.pending_start.take() {
+            let _ = reply.send(Err(error));
         }
     }
 
@@ -224,11 +240,14 @@ impl Worker {
                     };
                     match command {
                         Command::Stop { signal, grace, reply } => {
+                            // The intent is durable first: a crash during the grace period
+                            // must not bring the worker back.
+                            self.desired = Desired::Stopped;
+                            self.persist().await;
                             let status = self.terminate(&mut process, signal, grace).await;
                             self.reap(process).await;
-                            self.desired = Desired::Stopped;
                             self.exited(status, None);
-                            self.shared.table.put(self.record(None)).await;
+                            self.persist().await;
                             let _ = reply.send(self.info.borrow().clone());
                             return Phase::Idle;
                         }
@@ -260,9 +279,11 @@ impl Worker {
                     self.reap(process).await;
                     self.exited(status, Some("stopped by daemon shutdown".into()));
                     // `desired` is unchanged: a daemon restart brings the worker back.
-                    let mut record = self.record(None);
+                    let mut record = self.record();
                     record.interrupted = true;
-                    self.shared.table.put(record).await;
+                    if let Err(e) = self.shared.table.put(record).await {
+                        tracing::error!(error = %e, "cannot record the worker before shutdown");
+                    }
                     return Phase::Gone;
                 }
             }
@@ -276,7 +297,7 @@ impl Worker {
             i.pid = None;
             i.next_start_at_ms = Some(due);
         });
-        self.shared.table.put_later(self.record(None));
+        self.shared.table.put_later(self.record());
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
@@ -319,7 +340,7 @@ impl Worker {
                         i.next_start_at_ms = None;
                     });
                 }
-                self.shared.table.put(self.record(None)).await;
+                self.persist().await;
                 let _ = reply.send(self.info.borrow().clone());
                 in_backoff.then_some(Phase::Idle)
             }
@@ -332,7 +353,13 @@ impl Worker {
                 ))));
                 None
             }
-            Command::Remove { reply, .. } => Some(self.remove(reply).await),
+            Command::Remove { force, reply } => {
+                if self.info.borrow().state == WorkerState::Backoff && !force {
+                    let _ = reply.send(Err(self.still_active()));
+                    return None;
+                }
+                Some(self.remove(reply).await)
+            }
         }
     }
 
@@ -346,7 +373,9 @@ impl Worker {
 
     async fn remove(&mut self, reply: oneshot::Sender<Result<(), SupervisorError>>) -> Phase {
         let name = self.info.borrow().name.clone();
-        self.shared.table.remove(&name).await;
+        if let Err(e) = self.shared.table.remove(&name).await {
+            tracing::error!(worker = %name, error = %e, "removed worker may reappear after a restart");
+        }
         let dir = self.log.dir().to_path_buf();
         let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         if let Ok(Err(e)) = removed {
@@ -374,7 +403,7 @@ impl Worker {
         match decision {
             Decision::Exit => {
                 self.exited(status, None);
-                self.shared.table.put_later(self.record(None));
+                self.shared.table.put_later(self.record());
                 Phase::Idle
             }
             Decision::Restart(delay) => {
@@ -389,7 +418,7 @@ impl Worker {
                 tracing::warn!(worker = %self.info.borrow().name, %reason, "worker failed");
                 self.exited(status, Some(reason));
                 self.set(|i| i.state = WorkerState::Failed);
-                self.shared.table.put_later(self.record(None));
+                self.shared.table.put_later(self.record());
                 Phase::Idle
             }
         }
@@ -421,6 +450,7 @@ impl Worker {
     /// After the main process is gone: kill what is left of its group, drain the pipes.
     async fn reap(&mut self, process: Box<Process>) {
         let _ = killpg(Pid::from_raw(process.pid), Signal::SIGKILL);
+        self.identity = None;
         for mut pump in process.pumps {
             if tokio::time::timeout(PUMP_DRAIN, &mut pump).await.is_err() {
                 pump.abort();
@@ -444,12 +474,19 @@ impl Worker {
         self.info.send_modify(change);
     }
 
-    fn record(&self, process: Option<ProcessIdentity>) -> JobRecord {
+    fn record(&self) -> JobRecord {
         JobRecord {
             info: self.info.borrow().clone(),
             desired: self.desired,
-            process,
+            process: self.identity,
             interrupted: false,
+        }
+    }
+
+    /// Writes the worker's record and waits for the disk; a failure is logged.
+    async fn persist(&self) {
+        if let Err(e) = self.shared.table.put(self.record()).await {
+            tracing::error!(worker = %self.info.borrow().name, error = %e, "cannot update the job table");
         }
     }
 }

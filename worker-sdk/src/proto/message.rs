@@ -13,13 +13,14 @@ pub const PROTOCOL_VERSION: u32 = 1;
 // Control messages are built once and serialised at once; boxing the large variant buys nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+// Unknown fields are ignored here (a newer peer's hello may carry more); requests are strict.
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// First message on every connection.
     Hello {
         /// The protocol version the client speaks.
         version: u32,
-        /// Who is calling, for the daemon's log (`circuit/0.1.0`).
+        /// Who is calling, for the daemon's log (`circuit-sdk/0.1.0`).
         client: String,
     },
     /// Start an operation; replies carry the same `id`.
@@ -38,7 +39,7 @@ pub enum ClientMessage {
 
 /// A message from a daemon to a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// Answer to the client's hello.
     Hello {
@@ -63,7 +64,8 @@ pub enum ServerMessage {
         /// The result.
         reply: Reply,
     },
-    /// Terminal failure. `id` is absent when the failure is the connection's, not a request's.
+    /// Terminal failure of request `id`. Without an `id` it is about the connection: a message
+    /// the daemon could not attribute to a request, or the reason the daemon is closing it.
     Error {
         /// The request it answers.
         id: Option<u64>,
