@@ -33,7 +33,7 @@ pub fn chan_binding(s: &str) -> Result<(String, String), String> {
 pub fn duration(s: &str) -> Result<humantime::Duration, String> {
     // A bare number is seconds, as in `stop --timeout 5`.
     if let Ok(secs) = s.trim().parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 && secs < 1e9 {
+        if (0.0..1e9).contains(&secs) {
             return Ok(Duration::from_secs_f64(secs).into());
         }
     }
