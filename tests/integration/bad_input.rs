@@ -419,7 +419,10 @@ async fn a_client_that_stops_reading_cannot_hold_up_shutdown() {
         next(&mut conn).await,
         Some(ServerMessage::Item { id: 1, .. })
     ));
-    // ... and never reads again.
+    // ... and never reads again, while asking for more replies than the daemon will queue.
+    for _ in 0..400 {
+        send_json(&mut conn, "not json").await;
+    }
     let status = daemon.terminate();
     assert!(status.success(), "{status}");
     drop(conn);

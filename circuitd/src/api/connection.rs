@@ -152,12 +152,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
             None => break,
             Some(Err(e)) => {
                 let msg = connection_error(ErrorCode::BadFrame, e.to_string());
-                outbox.send(msg).await;
+                notify(outbox, msg, ctx).await;
                 break;
             }
             Some(Ok(Frame::Data { id, .. })) => {
                 let why = "unexpected data frame: no request takes data yet";
-                outbox.send(reject(&requests, Some(id), why.into())).await;
+                notify(outbox, reject(&requests, Some(id), why.into()), ctx).await;
                 continue;
             }
             Some(Ok(Frame::Control(body))) => body,
@@ -166,7 +166,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(ClientMessage::Request { id, request }) => {
                 if requests.contains_key(&id) {
                     let why = format!("request id {id} is already in use");
-                    outbox.send(reject(&requests, Some(id), why)).await;
+                    notify(outbox, reject(&requests, Some(id), why), ctx).await;
                     continue;
                 }
                 let limit = ctx.config.max_requests_per_connection;
@@ -178,7 +178,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                             "more than {limit} requests outstanding on one connection"
                         ),
                     };
-                    outbox.send(msg).await;
+                    notify(outbox, msg, ctx).await;
                     continue;
                 }
                 let cancel = connection.child_token();
@@ -196,15 +196,24 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             Ok(ClientMessage::Hello { .. }) => {
                 let why = "hello was already exchanged".to_string();
-                outbox.send(reject(&requests, None, why)).await;
+                notify(outbox, reject(&requests, None, why), ctx).await;
             }
             Err((id, why)) => {
-                outbox.send(reject(&requests, id, why)).await;
+                notify(outbox, reject(&requests, id, why), ctx).await;
             }
         }
     }
     // The client is gone (or the daemon is stopping): end its requests, e.g. a `logs -f`.
     connection.cancel();
+}
+
+/// Sends a reply the daemon itself originates, unless the daemon stops first: a client that
+/// does not read must not keep the read loop (and so shutdown) waiting for room.
+async fn notify(outbox: &Outbox, msg: ServerMessage, ctx: &Context) {
+    tokio::select! {
+        _ = outbox.send(msg) => {}
+        () = ctx.shutdown.cancelled() => {}
+    }
 }
 
 /// A `bad_request` for a message that was not accepted. It carries the message's id only if no

@@ -139,6 +139,14 @@ impl Table {
         });
     }
 
+    /// Forgets a worker without waiting for the disk.
+    pub fn remove_later(&self, name: &str) {
+        let _ = self.tx.send(Update {
+            change: Change::Remove(name.to_string()),
+            done: None,
+        });
+    }
+
     /// Forgets a worker; resolves once that is on disk, or with why it is not.
     pub async fn remove(&self, name: &str) -> Result<(), String> {
         self.send(Change::Remove(name.to_string())).await

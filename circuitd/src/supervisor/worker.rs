@@ -174,8 +174,10 @@ impl Worker {
     /// A first start that failed leaves nothing behind, and the name is free again before the
     /// requester hears of the failure.
     fn abandon_first_start(&mut self, error: SupervisorError) {
+        let name = self.info.borrow().name.clone();
         let _ = std::fs::remove_dir_all(self.log.dir());
-        self.shared.forget(&self.info.borrow().name.clone());
+        self.shared.table.remove_later(&name);
+        self.shared.forget(&name);
         if let Some(reply) = self.pending_start.take() {
             let _ = reply.send(Err(error));
         }
