@@ -14,6 +14,10 @@ use tokio::sync::watch;
 /// Longest line kept whole; longer lines are split into records of this size.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// Bytes read from a pipe at a time. Small, because every live worker holds two of these
+/// buffers; a line longer than this accumulates in `pending` up to `MAX_LINE`.
+const READ_CHUNK: usize = 4096;
+
 /// The current log file's name inside a worker's directory; rotated files add `.1`, `.2`, ...
 pub const FILE_NAME: &str = "output.log";
 
@@ -137,7 +141,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 /// Copies one pipe into the log until it closes, line by line.
 pub async fn pump(mut pipe: impl AsyncRead + Unpin, stream: LogStream, log: Arc<LogFile>) {
-    let mut buf = vec![0u8; MAX_LINE];
+    let mut buf = vec![0u8; READ_CHUNK];
     let mut pending: Vec<u8> = Vec::new();
     loop {
         let n = match pipe.read(&mut buf).await {
