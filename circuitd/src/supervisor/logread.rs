@@ -27,14 +27,19 @@ impl Cursor {
     /// A cursor at the start of everything kept, oldest rotated file first.
     pub fn open(dir: &Path, max_files: u32, filter: Option<LogStream>) -> io::Result<Self> {
         // The current file first: if it rotates while we open the others, we still hold it.
-        let current = File::open(rotated_path(dir, 0))?;
+        // A worker that has not written anything yet has no file: it is picked up later.
+        let current = match File::open(rotated_path(dir, 0)) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
         let mut queue = VecDeque::new();
         for i in (1..=max_files).rev() {
             if let Ok(f) = File::open(rotated_path(dir, i)) {
                 queue.push_back(f);
             }
         }
-        queue.push_back(current);
+        queue.extend(current);
         Ok(Self {
             dir: dir.to_path_buf(),
             max_files,
@@ -52,7 +57,13 @@ impl Cursor {
         let mut spent = 0;
         while spent < budget {
             let Some(file) = self.queue.front_mut() else {
-                return Ok((lines, true));
+                match File::open(rotated_path(&self.dir, 0)) {
+                    Ok(f) => {
+                        self.queue.push_back(f);
+                        continue;
+                    }
+                    Err(_) => return Ok((lines, true)),
+                }
             };
             let n = file.read(&mut buf)?;
             spent += n;
@@ -193,5 +204,17 @@ mod tests {
             .chain((0..10).map(|i| format!("next {i}")))
             .collect();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn nothing_is_created_until_the_first_line_and_a_waiting_reader_picks_it_up() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("w");
+        let log = LogFile::open(&dir, 1 << 20, 2).expect("open");
+        assert!(!dir.exists(), "a silent worker costs no directory");
+        let mut cursor = Cursor::open(&dir, 2, None).expect("cursor on a missing log");
+        assert_eq!(cursor.read(usize::MAX).expect("read"), (vec![], true));
+        log.write_lines(LogStream::Stdout, [&b"late"[..]]);
+        assert_eq!(texts(&cursor.read(usize::MAX).expect("read").0), ["late"]);
     }
 }

@@ -30,22 +30,26 @@ pub struct LogFile {
 }
 
 struct Writer {
-    file: File,
+    /// Opened (and the directory created) at the first write: a silent worker costs no inode.
+    file: Option<File>,
     size: u64,
     max_bytes: u64,
     max_files: u32,
 }
 
 impl LogFile {
-    /// Opens (appending) the log in `dir`, creating the directory.
+    /// The log in `dir`, appended to from its current size. Nothing is created until the
+    /// first line is written.
     pub fn open(dir: &Path, max_bytes: u64, max_files: u32) -> io::Result<Arc<Self>> {
-        std::fs::create_dir_all(dir)?;
-        let file = open_append(&dir.join(FILE_NAME))?;
-        let size = file.metadata()?.len();
+        let size = match std::fs::metadata(dir.join(FILE_NAME)) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer {
-                file,
+                file: None,
                 size,
                 max_bytes: max_bytes.max(1),
                 max_files,
@@ -80,7 +84,7 @@ impl LogFile {
             if writer.size + batch.len() as u64 > 0
                 && writer.size + batch.len() as u64 + len > writer.max_bytes
             {
-                result = result.and(writer.write(&batch));
+                result = result.and(writer.write(&self.dir, &batch));
                 batch.clear();
                 result = result.and(writer.rotate(&self.dir));
             }
@@ -89,7 +93,7 @@ impl LogFile {
             batch.extend_from_slice(line);
             batch.push(b'\n');
         }
-        result = result.and(writer.write(&batch));
+        result = result.and(writer.write(&self.dir, &batch));
         drop(writer);
         if let Err(e) = result {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write worker log");
@@ -99,11 +103,18 @@ impl LogFile {
 }
 
 impl Writer {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write(&mut self, dir: &Path, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.file.write_all(bytes)?;
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => {
+                std::fs::create_dir_all(dir)?;
+                self.file.insert(open_append(&rotated_path(dir, 0))?)
+            }
+        };
+        file.write_all(bytes)?;
         self.size += bytes.len() as u64;
         Ok(())
     }
@@ -120,7 +131,7 @@ impl Writer {
             }
             std::fs::rename(path(0), path(1))?;
         }
-        self.file = open_append(&path(0))?;
+        self.file = None;
         self.size = 0;
         Ok(())
     }

@@ -380,8 +380,11 @@ impl Worker {
         }
         let dir = self.log.dir().to_path_buf();
         let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        // A worker that never wrote a line has no log directory: NotFound is fine.
         if let Ok(Err(e)) = removed {
-            tracing::warn!(worker = %name, error = %e, "cannot delete worker logs");
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(worker = %name, error = %e, "cannot delete worker logs");
+            }
         }
         self.shared.forget(&name);
         let _ = reply.send(Ok(()));
