@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 pub use listen::Listeners;
+pub use supervisor::spawner::exec_trampoline_if_requested;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,8 @@ struct Args {
 }
 
 fn main() {
+    // Workers are started through this binary in trampoline mode (see `spawner`).
+    circuitd::exec_trampoline_if_requested();
     // An empty CIRCUIT_SOCKET means unset, as it does for the CLI and the SDK.
     if std::env::var_os("CIRCUIT_SOCKET").is_some_and(|v| v.is_empty()) {
         std::env::remove_var("CIRCUIT_SOCKET");

@@ -160,3 +160,34 @@ async fn a_second_daemon_on_the_same_data_dir_or_socket_is_refused() {
     // The first daemon is unharmed.
     daemon.client().await;
 }
+
+#[test]
+fn the_exec_trampoline_refuses_a_foreign_parent_and_reports_exec_failures() {
+    let circuitd = circuit_tests::bin("circuitd");
+    let me = std::process::id().to_string();
+    // Started by us with our pid: it execs the program in place.
+    let out = std::process::Command::new(&circuitd)
+        .args(["__circuit-exec", &me, "sh", "-c", "echo in place $$"])
+        .output()
+        .expect("run trampoline");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("in place "));
+    // Claiming a parent it does not have (the daemon died before PDEATHSIG was set): exit 127.
+    let out = std::process::Command::new(&circuitd)
+        .args(["__circuit-exec", "1", "sh", "-c", "echo should not run"])
+        .output()
+        .expect("run trampoline");
+    assert_eq!(out.status.code(), Some(127));
+    assert!(out.stdout.is_empty());
+    // A program that vanished after the spawn-time checks: 127 and one line saying why.
+    let out = std::process::Command::new(&circuitd)
+        .args(["__circuit-exec", &me, "/no/such/program"])
+        .output()
+        .expect("run trampoline");
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("circuitd: cannot run /no/such/program:"),
+        "{err}"
+    );
+}

@@ -1,8 +1,14 @@
-//! The spawning thread: every worker process is forked from this one long-lived thread, because
-//! `PR_SET_PDEATHSIG` fires when the parent *thread* exits — a tokio worker or blocking thread
-//! that goes idle would take its children with it. When the daemon dies, so does this thread,
-//! and the kernel kills every worker's main process.
-#![allow(unsafe_code)]
+//! Starting worker processes so that they die with the daemon. Each worker gets
+//! `PR_SET_PDEATHSIG = SIGKILL`, which fires when the parent *thread* exits — so every worker
+//! is started from this one long-lived thread (a tokio worker or blocking thread that went idle
+//! would take its children with it).
+//!
+//! Setting the signal in the child before exec would force a full `fork` of the daemon (page
+//! tables copied, then copy-on-write faults on every tokio thread until the child execs). So
+//! the child is started with `posix_spawn` (vfork semantics, nothing copied) as the circuitd
+//! binary itself in trampoline mode: it sets the parent-death signal, checks that the daemon is
+//! still its parent, and execs the worker's program in place (same pid, environment, cwd,
+//! process group). See [`exec_trampoline_if_requested`].
 
 use std::collections::BTreeMap;
 use std::io;
@@ -67,11 +73,25 @@ pub struct WorkerEnv<'a> {
     pub worker: &'a str,
 }
 
+/// First argument that makes the circuitd binary act as the exec trampoline:
+/// `circuitd __circuit-exec DAEMON_PID PROGRAM ARGS...`.
+pub const TRAMPOLINE_ARG: &str = "__circuit-exec";
+
+/// The trampoline program: the daemon's own binary, even if the file was replaced since.
+const TRAMPOLINE: &str = "/proc/self/exe";
+
+/// Exit code of a trampoline that could not exec the worker's program.
+pub const EXEC_FAILED: i32 = 127;
+
 /// Builds the command for a spec: environment, cwd, pipes, its own process group, and the
-/// parent-death signal.
+/// trampoline that sets the parent-death signal and execs the program.
 pub fn command(spec: &SpawnSpec, env: &WorkerEnv<'_>) -> Command {
-    let mut cmd = Command::new(&spec.command);
-    cmd.args(&spec.args);
+    let mut cmd = Command::new(TRAMPOLINE);
+    cmd.arg0(format!("circuit-exec {}", spec.command))
+        .arg(TRAMPOLINE_ARG)
+        .arg(std::process::id().to_string())
+        .arg(&spec.command)
+        .args(&spec.args);
     if spec.env_mode == EnvMode::Replace {
         cmd.env_clear();
     }
@@ -85,22 +105,38 @@ pub fn command(spec: &SpawnSpec, env: &WorkerEnv<'_>) -> Command {
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
-    let daemon = std::process::id();
-    // SAFETY: the closure runs in the forked child before exec and only calls the
-    // async-signal-safe functions prctl and getppid.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The daemon may have died between fork and prctl: then nobody would kill us.
-            if libc::getppid() as u32 != daemon {
-                return Err(io::Error::other("circuitd exited during spawn"));
-            }
-            Ok(())
-        });
-    }
     cmd
+}
+
+/// Call first thing in `main` of any binary that runs [`crate::run`]: when the process was
+/// started as the exec trampoline, this sets `PR_SET_PDEATHSIG = SIGKILL`, makes sure the
+/// daemon that started it is still its parent, and execs the worker's program. It returns
+/// only when the process was not started as the trampoline.
+pub fn exec_trampoline_if_requested() {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(std::ffi::OsStr::new(TRAMPOLINE_ARG)) {
+        return;
+    }
+    let daemon = args.next().and_then(|a| a.to_str()?.parse::<i32>().ok());
+    let Some(program) = args.next() else {
+        eprintln!("circuitd: {TRAMPOLINE_ARG} needs a daemon pid and a program");
+        std::process::exit(EXEC_FAILED);
+    };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL)) {
+        eprintln!("circuitd: cannot set the parent-death signal: {e}");
+        std::process::exit(EXEC_FAILED);
+    }
+    // The daemon may have died before the signal was set: then nobody would kill us.
+    if daemon != Some(nix::unistd::getppid().as_raw()) {
+        std::process::exit(EXEC_FAILED);
+    }
+    let error = std::process::Command::new(&program).args(args).exec();
+    eprintln!(
+        "circuitd: cannot run {}: {error}",
+        program.to_string_lossy()
+    );
+    std::process::exit(EXEC_FAILED);
 }
 
 /// The `CIRCUIT_*` variables a worker gets.
