@@ -373,17 +373,22 @@ async fn spawn_until_exited(
     fail_on(&failures, names.len(), "worker")?;
 
     // The daemon's own table must agree with what `wait` said.
+    let not_exited = not_exited_in_list(client, names).await?;
+    fail_on(&not_exited, names.len(), "listed worker")?;
+    Ok((replied, last))
+}
+
+/// What `list` says of each named worker that is not `exited` (or is missing).
+async fn not_exited_in_list(client: &Client, names: &[String]) -> anyhow::Result<Vec<String>> {
     let listed = list(client).await?;
-    let not_exited: Vec<String> = names
+    Ok(names
         .iter()
         .filter_map(|name| match listed.get(name) {
             Some(w) if w.state == WorkerState::Exited => None,
             Some(w) => Some(format!("{name} is {}", w.state)),
             None => Some(format!("{name} is missing from list")),
         })
-        .collect();
-    fail_on(&not_exited, names.len(), "listed worker")?;
-    Ok((replied, last))
+        .collect())
 }
 
 /// Spawns `sleep 1000` under each name and polls `list` until all run. Returns their pids.
@@ -486,15 +491,7 @@ async fn stop_all(
         .map(|w| format!("{} is {}", w.name, w.state))
         .collect();
     fail_on(&odd, names.len(), "worker in the stop reply")?;
-    let listed = list(client).await?;
-    let odd: Vec<String> = names
-        .iter()
-        .filter_map(|name| match listed.get(name) {
-            Some(w) if w.state == WorkerState::Exited => None,
-            Some(w) => Some(format!("{name} is {}", w.state)),
-            None => Some(format!("{name} is missing from list")),
-        })
-        .collect();
+    let odd = not_exited_in_list(client, names).await?;
     fail_on(&odd, names.len(), "worker listed after stop")?;
 
     // Reaped processes have no /proc entry; a survivor is a leak (or, rarely, a reused pid).
