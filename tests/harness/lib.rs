@@ -235,6 +235,19 @@ pub async fn spawn(client: &Client, spec: SpawnSpec) -> WorkerInfo {
     }
 }
 
+/// Stops workers with their own stop signal and grace; returns their final descriptions.
+pub async fn stop(client: &Client, names: &[&str]) -> Vec<WorkerInfo> {
+    let request = Request::Stop {
+        names: names.iter().map(|n| n.to_string()).collect(),
+        signal: None,
+        timeout_ms: None,
+    };
+    match client.call(request).await.expect("stop") {
+        Reply::Workers(workers) => workers,
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
 /// A spec running `sh -c script`, named `name`.
 pub fn sh(name: &str, script: &str) -> SpawnSpec {
     SpawnSpec {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use circuit_sdk::proto::{
     EnvMode, ExitStatus, Reply, Request, RestartPolicy, RestartSpec, SpawnSpec, WorkerState,
 };
-use circuit_tests::{alive, inspect, log_lines, sh, spawn, wait_until_async, Daemon};
+use circuit_tests::{alive, inspect, log_lines, sh, spawn, stop, wait_until_async, Daemon};
 
 fn restart(policy: RestartPolicy, initial_ms: u64, max_restarts: u32) -> RestartSpec {
     RestartSpec {
@@ -113,18 +113,7 @@ async fn on_failure_leaves_a_clean_exit_alone_and_always_restarts_it() {
         || async { (inspect(&client, "always").await.restarts >= 3).then_some(()) },
     )
     .await;
-    let stopped = match client
-        .call(Request::Stop {
-            names: vec!["always".into()],
-            signal: None,
-            timeout_ms: None,
-        })
-        .await
-        .expect("stop")
-    {
-        Reply::Workers(w) => w,
-        other => panic!("unexpected {other:?}"),
-    };
+    let stopped = stop(&client, &["always"]).await;
     assert_eq!(stopped[0].state, WorkerState::Exited);
     // Stopped by the user: it stays stopped.
     let after = inspect(&client, "always").await;
@@ -149,14 +138,7 @@ async fn stop_kills_the_whole_process_tree() {
     let leader = inspect(&client, "tree").await.pid.expect("pid") as i32;
     assert!(pids.iter().all(|&p| alive(p)) && alive(leader));
 
-    client
-        .call(Request::Stop {
-            names: vec!["tree".into()],
-            signal: None,
-            timeout_ms: None,
-        })
-        .await
-        .expect("stop");
+    stop(&client, &["tree"]).await;
     for pid in pids.iter().chain([&leader]) {
         assert!(!alive(*pid), "process {pid} survived stop");
     }
@@ -191,17 +173,7 @@ async fn stop_sends_the_configured_signal_and_kills_after_the_grace() {
     }
 
     let started = std::time::Instant::now();
-    let reply = client
-        .call(Request::Stop {
-            names: vec!["polite".into(), "stubborn".into()],
-            signal: None,
-            timeout_ms: None,
-        })
-        .await
-        .expect("stop");
-    let Reply::Workers(stopped) = reply else {
-        panic!("unexpected {reply:?}")
-    };
+    let stopped = stop(&client, &["polite", "stubborn"]).await;
     assert_eq!(stopped[0].last_exit, Some(ExitStatus::Code { code: 7 }));
     assert_eq!(stopped[1].last_exit, Some(ExitStatus::Signal { signal: 9 }));
     assert!(
@@ -366,17 +338,8 @@ async fn two_hundred_workers_are_spawned_listed_and_stopped() {
     let listed: Vec<String> = list.iter().map(|w| w.name.clone()).collect();
     assert_eq!(listed, names);
 
-    let Reply::Workers(stopped) = client
-        .call(Request::Stop {
-            names: names.clone(),
-            signal: None,
-            timeout_ms: None,
-        })
-        .await
-        .expect("stop")
-    else {
-        panic!()
-    };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let stopped = stop(&client, &names).await;
     assert!(stopped.iter().all(|w| w.state == WorkerState::Exited));
     assert!(pids.iter().all(|&p| !alive(p)), "a sleep survived");
     let Reply::Workers(active) = client
