@@ -235,6 +235,14 @@ pub async fn spawn(client: &Client, spec: SpawnSpec) -> WorkerInfo {
     }
 }
 
+/// Lists workers (`all`: exited ones too), by name.
+pub async fn list(client: &Client, all: bool) -> Vec<WorkerInfo> {
+    match client.call(Request::List { all }).await.expect("list") {
+        Reply::Workers(workers) => workers,
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
 /// Stops workers with their own stop signal and grace; returns their final descriptions.
 pub async fn stop(client: &Client, names: &[&str]) -> Vec<WorkerInfo> {
     let request = Request::Stop {

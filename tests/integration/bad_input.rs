@@ -7,7 +7,7 @@ use bytes::Bytes;
 use circuit_sdk::proto::{
     ErrorCode, Frame, FrameCodec, Reply, Request, ServerMessage, WorkerState,
 };
-use circuit_tests::{inspect, sh, spawn, Daemon};
+use circuit_tests::{inspect, list, sh, spawn, Daemon};
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
@@ -279,13 +279,7 @@ async fn bad_spawns_and_signals_are_refused_and_change_nothing() {
         .expect_err("unknown worker");
     assert!(err.is_not_found(), "{err}");
     // Nothing was created or stopped.
-    let Reply::Workers(all) = client
-        .call(Request::List { all: true })
-        .await
-        .expect("list")
-    else {
-        panic!()
-    };
+    let all = list(&client, true).await;
     assert_eq!(
         all.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
         ["survivor"]

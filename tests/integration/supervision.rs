@@ -6,7 +6,7 @@ use std::time::Duration;
 use circuit_sdk::proto::{
     EnvMode, ExitStatus, Reply, Request, RestartPolicy, RestartSpec, SpawnSpec, WorkerState,
 };
-use circuit_tests::{alive, inspect, log_lines, sh, spawn, stop, wait_until_async, Daemon};
+use circuit_tests::{alive, inspect, list, log_lines, sh, spawn, stop, wait_until_async, Daemon};
 
 fn restart(policy: RestartPolicy, initial_ms: u64, max_restarts: u32) -> RestartSpec {
     RestartSpec {
@@ -325,38 +325,20 @@ async fn two_hundred_workers_are_spawned_listed_and_stopped() {
     for result in futures::future::join_all(spawns).await {
         result.expect("spawn");
     }
-    let Reply::Workers(list) = client
-        .call(Request::List { all: false })
-        .await
-        .expect("list")
-    else {
-        panic!()
-    };
-    assert_eq!(list.len(), 200);
-    assert!(list.iter().all(|w| w.state == WorkerState::Running));
-    let pids: Vec<i32> = list.iter().map(|w| w.pid.expect("pid") as i32).collect();
-    let listed: Vec<String> = list.iter().map(|w| w.name.clone()).collect();
+    let running = list(&client, false).await;
+    assert_eq!(running.len(), 200);
+    assert!(running.iter().all(|w| w.state == WorkerState::Running));
+    let pids: Vec<i32> = running.iter().map(|w| w.pid.expect("pid") as i32).collect();
+    let listed: Vec<String> = running.iter().map(|w| w.name.clone()).collect();
     assert_eq!(listed, names);
 
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let stopped = stop(&client, &names).await;
     assert!(stopped.iter().all(|w| w.state == WorkerState::Exited));
     assert!(pids.iter().all(|&p| !alive(p)), "a sleep survived");
-    let Reply::Workers(active) = client
-        .call(Request::List { all: false })
-        .await
-        .expect("list")
-    else {
-        panic!()
-    };
+    let active = list(&client, false).await;
     assert!(active.is_empty());
-    let Reply::Workers(all) = client
-        .call(Request::List { all: true })
-        .await
-        .expect("list")
-    else {
-        panic!()
-    };
+    let all = list(&client, true).await;
     assert_eq!(all.len(), 200);
 }
 

@@ -13,7 +13,6 @@ pub mod validate;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -139,7 +138,7 @@ impl Supervisor {
             return Err(SupervisorError::ShuttingDown);
         }
         validate::spec(&spec)?;
-        validate::runnable(&spec, &spec.env)?;
+        validate::runnable(&spec)?;
         let name = match spec.name.clone() {
             Some(name) => name,
             None => self.generate_name(&spec.command),
@@ -377,11 +376,6 @@ impl Supervisor {
             .send(command)
             .await
             .map_err(|_| SupervisorError::NotFound(name.to_string()))
-    }
-
-    /// The data directory.
-    pub fn data_dir(&self) -> PathBuf {
-        self.shared.config.data_dir.clone()
     }
 }
 

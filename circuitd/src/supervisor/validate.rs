@@ -1,7 +1,6 @@
 //! Checks on a spawn spec before anything is started, so that bad input gets a clear error
 //! (a missing binary, a bad cwd, an unknown signal) and changes nothing.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -106,7 +105,7 @@ pub fn spec(spec: &SpawnSpec) -> Result<(), SupervisorError> {
 
 /// Checks that the working directory exists and the command can be found and executed,
 /// the way the child will look for it. Returns the working directory to use.
-pub fn runnable(spec: &SpawnSpec, env: &BTreeMap<String, String>) -> Result<(), SupervisorError> {
+pub fn runnable(spec: &SpawnSpec) -> Result<(), SupervisorError> {
     let cwd = match &spec.cwd {
         Some(dir) => {
             let path = PathBuf::from(dir);
@@ -133,7 +132,7 @@ pub fn runnable(spec: &SpawnSpec, env: &BTreeMap<String, String>) -> Result<(), 
             SupervisorError::SpawnFailed(format!("cannot run {}: {why}", spec.command))
         });
     }
-    let search = match (env.get("PATH"), spec.env_mode) {
+    let search = match (spec.env.get("PATH"), spec.env_mode) {
         (Some(p), _) => p.clone(),
         (None, EnvMode::Merge) => std::env::var("PATH").unwrap_or_default(),
         // With no PATH at all, exec searches the C library's default.
@@ -212,17 +211,16 @@ mod tests {
 
     #[test]
     fn missing_commands_and_directories_are_named() {
-        let env = BTreeMap::new();
         let mut s = SpawnSpec {
             command: "definitely-not-a-command-xyz".into(),
             ..SpawnSpec::default()
         };
-        let err = runnable(&s, &env).expect_err("missing command").to_string();
+        let err = runnable(&s).expect_err("missing command").to_string();
         assert!(err.contains("not found in PATH"), "{err}");
         s.command = "sh".into();
-        assert!(runnable(&s, &env).is_ok());
+        assert!(runnable(&s).is_ok());
         s.cwd = Some("/definitely/not/here".into());
-        let err = runnable(&s, &env).expect_err("missing cwd").to_string();
+        let err = runnable(&s).expect_err("missing cwd").to_string();
         assert_eq!(
             err,
             "working directory /definitely/not/here: no such file or directory"

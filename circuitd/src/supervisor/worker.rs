@@ -184,7 +184,10 @@ impl Worker {
     }
 
     async fn launch(&mut self) -> Result<Process, SupervisorError> {
-        validate::runnable(&self.spec, &self.spec.env)?;
+        // A spawn checked this just now; restarts check again (files change).
+        if !self.first_start {
+            validate::runnable(&self.spec)?;
+        }
         let env = WorkerEnv {
             socket: &self.shared.socket,
             node: &self.shared.config.name,
