@@ -111,6 +111,11 @@ impl Daemon {
         self.pid
     }
 
+    /// The Unix socket it serves.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// Its data directory (job table and worker logs).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -19,8 +19,10 @@ pub struct Config {
     pub log_max_bytes: u64,
     /// Default number of rotated log files kept per worker.
     pub log_max_files: u32,
-    /// Largest frame accepted from a client.
+    /// Largest frame accepted from a client; at least `max_payload` plus headers.
     pub max_frame: usize,
+    /// Largest channel value, in bytes.
+    pub max_payload: u64,
     /// Most requests one connection may have outstanding at once.
     pub max_requests_per_connection: usize,
     /// How long a new connection may take to say hello.
@@ -37,6 +39,7 @@ impl Default for Config {
             log_max_bytes: 10 * 1024 * 1024,
             log_max_files: 5,
             max_frame: circuit_sdk::proto::DEFAULT_MAX_FRAME,
+            max_payload: circuit_sdk::proto::DEFAULT_MAX_PAYLOAD,
             max_requests_per_connection: 1024,
             handshake_timeout: Duration::from_secs(10),
         }

@@ -6,10 +6,14 @@
 //! - [`listen`]: binding the Unix socket and the TCP listener.
 //! - `api`: accept loops, connections (hello, framing, dispatch).
 //! - [`supervisor`]: workers: spawning, restart policy, stop, logs, the job table, recovery.
+//! - `broker`: the channels this node owns, one actor each.
+//! - `persist`: atomic file replacement for the tables in the data dir.
 
 mod api;
+mod broker;
 pub mod config;
 pub mod listen;
+mod persist;
 pub mod supervisor;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -35,6 +39,9 @@ pub enum DaemonError {
     /// The supervisor could not start (e.g. an unreadable job table).
     #[error(transparent)]
     Supervisor(#[from] supervisor::SupervisorError),
+    /// The broker could not start (e.g. an unreadable channel table).
+    #[error("{0}")]
+    Broker(String),
 }
 
 /// Runs a daemon until `shutdown` is cancelled: restores the job table, serves the listeners,
@@ -49,9 +56,11 @@ pub async fn run(
         let lock = lock_data_dir(&config.data_dir)?;
         let sup = supervisor::Supervisor::start(config.clone(), tracker.clone(), shutdown.clone())
             .await?;
-        Ok::<_, DaemonError>((lock, sup))
+        let broker = broker::Broker::start(&config, tracker.clone(), shutdown.clone())
+            .map_err(|e| DaemonError::Broker(e.to_string()))?;
+        Ok::<_, DaemonError>((lock, sup, broker))
     };
-    let (_lock, supervisor) = match started.await {
+    let (_lock, supervisor, broker) = match started.await {
         Ok(started) => started,
         Err(e) => {
             // Nothing was served: leave no socket behind.
@@ -69,6 +78,8 @@ pub async fn run(
     let ctx = Arc::new(api::Context {
         config,
         supervisor,
+        broker,
+        instance: fastrand::u64(1..),
         started_at_ms: supervisor::now_ms(),
         started: std::time::Instant::now(),
         tracker: tracker.clone(),

@@ -292,6 +292,7 @@ pub async fn log_lines(client: &Client, name: &str) -> Vec<String> {
         match stream.next().await.expect("logs reply") {
             circuit_sdk::Next::Item(circuit_sdk::proto::Item::Log(l)) => lines.push(l.line),
             circuit_sdk::Next::End(_) => return lines,
+            circuit_sdk::Next::Item(other) => panic!("unexpected item in a log: {other:?}"),
         }
     }
 }

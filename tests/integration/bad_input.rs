@@ -15,7 +15,7 @@ use tokio_util::codec::Framed;
 
 type Conn = Framed<UnixStream, FrameCodec>;
 
-const HELLO: &str = r#"{"type":"hello","version":1,"client":"bad-input-test"}"#;
+const HELLO: &str = r#"{"type":"hello","version":2,"client":"bad-input-test"}"#;
 
 async fn raw(daemon: &Daemon) -> UnixStream {
     UnixStream::connect(&daemon.socket).await.expect("connect")
@@ -182,6 +182,7 @@ async fn unknown_messages_and_wrong_shapes_get_errors_and_the_connection_goes_on
     // A data frame where none is expected.
     conn.send(Frame::Data {
         id: 9,
+        seq: 1,
         payload: Bytes::from_static(b"xyz"),
     })
     .await
@@ -362,6 +363,7 @@ async fn a_reused_request_id_never_gets_a_second_terminal_reply() {
     send_json(&mut conn, r#"{"type":"cancel","id":1,"extra":"field"}"#).await;
     conn.send(Frame::Data {
         id: 1,
+        seq: 1,
         payload: Bytes::from_static(b"x"),
     })
     .await

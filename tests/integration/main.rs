@@ -2,6 +2,7 @@
 //! the SDK or the built `circuit` binary. Build the binaries first (`scripts/test.sh` does).
 
 mod bad_input;
+mod channels;
 mod cli;
 mod recovery;
 mod supervision;

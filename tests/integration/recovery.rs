@@ -43,6 +43,17 @@ async fn sigkill_and_restart_recovers_the_job_table_and_leaves_no_old_process() 
         inspect(&client, "oneshot").await.pid.expect("pid") as i32
     };
 
+    // The exit of "done" is written to the job table in the background: wait for the disk.
+    let table = daemon.data_dir.join("jobs.json");
+    wait_until(Duration::from_secs(5), "done's exit is on disk", || {
+        let Ok(bytes) = std::fs::read(&table) else {
+            return false;
+        };
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        json["jobs"].as_array().into_iter().flatten().any(|job| {
+            job["info"]["name"] == "done" && !job["info"]["last_exit"].is_null()
+        })
+    });
     daemon.kill9();
     // The kernel kills each worker's main process with the daemon (PDEATHSIG).
     wait_until(

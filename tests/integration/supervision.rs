@@ -213,6 +213,7 @@ async fn logs_follow_ends_with_the_worker_and_its_status() {
             }
             circuit_sdk::Next::End(Reply::End(end)) => break end,
             circuit_sdk::Next::End(other) => panic!("unexpected {other:?}"),
+            circuit_sdk::Next::Item(other) => panic!("unexpected {other:?}"),
         }
     };
     assert_eq!(end.exit, Some(ExitStatus::Code { code: 4 }));

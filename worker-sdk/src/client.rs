@@ -1,8 +1,9 @@
-//! `Client`: one connection to a daemon, shared by many concurrent requests.
-//! A reader task routes replies by request id; a writer task owns the write half.
+//! `Client`: one connection to a daemon, shared by many concurrent requests and channel streams.
+//! A reader task routes replies and stream frames by request id; a writer task owns the write
+//! half and coalesces what is queued into as few writes as possible.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +18,57 @@ use crate::proto::{
     ClientMessage, Frame, FrameCodec, Item, Reply, Request, ServerMessage, PROTOCOL_VERSION,
 };
 
-type Route = mpsc::UnboundedSender<Result<ServerMessage, Error>>;
+/// Bytes the writer buffers before writing without waiting for more.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// Where replies to one request go.
+enum Route {
+    /// A request: its messages go to the waiting caller.
+    Reply(mpsc::UnboundedSender<Result<ServerMessage, Error>>),
+    /// A channel stream: its messages and frames go to the stream's handler.
+    Stream(Arc<dyn StreamHandler>),
+}
+
+/// The side of a channel stream that the reader task drives.
+pub(crate) trait StreamHandler: Send + Sync {
+    /// A control message for the stream (its opening item, or its terminal error).
+    fn on_message(&self, msg: ServerMessage);
+    /// A data or signal frame for the stream.
+    fn on_frame(&self, frame: Frame);
+    /// The connection is gone.
+    fn on_lost(&self, error: Error);
+}
+
+/// Produces frames when the writer gets to it, so many small updates (acks, credit) queued
+/// while the writer was busy go out as one frame.
+pub(crate) trait Pull: Send + Sync {
+    /// Appends the frames to write now; `token` is what was given to [`Client::schedule`].
+    fn pull(&self, token: u64, out: &mut Vec<Frame>);
+}
+
+/// What the writer task writes.
+pub(crate) enum Outgoing {
+    Frame(Frame),
+    Pull(Arc<dyn Pull>, u64),
+}
+
+/// How a client reached its daemon, so a stream can reconnect the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A Unix socket path.
+    Unix(PathBuf),
+    /// A TCP address (`host:port`).
+    Tcp(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unix(path) => write!(f, "{}", path.display()),
+            Self::Tcp(addr) => f.write_str(addr),
+        }
+    }
+}
 
 /// A connection to a circuitd. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -26,11 +77,13 @@ pub struct Client {
 }
 
 struct Inner {
-    out: mpsc::Sender<Frame>,
+    out: mpsc::UnboundedSender<Outgoing>,
     routes: Arc<Mutex<Routes>>,
     next_id: AtomicU64,
     node: String,
     daemon_version: String,
+    instance: u64,
+    target: Option<Target>,
 }
 
 /// Replies in flight, by request id; `None` once the connection is gone.
@@ -70,28 +123,47 @@ impl Client {
 
     /// Connects to a daemon's Unix socket.
     pub async fn connect_unix(path: impl AsRef<Path>) -> Result<Self, Error> {
-        let path = path.as_ref();
-        let stream = tokio::net::UnixStream::connect(path)
-            .await
-            .map_err(|source| Error::Connect {
-                target: path.display().to_string(),
-                source,
-            })?;
-        let (r, w) = stream.into_split();
-        Self::handshake(r, w).await
+        Self::connect(&Target::Unix(path.as_ref().to_path_buf())).await
     }
 
     /// Connects to a daemon's TCP API (`host:port`).
     pub async fn connect_tcp(addr: &str) -> Result<Self, Error> {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|source| Error::Connect {
-                target: addr.to_string(),
-                source,
-            })?;
-        stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
-        Self::handshake(r, w).await
+        Self::connect(&Target::Tcp(addr.to_string())).await
+    }
+
+    /// Connects to a target.
+    pub async fn connect(target: &Target) -> Result<Self, Error> {
+        let failed = |source| Error::Connect {
+            target: target.to_string(),
+            source,
+        };
+        match target {
+            Target::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(failed)?;
+                let (r, w) = stream.into_split();
+                Self::start(r, w, Some(target.clone())).await
+            }
+            Target::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(failed)?;
+                stream.set_nodelay(true)?;
+                let (r, w) = stream.into_split();
+                Self::start(r, w, Some(target.clone())).await
+            }
+        }
+    }
+
+    /// Connects again the way this client connected (a new connection, not shared).
+    pub async fn reconnect(&self) -> Result<Self, Error> {
+        match &self.inner.target {
+            Some(target) => Self::connect(target).await,
+            None => Err(Error::Protocol(
+                "this client was made over a transport it cannot reopen".into(),
+            )),
+        }
     }
 
     /// Runs the hello exchange over an already-open transport and starts the reader and writer.
@@ -100,20 +172,30 @@ impl Client {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
+        Self::start(read, write, None).await
+    }
+
+    async fn start<R, W>(read: R, write: W, target: Option<Target>) -> Result<Self, Error>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let mut reader = FramedRead::new(read, FrameCodec::default());
         let mut writer = FramedWrite::new(write, FrameCodec::default());
+        writer.set_backpressure_boundary(WRITE_BUFFER);
         let hello = ClientMessage::Hello {
             version: PROTOCOL_VERSION,
             client: format!("circuit-sdk/{}", env!("CARGO_PKG_VERSION")),
         };
         writer.send(encode(&hello)?).await?;
-        let (node, daemon_version) = match reader.next().await {
+        let (node, daemon_version, instance) = match reader.next().await {
             None => return Err(Error::Disconnected),
             Some(frame) => match decode(frame?)? {
                 ServerMessage::Hello {
                     version,
                     node,
                     daemon_version,
+                    instance,
                 } => {
                     if version != PROTOCOL_VERSION {
                         return Err(Error::Protocol(format!(
@@ -121,7 +203,7 @@ impl Client {
                              this client speaks {PROTOCOL_VERSION}"
                         )));
                     }
-                    (node, daemon_version)
+                    (node, daemon_version, instance)
                 }
                 ServerMessage::Error { code, message, .. } => {
                     return Err(Error::Remote { code, message })
@@ -131,22 +213,8 @@ impl Client {
         };
 
         let routes: Arc<Mutex<Routes>> = Arc::new(Mutex::new(Some(HashMap::new())));
-        let (out, mut out_rx) = mpsc::channel::<Frame>(1024);
-        tokio::spawn(async move {
-            while let Some(frame) = out_rx.recv().await {
-                if writer.feed(frame).await.is_err() {
-                    return;
-                }
-                while let Ok(frame) = out_rx.try_recv() {
-                    if writer.feed(frame).await.is_err() {
-                        return;
-                    }
-                }
-                if writer.flush().await.is_err() {
-                    return;
-                }
-            }
-        });
+        let (out, out_rx) = mpsc::unbounded_channel::<Outgoing>();
+        tokio::spawn(write_loop(writer, out_rx));
         let reader_routes = routes.clone();
         tokio::spawn(async move {
             let mut notice = None;
@@ -154,7 +222,7 @@ impl Client {
                 match reader.next().await {
                     None => break notice.take().unwrap_or(Error::Disconnected),
                     Some(Err(e)) => break Error::Frame(e),
-                    Some(Ok(frame)) => match decode(frame) {
+                    Some(Ok(Frame::Control(body))) => match decode_message(&body) {
                         Err(e) => break e,
                         Ok(msg) => {
                             if let Some(err) = route(&reader_routes, &mut notice, msg) {
@@ -162,11 +230,17 @@ impl Client {
                             }
                         }
                     },
+                    Some(Ok(frame)) => route_frame(&reader_routes, frame),
                 }
             };
             let taken = reader_routes.lock().expect("routes lock").take();
-            for (_, tx) in taken.into_iter().flatten() {
-                let _ = tx.send(Err(clone_error(&failure)));
+            for (_, route) in taken.into_iter().flatten() {
+                match route {
+                    Route::Reply(tx) => {
+                        let _ = tx.send(Err(clone_error(&failure)));
+                    }
+                    Route::Stream(handler) => handler.on_lost(clone_error(&failure)),
+                }
             }
         });
 
@@ -177,8 +251,59 @@ impl Client {
                 next_id: AtomicU64::new(1),
                 node,
                 daemon_version,
+                instance,
+                target,
             }),
         })
+    }
+
+    /// The daemon's instance: random per daemon start, so a restart can be told apart.
+    pub fn instance(&self) -> u64 {
+        self.inner.instance
+    }
+
+    /// How this client reached its daemon, if it made the connection itself.
+    pub fn target(&self) -> Option<&Target> {
+        self.inner.target.as_ref()
+    }
+
+    /// Opens a stream request: its messages and frames go to `handler` until it ends.
+    pub(crate) fn open_stream(
+        &self,
+        request: Request,
+        handler: Arc<dyn StreamHandler>,
+    ) -> Result<u64, Error> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        match self.inner.routes.lock().expect("routes lock").as_mut() {
+            Some(map) => {
+                map.insert(id, Route::Stream(handler));
+            }
+            None => return Err(Error::Disconnected),
+        }
+        let frame = encode(&ClientMessage::Request { id, request })?;
+        if self.inner.out.send(Outgoing::Frame(frame)).is_err() {
+            self.forget(id);
+            return Err(Error::Disconnected);
+        }
+        Ok(id)
+    }
+
+    /// Ends a stream from this side: its route is dropped and the daemon told.
+    pub(crate) fn close_stream(&self, id: u64) {
+        self.forget(id);
+        if let Ok(frame) = encode(&ClientMessage::Cancel { id }) {
+            let _ = self.inner.out.send(Outgoing::Frame(frame));
+        }
+    }
+
+    /// Queues a frame; false when the connection is gone.
+    pub(crate) fn send_frame(&self, frame: Frame) -> bool {
+        self.inner.out.send(Outgoing::Frame(frame)).is_ok()
+    }
+
+    /// Asks the writer to call `pull` when it gets to it.
+    pub(crate) fn schedule(&self, pull: Arc<dyn Pull>, token: u64) -> bool {
+        self.inner.out.send(Outgoing::Pull(pull, token)).is_ok()
     }
 
     /// The name of the node this client is connected to.
@@ -207,12 +332,12 @@ impl Client {
         let (tx, rx) = mpsc::unbounded_channel();
         match self.inner.routes.lock().expect("routes lock").as_mut() {
             Some(map) => {
-                map.insert(id, tx);
+                map.insert(id, Route::Reply(tx));
             }
             None => return Err(Error::Disconnected),
         }
         let frame = encode(&ClientMessage::Request { id, request })?;
-        if self.inner.out.send(frame).await.is_err() {
+        if self.inner.out.send(Outgoing::Frame(frame)).is_err() {
             self.forget(id);
             return Err(Error::Disconnected);
         }
@@ -268,7 +393,7 @@ impl Drop for ReplyStream {
         self.client.forget(self.id);
         if !self.finished {
             if let Ok(frame) = encode(&ClientMessage::Cancel { id: self.id }) {
-                let _ = self.client.inner.out.try_send(frame);
+                let _ = self.client.inner.out.send(Outgoing::Frame(frame));
             }
         }
     }
@@ -297,16 +422,71 @@ fn route(routes: &Mutex<Routes>, notice: &mut Option<Error>, msg: ServerMessage)
     };
     let mut guard = routes.lock().expect("routes lock");
     let map = guard.as_mut()?;
-    let tx = if terminal {
+    let route = if terminal {
         map.remove(&id)
     } else {
-        map.get(&id).cloned()
+        match map.get(&id) {
+            Some(Route::Reply(tx)) => Some(Route::Reply(tx.clone())),
+            Some(Route::Stream(h)) => Some(Route::Stream(h.clone())),
+            None => None,
+        }
     };
     drop(guard);
-    if let Some(tx) = tx {
-        let _ = tx.send(Ok(msg));
+    match route {
+        Some(Route::Reply(tx)) => {
+            let _ = tx.send(Ok(msg));
+        }
+        Some(Route::Stream(handler)) => handler.on_message(msg),
+        None => {}
     }
     None
+}
+
+/// Delivers a data or signal frame to its stream; frames of streams already ended are dropped.
+fn route_frame(routes: &Mutex<Routes>, frame: Frame) {
+    let id = match &frame {
+        Frame::Data { id, .. } | Frame::Signal { id, .. } => *id,
+        Frame::Control(_) => return,
+    };
+    let handler = match routes.lock().expect("routes lock").as_ref() {
+        Some(map) => match map.get(&id) {
+            Some(Route::Stream(h)) => h.clone(),
+            _ => return,
+        },
+        None => return,
+    };
+    handler.on_frame(frame);
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FramedWrite<W, FrameCodec>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let mut pulled = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next {
+            match out {
+                Outgoing::Frame(frame) => {
+                    if writer.feed(frame).await.is_err() {
+                        return;
+                    }
+                }
+                Outgoing::Pull(source, token) => {
+                    source.pull(token, &mut pulled);
+                    for frame in pulled.drain(..) {
+                        if writer.feed(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn encode(msg: &ClientMessage) -> Result<Frame, Error> {
@@ -316,10 +496,13 @@ fn encode(msg: &ClientMessage) -> Result<Frame, Error> {
 
 fn decode(frame: Frame) -> Result<ServerMessage, Error> {
     match frame {
-        Frame::Control(body) => serde_json::from_slice(&body)
-            .map_err(|e| Error::Protocol(format!("bad message from daemon: {e}"))),
-        Frame::Data { .. } => Err(Error::Protocol("unexpected data frame".into())),
+        Frame::Control(body) => decode_message(&body),
+        _ => Err(Error::Protocol("expected a control message".into())),
     }
+}
+
+fn decode_message(body: &[u8]) -> Result<ServerMessage, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::Protocol(format!("bad message from daemon: {e}")))
 }
 
 fn clone_error(e: &Error) -> Error {

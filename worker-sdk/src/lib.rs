@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`proto`]: frames, control messages, shared types, error codes (see `docs/PROTOCOL.md`).
 //! - [`client`]: [`Client`], one multiplexed connection to a daemon.
+//! - [`chan`]: named channels: [`chan::Chan`], [`chan::Sender`], [`chan::Receiver`], codecs.
 //! - [`paths`]: default socket path and the `CIRCUIT_*` environment variables.
 //! - [`error`]: [`Error`], the SDK's one error type.
 //!
@@ -17,10 +18,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chan;
 pub mod client;
 pub mod error;
 pub mod paths;
 pub mod proto;
 
-pub use client::{Client, Next, ReplyStream};
+pub use client::{Client, Next, ReplyStream, Target};
 pub use error::Error;

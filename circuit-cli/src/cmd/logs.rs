@@ -66,6 +66,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(exit_code(end.shell_code()));
             }
             Next::End(other) => return Err(unexpected("done or end", &other)),
+            Next::Item(_) => {}
         }
     }
 }

@@ -117,6 +117,8 @@ pub fn unexpected(wanted: &str, got: &Reply) -> anyhow::Error {
         Reply::Workers(_) => "workers",
         Reply::End(_) => "end",
         Reply::Status(_) => "status",
+        Reply::Chan(_) => "chan",
+        Reply::Chans(_) => "chans",
     };
     error::CliError::hinted(
         format!("circuitd replied with {got} where {wanted} was expected"),

@@ -77,6 +77,7 @@ mod tests {
             socket: "/run/circuit/circuitd.sock".into(),
             listen: None,
             workers: [(WorkerState::Exited, 1), (WorkerState::Running, 3)].into(),
+            channels: 2,
         };
         let text = render(&status);
         assert!(text.starts_with("node: h1\nversion: 0.1.0\n"), "{text}");

@@ -7,15 +7,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use circuit_sdk::proto::{
-    ClientMessage, ErrorCode, Frame, FrameCodec, ServerMessage, PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, Frame, FrameCodec, Request, ServerMessage, PROTOCOL_VERSION,
 };
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::{dispatch, Context};
+use crate::broker::{ChanMsg, Out, StreamKey, StreamOut};
 
 /// Replies waiting to be written, per connection.
 const OUTBOX: usize = 256;
@@ -23,10 +24,25 @@ const OUTBOX: usize = 256;
 /// How long a connection's last replies may take to drain once the daemon is stopping.
 const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Where a request task sends its replies.
+/// Data frames read before they are handed to a channel in one batch.
+const DATA_BATCH: usize = 256;
+
+/// Bytes buffered by the writer before it writes them out without waiting for more.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// Where a request task sends its replies. Channel streams have their own unbounded queue:
+/// what a channel sends there is bounded by the credit and windows the client holds, and a
+/// channel must never wait for one slow client.
 #[derive(Clone)]
 pub(crate) struct Outbox {
     tx: mpsc::Sender<ServerMessage>,
+    streams: mpsc::UnboundedSender<Out>,
+}
+
+/// An open channel stream on this connection.
+struct Route {
+    key: StreamKey,
+    chan: mpsc::Sender<ChanMsg>,
 }
 
 impl Outbox {
@@ -48,11 +64,11 @@ where
 {
     let mut reader = FramedRead::new(read, FrameCodec::new(ctx.config.max_frame));
     let (tx, rx) = mpsc::channel(OUTBOX);
-    let writer = tokio::spawn(write_loop(
-        FramedWrite::new(write, FrameCodec::new(ctx.config.max_frame)),
-        rx,
-    ));
-    let outbox = Outbox { tx };
+    let (streams, streams_rx) = mpsc::unbounded_channel();
+    let mut framed = FramedWrite::new(write, FrameCodec::new(ctx.config.max_frame));
+    framed.set_backpressure_boundary(WRITE_BUFFER);
+    let writer = tokio::spawn(write_loop(framed, rx, streams_rx));
+    let outbox = Outbox { tx, streams };
     match handshake(&mut reader, &outbox, &ctx).await {
         Ok(client) => {
             tracing::debug!(%peer, %client, "client connected");
@@ -111,6 +127,7 @@ async fn handshake<R: AsyncRead + Unpin>(
                     version: PROTOCOL_VERSION,
                     node: ctx.config.name.clone(),
                     daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+                    instance: ctx.instance,
                 })
                 .await;
             Ok(client)
@@ -135,42 +152,170 @@ async fn read_loop<R: AsyncRead + Unpin>(
     ctx: &Arc<Context>,
 ) {
     let connection = ctx.shutdown.child_token();
-    let mut requests: HashMap<u64, CancellationToken> = HashMap::new();
+    let mut conn = Conn {
+        requests: HashMap::new(),
+        streams: HashMap::new(),
+        batch: None,
+    };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
-    loop {
+    let (stream_done_tx, mut stream_done_rx) = mpsc::unbounded_channel::<(u64, StreamKey)>();
+    'read: loop {
         let frame = tokio::select! {
             // Finished requests first: a client may reuse an id as soon as it has the reply.
             biased;
             Some(id) = done_rx.recv() => {
-                requests.remove(&id);
+                conn.requests.remove(&id);
+                continue;
+            }
+            Some((id, key)) = stream_done_rx.recv() => {
+                if conn.streams.get(&id).is_some_and(|r| r.key == key) {
+                    conn.streams.remove(&id);
+                }
                 continue;
             }
             () = ctx.shutdown.cancelled() => break,
             frame = reader.next() => frame,
         };
-        let body = match frame {
-            None => break,
-            Some(Err(e)) => {
-                let msg = connection_error(ErrorCode::BadFrame, e.to_string());
-                notify(outbox, msg, ctx).await;
-                break;
+        let mut frame = frame;
+        // Handle every frame already buffered before waiting again, so data frames reach their
+        // channel in batches.
+        loop {
+            let body = match frame {
+                None => break 'read,
+                Some(Err(e)) => {
+                    conn.flush_batch().await;
+                    let msg = connection_error(ErrorCode::BadFrame, e.to_string());
+                    notify(outbox, msg, ctx).await;
+                    break 'read;
+                }
+                Some(Ok(Frame::Data { id, seq, payload })) => {
+                    if let Err(why) = conn.data(id, seq, payload).await {
+                        notify(outbox, conn.reject(Some(id), why), ctx).await;
+                    }
+                    None
+                }
+                Some(Ok(Frame::Signal { id, op, a, .. })) => {
+                    conn.flush_batch().await;
+                    match conn.streams.get(&id) {
+                        Some(route) => {
+                            let msg = ChanMsg::Signal {
+                                stream: route.key,
+                                op,
+                                a,
+                            };
+                            let _ = route.chan.send(msg).await;
+                        }
+                        None => {
+                            let why = format!("signal for request {id}, which is not a stream");
+                            notify(outbox, conn.reject(Some(id), why), ctx).await;
+                        }
+                    }
+                    None
+                }
+                Some(Ok(Frame::Control(body))) => {
+                    conn.flush_batch().await;
+                    Some(body)
+                }
+            };
+            if let Some(body) = body {
+                conn.control(&body, outbox, ctx, &connection, &done_tx, &stream_done_tx)
+                    .await;
             }
-            Some(Ok(Frame::Data { id, .. })) => {
-                let why = "unexpected data frame: no request takes data yet";
-                notify(outbox, reject(&requests, Some(id), why.into()), ctx).await;
-                continue;
+            match reader.next().now_or_never() {
+                Some(next) => frame = next,
+                None => break,
             }
-            Some(Ok(Frame::Control(body))) => body,
+        }
+        conn.flush_batch().await;
+    }
+    conn.flush_batch().await;
+    // The client is gone (or the daemon is stopping): end its requests, e.g. a `logs -f`, and
+    // give its streams' values back to their channels.
+    connection.cancel();
+    for (_, route) in conn.streams.drain() {
+        let _ = route
+            .chan
+            .send(ChanMsg::Gone {
+                stream: route.key,
+                cancelled: false,
+            })
+            .await;
+    }
+}
+
+/// What a connection has open.
+struct Conn {
+    /// Requests running as tasks, by id.
+    requests: HashMap<u64, CancellationToken>,
+    /// Channel streams, by request id.
+    streams: HashMap<u64, Route>,
+    /// Values read for one stream and not yet handed to its channel.
+    batch: Option<(u64, Vec<(u64, Bytes)>)>,
+}
+
+impl Conn {
+    fn in_use(&self, id: u64) -> bool {
+        self.requests.contains_key(&id) || self.streams.contains_key(&id)
+    }
+
+    /// A `bad_request` for a message that was not accepted. It carries the message's id only
+    /// if no accepted request has that id: a request gets exactly one terminal reply, its own.
+    /// Without an id it is a connection-level notice; the connection stays open.
+    fn reject(&self, id: Option<u64>, message: String) -> ServerMessage {
+        ServerMessage::Error {
+            id: id.filter(|id| !self.in_use(*id)),
+            code: ErrorCode::BadRequest,
+            message,
+        }
+    }
+
+    /// A value for a send stream: batched until the next frame of another kind or stream.
+    async fn data(&mut self, id: u64, seq: u64, payload: Bytes) -> Result<(), String> {
+        if !self.streams.contains_key(&id) {
+            return Err(format!("data frame for request {id}, which is not a stream"));
+        }
+        if self.batch.as_ref().is_some_and(|(b, _)| *b != id) {
+            self.flush_batch().await;
+        }
+        let (_, values) = self.batch.get_or_insert_with(|| (id, Vec::new()));
+        values.push((seq, payload));
+        if values.len() >= DATA_BATCH {
+            self.flush_batch().await;
+        }
+        Ok(())
+    }
+
+    async fn flush_batch(&mut self) {
+        let Some((id, values)) = self.batch.take() else {
+            return;
         };
-        match parse(&body) {
+        if let Some(route) = self.streams.get(&id) {
+            let msg = ChanMsg::Values {
+                stream: route.key,
+                values,
+            };
+            let _ = route.chan.send(msg).await;
+        }
+    }
+
+    async fn control(
+        &mut self,
+        body: &Bytes,
+        outbox: &Outbox,
+        ctx: &Arc<Context>,
+        connection: &CancellationToken,
+        done_tx: &mpsc::UnboundedSender<u64>,
+        stream_done_tx: &mpsc::UnboundedSender<(u64, StreamKey)>,
+    ) {
+        match parse(body) {
             Ok(ClientMessage::Request { id, request }) => {
-                if requests.contains_key(&id) {
+                if self.in_use(id) {
                     let why = format!("request id {id} is already in use");
-                    notify(outbox, reject(&requests, Some(id), why), ctx).await;
-                    continue;
+                    notify(outbox, self.reject(Some(id), why), ctx).await;
+                    return;
                 }
                 let limit = ctx.config.max_requests_per_connection;
-                if requests.len() >= limit {
+                if self.requests.len() + self.streams.len() >= limit {
                     let msg = ServerMessage::Error {
                         id: Some(id),
                         code: ErrorCode::TooManyRequests,
@@ -179,32 +324,111 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         ),
                     };
                     notify(outbox, msg, ctx).await;
-                    continue;
+                    return;
                 }
-                let cancel = connection.child_token();
-                requests.insert(id, cancel.clone());
-                let (ctx2, outbox2, done) = (ctx.clone(), outbox.clone(), done_tx.clone());
-                ctx.tracker.spawn(async move {
-                    dispatch::run(id, request, &ctx2, &outbox2, &cancel).await;
-                    let _ = done.send(id);
-                });
+                match request {
+                    Request::ChanSend { name, sender } => {
+                        let out = self.stream_out(id, outbox, stream_done_tx);
+                        self.open_stream(id, &name, ctx, outbox, |stream| ChanMsg::OpenSend {
+                            stream,
+                            sender,
+                            out,
+                        })
+                        .await;
+                    }
+                    Request::ChanRecv { name } => {
+                        let out = self.stream_out(id, outbox, stream_done_tx);
+                        self.open_stream(id, &name, ctx, outbox, |stream| ChanMsg::OpenRecv {
+                            stream,
+                            out,
+                        })
+                        .await;
+                    }
+                    request => {
+                        let cancel = connection.child_token();
+                        self.requests.insert(id, cancel.clone());
+                        let (ctx2, outbox2, done) = (ctx.clone(), outbox.clone(), done_tx.clone());
+                        ctx.tracker.spawn(async move {
+                            dispatch::run(id, request, &ctx2, &outbox2, &cancel).await;
+                            let _ = done.send(id);
+                        });
+                    }
+                }
             }
             Ok(ClientMessage::Cancel { id }) => {
-                if let Some(token) = requests.get(&id) {
+                if let Some(token) = self.requests.get(&id) {
                     token.cancel();
+                } else if let Some(route) = self.streams.remove(&id) {
+                    let msg = ChanMsg::Gone {
+                        stream: route.key,
+                        cancelled: true,
+                    };
+                    let _ = route.chan.send(msg).await;
                 }
             }
             Ok(ClientMessage::Hello { .. }) => {
                 let why = "hello was already exchanged".to_string();
-                notify(outbox, reject(&requests, None, why), ctx).await;
+                notify(outbox, self.reject(None, why), ctx).await;
             }
             Err((id, why)) => {
-                notify(outbox, reject(&requests, id, why), ctx).await;
+                notify(outbox, self.reject(id, why), ctx).await;
             }
         }
     }
-    // The client is gone (or the daemon is stopping): end its requests, e.g. a `logs -f`.
-    connection.cancel();
+
+    fn stream_out(
+        &self,
+        id: u64,
+        outbox: &Outbox,
+        done: &mpsc::UnboundedSender<(u64, StreamKey)>,
+    ) -> StreamOut {
+        StreamOut {
+            id,
+            tx: outbox.streams.clone(),
+            done: done.clone(),
+        }
+    }
+
+    /// Opens a send or receive stream on the named channel; the channel answers with the
+    /// stream's first item.
+    async fn open_stream(
+        &mut self,
+        id: u64,
+        name: &str,
+        ctx: &Context,
+        outbox: &Outbox,
+        open: impl FnOnce(StreamKey) -> ChanMsg,
+    ) {
+        let chan = match ctx.broker.lookup(name) {
+            Ok(chan) => chan,
+            Err(e) => {
+                let msg = ServerMessage::Error {
+                    id: Some(id),
+                    code: e.code(),
+                    message: e.to_string(),
+                };
+                notify(outbox, msg, ctx).await;
+                return;
+            }
+        };
+        let key = ctx.broker.stream_key();
+        if chan.tx.send(open(key)).await.is_err() {
+            let msg = ServerMessage::Error {
+                id: Some(id),
+                code: ErrorCode::NotFound,
+                message: format!("channel \"{name}\" was removed"),
+            };
+            notify(outbox, msg, ctx).await;
+            return;
+        }
+        self.streams.insert(
+            id,
+            Route {
+                key,
+                chan: chan.tx,
+            },
+        );
+    }
 }
 
 /// Sends a reply the daemon itself originates, unless the daemon stops first: a client that
@@ -213,21 +437,6 @@ async fn notify(outbox: &Outbox, msg: ServerMessage, ctx: &Context) {
     tokio::select! {
         _ = outbox.send(msg) => {}
         () = ctx.shutdown.cancelled() => {}
-    }
-}
-
-/// A `bad_request` for a message that was not accepted. It carries the message's id only if no
-/// accepted request has that id: a request gets exactly one terminal reply, its own. Without an
-/// id it is a connection-level notice; the connection stays open.
-fn reject(
-    requests: &HashMap<u64, CancellationToken>,
-    id: Option<u64>,
-    message: String,
-) -> ServerMessage {
-    ServerMessage::Error {
-        id: id.filter(|id| !requests.contains_key(id)),
-        code: ErrorCode::BadRequest,
-        message,
     }
 }
 
@@ -252,29 +461,52 @@ fn connection_error(code: ErrorCode, message: String) -> ServerMessage {
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: FramedWrite<W, FrameCodec>,
     mut rx: mpsc::Receiver<ServerMessage>,
+    mut streams: mpsc::UnboundedReceiver<Out>,
 ) {
-    while let Some(msg) = rx.recv().await {
-        let mut next = Some(msg);
-        while let Some(msg) = next {
-            let json = match serde_json::to_vec(&msg) {
-                Ok(json) => json,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode a reply");
-                    next = rx.try_recv().ok();
-                    continue;
-                }
+    let mut control_open = true;
+    let mut streams_open = true;
+    while control_open || streams_open {
+        let first = tokio::select! {
+            msg = rx.recv(), if control_open => match msg {
+                Some(msg) => Out::Msg(msg),
+                None => { control_open = false; continue; }
+            },
+            out = streams.recv(), if streams_open => match out {
+                Some(out) => out,
+                None => { streams_open = false; continue; }
+            },
+        };
+        let mut next = Some(first);
+        while let Some(out) = next {
+            let frame = match out {
+                Out::Frame(frame) => frame,
+                Out::Msg(msg) => match serde_json::to_vec(&msg) {
+                    Ok(json) => Frame::Control(Bytes::from(json)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode a reply");
+                        next = take_ready(&mut rx, &mut streams);
+                        continue;
+                    }
+                },
             };
-            if writer
-                .feed(Frame::Control(Bytes::from(json)))
-                .await
-                .is_err()
-            {
+            if writer.feed(frame).await.is_err() {
                 return;
             }
-            next = rx.try_recv().ok();
+            next = take_ready(&mut rx, &mut streams);
         }
         if writer.flush().await.is_err() {
             return;
         }
     }
+}
+
+/// The next queued output, if any is ready: stream traffic first, it is what clients wait on.
+fn take_ready(
+    rx: &mut mpsc::Receiver<ServerMessage>,
+    streams: &mut mpsc::UnboundedReceiver<Out>,
+) -> Option<Out> {
+    streams
+        .try_recv()
+        .ok()
+        .or_else(|| rx.try_recv().ok().map(Out::Msg))
 }

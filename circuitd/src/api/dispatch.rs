@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::connection::Outbox;
 use super::Context;
 use crate::supervisor::logread::Cursor;
+use crate::broker::BrokerError;
 use crate::supervisor::{end_of, SupervisorError};
 
 /// Bytes of log read per step, so a large log streams instead of loading whole.
@@ -19,6 +20,12 @@ const LOG_STEP: usize = 256 * 1024;
 
 /// A failed request: the code and one line.
 struct Failure(ErrorCode, String);
+
+impl From<BrokerError> for Failure {
+    fn from(e: BrokerError) -> Self {
+        Failure(e.code(), e.to_string())
+    }
+}
 
 impl From<SupervisorError> for Failure {
     fn from(e: SupervisorError) -> Self {
@@ -114,7 +121,29 @@ async fn handle(
             socket: ctx.config.socket.display().to_string(),
             listen: ctx.config.listen.clone(),
             workers: sup.counts(),
+            channels: ctx.broker.count(),
         }),
+        Request::ChanCreate {
+            name,
+            capacity,
+            exist_ok,
+        } => Reply::Chan(ctx.broker.create(&name, capacity, exist_ok).await?),
+        Request::ChanList => Reply::Chans(ctx.broker.list().await),
+        Request::ChanStat { name } => Reply::Chan(ctx.broker.stat(&name).await?),
+        Request::ChanClose { name } => {
+            ctx.broker.close(&name).await?;
+            Reply::Done
+        }
+        Request::ChanRemove { name } => {
+            ctx.broker.remove(&name).await?;
+            Reply::Done
+        }
+        Request::ChanSend { .. } | Request::ChanRecv { .. } => {
+            return Err(Failure(
+                ErrorCode::Internal,
+                "channel streams are opened by the connection".into(),
+            ))
+        }
         Request::Logs(req) => logs(id, req, ctx, outbox).await?,
     })
 }

@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broker::Broker;
 use crate::config::Config;
 use crate::supervisor::Supervisor;
 
@@ -16,6 +17,9 @@ use crate::supervisor::Supervisor;
 pub(crate) struct Context {
     pub config: Config,
     pub supervisor: Supervisor,
+    pub broker: Broker,
+    /// Random per start; sent in the hello so reconnecting clients notice a restart.
+    pub instance: u64,
     pub started_at_ms: u64,
     pub started: std::time::Instant,
     pub tracker: TaskTracker,

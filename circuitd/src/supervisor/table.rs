@@ -3,7 +3,7 @@
 //! 500 spawns a second cost a handful of fsyncs, not 500.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use circuit_sdk::proto::WorkerInfo;
@@ -210,14 +210,5 @@ async fn writer(
 
 fn write_atomically(path: &Path, table: &TableFile) -> io::Result<()> {
     let json = serde_json::to_vec_pretty(table).map_err(io::Error::other)?;
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&json)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::persist::write_atomically(path, &json)
 }

@@ -89,9 +89,9 @@ pub fn spec(spec: &SpawnSpec) -> Result<(), SupervisorError> {
                 "invalid channel binding \"{binding}\": use A-Z a-z 0-9 _"
             )));
         }
-        if chan.is_empty() {
+        if let Err(why) = circuit_sdk::proto::validate_chan_name(chan) {
             return Err(SupervisorError::Invalid(format!(
-                "channel binding \"{binding}\" names no channel"
+                "channel binding \"{binding}\": {why}"
             )));
         }
     }

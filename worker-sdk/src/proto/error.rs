@@ -32,6 +32,12 @@ pub enum ErrorCode {
     TooManyRequests,
     /// A bug or an I/O failure inside the daemon.
     Internal,
+    /// The channel is closed.
+    Closed,
+    /// A payload is larger than the channel accepts.
+    TooLarge,
+    /// The node that owns the channel is gone; what was pending on it failed.
+    OwnerLost,
     /// A code this build does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -54,6 +60,9 @@ impl ErrorCode {
             Self::ShuttingDown => "shutting_down",
             Self::TooManyRequests => "too_many_requests",
             Self::Internal => "internal",
+            Self::Closed => "closed",
+            Self::TooLarge => "too_large",
+            Self::OwnerLost => "owner_lost",
             Self::Unknown => "unknown",
         }
     }

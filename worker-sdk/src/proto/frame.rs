@@ -1,5 +1,7 @@
 //! Frames: the only place that turns bytes into messages and back.
 //! A frame is `u32 length (big-endian) | u8 kind | body`, where length counts kind and body.
+//! Kinds: 1 control (JSON), 2 data (`u64 stream | u64 seq | payload`), 3 signal
+//! (`u64 stream | u8 op | u64 a | u64 b`), the last two for channel streams.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -15,19 +17,95 @@ pub const HEADER_LEN: usize = 5;
 pub enum Frame {
     /// A JSON control message (UTF-8).
     Control(Bytes),
-    /// Opaque payload bytes tied to a request: never decoded by a daemon.
+    /// Opaque payload bytes on a channel stream: never decoded by a daemon.
     Data {
-        /// The request the payload belongs to.
+        /// The stream (request) the payload belongs to.
         id: u64,
+        /// On a send stream, the sender's sequence number of the value; on a receive stream,
+        /// the channel's id of the delivered value.
+        seq: u64,
         /// The payload.
         payload: Bytes,
     },
+    /// A small fixed-size control signal on a channel stream (credit, acks, acceptance).
+    Signal {
+        /// The stream (request) the signal belongs to.
+        id: u64,
+        /// What it says.
+        op: SignalOp,
+        /// First argument (meaning depends on `op`).
+        a: u64,
+        /// Second argument (meaning depends on `op`).
+        b: u64,
+    },
+}
+
+/// Body length of a signal frame: stream, op, a, b.
+const SIGNAL_BODY: usize = 8 + 1 + 8 + 8;
+/// Bytes of a data frame body before the payload: stream and seq.
+pub const DATA_HEAD: usize = 16;
+
+macro_rules! signal_ops {
+    ($($(#[$doc:meta])* $name:ident = $value:literal,)*) => {
+        /// The signals of channel streams. Client to daemon below 16, daemon to client above.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum SignalOp {
+            $($(#[$doc])* $name = $value,)*
+        }
+
+        impl SignalOp {
+            /// The op with this wire value, if any.
+            pub fn from_u8(v: u8) -> Option<Self> {
+                match v {
+                    $($value => Some(Self::$name),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+signal_ops! {
+    /// Receive stream: the daemon may deliver `a` more values.
+    Credit = 1,
+    /// Receive stream: the oldest `a` delivered values were taken by the application; they
+    /// leave the channel.
+    Ack = 2,
+    /// Receive stream: the newest `a` delivered, unacknowledged values go back to the head of
+    /// the queue, in order.
+    Return = 3,
+    /// Receive stream: deliver one value if one is ready now, else answer `Empty`.
+    TryRecv = 4,
+    /// Receive stream: cancel all outstanding credit.
+    Withdraw = 5,
+    /// Send stream: the value with seq `a` (sent next) must not wait: refuse it with `Full`
+    /// unless it can be accepted (or, at capacity 0, taken by a waiting receiver) now.
+    TrySend = 6,
+    /// Send stream: withdraw the value with seq `a` if it is still waiting to be accepted.
+    CancelSend = 7,
+    /// Send stream: the values with seqs `a .. a + b` are accepted.
+    Accepted = 16,
+    /// Send stream: the try-send with seq `a` was refused; nothing changed.
+    Full = 17,
+    /// Send stream: the value with seq `a` was withdrawn; nothing changed.
+    Withdrawn = 18,
+    /// Send stream: the values with seqs `a .. a + b` failed: the channel is closed.
+    Closed = 19,
+    /// Send stream: the value with seq `a` is larger than the channel's payload limit `b`.
+    TooLarge = 20,
+    /// Receive stream: a try-receive found nothing ready.
+    Empty = 21,
+    /// Receive stream: the channel is closed and drained; outstanding credit is void.
+    Drained = 22,
 }
 
 /// Kind byte of a control frame.
 pub const KIND_CONTROL: u8 = 1;
 /// Kind byte of a data frame.
 pub const KIND_DATA: u8 = 2;
+/// Kind byte of a signal frame.
+pub const KIND_SIGNAL: u8 = 3;
 
 /// Why a byte stream could not be read as frames. Any of these ends the connection.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +124,15 @@ pub enum FrameError {
     /// A kind byte this protocol version does not define.
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
-    /// A data frame shorter than its request id.
-    #[error("data frame of {0} bytes is too short for its request id")]
+    /// A data frame shorter than its stream id and seq.
+    #[error("data frame of {0} bytes is too short for its stream id and seq")]
     ShortData(usize),
+    /// A signal frame of the wrong size.
+    #[error("signal frame of {0} bytes (expected {SIGNAL_BODY})")]
+    BadSignal(usize),
+    /// A signal op this protocol version does not define.
+    #[error("unknown signal op {0}")]
+    UnknownSignal(u8),
     /// The stream ended in the middle of a frame.
     #[error("connection closed in the middle of a frame ({0} bytes pending)")]
     Truncated(usize),
@@ -104,11 +188,30 @@ impl Decoder for FrameCodec {
         match kind {
             KIND_CONTROL => Ok(Some(Frame::Control(body))),
             KIND_DATA => {
-                if body.len() < 8 {
+                if body.len() < DATA_HEAD {
                     return Err(FrameError::ShortData(body.len()));
                 }
                 let id = body.get_u64();
-                Ok(Some(Frame::Data { id, payload: body }))
+                let seq = body.get_u64();
+                Ok(Some(Frame::Data {
+                    id,
+                    seq,
+                    payload: body,
+                }))
+            }
+            KIND_SIGNAL => {
+                if body.len() != SIGNAL_BODY {
+                    return Err(FrameError::BadSignal(body.len()));
+                }
+                let id = body.get_u64();
+                let op = body.get_u8();
+                let op = SignalOp::from_u8(op).ok_or(FrameError::UnknownSignal(op))?;
+                Ok(Some(Frame::Signal {
+                    id,
+                    op,
+                    a: body.get_u64(),
+                    b: body.get_u64(),
+                }))
             }
             other => Err(FrameError::UnknownKind(other)),
         }
@@ -127,11 +230,18 @@ impl Encoder<Frame> for FrameCodec {
     type Error = FrameError;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let (kind, head, body) = match &frame {
-            Frame::Control(body) => (KIND_CONTROL, None, body),
-            Frame::Data { id, payload } => (KIND_DATA, Some(*id), payload),
+        self.encode_ref(&frame, dst)
+    }
+}
+
+impl FrameCodec {
+    /// Encodes a frame without taking it, so a caller can keep (or retry) it.
+    pub fn encode_ref(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let len = match frame {
+            Frame::Control(body) => 1 + body.len(),
+            Frame::Data { payload, .. } => 1 + DATA_HEAD + payload.len(),
+            Frame::Signal { .. } => 1 + SIGNAL_BODY,
         };
-        let len = 1 + head.map_or(0, |_| 8) + body.len();
         if len > self.max_frame {
             return Err(FrameError::TooLarge {
                 len,
@@ -140,11 +250,25 @@ impl Encoder<Frame> for FrameCodec {
         }
         dst.reserve(4 + len);
         dst.put_u32(len as u32);
-        dst.put_u8(kind);
-        if let Some(id) = head {
-            dst.put_u64(id);
+        match frame {
+            Frame::Control(body) => {
+                dst.put_u8(KIND_CONTROL);
+                dst.put_slice(body);
+            }
+            Frame::Data { id, seq, payload } => {
+                dst.put_u8(KIND_DATA);
+                dst.put_u64(*id);
+                dst.put_u64(*seq);
+                dst.put_slice(payload);
+            }
+            Frame::Signal { id, op, a, b } => {
+                dst.put_u8(KIND_SIGNAL);
+                dst.put_u64(*id);
+                dst.put_u8(*op as u8);
+                dst.put_u64(*a);
+                dst.put_u64(*b);
+            }
         }
-        dst.put_slice(body);
         Ok(())
     }
 }
@@ -169,9 +293,17 @@ mod tests {
         assert_eq!(roundtrip(c.clone()), c);
         let d = Frame::Data {
             id: 7,
+            seq: 9,
             payload: Bytes::from_static(b"\x00\x01binary"),
         };
         assert_eq!(roundtrip(d.clone()), d);
+        let s = Frame::Signal {
+            id: 7,
+            op: SignalOp::Accepted,
+            a: 3,
+            b: u64::MAX,
+        };
+        assert_eq!(roundtrip(s.clone()), s);
     }
 
     #[test]
@@ -213,6 +345,20 @@ mod tests {
         assert!(matches!(
             codec.decode(&mut buf),
             Err(FrameError::ShortData(2))
+        ));
+        let mut buf = BytesMut::from(&[0, 0, 0, 3, KIND_SIGNAL, 1, 2][..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::BadSignal(2))
+        ));
+        let mut signal = vec![0, 0, 0, 26, KIND_SIGNAL];
+        signal.extend_from_slice(&[0; 8]);
+        signal.push(99);
+        signal.extend_from_slice(&[0; 16]);
+        let mut buf = BytesMut::from(&signal[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::UnknownSignal(99))
         ));
     }
 }

@@ -3,11 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::chan::{ChanInfo, ChanOpened};
 use super::error::ErrorCode;
 use super::types::{DaemonStatus, LogLine, SpawnSpec, WorkerEnd, WorkerInfo};
 
 /// Version spoken by this build; the hello of both sides carries it and they must match.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added channels.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A message from a client (CLI, worker SDK) to a daemon.
 // Control messages are built once and serialised at once; boxing the large variant buys nothing.
@@ -49,6 +51,10 @@ pub enum ServerMessage {
         node: String,
         /// The daemon's version.
         daemon_version: String,
+        /// Random per daemon start: a reconnecting client tells a restarted daemon (whose
+        /// channels lost their contents) from the one it was talking to.
+        #[serde(default)]
+        instance: u64,
     },
     /// One streamed part of a reply; more follow.
     Item {
@@ -143,6 +149,49 @@ pub enum Request {
     },
     /// Describe the daemon. Reply: `status`.
     Status,
+    /// Create a channel owned by this node. Reply: `chan`.
+    ChanCreate {
+        /// Channel name.
+        name: String,
+        /// Capacity (0: rendezvous).
+        capacity: u64,
+        /// Succeed when a channel of that name and capacity exists already.
+        #[serde(default)]
+        exist_ok: bool,
+    },
+    /// List channels. Reply: `chans`.
+    ChanList,
+    /// Describe one channel. Reply: `chan`.
+    ChanStat {
+        /// Channel name.
+        name: String,
+    },
+    /// Close a channel: sends fail from now on; receivers drain it. Reply: `done`.
+    ChanClose {
+        /// Channel name.
+        name: String,
+    },
+    /// Delete a channel; its streams end with `not_found`. Reply: `done`.
+    ChanRemove {
+        /// Channel name.
+        name: String,
+    },
+    /// Open a send stream: first item `chan_opened`, then data frames from the client (one
+    /// value each, seq = the sender's sequence number) and signals both ways. Ends when the
+    /// client cancels it or the channel is removed.
+    ChanSend {
+        /// Channel name.
+        name: String,
+        /// Identifies the sender across reconnects: a value (sender, seq) is accepted once.
+        sender: u64,
+    },
+    /// Open a receive stream: first item `chan_opened`, then credit from the client and data
+    /// frames (seq = value id) from the daemon. Ends when the client cancels it or the channel
+    /// is removed.
+    ChanRecv {
+        /// Channel name.
+        name: String,
+    },
 }
 
 /// Arguments of [`Request::Logs`].
@@ -165,6 +214,8 @@ pub struct LogsRequest {
 pub enum Item {
     /// One log line.
     Log(LogLine),
+    /// A channel stream is open.
+    ChanOpened(ChanOpened),
 }
 
 /// The terminal result of a request.
@@ -181,6 +232,10 @@ pub enum Reply {
     End(WorkerEnd),
     /// The daemon's status.
     Status(DaemonStatus),
+    /// One channel.
+    Chan(ChanInfo),
+    /// Several channels.
+    Chans(Vec<ChanInfo>),
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! The wire protocol: frames, control messages, shared types and error codes.
 //! Specified in `docs/PROTOCOL.md`.
 
+pub mod chan;
 pub mod error;
 pub mod frame;
 pub mod message;
 pub mod types;
 
+pub use chan::{validate_chan_name, ChanInfo, ChanOpened, DEFAULT_MAX_PAYLOAD, MAX_CHAN_NAME};
 pub use error::ErrorCode;
-pub use frame::{Frame, FrameCodec, FrameError, DEFAULT_MAX_FRAME};
+pub use frame::{Frame, FrameCodec, FrameError, SignalOp, DEFAULT_MAX_FRAME};
 pub use message::{
     ClientMessage, Item, LogsRequest, Reply, Request, ServerMessage, PROTOCOL_VERSION,
 };

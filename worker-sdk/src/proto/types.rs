@@ -312,4 +312,7 @@ pub struct DaemonStatus {
     pub listen: Option<String>,
     /// Worker counts by state.
     pub workers: BTreeMap<WorkerState, usize>,
+    /// Channels this node owns.
+    #[serde(default)]
+    pub channels: usize,
 }

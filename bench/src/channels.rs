@@ -1,0 +1,40 @@
+//! `bench-channels`: circuit's channels beside NATS core and a raw Unix socket — throughput,
+//! round-trip latency and server CPU at the same payload sizes. The work is in `chanbench`.
+
+use std::process::ExitCode;
+
+use circuit_bench::chanbench::{self, role::RoleArgs, RunArgs};
+use clap::{Parser, Subcommand};
+
+/// Circuit's channels against NATS core and a raw Unix socket, side by side. Prints Markdown
+/// tables on stdout (progress on stderr). Exits 0 once it has measured, whether or not the
+/// targets pass; non-zero on an error.
+#[derive(Debug, Parser)]
+#[command(name = "bench-channels", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    role: Option<Role>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// One client process of a trial; the harness starts these itself.
+    #[command(hide = true)]
+    Role(RoleArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Role::Role(args)) = cli.role {
+        return chanbench::role::main(args);
+    }
+    match chanbench::run(&cli.run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-channels: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

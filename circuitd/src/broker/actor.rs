@@ -1,0 +1,316 @@
+//! The task that owns one channel: it feeds stream events to the state machine and turns the
+//! resulting effects into frames on each stream's connection. It never waits on a client: its
+//! output queues are bounded by the credit and send windows the clients hold.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use circuit_sdk::proto::{
+    ChanInfo, ChanOpened, ErrorCode, Frame, Item, ServerMessage, SignalOp,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::state::{ChanState, Effect, StreamKey};
+use crate::supervisor::now_ms;
+
+/// Inbox size of a channel actor; senders wait when it is full (backpressure on the reader).
+pub(crate) const INBOX: usize = 1024;
+/// Messages handled between two flushes of output.
+const BATCH: usize = 256;
+
+/// What a connection writer sends: a control message or a binary frame, in order.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// A JSON control message.
+    Msg(ServerMessage),
+    /// A data or signal frame.
+    Frame(Frame),
+}
+
+/// Where a stream's output goes.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamOut {
+    /// The request id of the stream on its connection.
+    pub id: u64,
+    /// The connection's stream queue.
+    pub tx: mpsc::UnboundedSender<Out>,
+    /// Told (request id, stream) when the channel ends the stream, so the connection forgets
+    /// it (the key tells a reused request id apart).
+    pub done: mpsc::UnboundedSender<(u64, StreamKey)>,
+}
+
+/// A message to a channel actor.
+#[derive(Debug)]
+pub(crate) enum ChanMsg {
+    /// A send stream opened.
+    OpenSend {
+        stream: StreamKey,
+        sender: u64,
+        out: StreamOut,
+    },
+    /// A receive stream opened.
+    OpenRecv { stream: StreamKey, out: StreamOut },
+    /// Values from a send stream, in order: (seq, payload).
+    Values {
+        stream: StreamKey,
+        values: Vec<(u64, Bytes)>,
+    },
+    /// A signal from a stream.
+    Signal {
+        stream: StreamKey,
+        op: SignalOp,
+        a: u64,
+    },
+    /// A stream ended on the client's side; `cancelled` when the client asked (it then gets a
+    /// terminal `cancelled`), else its connection is gone.
+    Gone { stream: StreamKey, cancelled: bool },
+    /// Describe the channel.
+    Stat(oneshot::Sender<ChanInfo>),
+    /// Close the channel.
+    Close(oneshot::Sender<Result<(), String>>),
+    /// Delete the channel: end every stream with `not_found` and stop.
+    Remove(oneshot::Sender<()>),
+}
+
+/// Fixed facts about a channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta {
+    pub name: String,
+    pub owner: String,
+    pub max_payload: u64,
+    pub created_at_ms: u64,
+}
+
+pub(crate) struct Actor {
+    meta: Meta,
+    state: ChanState,
+    streams: HashMap<StreamKey, StreamOut>,
+    removed: bool,
+}
+
+impl Actor {
+    pub fn new(meta: Meta, capacity: u64, closed: bool) -> Self {
+        let state = ChanState::new(capacity, meta.max_payload, closed);
+        Self {
+            meta,
+            state,
+            streams: HashMap::new(),
+            removed: false,
+        }
+    }
+
+    /// Serves the inbox until the channel is removed or the daemon stops.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<ChanMsg>, shutdown: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                () = shutdown.cancelled() => None,
+            };
+            let Some(msg) = msg else { break };
+            self.handle(msg);
+            for _ in 0..BATCH {
+                match rx.try_recv() {
+                    Ok(msg) => self.handle(msg),
+                    Err(_) => break,
+                }
+            }
+            self.flush();
+            if self.removed {
+                break;
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: ChanMsg) {
+        match msg {
+            ChanMsg::OpenSend {
+                stream,
+                sender,
+                out,
+            } => {
+                self.opened(&out);
+                self.streams.insert(stream, out);
+                self.state.open_send(stream, sender, now_ms());
+            }
+            ChanMsg::OpenRecv { stream, out } => {
+                self.opened(&out);
+                self.streams.insert(stream, out);
+                self.state.open_recv(stream);
+            }
+            ChanMsg::Values { stream, values } => {
+                for (seq, payload) in values {
+                    self.state.send(stream, seq, payload);
+                }
+            }
+            ChanMsg::Signal { stream, op, a } => match op {
+                SignalOp::Credit => self.state.credit(stream, a),
+                SignalOp::Ack => self.state.ack(stream, a),
+                SignalOp::Return => self.state.give_back(stream, a),
+                SignalOp::TryRecv => self.state.try_recv(stream),
+                SignalOp::Withdraw => self.state.withdraw(stream),
+                SignalOp::TrySend => self.state.mark_try(stream, a),
+                SignalOp::CancelSend => self.state.cancel_send(stream, a),
+                other => self.fail(
+                    stream,
+                    ErrorCode::BadRequest,
+                    format!("signal {other:?} is not sent by clients"),
+                ),
+            },
+            ChanMsg::Gone { stream, cancelled } => {
+                self.state.stream_gone(stream, now_ms());
+                if let Some(out) = self.streams.remove(&stream) {
+                    if cancelled {
+                        let _ = out.tx.send(Out::Msg(ServerMessage::Error {
+                            id: Some(out.id),
+                            code: ErrorCode::Cancelled,
+                            message: "stream closed by the client".into(),
+                        }));
+                    }
+                    let _ = out.done.send((out.id, stream));
+                }
+            }
+            ChanMsg::Stat(reply) => {
+                let _ = reply.send(self.info());
+            }
+            ChanMsg::Close(reply) => {
+                let _ = reply.send(self.state.close());
+            }
+            ChanMsg::Remove(reply) => {
+                self.flush();
+                for stream in self.state.streams() {
+                    self.fail(
+                        stream,
+                        ErrorCode::NotFound,
+                        format!("channel \"{}\" was removed", self.meta.name),
+                    );
+                }
+                self.state.effects.clear();
+                self.removed = true;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn opened(&self, out: &StreamOut) {
+        let _ = out.tx.send(Out::Msg(ServerMessage::Item {
+            id: out.id,
+            item: Item::ChanOpened(ChanOpened {
+                capacity: self.state.capacity(),
+                max_payload: self.meta.max_payload,
+                owner: self.meta.owner.clone(),
+            }),
+        }));
+    }
+
+    /// Ends a stream with an error and forgets it.
+    fn fail(&mut self, stream: StreamKey, code: ErrorCode, message: String) {
+        if let Some(out) = self.streams.remove(&stream) {
+            let _ = out.tx.send(Out::Msg(ServerMessage::Error {
+                id: Some(out.id),
+                code,
+                message,
+            }));
+            let _ = out.done.send((out.id, stream));
+        }
+        self.state.stream_gone(stream, now_ms());
+    }
+
+    /// Sends what the state machine produced; runs of acceptances become one range signal.
+    fn flush(&mut self) {
+        while !self.state.effects.is_empty() {
+            let effects = std::mem::take(&mut self.state.effects);
+            let mut run: Option<(StreamKey, SignalOp, u64, u64)> = None;
+            for effect in effects {
+                let (stream, op, seq) = match effect {
+                    Effect::Accepted { stream, seq } => (stream, SignalOp::Accepted, seq),
+                    Effect::Closed { stream, seq } => (stream, SignalOp::Closed, seq),
+                    other => {
+                        self.emit_run(run.take());
+                        self.emit(other);
+                        continue;
+                    }
+                };
+                match &mut run {
+                    Some((s, o, start, n)) if *s == stream && *o == op && *start + *n == seq => {
+                        *n += 1;
+                    }
+                    _ => {
+                        self.emit_run(run.take());
+                        run = Some((stream, op, seq, 1));
+                    }
+                }
+            }
+            self.emit_run(run);
+        }
+    }
+
+    fn emit_run(&self, run: Option<(StreamKey, SignalOp, u64, u64)>) {
+        if let Some((stream, op, a, b)) = run {
+            self.signal(stream, op, a, b);
+        }
+    }
+
+    fn signal(&self, stream: StreamKey, op: SignalOp, a: u64, b: u64) {
+        if let Some(out) = self.streams.get(&stream) {
+            let _ = out.tx.send(Out::Frame(Frame::Signal {
+                id: out.id,
+                op,
+                a,
+                b,
+            }));
+        }
+    }
+
+    fn emit(&mut self, effect: Effect) {
+        match effect {
+            Effect::Accepted { stream, seq } => self.signal(stream, SignalOp::Accepted, seq, 1),
+            Effect::Closed { stream, seq } => self.signal(stream, SignalOp::Closed, seq, 1),
+            Effect::Full { stream, seq } => self.signal(stream, SignalOp::Full, seq, 0),
+            Effect::Withdrawn { stream, seq } => self.signal(stream, SignalOp::Withdrawn, seq, 0),
+            Effect::TooLarge { stream, seq, max } => {
+                self.signal(stream, SignalOp::TooLarge, seq, max)
+            }
+            Effect::Empty { stream } => self.signal(stream, SignalOp::Empty, 0, 0),
+            Effect::Drained { stream } => self.signal(stream, SignalOp::Drained, 0, 0),
+            Effect::Deliver {
+                stream,
+                id,
+                payload,
+            } => {
+                if let Some(out) = self.streams.get(&stream) {
+                    let _ = out.tx.send(Out::Frame(Frame::Data {
+                        id: out.id,
+                        seq: id,
+                        payload,
+                    }));
+                }
+            }
+            Effect::Fail {
+                stream,
+                code,
+                message,
+            } => self.fail(stream, code, message),
+        }
+    }
+
+    fn info(&self) -> ChanInfo {
+        let c = self.state.counts();
+        ChanInfo {
+            name: self.meta.name.clone(),
+            capacity: self.state.capacity(),
+            len: c.len,
+            in_flight: c.in_flight,
+            waiting_senders: c.waiting_senders,
+            waiting_receivers: c.waiting_receivers,
+            senders: c.senders,
+            receivers: c.receivers,
+            sent: c.sent,
+            received: c.received,
+            closed: self.state.is_closed(),
+            owner: self.meta.owner.clone(),
+            max_payload: self.meta.max_payload,
+            created_at_ms: self.meta.created_at_ms,
+        }
+    }
+}

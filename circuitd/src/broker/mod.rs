@@ -1,0 +1,268 @@
+//! The broker: the channels this node owns, one actor per channel, behind a cloneable handle.
+//! Connections look a channel up by name and talk to its actor directly; nothing here sits on
+//! the data path.
+//!
+//! Designed so the owner can be another node: a stream only needs a [`ChanHandle`] to send
+//! to, which the mesh will back with a peer link.
+
+pub(crate) mod actor;
+pub(crate) mod state;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use circuit_sdk::proto::{validate_chan_name, ChanInfo, ErrorCode};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+pub(crate) use actor::{ChanMsg, Out, StreamOut};
+pub(crate) use state::StreamKey;
+use store::{ChanRecord, Store};
+
+/// Why a channel operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BrokerError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("no channel named \"{0}\" — see `circuit chan ls`")]
+    NotFound(String),
+    #[error("channel \"{name}\" already exists (capacity {capacity})")]
+    AlreadyExists { name: String, capacity: u64 },
+    #[error("channel \"{0}\" is already closed")]
+    AlreadyClosed(String),
+    #[error("{0}")]
+    Store(String),
+    #[error("circuitd is shutting down")]
+    ShuttingDown,
+}
+
+impl BrokerError {
+    /// The wire code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidName(_) => ErrorCode::InvalidArgument,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            Self::AlreadyClosed(_) => ErrorCode::InvalidState,
+            Self::Store(_) => ErrorCode::Internal,
+            Self::ShuttingDown => ErrorCode::ShuttingDown,
+        }
+    }
+}
+
+/// A channel's actor, as a connection sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct ChanHandle {
+    pub tx: mpsc::Sender<ChanMsg>,
+    record: ChanRecord,
+}
+
+/// Handle to the broker. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: String,
+    max_payload: u64,
+    chans: Mutex<HashMap<String, ChanHandle>>,
+    store: Store,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    next_stream: AtomicU64,
+}
+
+impl Broker {
+    /// Loads the channel definitions from the data dir and starts an actor for each.
+    pub fn start(
+        config: &Config,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        let records =
+            Store::load(&config.data_dir).map_err(|e| BrokerError::Store(e.to_string()))?;
+        let store = Store::start(&config.data_dir, records.clone(), &tracker);
+        let broker = Self {
+            inner: Arc::new(Inner {
+                node: config.name.clone(),
+                max_payload: config.max_payload,
+                chans: Mutex::new(HashMap::new()),
+                store,
+                tracker,
+                shutdown,
+                next_stream: AtomicU64::new(1),
+            }),
+        };
+        let mut chans = broker.inner.chans.lock().expect("broker lock");
+        for record in records {
+            let handle = broker.spawn_actor(record);
+            chans.insert(handle.record.name.clone(), handle);
+        }
+        drop(chans);
+        Ok(broker)
+    }
+
+    fn spawn_actor(&self, record: ChanRecord) -> ChanHandle {
+        let (tx, rx) = mpsc::channel(actor::INBOX);
+        let meta = actor::Meta {
+            name: record.name.clone(),
+            owner: self.inner.node.clone(),
+            max_payload: self.inner.max_payload,
+            created_at_ms: record.created_at_ms,
+        };
+        let actor = actor::Actor::new(meta, record.capacity, record.closed);
+        self.inner
+            .tracker
+            .spawn(actor.run(rx, self.inner.shutdown.clone()));
+        ChanHandle { tx, record }
+    }
+
+    /// A fresh stream key.
+    pub fn stream_key(&self) -> StreamKey {
+        self.inner.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The channel named `name`.
+    pub fn lookup(&self, name: &str) -> Result<ChanHandle, BrokerError> {
+        validate_chan_name(name).map_err(BrokerError::InvalidName)?;
+        self.inner
+            .chans
+            .lock()
+            .expect("broker lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::NotFound(name.to_string()))
+    }
+
+    /// Creates a channel owned by this node; with `exist_ok`, an existing channel of the same
+    /// capacity is fine.
+    pub async fn create(
+        &self,
+        name: &str,
+        capacity: u64,
+        exist_ok: bool,
+    ) -> Result<ChanInfo, BrokerError> {
+        validate_chan_name(name).map_err(BrokerError::InvalidName)?;
+        let record = ChanRecord {
+            name: name.to_string(),
+            capacity,
+            closed: false,
+            created_at_ms: crate::supervisor::now_ms(),
+        };
+        let existing = {
+            let mut chans = self.inner.chans.lock().expect("broker lock");
+            match chans.get(name) {
+                Some(existing) => Some(existing.record.capacity),
+                None => {
+                    let handle = self.spawn_actor(record.clone());
+                    chans.insert(name.to_string(), handle);
+                    None
+                }
+            }
+        };
+        if let Some(existing) = existing {
+            if exist_ok && existing == capacity {
+                return self.stat(name).await;
+            }
+            return Err(BrokerError::AlreadyExists {
+                name: name.to_string(),
+                capacity: existing,
+            });
+        }
+        if let Err(e) = self.inner.store.put(record).await {
+            self.forget(name).await;
+            return Err(BrokerError::Store(e));
+        }
+        self.stat(name).await
+    }
+
+    /// Describes every channel, by name.
+    pub async fn list(&self) -> Vec<ChanInfo> {
+        let mut handles: Vec<ChanHandle> = self
+            .inner
+            .chans
+            .lock()
+            .expect("broker lock")
+            .values()
+            .cloned()
+            .collect();
+        handles.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            if let Ok(info) = stat_of(&h).await {
+                out.push(info);
+            }
+        }
+        out
+    }
+
+    /// Describes one channel.
+    pub async fn stat(&self, name: &str) -> Result<ChanInfo, BrokerError> {
+        let handle = self.lookup(name)?;
+        stat_of(&handle).await
+    }
+
+    /// Closes a channel.
+    pub async fn close(&self, name: &str) -> Result<(), BrokerError> {
+        let handle = self.lookup(name)?;
+        let (tx, rx) = oneshot::channel();
+        handle
+            .tx
+            .send(ChanMsg::Close(tx))
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)?;
+        rx.await
+            .map_err(|_| BrokerError::ShuttingDown)?
+            .map_err(|_| BrokerError::AlreadyClosed(name.to_string()))?;
+        let record = ChanRecord {
+            closed: true,
+            ..handle.record
+        };
+        self.inner
+            .store
+            .put(record)
+            .await
+            .map_err(BrokerError::Store)
+    }
+
+    /// Deletes a channel: its streams end with `not_found`; its values are dropped.
+    pub async fn remove(&self, name: &str) -> Result<(), BrokerError> {
+        self.lookup(name)?;
+        self.forget(name).await;
+        self.inner
+            .store
+            .remove(name)
+            .await
+            .map_err(BrokerError::Store)
+    }
+
+    async fn forget(&self, name: &str) {
+        let handle = self.inner.chans.lock().expect("broker lock").remove(name);
+        if let Some(handle) = handle {
+            let (tx, rx) = oneshot::channel();
+            if handle.tx.send(ChanMsg::Remove(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+    }
+
+    /// How many channels this node owns.
+    pub fn count(&self) -> usize {
+        self.inner.chans.lock().expect("broker lock").len()
+    }
+}
+
+async fn stat_of(handle: &ChanHandle) -> Result<ChanInfo, BrokerError> {
+    let (tx, rx) = oneshot::channel();
+    handle
+        .tx
+        .send(ChanMsg::Stat(tx))
+        .await
+        .map_err(|_| BrokerError::ShuttingDown)?;
+    rx.await.map_err(|_| BrokerError::ShuttingDown)
+}

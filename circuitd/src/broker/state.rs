@@ -1,0 +1,609 @@
+//! One channel as a pure state machine: values, waiting sends, receivers and their credit.
+//! Each call takes an event from a stream and records what must be sent in `effects`; the actor
+//! (`actor.rs`) turns those into frames. No I/O and no clock here, so every rule of
+//! `docs/CHANNELS.md` is unit-tested without sockets.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use bytes::Bytes;
+use circuit_sdk::proto::ErrorCode;
+
+/// Identifies one open send or receive stream, unique in the daemon.
+pub(crate) type StreamKey = u64;
+
+/// Most credit one receive stream may hold: a client asking for more is broken.
+pub(crate) const MAX_CREDIT: u64 = 1 << 20;
+/// Most values one sender may have waiting to be accepted.
+pub(crate) const MAX_PENDING_PER_SENDER: u64 = 1 << 16;
+/// Most bytes one sender may have waiting to be accepted.
+pub(crate) const MAX_PENDING_BYTES_PER_SENDER: u64 = 1 << 28;
+
+/// What the state machine asks the actor to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Tell a sender its value was accepted.
+    Accepted { stream: StreamKey, seq: u64 },
+    /// A try-send could not be accepted now.
+    Full { stream: StreamKey, seq: u64 },
+    /// A cancelled send was withdrawn.
+    Withdrawn { stream: StreamKey, seq: u64 },
+    /// A send failed because the channel is closed.
+    Closed { stream: StreamKey, seq: u64 },
+    /// A send's payload is over the limit.
+    TooLarge { stream: StreamKey, seq: u64, max: u64 },
+    /// Give a value to a receiver.
+    Deliver {
+        stream: StreamKey,
+        id: u64,
+        payload: Bytes,
+    },
+    /// A try-receive found nothing.
+    Empty { stream: StreamKey },
+    /// The channel is closed and drained: the receiver's credit is void.
+    Drained { stream: StreamKey },
+    /// The stream broke the protocol: end it with this error.
+    Fail {
+        stream: StreamKey,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// A value in the channel. `origin` is set while it is not yet accepted (waiting to be
+/// buffered, or at capacity 0 on its way to a receiver): acceptance is reported to the sender.
+#[derive(Debug)]
+struct Value {
+    id: u64,
+    payload: Bytes,
+    origin: Option<(u64, u64)>,
+}
+
+/// Seqs of one sender that were accepted: all below `below`, plus `above`.
+#[derive(Debug, Default)]
+struct SeqSet {
+    below: u64,
+    above: BTreeSet<u64>,
+}
+
+impl SeqSet {
+    fn contains(&self, seq: u64) -> bool {
+        seq < self.below || self.above.contains(&seq)
+    }
+
+    fn insert(&mut self, seq: u64) {
+        if seq < self.below {
+            return;
+        }
+        if seq == self.below {
+            self.below += 1;
+            while self.above.remove(&self.below) {
+                self.below += 1;
+            }
+        } else {
+            self.above.insert(seq);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Recv {
+    /// Values this receiver may still be given.
+    credit: u64,
+    /// Delivered, not yet acknowledged, oldest first.
+    in_flight: VecDeque<Value>,
+}
+
+#[derive(Debug)]
+struct SendStream {
+    sender: u64,
+    /// Seqs announced by `TrySend` whose value has not arrived yet.
+    try_marks: HashSet<u64>,
+}
+
+/// Values and bytes a sender has waiting, to bound what one client can park in the daemon.
+#[derive(Debug, Default, Clone, Copy)]
+struct Parked {
+    count: u64,
+    bytes: u64,
+}
+
+/// Counts for `stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Counts {
+    pub len: u64,
+    pub in_flight: u64,
+    pub waiting_senders: u64,
+    pub waiting_receivers: u64,
+    pub senders: u64,
+    pub receivers: u64,
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// One channel.
+#[derive(Debug)]
+pub(crate) struct ChanState {
+    cap: u64,
+    max_payload: u64,
+    closed: bool,
+    /// Accepted values waiting for a receiver (always empty at capacity 0).
+    buffer: VecDeque<Value>,
+    /// Sends waiting for room (or, at capacity 0, for a receiver), in arrival order.
+    pending: VecDeque<Value>,
+    receivers: HashMap<StreamKey, Recv>,
+    /// Credit in the order it was granted: one run per grant. Receivers are served from the
+    /// front, so those that started waiting first are served first.
+    waiting: VecDeque<(StreamKey, u64)>,
+    senders: HashMap<StreamKey, SendStream>,
+    /// The stream that currently speaks for each sender id (the latest to open).
+    stream_of: HashMap<u64, StreamKey>,
+    /// Accepted seqs per sender id, so a retried value is accepted once.
+    accepted: HashMap<u64, SeqSet>,
+    /// (sender, seq) of values in `pending` or in flight but not accepted.
+    outstanding: HashSet<(u64, u64)>,
+    parked: HashMap<u64, Parked>,
+    /// Sender ids with no stream, and when they lost it: their dedup state is kept for a while
+    /// so a reconnecting sender finds it.
+    orphans: VecDeque<(u64, u64)>,
+    in_flight: u64,
+    next_id: u64,
+    sent: u64,
+    received: u64,
+    /// What to send, in order.
+    pub effects: Vec<Effect>,
+}
+
+/// How long a sender's dedup state outlives its last stream.
+pub(crate) const ORPHAN_TTL_MS: u64 = 10 * 60 * 1000;
+
+impl ChanState {
+    /// An empty channel.
+    pub fn new(cap: u64, max_payload: u64, closed: bool) -> Self {
+        Self {
+            cap,
+            max_payload,
+            closed,
+            buffer: VecDeque::new(),
+            pending: VecDeque::new(),
+            receivers: HashMap::new(),
+            waiting: VecDeque::new(),
+            senders: HashMap::new(),
+            stream_of: HashMap::new(),
+            accepted: HashMap::new(),
+            outstanding: HashSet::new(),
+            parked: HashMap::new(),
+            orphans: VecDeque::new(),
+            in_flight: 0,
+            next_id: 1,
+            sent: 0,
+            received: 0,
+            effects: Vec::new(),
+        }
+    }
+
+    /// The capacity.
+    pub fn capacity(&self) -> u64 {
+        self.cap
+    }
+
+    /// Whether the channel is closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Counts for `stat`.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            len: self.buffer.len() as u64,
+            in_flight: self.in_flight,
+            waiting_senders: self.pending.len() as u64,
+            waiting_receivers: self.receivers.values().filter(|r| r.credit > 0).count() as u64,
+            senders: self.senders.len() as u64,
+            receivers: self.receivers.len() as u64,
+            sent: self.sent,
+            received: self.received,
+        }
+    }
+
+    /// Values held: buffered plus accepted values in flight.
+    fn occupancy(&self) -> u64 {
+        // At capacity 0 nothing is accepted before a receiver acknowledges it.
+        if self.cap == 0 {
+            0
+        } else {
+            self.buffer.len() as u64 + self.in_flight
+        }
+    }
+
+    fn is_drained(&self) -> bool {
+        self.closed && self.buffer.is_empty() && self.pending.is_empty() && self.in_flight == 0
+    }
+
+    /// A send stream opened for `sender`. A sender that reconnects opens a new stream with the
+    /// same id; from then on acceptances are reported there.
+    pub fn open_send(&mut self, stream: StreamKey, sender: u64, now_ms: u64) {
+        self.sweep(now_ms);
+        self.senders.insert(
+            stream,
+            SendStream {
+                sender,
+                try_marks: HashSet::new(),
+            },
+        );
+        self.stream_of.insert(sender, stream);
+    }
+
+    /// A receive stream opened.
+    pub fn open_recv(&mut self, stream: StreamKey) {
+        self.receivers.insert(stream, Recv::default());
+    }
+
+    /// A stream ended (cancelled, or its connection closed). A receiver's unacknowledged values
+    /// go back to the head of the queue; a sender's waiting values are dropped unless the
+    /// sender has reconnected on another stream (which then speaks for them).
+    pub fn stream_gone(&mut self, stream: StreamKey, now_ms: u64) {
+        if let Some(recv) = self.receivers.remove(&stream) {
+            self.waiting.retain(|(k, _)| *k != stream);
+            let n = recv.in_flight.len();
+            self.requeue(recv.in_flight, n);
+            self.pump();
+        } else if let Some(send) = self.senders.remove(&stream) {
+            let sender = send.sender;
+            if self.stream_of.get(&sender) == Some(&stream) {
+                self.stream_of.remove(&sender);
+                let before = self.pending.len();
+                let (outstanding, parked) = (&mut self.outstanding, &mut self.parked);
+                self.pending.retain(|v| match v.origin {
+                    Some((s, seq)) if s == sender => {
+                        outstanding.remove(&(s, seq));
+                        false
+                    }
+                    _ => true,
+                });
+                if before != self.pending.len() {
+                    parked.remove(&sender);
+                }
+                self.orphans.push_back((sender, now_ms));
+            }
+        }
+        self.sweep(now_ms);
+    }
+
+    /// Forgets dedup state of senders gone longer than the TTL.
+    fn sweep(&mut self, now_ms: u64) {
+        while let Some(&(sender, since)) = self.orphans.front() {
+            if now_ms.saturating_sub(since) < ORPHAN_TTL_MS {
+                break;
+            }
+            self.orphans.pop_front();
+            if !self.stream_of.contains_key(&sender) {
+                self.accepted.remove(&sender);
+                if !self.outstanding.iter().any(|(s, _)| *s == sender) {
+                    self.parked.remove(&sender);
+                }
+            }
+        }
+    }
+
+    /// A value arrived on a send stream.
+    pub fn send(&mut self, stream: StreamKey, seq: u64, payload: Bytes) {
+        let Some(send) = self.senders.get_mut(&stream) else {
+            return;
+        };
+        let sender = send.sender;
+        let try_send = send.try_marks.remove(&seq);
+        if self.accepted.get(&sender).is_some_and(|s| s.contains(seq)) {
+            // A retry of a value already accepted: confirm it again, keep one copy.
+            self.effects.push(Effect::Accepted { stream, seq });
+            return;
+        }
+        if self.outstanding.contains(&(sender, seq)) {
+            // A retry of a value still waiting: its acceptance goes to the current stream.
+            return;
+        }
+        if payload.len() as u64 > self.max_payload {
+            let max = self.max_payload;
+            self.effects.push(Effect::TooLarge { stream, seq, max });
+            return;
+        }
+        if self.closed {
+            self.effects.push(Effect::Closed { stream, seq });
+            return;
+        }
+        if try_send && !self.can_take_now() {
+            self.effects.push(Effect::Full { stream, seq });
+            return;
+        }
+        let parked = self.parked.entry(sender).or_default();
+        if parked.count >= MAX_PENDING_PER_SENDER
+            || parked.bytes + payload.len() as u64 > MAX_PENDING_BYTES_PER_SENDER
+        {
+            self.effects.push(Effect::Fail {
+                stream,
+                code: ErrorCode::TooManyRequests,
+                message: format!(
+                    "more than {MAX_PENDING_PER_SENDER} values or {MAX_PENDING_BYTES_PER_SENDER} \
+                     bytes waiting to be accepted from one sender"
+                ),
+            });
+            return;
+        }
+        parked.count += 1;
+        parked.bytes += payload.len() as u64;
+        self.outstanding.insert((sender, seq));
+        let id = self.next_id();
+        self.pending.push_back(Value {
+            id,
+            payload,
+            origin: Some((sender, seq)),
+        });
+        self.pump();
+    }
+
+    /// The next value on this send stream must not wait.
+    pub fn mark_try(&mut self, stream: StreamKey, seq: u64) {
+        if let Some(send) = self.senders.get_mut(&stream) {
+            if send.try_marks.len() < 1024 {
+                send.try_marks.insert(seq);
+            } else {
+                self.effects.push(Effect::Fail {
+                    stream,
+                    code: ErrorCode::BadRequest,
+                    message: "too many try-sends announced without their values".into(),
+                });
+            }
+        }
+    }
+
+    /// Withdraws a send that is still waiting; one already accepted (or on its way to a
+    /// receiver at capacity 0) goes ahead.
+    pub fn cancel_send(&mut self, stream: StreamKey, seq: u64) {
+        let Some(sender) = self.senders.get(&stream).map(|s| s.sender) else {
+            return;
+        };
+        if let Some(pos) = self
+            .pending
+            .iter()
+            .position(|v| v.origin == Some((sender, seq)))
+        {
+            let v = self.pending.remove(pos).expect("position is in range");
+            self.unpark(sender, &v);
+            self.outstanding.remove(&(sender, seq));
+            self.effects.push(Effect::Withdrawn { stream, seq });
+        }
+    }
+
+    /// Whether a send would complete without waiting.
+    fn can_take_now(&self) -> bool {
+        self.pending.is_empty()
+            && if self.cap == 0 {
+                !self.waiting.is_empty()
+            } else {
+                self.occupancy() < self.cap
+            }
+    }
+
+    /// A receiver may be given `n` more values.
+    pub fn credit(&mut self, stream: StreamKey, n: u64) {
+        let drained = self.is_drained();
+        let Some(recv) = self.receivers.get_mut(&stream) else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        if recv.credit + n > MAX_CREDIT {
+            self.effects.push(Effect::Fail {
+                stream,
+                code: ErrorCode::BadRequest,
+                message: format!("credit above {MAX_CREDIT}"),
+            });
+            return;
+        }
+        if drained {
+            self.effects.push(Effect::Drained { stream });
+            return;
+        }
+        recv.credit += n;
+        self.waiting.push_back((stream, n));
+        self.pump();
+    }
+
+    /// A receiver withdraws its outstanding credit.
+    pub fn withdraw(&mut self, stream: StreamKey) {
+        if let Some(recv) = self.receivers.get_mut(&stream) {
+            recv.credit = 0;
+            self.waiting.retain(|(k, _)| *k != stream);
+        }
+    }
+
+    /// A receiver wants one value if one is ready now.
+    pub fn try_recv(&mut self, stream: StreamKey) {
+        if !self.receivers.contains_key(&stream) {
+            return;
+        }
+        let ready = !self.buffer.is_empty() || (self.cap == 0 && !self.pending.is_empty());
+        if ready && self.waiting.is_empty() {
+            self.receivers.get_mut(&stream).expect("checked").credit += 1;
+            self.waiting.push_back((stream, 1));
+            self.pump();
+        } else if self.is_drained() {
+            self.effects.push(Effect::Drained { stream });
+        } else {
+            self.effects.push(Effect::Empty { stream });
+        }
+    }
+
+    /// A receiver's application took its `n` oldest delivered values: they leave the channel.
+    pub fn ack(&mut self, stream: StreamKey, n: u64) {
+        let Some(recv) = self.receivers.get_mut(&stream) else {
+            return;
+        };
+        if n > recv.in_flight.len() as u64 {
+            let held = recv.in_flight.len();
+            self.effects.push(Effect::Fail {
+                stream,
+                code: ErrorCode::BadRequest,
+                message: format!("acknowledged {n} values but holds {held}"),
+            });
+            return;
+        }
+        let taken: Vec<Value> = recv.in_flight.drain(..n as usize).collect();
+        self.in_flight -= n;
+        self.received += n;
+        for v in taken {
+            if let Some((sender, seq)) = v.origin {
+                self.unpark(sender, &v);
+                self.accept(sender, seq);
+            }
+        }
+        self.pump();
+    }
+
+    /// A receiver gives back its `n` newest unacknowledged values.
+    pub fn give_back(&mut self, stream: StreamKey, n: u64) {
+        let Some(recv) = self.receivers.get_mut(&stream) else {
+            return;
+        };
+        if n > recv.in_flight.len() as u64 {
+            let held = recv.in_flight.len();
+            self.effects.push(Effect::Fail {
+                stream,
+                code: ErrorCode::BadRequest,
+                message: format!("returned {n} values but holds {held}"),
+            });
+            return;
+        }
+        let keep = recv.in_flight.len() - n as usize;
+        let back = recv.in_flight.split_off(keep);
+        self.requeue(back, n as usize);
+        self.pump();
+    }
+
+    /// Puts values back at the head of the queue, oldest first.
+    fn requeue(&mut self, values: VecDeque<Value>, n: usize) {
+        self.in_flight -= n as u64;
+        for v in values.into_iter().rev() {
+            match v.origin {
+                // Not accepted yet (capacity 0): it is a waiting send again, unless the channel
+                // was closed meanwhile.
+                Some((sender, seq)) => {
+                    if self.closed {
+                        self.unpark(sender, &v);
+                        self.outstanding.remove(&(sender, seq));
+                        if let Some(&stream) = self.stream_of.get(&sender) {
+                            self.effects.push(Effect::Closed { stream, seq });
+                        }
+                    } else {
+                        self.pending.push_front(v);
+                    }
+                }
+                None => self.buffer.push_front(v),
+            }
+        }
+    }
+
+    /// Closes the channel. Waiting sends fail; receivers drain what is buffered.
+    pub fn close(&mut self) -> Result<(), String> {
+        if self.closed {
+            return Err("channel is already closed".into());
+        }
+        self.closed = true;
+        for v in std::mem::take(&mut self.pending) {
+            let (sender, seq) = v.origin.expect("waiting values are not accepted");
+            self.unpark(sender, &v);
+            self.outstanding.remove(&(sender, seq));
+            if let Some(&stream) = self.stream_of.get(&sender) {
+                self.effects.push(Effect::Closed { stream, seq });
+            }
+        }
+        self.pump();
+        Ok(())
+    }
+
+    /// Every open stream, for ending them when the channel is removed.
+    pub fn streams(&self) -> Vec<StreamKey> {
+        self.senders
+            .keys()
+            .chain(self.receivers.keys())
+            .copied()
+            .collect()
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn unpark(&mut self, sender: u64, v: &Value) {
+        if let Some(p) = self.parked.get_mut(&sender) {
+            p.count = p.count.saturating_sub(1);
+            p.bytes = p.bytes.saturating_sub(v.payload.len() as u64);
+        }
+    }
+
+    fn accept(&mut self, sender: u64, seq: u64) {
+        self.accepted.entry(sender).or_default().insert(seq);
+        self.outstanding.remove(&(sender, seq));
+        self.sent += 1;
+        if let Some(&stream) = self.stream_of.get(&sender) {
+            self.effects.push(Effect::Accepted { stream, seq });
+        }
+    }
+
+    /// Moves values as far as they can go: waiting sends into free room, buffered values (or,
+    /// at capacity 0, waiting sends) to waiting receivers; then tells receivers of a drained
+    /// channel.
+    fn pump(&mut self) {
+        loop {
+            if self.cap > 0 {
+                while self.occupancy() < self.cap {
+                    let Some(mut v) = self.pending.pop_front() else {
+                        break;
+                    };
+                    let (sender, seq) = v.origin.take().expect("waiting values are not accepted");
+                    self.unpark(sender, &v);
+                    self.accept(sender, seq);
+                    self.buffer.push_back(v);
+                }
+            }
+            let Some(&(stream, _)) = self.waiting.front() else {
+                break;
+            };
+            let value = match self.buffer.pop_front() {
+                Some(v) => v,
+                None if self.cap == 0 => match self.pending.pop_front() {
+                    Some(v) => v,
+                    None => break,
+                },
+                None => break,
+            };
+            let front = self.waiting.front_mut().expect("checked");
+            front.1 -= 1;
+            if front.1 == 0 {
+                self.waiting.pop_front();
+            }
+            let recv = self.receivers.get_mut(&stream).expect("waiting receivers exist");
+            recv.credit -= 1;
+            self.effects.push(Effect::Deliver {
+                stream,
+                id: value.id,
+                payload: value.payload.clone(),
+            });
+            recv.in_flight.push_back(value);
+            self.in_flight += 1;
+        }
+        if self.is_drained() && !self.waiting.is_empty() {
+            let mut told = HashSet::new();
+            for (stream, _) in std::mem::take(&mut self.waiting) {
+                if told.insert(stream) {
+                    if let Some(r) = self.receivers.get_mut(&stream) {
+                        r.credit = 0;
+                    }
+                    self.effects.push(Effect::Drained { stream });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Named channels with Go semantics, shared by workers on any host through their daemon.
+//! The contract is `docs/CHANNELS.md`; in short: bounded capacity with backpressure,
+//! rendezvous at capacity 0, FIFO, close, many senders and many receivers, no silent loss.
+//!
+//! ```no_run
+//! use circuit_sdk::{chan::Chan, Client};
+//!
+//! # async fn demo() -> Result<(), circuit_sdk::chan::ChanError> {
+//! let client = Client::connect_default().await?;
+//! let jobs = client.chan_create("jobs", 64).await?;
+//! let tx = jobs.sender::<String>().await?;
+//! let mut rx = jobs.receiver::<String>().await?;
+//! tx.send("hello".to_string()).await?;
+//! assert_eq!(rx.recv().await?, "hello");
+//! jobs.close().await?;
+//! assert!(rx.recv().await.unwrap_err().is_closed());
+//! # Ok(()) }
+//! ```
+//!
+//! A worker spawned with `circuit spawn --chan in=jobs -- ./worker` opens its binding by name:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), circuit_sdk::chan::ChanError> {
+//! use futures::StreamExt;
+//! let mut jobs = circuit_sdk::chan::Chan::open_from_env("in").await?.receiver::<u64>().await?;
+//! while let Some(job) = jobs.next().await {
+//!     println!("job {}", job?);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod codec;
+mod error;
+mod receiver;
+mod sender;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+pub use codec::{Binary, Codec, Json, Raw};
+pub use error::ChanError;
+pub use receiver::Receiver;
+pub use sender::{Sender, Ticket};
+
+use crate::client::{Client, StreamHandler};
+use crate::proto::{ChanInfo, ChanOpened, Reply, Request};
+
+/// How a sender behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Most values submitted and not yet accepted (pipelining depth). Default 4096.
+    pub window: u32,
+    /// Most bytes submitted and not yet accepted. Default 64 MiB.
+    pub window_bytes: u64,
+    /// How long to keep trying to reconnect after the connection is lost before failing with
+    /// `OwnerLost`. Default 10 s.
+    pub reconnect_for: Duration,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self {
+            window: 4096,
+            window_bytes: 64 << 20,
+            reconnect_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a receiver behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvOptions {
+    /// Values the receiver may hold before the application asks for them. 1 (the default) is
+    /// Go's behaviour: a value goes only to a receiver that is waiting in `recv`. More lets the
+    /// owner stream values ahead, for throughput; those count as in flight (against the
+    /// capacity) and go back to the channel if the receiver goes away.
+    pub prefetch: u32,
+    /// How long to keep trying to reconnect after the connection is lost. Default 10 s.
+    pub reconnect_for: Duration,
+}
+
+impl Default for RecvOptions {
+    fn default() -> Self {
+        Self {
+            prefetch: 1,
+            reconnect_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A named channel, as a handle to open senders and receivers on.
+#[derive(Debug, Clone)]
+pub struct Chan {
+    client: Client,
+    name: String,
+    capacity: u64,
+}
+
+impl Chan {
+    /// Opens the channel bound to `binding` in this worker's environment
+    /// (`CIRCUIT_CHAN_<BINDING>`, set by `circuit spawn --chan binding=name`), through the
+    /// daemon at `CIRCUIT_SOCKET`.
+    pub async fn open_from_env(binding: &str) -> Result<Self, ChanError> {
+        let var = format!(
+            "{}{}",
+            crate::paths::CHAN_ENV_PREFIX,
+            binding.to_ascii_uppercase()
+        );
+        let name = std::env::var(&var).map_err(|_| {
+            ChanError::NotFound(format!(
+                "no channel bound to \"{binding}\": {var} is not set (spawn with --chan {binding}=NAME)"
+            ))
+        })?;
+        let client = Client::connect_default().await?;
+        client.chan(&name).await
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The channel's capacity.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The client this handle uses.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A sender of JSON-encoded values.
+    pub async fn sender<T: Serialize + DeserializeOwned>(&self) -> Result<Sender<T>, ChanError> {
+        self.sender_with(Json, SendOptions::default()).await
+    }
+
+    /// A receiver of JSON-encoded values.
+    pub async fn receiver<T: Serialize + DeserializeOwned>(
+        &self,
+    ) -> Result<Receiver<T>, ChanError> {
+        self.receiver_with(Json, RecvOptions::default()).await
+    }
+
+    /// A sender with another codec or options.
+    pub async fn sender_with<T, C: Codec<T>>(
+        &self,
+        codec: C,
+        opts: SendOptions,
+    ) -> Result<Sender<T, C>, ChanError> {
+        Sender::open(&self.client, &self.name, codec, opts).await
+    }
+
+    /// A receiver with another codec or options.
+    pub async fn receiver_with<T, C: Codec<T>>(
+        &self,
+        codec: C,
+        opts: RecvOptions,
+    ) -> Result<Receiver<T, C>, ChanError> {
+        Receiver::open(&self.client, &self.name, codec, opts).await
+    }
+
+    /// The channel's counts.
+    pub async fn stat(&self) -> Result<ChanInfo, ChanError> {
+        self.client.chan_stat(&self.name).await
+    }
+
+    /// Closes the channel: sends fail from now on; receivers drain what is left, then see
+    /// [`ChanError::Closed`]. Closing twice is an error.
+    pub async fn close(&self) -> Result<(), ChanError> {
+        self.client.chan_close(&self.name).await
+    }
+
+    /// Deletes the channel; its values are dropped and its streams fail with `NotFound`.
+    pub async fn remove(&self) -> Result<(), ChanError> {
+        self.client.chan_remove(&self.name).await
+    }
+}
+
+impl Client {
+    /// Creates a channel owned by the daemon this client talks to. Fails with
+    /// [`ChanError::AlreadyExists`] if the name is taken.
+    pub async fn chan_create(&self, name: &str, capacity: u64) -> Result<Chan, ChanError> {
+        self.create(name, capacity, false).await
+    }
+
+    /// Creates a channel unless one of that name and capacity exists.
+    pub async fn chan_ensure(&self, name: &str, capacity: u64) -> Result<Chan, ChanError> {
+        self.create(name, capacity, true).await
+    }
+
+    async fn create(&self, name: &str, capacity: u64, exist_ok: bool) -> Result<Chan, ChanError> {
+        let request = Request::ChanCreate {
+            name: name.to_string(),
+            capacity,
+            exist_ok,
+        };
+        match self.call(request).await? {
+            Reply::Chan(info) => Ok(self.handle(info)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Opens an existing channel.
+    pub async fn chan(&self, name: &str) -> Result<Chan, ChanError> {
+        let info = self.chan_stat(name).await?;
+        Ok(self.handle(info))
+    }
+
+    fn handle(&self, info: ChanInfo) -> Chan {
+        Chan {
+            client: self.clone(),
+            name: info.name,
+            capacity: info.capacity,
+        }
+    }
+
+    /// Describes every channel the daemon owns.
+    pub async fn chan_list(&self) -> Result<Vec<ChanInfo>, ChanError> {
+        match self.call(Request::ChanList).await? {
+            Reply::Chans(list) => Ok(list),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Describes one channel.
+    pub async fn chan_stat(&self, name: &str) -> Result<ChanInfo, ChanError> {
+        let request = Request::ChanStat {
+            name: name.to_string(),
+        };
+        match self.call(request).await? {
+            Reply::Chan(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Closes a channel.
+    pub async fn chan_close(&self, name: &str) -> Result<(), ChanError> {
+        let request = Request::ChanClose {
+            name: name.to_string(),
+        };
+        self.call(request).await?;
+        Ok(())
+    }
+
+    /// Deletes a channel.
+    pub async fn chan_remove(&self, name: &str) -> Result<(), ChanError> {
+        let request = Request::ChanRemove {
+            name: name.to_string(),
+        };
+        self.call(request).await?;
+        Ok(())
+    }
+}
+
+fn unexpected(reply: Reply) -> ChanError {
+    ChanError::Protocol(format!("unexpected reply {reply:?}"))
+}
+
+/// Which stream to open.
+pub(crate) enum StreamKind {
+    Send { name: String, sender: u64 },
+    Recv { name: String },
+}
+
+/// Opens a stream and waits for the owner's first item.
+pub(crate) async fn open_stream(
+    client: &Client,
+    kind: StreamKind,
+    handler: Arc<dyn StreamHandler>,
+    opened: oneshot::Receiver<Result<ChanOpened, ChanError>>,
+) -> Result<(u64, ChanOpened), ChanError> {
+    let request = match kind {
+        StreamKind::Send { name, sender } => Request::ChanSend { name, sender },
+        StreamKind::Recv { name } => Request::ChanRecv { name },
+    };
+    let id = client.open_stream(request, handler)?;
+    match opened.await {
+        Ok(Ok(info)) => Ok((id, info)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ChanError::OwnerLost("connection to circuitd lost".into())),
+    }
+}

@@ -1,0 +1,522 @@
+//! [`Receiver`]: the receiving half of a channel. The receiver asks the owner for values with
+//! credit (by default one per waiting `recv`, like a Go receiver; more with `prefetch`) and
+//! acknowledges each value when the application takes it — only then does the value leave the
+//! channel. Values not yet taken go back to the channel if the receiver goes away.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::oneshot;
+
+use super::codec::{Codec, Json};
+use super::{open_stream, ChanError, RecvOptions, StreamKind};
+use crate::client::{Client, Pull, StreamHandler};
+use crate::proto::{ChanOpened, Frame, ServerMessage, SignalOp};
+
+/// The receiving half of a channel, for values of `T` decoded with `C`. It is also a
+/// [`Stream`] of values that ends when the channel is closed and drained.
+pub struct Receiver<T, C = Json> {
+    core: Arc<RecvCore>,
+    codec: C,
+    /// The stream has ended (closed and drained, or failed).
+    finished: bool,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T, C> std::fmt::Debug for Receiver<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("chan", &self.core.chan)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct RecvCore {
+    chan: String,
+    prefetch: u64,
+    capacity: std::sync::atomic::AtomicU64,
+    reconnect_for: Duration,
+    state: Mutex<RecvState>,
+}
+
+#[derive(Default)]
+struct RecvState {
+    client: Option<Client>,
+    stream: u64,
+    gen: u64,
+    /// Delivered values the application has not taken yet, oldest first.
+    buf: VecDeque<Bytes>,
+    /// Credit the owner holds for us.
+    credit: u64,
+    /// Values taken and not yet acknowledged.
+    to_ack: u64,
+    /// Credit to grant.
+    to_credit: u64,
+    /// Outstanding credit to withdraw.
+    withdraw: bool,
+    /// A pull is queued on the writer.
+    pull_queued: bool,
+    /// A try-receive is waiting for its answer.
+    trying: bool,
+    /// The owner answered a try-receive with nothing.
+    empty: bool,
+    /// The channel is closed and drained.
+    drained: bool,
+    failed: Option<ChanError>,
+    reconnecting: bool,
+    waker: Option<Waker>,
+}
+
+struct Handler {
+    core: Arc<RecvCore>,
+    gen: u64,
+    opening: Mutex<Option<oneshot::Sender<Result<ChanOpened, ChanError>>>>,
+}
+
+impl<T, C: Codec<T>> Receiver<T, C> {
+    pub(crate) async fn open(
+        client: &Client,
+        chan: &str,
+        codec: C,
+        opts: RecvOptions,
+    ) -> Result<Self, ChanError> {
+        let core = Arc::new(RecvCore {
+            chan: chan.to_string(),
+            prefetch: u64::from(opts.prefetch.clamp(1, 1 << 16)),
+            capacity: Default::default(),
+            reconnect_for: opts.reconnect_for,
+            state: Mutex::new(RecvState {
+                client: Some(client.clone()),
+                gen: 1,
+                ..Default::default()
+            }),
+        });
+        let (stream, opened) = core.clone().open_on(client, 1).await?;
+        core.capacity
+            .store(opened.capacity, std::sync::atomic::Ordering::Relaxed);
+        core.lock().stream = stream;
+        Ok(Self {
+            core,
+            codec,
+            finished: false,
+            _value: PhantomData,
+        })
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.core.chan
+    }
+
+    /// The channel's capacity.
+    pub fn capacity(&self) -> u64 {
+        self.core
+            .capacity
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Receives the oldest value, waiting while the channel is empty. Fails with
+    /// [`ChanError::Closed`] once the channel is closed and every value has been received.
+    ///
+    /// Cancel-safe: if the future is dropped before it completes (say, in `tokio::select!`), no
+    /// value is lost — one that arrives later is kept for the next call.
+    pub async fn recv(&mut self) -> Result<T, ChanError> {
+        let payload = RecvFuture {
+            core: &self.core,
+            done: false,
+        }
+        .await?;
+        self.codec.decode(payload)
+    }
+
+    /// Like [`recv`](Self::recv), but gives up after `timeout` with [`ChanError::Timeout`].
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<T, ChanError> {
+        match tokio::time::timeout(timeout, self.recv()).await {
+            Ok(result) => result,
+            Err(_) => Err(ChanError::Timeout),
+        }
+    }
+
+    /// Receives a value only if one is ready now; otherwise fails with [`ChanError::Empty`]
+    /// (or [`ChanError::Closed`] once closed and drained). Asks the owner, so it takes one
+    /// round trip but never waits for a sender.
+    pub async fn try_recv(&mut self) -> Result<T, ChanError> {
+        {
+            let mut state = self.core.lock();
+            if state.buf.is_empty() && state.failed.is_none() && !state.drained {
+                state.trying = true;
+                state.empty = false;
+                if let Some(client) = &state.client {
+                    if !state.reconnecting {
+                        client.send_frame(Frame::Signal {
+                            id: state.stream,
+                            op: SignalOp::TryRecv,
+                            a: 0,
+                            b: 0,
+                        });
+                    }
+                }
+            }
+        }
+        let payload = std::future::poll_fn(|cx| self.core.poll_try(cx)).await?;
+        self.codec.decode(payload)
+    }
+}
+
+/// Waits for one value; withdraws its demand if dropped first.
+struct RecvFuture<'a> {
+    core: &'a Arc<RecvCore>,
+    done: bool,
+}
+
+impl Future for RecvFuture<'_> {
+    type Output = Result<Bytes, ChanError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let poll = self.core.poll_recv(cx);
+        if poll.is_ready() {
+            self.done = true;
+        }
+        poll
+    }
+}
+
+impl Drop for RecvFuture<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.core.cancel_demand();
+        }
+    }
+}
+
+impl<T, C: Codec<T> + Unpin> Stream for Receiver<T, C> {
+    type Item = Result<T, ChanError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.core.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(payload)) => Poll::Ready(Some(self.codec.decode(payload))),
+            Poll::Ready(Err(ChanError::Closed)) => {
+                self.finished = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                self.finished = true;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}
+
+impl<T, C> Drop for Receiver<T, C> {
+    fn drop(&mut self) {
+        let mut state = self.core.lock();
+        state.failed.get_or_insert(ChanError::Protocol("receiver dropped".into()));
+        if state.reconnecting {
+            return;
+        }
+        if let Some(client) = state.client.take() {
+            // Acknowledge what the application took, then end the stream: the owner puts
+            // everything else this receiver held back at the head of the queue.
+            if state.to_ack > 0 {
+                client.send_frame(Frame::Signal {
+                    id: state.stream,
+                    op: SignalOp::Ack,
+                    a: std::mem::take(&mut state.to_ack),
+                    b: 0,
+                });
+            }
+            client.close_stream(state.stream);
+        }
+    }
+}
+
+impl RecvCore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecvState> {
+        self.state.lock().expect("recv lock")
+    }
+
+    async fn open_on(
+        self: Arc<Self>,
+        client: &Client,
+        gen: u64,
+    ) -> Result<(u64, ChanOpened), ChanError> {
+        let (tx, rx) = oneshot::channel();
+        let handler = Arc::new(Handler {
+            core: self.clone(),
+            gen,
+            opening: Mutex::new(Some(tx)),
+        });
+        open_stream(
+            client,
+            StreamKind::Recv {
+                name: self.chan.clone(),
+            },
+            handler,
+            rx,
+        )
+        .await
+    }
+
+    /// Takes the oldest delivered value (acknowledging it), or asks for one and waits.
+    fn poll_recv(self: &Arc<Self>, cx: &mut Context<'_>) -> Poll<Result<Bytes, ChanError>> {
+        let mut state = self.lock();
+        if let Some(payload) = state.buf.pop_front() {
+            state.to_ack += 1;
+            // With prefetch, keep the owner's credit topped up while the application reads.
+            if self.prefetch > 1 {
+                let held = state.buf.len() as u64 + state.credit;
+                if held <= self.prefetch / 2 {
+                    let more = self.prefetch - held;
+                    state.to_credit += more;
+                    state.credit += more;
+                }
+            }
+            self.schedule(&mut state);
+            return Poll::Ready(Ok(payload));
+        }
+        if let Some(e) = &state.failed {
+            return Poll::Ready(Err(e.clone()));
+        }
+        if state.drained {
+            return Poll::Ready(Err(ChanError::Closed));
+        }
+        if state.credit == 0 && !state.reconnecting {
+            state.credit = self.prefetch;
+            state.to_credit += self.prefetch;
+            state.withdraw = false;
+            self.schedule(&mut state);
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_try(self: &Arc<Self>, cx: &mut Context<'_>) -> Poll<Result<Bytes, ChanError>> {
+        let mut state = self.lock();
+        if let Some(payload) = state.buf.pop_front() {
+            state.trying = false;
+            state.to_ack += 1;
+            self.schedule(&mut state);
+            return Poll::Ready(Ok(payload));
+        }
+        if let Some(e) = &state.failed {
+            return Poll::Ready(Err(e.clone()));
+        }
+        if state.drained {
+            return Poll::Ready(Err(ChanError::Closed));
+        }
+        if state.empty || !state.trying {
+            state.trying = false;
+            state.empty = false;
+            return Poll::Ready(Err(ChanError::Empty));
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// A waiting `recv` was dropped: with one-at-a-time credit (no prefetch), take the demand
+    /// back so this receiver does not hold a value it is not waiting for.
+    fn cancel_demand(self: &Arc<Self>) {
+        if self.prefetch > 1 {
+            return;
+        }
+        let mut state = self.lock();
+        if state.credit > 0 {
+            state.credit = 0;
+            state.to_credit = 0;
+            state.withdraw = true;
+            self.schedule(&mut state);
+        }
+    }
+
+    fn schedule(self: &Arc<Self>, state: &mut RecvState) {
+        if state.pull_queued || state.reconnecting {
+            return;
+        }
+        if let Some(client) = &state.client {
+            state.pull_queued = true;
+            client.schedule(self.clone(), state.gen);
+        }
+    }
+
+    fn on_frame(&self, gen: u64, frame: Frame) {
+        let mut state = self.lock();
+        if state.gen != gen {
+            return;
+        }
+        match frame {
+            Frame::Data { payload, .. } => {
+                state.buf.push_back(payload);
+                state.credit = state.credit.saturating_sub(1);
+            }
+            Frame::Signal {
+                op: SignalOp::Empty,
+                ..
+            } => state.empty = true,
+            Frame::Signal {
+                op: SignalOp::Drained,
+                ..
+            } => {
+                state.drained = true;
+                state.credit = 0;
+            }
+            other => {
+                drop(state);
+                return self.fail(
+                    gen,
+                    ChanError::Protocol(format!("unexpected frame on a receive stream: {other:?}")),
+                );
+            }
+        }
+        if let Some(waker) = state.waker.take() {
+            drop(state);
+            waker.wake();
+        }
+    }
+
+    fn fail(&self, gen: u64, error: ChanError) {
+        let mut state = self.lock();
+        if state.gen != gen || state.failed.is_some() {
+            return;
+        }
+        state.failed = Some(error);
+        state.reconnecting = false;
+        if let Some(waker) = state.waker.take() {
+            drop(state);
+            waker.wake();
+        }
+    }
+
+    fn lost(self: &Arc<Self>, gen: u64) {
+        let mut state = self.lock();
+        if state.gen != gen || state.failed.is_some() || state.reconnecting {
+            return;
+        }
+        state.reconnecting = true;
+        let Some(old) = state.client.clone() else {
+            return;
+        };
+        drop(state);
+        let core = self.clone();
+        tokio::spawn(async move { core.reconnect(old, gen).await });
+    }
+
+    async fn reconnect(self: Arc<Self>, old: Client, gen: u64) {
+        let deadline = tokio::time::Instant::now() + self.reconnect_for;
+        let mut delay = Duration::from_millis(20);
+        let mut why: String;
+        loop {
+            match old.reconnect().await {
+                Ok(client) if client.instance() != old.instance() => {
+                    let msg = format!("circuitd restarted; channel \"{}\" lost what it held", self.chan);
+                    return self.fail(gen, ChanError::OwnerLost(msg));
+                }
+                Ok(client) => match self.clone().open_on(&client, gen + 1).await {
+                    Ok((stream, _)) => {
+                        let mut state = self.lock();
+                        if state.gen != gen || state.failed.is_some() {
+                            client.close_stream(stream);
+                            return;
+                        }
+                        // What we held went back to the channel with the old connection.
+                        state.buf.clear();
+                        state.credit = 0;
+                        state.to_ack = 0;
+                        state.to_credit = 0;
+                        state.withdraw = false;
+                        state.pull_queued = false;
+                        state.trying = false;
+                        state.client = Some(client);
+                        state.stream = stream;
+                        state.gen = gen + 1;
+                        state.reconnecting = false;
+                        // A waiting recv asks again.
+                        if let Some(waker) = state.waker.take() {
+                            drop(state);
+                            waker.wake();
+                        }
+                        return;
+                    }
+                    Err(e @ (ChanError::NotFound(_) | ChanError::InvalidName(_))) => {
+                        return self.fail(gen, e);
+                    }
+                    Err(e) => why = e.to_string(),
+                },
+                Err(e) => why = e.to_string(),
+            }
+            if tokio::time::Instant::now() + delay > deadline {
+                return self.fail(gen, ChanError::OwnerLost(why));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Pull for RecvCore {
+    fn pull(&self, token: u64, out: &mut Vec<Frame>) {
+        let mut state = self.lock();
+        if state.gen != token {
+            return;
+        }
+        state.pull_queued = false;
+        let id = state.stream;
+        let signal = |op, a| Frame::Signal { id, op, a, b: 0 };
+        if state.to_ack > 0 {
+            out.push(signal(SignalOp::Ack, std::mem::take(&mut state.to_ack)));
+        }
+        if std::mem::take(&mut state.withdraw) {
+            out.push(signal(SignalOp::Withdraw, 0));
+        }
+        if state.to_credit > 0 {
+            out.push(signal(SignalOp::Credit, std::mem::take(&mut state.to_credit)));
+        }
+    }
+}
+
+impl StreamHandler for Handler {
+    fn on_message(&self, msg: ServerMessage) {
+        let opening = self.opening.lock().expect("opening lock").take();
+        let error = match msg {
+            ServerMessage::Item {
+                item: crate::proto::Item::ChanOpened(opened),
+                ..
+            } => {
+                if let Some(tx) = opening {
+                    let _ = tx.send(Ok(opened));
+                }
+                return;
+            }
+            ServerMessage::Error { code, message, .. } => ChanError::from_remote(code, message),
+            other => ChanError::Protocol(format!("unexpected message on a receive stream: {other:?}")),
+        };
+        match opening {
+            Some(tx) => {
+                let _ = tx.send(Err(error));
+            }
+            None => self.core.fail(self.gen, error),
+        }
+    }
+
+    fn on_frame(&self, frame: Frame) {
+        self.core.on_frame(self.gen, frame);
+    }
+
+    fn on_lost(&self, error: crate::Error) {
+        if let Some(tx) = self.opening.lock().expect("opening lock").take() {
+            let _ = tx.send(Err(error.into()));
+            return;
+        }
+        self.core.lost(self.gen);
+    }
+}

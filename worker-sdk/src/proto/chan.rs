@@ -1,0 +1,91 @@
+//! Channel types shared by the daemon, the SDK and the CLI: names, descriptions, stream opening.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest channel name, in characters.
+pub const MAX_CHAN_NAME: usize = 128;
+
+/// Default largest payload of one channel value: 16 MiB.
+pub const DEFAULT_MAX_PAYLOAD: u64 = 16 * 1024 * 1024;
+
+/// Checks a channel name: 1–128 characters of `A-Z a-z 0-9 . _ - /`.
+pub fn validate_chan_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("channel name is empty".into());
+    }
+    if name.len() > MAX_CHAN_NAME {
+        return Err(format!(
+            "channel name is {} characters long; the limit is {MAX_CHAN_NAME}",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
+    {
+        return Err(format!(
+            "channel name {name:?} contains {bad:?}; use only A-Z a-z 0-9 . _ - /"
+        ));
+    }
+    Ok(())
+}
+
+/// A channel as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChanInfo {
+    /// The channel's name.
+    pub name: String,
+    /// Capacity C: how many values it holds (buffered plus in flight to receivers); 0 is a
+    /// rendezvous channel.
+    pub capacity: u64,
+    /// Values buffered, waiting for a receiver.
+    pub len: u64,
+    /// Values delivered to receivers and not yet acknowledged.
+    pub in_flight: u64,
+    /// Sends waiting for room (or, at capacity 0, for a receiver).
+    pub waiting_senders: u64,
+    /// Receivers waiting for a value.
+    pub waiting_receivers: u64,
+    /// Open send streams.
+    pub senders: u64,
+    /// Open receive streams.
+    pub receivers: u64,
+    /// Values accepted since the channel was created.
+    pub sent: u64,
+    /// Values acknowledged by receivers since the channel was created.
+    pub received: u64,
+    /// Closed: sends fail; receivers drain what is left.
+    pub closed: bool,
+    /// The node that owns the channel.
+    pub owner: String,
+    /// Largest payload accepted, in bytes.
+    pub max_payload: u64,
+    /// When it was created (ms since the Unix epoch).
+    pub created_at_ms: u64,
+}
+
+/// First item of a send or receive stream: the stream is open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChanOpened {
+    /// The channel's capacity.
+    pub capacity: u64,
+    /// Largest payload accepted, in bytes.
+    pub max_payload: u64,
+    /// The owner node.
+    pub owner: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["a", "jobs", "a.b_c-d/e", "Z9", &"x".repeat(128)] {
+            assert!(validate_chan_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", " ", "a b", "ä", "a:b", "a\n", &"x".repeat(129), "*"] {
+            assert!(validate_chan_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
