@@ -43,7 +43,7 @@ use tokio::sync::oneshot;
 
 pub use codec::{Binary, Codec, Json, Raw};
 pub use error::ChanError;
-pub use receiver::Receiver;
+pub use receiver::{Delivery, Receiver};
 pub use sender::{Sender, Ticket};
 
 use crate::client::{Client, StreamHandler};

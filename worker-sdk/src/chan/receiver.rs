@@ -55,8 +55,14 @@ struct RecvState {
     buf: VecDeque<Bytes>,
     /// Credit the owner holds for us.
     credit: u64,
-    /// Values taken and not yet acknowledged.
+    /// Acknowledgements to send (a count: values leave in the order they were delivered).
     to_ack: u64,
+    /// Values the application has taken on this stream: the index of the next take.
+    taken: u64,
+    /// Every take below this index is acknowledged (or counted in `to_ack`).
+    ack_upto: u64,
+    /// Takes acknowledged ahead of an older, unacknowledged [`Delivery`].
+    acked_ahead: std::collections::BTreeSet<u64>,
     /// Credit to grant.
     to_credit: u64,
     /// Outstanding credit to withdraw.
@@ -128,12 +134,57 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// Cancel-safe: if the future is dropped before it completes (say, in `tokio::select!`), no
     /// value is lost — one that arrives later is kept for the next call.
     pub async fn recv(&mut self) -> Result<T, ChanError> {
-        let payload = RecvFuture {
+        let (payload, _) = RecvFuture {
             core: &self.core,
+            manual: false,
             done: false,
         }
         .await?;
         self.codec.decode(payload)
+    }
+
+    /// Receives the oldest value without acknowledging it: it stays in flight (counting
+    /// against the capacity) until [`Delivery::ack`]. If this process dies first, the value
+    /// goes back to the head of the channel for another receiver — so a worker that acks only
+    /// after it has passed its result on never loses a value to a crash.
+    ///
+    /// A delivery dropped without `ack` goes back to the channel at once if it is the newest
+    /// value this receiver took; otherwise it stays in flight until the receiver is dropped.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut rx: circuit_sdk::chan::Receiver<u64>, tx: circuit_sdk::chan::Sender<u64>)
+    /// # -> Result<(), circuit_sdk::chan::ChanError> {
+    /// let job = rx.recv_delivery().await?;
+    /// tx.send(*job * 2).await?; // the result is safely in the next channel...
+    /// job.ack(); // ...before the job leaves this one
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv_delivery(&mut self) -> Result<Delivery<T>, ChanError> {
+        let (payload, index) = RecvFuture {
+            core: &self.core,
+            manual: true,
+            done: false,
+        }
+        .await?;
+        let gen = self.core.lock().gen;
+        let mut delivery = Delivery {
+            value: None,
+            core: self.core.clone(),
+            gen,
+            index,
+            settled: false,
+        };
+        match self.codec.decode(payload) {
+            Ok(value) => {
+                delivery.value = Some(value);
+                Ok(delivery)
+            }
+            Err(e) => {
+                // A value this receiver cannot read will not get better: take it off.
+                delivery.ack();
+                Err(e)
+            }
+        }
     }
 
     /// Like [`recv`](Self::recv), but gives up after `timeout` with [`ChanError::Timeout`].
@@ -170,17 +221,66 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     }
 }
 
+/// A value received with [`Receiver::recv_delivery`]: it leaves the channel when acknowledged.
+pub struct Delivery<T> {
+    value: Option<T>,
+    core: Arc<RecvCore>,
+    gen: u64,
+    index: u64,
+    settled: bool,
+}
+
+impl<T> Delivery<T> {
+    /// Acknowledges the value: it leaves the channel.
+    pub fn ack(mut self) {
+        self.settled = true;
+        self.core.ack_take(self.gen, self.index);
+    }
+
+    /// Acknowledges the value and returns it.
+    pub fn into_inner(mut self) -> T {
+        self.settled = true;
+        self.core.ack_take(self.gen, self.index);
+        self.value.take().expect("a delivery holds its value")
+    }
+}
+
+impl<T> std::ops::Deref for Delivery<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.value.as_ref().expect("a delivery holds its value")
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Delivery<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("value", &self.value)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Drop for Delivery<T> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.core.give_back(self.gen, self.index);
+        }
+    }
+}
+
 /// Waits for one value; withdraws its demand if dropped first.
 struct RecvFuture<'a> {
     core: &'a Arc<RecvCore>,
+    manual: bool,
     done: bool,
 }
 
 impl Future for RecvFuture<'_> {
-    type Output = Result<Bytes, ChanError>;
+    type Output = Result<(Bytes, u64), ChanError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let poll = self.core.poll_recv(cx);
+        let poll = self.core.poll_recv(cx, self.manual);
         if poll.is_ready() {
             self.done = true;
         }
@@ -203,9 +303,9 @@ impl<T, C: Codec<T> + Unpin> Stream for Receiver<T, C> {
         if self.finished {
             return Poll::Ready(None);
         }
-        match self.core.poll_recv(cx) {
+        match self.core.poll_recv(cx, false) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(payload)) => Poll::Ready(Some(self.codec.decode(payload))),
+            Poll::Ready(Ok((payload, _))) => Poll::Ready(Some(self.codec.decode(payload))),
             Poll::Ready(Err(ChanError::Closed)) => {
                 self.finished = true;
                 Poll::Ready(None)
@@ -268,11 +368,16 @@ impl RecvCore {
         .await
     }
 
-    /// Takes the oldest delivered value (acknowledging it), or asks for one and waits.
-    fn poll_recv(self: &Arc<Self>, cx: &mut Context<'_>) -> Poll<Result<Bytes, ChanError>> {
+    /// Takes the oldest delivered value (acknowledging it unless `manual`), or asks for one and
+    /// waits. Returns the value and the index of the take.
+    fn poll_recv(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+        manual: bool,
+    ) -> Poll<Result<(Bytes, u64), ChanError>> {
         let mut state = self.lock();
         if let Some(payload) = state.buf.pop_front() {
-            state.to_ack += 1;
+            let index = take(&mut state, manual);
             // With prefetch, keep the owner's credit topped up while the application reads.
             if self.prefetch > 1 {
                 let held = state.buf.len() as u64 + state.credit;
@@ -283,7 +388,7 @@ impl RecvCore {
                 }
             }
             self.schedule(&mut state);
-            return Poll::Ready(Ok(payload));
+            return Poll::Ready(Ok((payload, index)));
         }
         if let Some(e) = &state.failed {
             return Poll::Ready(Err(e.clone()));
@@ -305,7 +410,7 @@ impl RecvCore {
         let mut state = self.lock();
         if let Some(payload) = state.buf.pop_front() {
             state.trying = false;
-            state.to_ack += 1;
+            take(&mut state, false);
             self.schedule(&mut state);
             return Poll::Ready(Ok(payload));
         }
@@ -322,6 +427,38 @@ impl RecvCore {
         }
         state.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    /// The application acknowledged take `index` of stream generation `gen`.
+    fn ack_take(self: &Arc<Self>, gen: u64, index: u64) {
+        let mut state = self.lock();
+        if state.gen != gen {
+            // The stream it came from is gone; the owner has put the value back already.
+            return;
+        }
+        mark_acked(&mut state, index);
+        self.schedule(&mut state);
+    }
+
+    /// A delivery was dropped unacknowledged: if it is the newest take, it goes back to the
+    /// channel with everything delivered after it.
+    fn give_back(self: &Arc<Self>, gen: u64, index: u64) {
+        let mut state = self.lock();
+        if state.gen != gen || state.reconnecting || index + 1 != state.taken {
+            return;
+        }
+        let Some(client) = state.client.clone() else {
+            return;
+        };
+        let n = state.buf.len() as u64 + 1;
+        state.buf.clear();
+        state.taken -= 1;
+        client.send_frame(Frame::Signal {
+            id: state.stream,
+            op: SignalOp::Return,
+            a: n,
+            b: 0,
+        });
     }
 
     /// A waiting `recv` was dropped: with one-at-a-time credit (no prefetch), take the demand
@@ -432,6 +569,9 @@ impl RecvCore {
                         state.buf.clear();
                         state.credit = 0;
                         state.to_ack = 0;
+                        state.taken = 0;
+                        state.ack_upto = 0;
+                        state.acked_ahead.clear();
                         state.to_credit = 0;
                         state.withdraw = false;
                         state.pull_queued = false;
@@ -460,6 +600,30 @@ impl RecvCore {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(500));
         }
+    }
+}
+
+/// Counts a take; unless `manual`, it is acknowledged at once. Returns its index.
+fn take(state: &mut RecvState, manual: bool) -> u64 {
+    let index = state.taken;
+    state.taken += 1;
+    if !manual {
+        mark_acked(state, index);
+    }
+    index
+}
+
+/// Acknowledges take `index`; acknowledgements go out in take order, as the owner counts them.
+fn mark_acked(state: &mut RecvState, index: u64) {
+    if index != state.ack_upto {
+        state.acked_ahead.insert(index);
+        return;
+    }
+    state.ack_upto += 1;
+    state.to_ack += 1;
+    while state.acked_ahead.remove(&state.ack_upto) {
+        state.ack_upto += 1;
+        state.to_ack += 1;
     }
 }
 
