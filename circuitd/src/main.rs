@@ -34,6 +34,10 @@ struct Args {
     /// Default number of rotated log files kept per worker
     #[arg(long, default_value_t = 5, value_name = "N")]
     log_max_files: u32,
+    /// Largest channel value accepted, in bytes (1 to 1 GiB)
+    #[arg(long, default_value_t = circuit_sdk::proto::DEFAULT_MAX_PAYLOAD,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 30), value_name = "BYTES")]
+    max_payload: u64,
 }
 
 fn main() {
@@ -70,6 +74,9 @@ fn start(args: Args) -> anyhow::Result<()> {
     config.log_max_bytes = args.log_max_size;
     config.log_max_files = args.log_max_files;
     config.listen = args.listen.clone();
+    config.max_payload = args.max_payload;
+    // A frame carries one value plus its headers.
+    config.max_frame = config.max_frame.max(args.max_payload as usize + 64 * 1024);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,29 +1,667 @@
-//! Channels end to end against a real daemon: the rules of `docs/CHANNELS.md`, each test named
-//! after the rule it checks (`rule_N_...`).
+//! Channels end to end against a real daemon. Each test is named after the rule of
+//! `docs/CHANNELS.md` it checks (`rule_N_...`); a few more cover bad input.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use circuit_sdk::chan::{ChanError, Raw, RecvOptions, SendOptions};
-use circuit_tests::Daemon;
+use bytes::Bytes;
+use circuit_sdk::chan::{Chan, ChanError, Raw, Receiver, RecvOptions, SendOptions, Sender};
+use circuit_sdk::proto::ChanInfo;
+use circuit_sdk::Client;
+use circuit_tests::{wait_until_async, Daemon};
+use futures::StreamExt;
+
+const SOON: Duration = Duration::from_secs(10);
+
+async fn stat(chan: &Chan) -> ChanInfo {
+    chan.stat().await.expect("stat")
+}
+
+/// Waits until the channel's counts satisfy `cond`.
+async fn until(chan: &Chan, what: &str, cond: impl Fn(&ChanInfo) -> bool) -> ChanInfo {
+    wait_until_async(SOON, what, || async {
+        let info = stat(chan).await;
+        cond(&info).then_some(info)
+    })
+    .await
+}
+
+async fn raw_tx(chan: &Chan) -> Sender<Bytes, Raw> {
+    chan.sender_with(Raw, SendOptions::default())
+        .await
+        .expect("sender")
+}
+
+async fn raw_rx(chan: &Chan, prefetch: u32) -> Receiver<Bytes, Raw> {
+    let opts = RecvOptions {
+        prefetch,
+        ..Default::default()
+    };
+    chan.receiver_with(Raw, opts).await.expect("receiver")
+}
 
 #[tokio::test]
-async fn smoke_send_recv_close() {
+async fn rule_1_names_capacity_and_owner() {
     let d = Daemon::start();
     let client = d.client().await;
-    let chan = client.chan_create("jobs", 4).await.expect("create");
-    let tx = chan.sender::<String>().await.expect("sender");
-    let mut rx = chan.receiver::<String>().await.expect("receiver");
-    for i in 0..10 {
+    for bad in ["", "a b", "ä", "a:b", "x\n", &"x".repeat(129), "*"] {
+        let err = client.chan_create(bad, 1).await.expect_err(bad);
+        assert!(matches!(err, ChanError::InvalidName(_)), "{bad:?}: {err:?}");
+        assert!(err.to_string().contains("channel name"), "{err}");
+    }
+    let long = "x".repeat(128);
+    for good in ["jobs", "a.b_c-d/e", long.as_str()] {
+        let chan = client.chan_create(good, 3).await.expect(good);
+        let info = stat(&chan).await;
+        assert_eq!((info.capacity, info.owner.as_str()), (3, "test"));
+    }
+    // Nothing was created by the bad names, and a taken name is refused.
+    assert_eq!(client.chan_list().await.expect("list").len(), 3);
+    let dup = client.chan_create("jobs", 3).await.expect_err("duplicate");
+    assert!(matches!(dup, ChanError::AlreadyExists(_)), "{dup:?}");
+    client
+        .chan_ensure("jobs", 3)
+        .await
+        .expect("ensure is idempotent");
+    let missing = client.chan("nope").await.expect_err("missing");
+    assert!(missing.is_not_found(), "{missing:?}");
+    assert!(missing.to_string().contains("nope"), "{missing}");
+}
+
+#[tokio::test]
+async fn rule_2_send_completes_when_buffered_or_taken() {
+    let d = Daemon::start();
+    let client = d.client().await;
+
+    // Capacity 2: two sends complete with nobody receiving; the third waits for room.
+    let chan = client.chan_create("buffered", 2).await.expect("create");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    tx.send(1).await.expect("first");
+    tx.send(2).await.expect("second");
+    let third = tokio::spawn({
         let tx = tx.clone();
-        tokio::spawn(async move { tx.send(format!("v{i}")).await });
+        async move { tx.send(3).await }
+    });
+    until(&chan, "the third send waits", |i| i.waiting_senders == 1).await;
+    assert!(!third.is_finished(), "a send into a full channel must wait");
+    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    assert_eq!(rx.recv().await.expect("recv"), 1);
+    third
+        .await
+        .expect("join")
+        .expect("third completes once there is room");
+
+    // Capacity 0: a send completes only when a receiver has taken the value.
+    let chan = client.chan_create("rendezvous", 0).await.expect("create");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    let send = tokio::spawn({
+        let tx = tx.clone();
+        async move { tx.send(7).await }
+    });
+    let info = until(&chan, "the send waits for a receiver", |i| {
+        i.waiting_senders == 1
+    })
+    .await;
+    assert_eq!(
+        (info.len, info.sent),
+        (0, 0),
+        "nothing is buffered at capacity 0"
+    );
+    assert!(!send.is_finished());
+    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    assert_eq!(rx.recv().await.expect("recv"), 7);
+    send.await
+        .expect("join")
+        .expect("send completes after the hand-over");
+    let info = stat(&chan).await;
+    assert_eq!((info.sent, info.received, info.in_flight), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn rule_3_fifo_and_each_senders_order() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("fifo", 64).await.expect("create");
+    let a = chan.sender::<(u8, u32)>().await.expect("a");
+    let b = d.client().await.chan("fifo").await.expect("open");
+    let b = b.sender::<(u8, u32)>().await.expect("b");
+    let feed = |tx: Sender<(u8, u32)>, who: u8| async move {
+        for i in 0..2000 {
+            drop(tx.submit((who, i)).await.expect("submit"));
+        }
+        tx.flush().await.expect("flush");
+    };
+    let (fa, fb) = (tokio::spawn(feed(a, 0)), tokio::spawn(feed(b, 1)));
+    let mut rx = chan
+        .receiver_with(
+            circuit_sdk::chan::Json,
+            RecvOptions {
+                prefetch: 32,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("receiver");
+    let mut next = [0u32; 2];
+    for _ in 0..4000 {
+        let (who, i): (u8, u32) = rx.recv().await.expect("recv");
+        assert_eq!(
+            i, next[who as usize],
+            "sender {who}'s values arrive in order"
+        );
+        next[who as usize] += 1;
     }
-    let mut got = Vec::new();
-    for _ in 0..10 {
-        got.push(rx.recv().await.expect("recv"));
+    fa.await.expect("a");
+    fb.await.expect("b");
+}
+
+#[tokio::test]
+async fn rule_4_recv_returns_the_oldest_and_waits_while_empty() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("q", 8).await.expect("create");
+    let mut rx = chan.receiver::<String>().await.expect("receiver");
+    let err = rx
+        .recv_timeout(Duration::from_millis(100))
+        .await
+        .expect_err("empty");
+    assert!(err.is_timeout(), "{err:?}");
+    let waiting = tokio::spawn(async move {
+        let v = rx.recv().await;
+        (rx, v)
+    });
+    until(&chan, "the receiver waits", |i| i.waiting_receivers == 1).await;
+    let tx = chan.sender::<String>().await.expect("sender");
+    for v in ["a", "b", "c"] {
+        tx.send(v.into()).await.expect("send");
     }
-    assert_eq!(got.len(), 10);
+    let (mut rx, first) = waiting.await.expect("join");
+    assert_eq!(first.expect("woken"), "a");
+    assert_eq!(rx.recv().await.expect("b"), "b");
+    assert_eq!(rx.recv().await.expect("c"), "c");
+}
+
+#[tokio::test]
+async fn rule_5_close_fails_sends_wakes_receivers_and_drains() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    // A blocked send fails with Closed, and so does a later one.
+    let full = client.chan_create("full", 1).await.expect("create");
+    let tx = full.sender::<u32>().await.expect("sender");
+    tx.send(1).await.expect("fills the buffer");
+    let blocked = tokio::spawn({
+        let tx = tx.clone();
+        async move { tx.send(2).await }
+    });
+    until(&full, "a send waits", |i| i.waiting_senders == 1).await;
+    full.close().await.expect("close");
+    assert_eq!(blocked.await.expect("join"), Err(ChanError::Closed));
+    assert_eq!(tx.send(3).await, Err(ChanError::Closed));
+    let again = full.close().await.expect_err("second close");
+    assert!(again.to_string().contains("already closed"), "{again}");
+    // The buffered value is still received, then Closed.
+    let mut rx = full.receiver::<u32>().await.expect("receiver");
+    assert_eq!(rx.recv().await.expect("drain"), 1);
+    assert_eq!(rx.recv().await, Err(ChanError::Closed));
+    assert_eq!(
+        rx.recv().await,
+        Err(ChanError::Closed),
+        "closed stays closed"
+    );
+
+    // Receivers blocked on an empty channel wake with Closed.
+    let empty = client.chan_create("empty", 4).await.expect("create");
+    let mut waiters = Vec::new();
+    for _ in 0..3 {
+        let mut rx = empty.receiver::<u32>().await.expect("receiver");
+        waiters.push(tokio::spawn(async move { rx.recv().await }));
+    }
+    until(&empty, "three receivers wait", |i| i.waiting_receivers == 3).await;
+    empty.close().await.expect("close");
+    for w in waiters {
+        assert_eq!(w.await.expect("join"), Err(ChanError::Closed));
+    }
+    // A closed receiver stream ends.
+    let mut rx = empty.receiver::<u32>().await.expect("receiver");
+    assert!(rx.next().await.is_none());
+}
+
+#[tokio::test]
+async fn rule_6_many_senders_and_receivers_each_value_once() {
+    const SENDERS: u64 = 8;
+    const RECEIVERS: usize = 8;
+    const PER_SENDER: u64 = 12_500; // 100,000 in all
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("many", 256).await.expect("create");
+    let mut receivers = Vec::new();
+    for r in 0..RECEIVERS {
+        // Each receiver on its own connection; half take values one at a time, half prefetch.
+        let own = d.client().await.chan("many").await.expect("open");
+        let mut rx = raw_rx(&own, if r % 2 == 0 { 1 } else { 64 }).await;
+        receivers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Ok(v) = rx.recv().await {
+                got.push(u64::from_be_bytes(v[..].try_into().expect("8 bytes")));
+            }
+            got
+        }));
+    }
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let own = d.client().await.chan("many").await.expect("open");
+        let tx = raw_tx(&own).await;
+        senders.push(tokio::spawn(async move {
+            for i in 0..PER_SENDER {
+                let v = s * PER_SENDER + i;
+                drop(
+                    tx.submit(Bytes::copy_from_slice(&v.to_be_bytes()))
+                        .await
+                        .expect("submit"),
+                );
+            }
+            tx.flush().await.expect("flush");
+        }));
+    }
+    for s in senders {
+        s.await.expect("sender");
+    }
     chan.close().await.expect("close");
-    assert!(matches!(rx.recv().await, Err(ChanError::Closed)));
-    assert!(matches!(tx.send("x".into()).await, Err(ChanError::Closed)));
-    let _ = (Raw, RecvOptions::default(), SendOptions::default(), Duration::ZERO);
+    let mut seen = HashSet::new();
+    let mut busy = 0;
+    for r in receivers {
+        let got = r.await.expect("receiver");
+        busy += usize::from(!got.is_empty());
+        for v in got {
+            assert!(seen.insert(v), "value {v} delivered twice");
+        }
+    }
+    assert_eq!(seen.len() as u64, SENDERS * PER_SENDER, "no value lost");
+    assert!(busy > 1, "values were spread over the receivers");
+    let info = stat(&chan).await;
+    assert_eq!((info.sent, info.received), (100_000, 100_000));
+}
+
+#[tokio::test]
+async fn rule_7_waiting_receivers_are_served_in_order() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("order", 0).await.expect("create");
+    let mut waiters = Vec::new();
+    for k in 1..=3u64 {
+        let own = d.client().await.chan("order").await.expect("open");
+        let mut rx = own.receiver::<String>().await.expect("receiver");
+        waiters.push(tokio::spawn(async move { rx.recv().await }));
+        until(&chan, "receiver k waits", |i| i.waiting_receivers == k).await;
+    }
+    let tx = chan.sender::<String>().await.expect("sender");
+    for v in ["first", "second", "third"] {
+        tx.send(v.into()).await.expect("send");
+    }
+    let got: Vec<String> = futures::future::join_all(waiters)
+        .await
+        .into_iter()
+        .map(|r| r.expect("join").expect("recv"))
+        .collect();
+    assert_eq!(got, ["first", "second", "third"]);
+}
+
+#[tokio::test]
+async fn rule_8_a_value_not_acknowledged_goes_back_to_the_head() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("back", 16).await.expect("create");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    for i in 0..10 {
+        tx.send(i).await.expect("send");
+    }
+    // A receiver on its own connection takes three values without acknowledging them (a
+    // prefetching receiver holds more), then its connection goes away.
+    {
+        let own = d.client().await.chan("back").await.expect("open");
+        let mut rx: Receiver<u32> = own
+            .receiver_with(
+                circuit_sdk::chan::Json,
+                RecvOptions {
+                    prefetch: 4,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("receiver");
+        let mut held = Vec::new();
+        for want in 0..3u32 {
+            let d = rx.recv_delivery().await.expect("delivery");
+            assert_eq!(*d, want);
+            held.push(d);
+        }
+        let info = until(&chan, "values are in flight", |i| i.in_flight >= 3).await;
+        assert_eq!(info.received, 0);
+        std::mem::forget(held); // as if the process died: no ack, no give-back
+    }
+    // The connection closed with the receiver: everything it held is back, in order.
+    let info = until(&chan, "values are back", |i| i.in_flight == 0).await;
+    assert_eq!(info.len, 10);
+    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    for want in 0..10 {
+        assert_eq!(rx.recv().await.expect("recv"), want);
+    }
+}
+
+#[tokio::test]
+async fn rule_9_in_flight_values_count_against_the_capacity() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("cap", 2).await.expect("create");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    tx.send(1).await.expect("send");
+    tx.send(2).await.expect("send");
+    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    let held = rx.recv_delivery().await.expect("delivery");
+    // One buffered plus one in flight: full. More senders block, and the bound holds.
+    let mut blocked = Vec::new();
+    for i in 0..4 {
+        let tx = tx.clone();
+        blocked.push(tokio::spawn(async move { tx.send(10 + i).await }));
+    }
+    let info = until(&chan, "four sends wait", |i| i.waiting_senders == 4).await;
+    assert_eq!((info.len, info.in_flight), (1, 1));
+    for _ in 0..20 {
+        let info = stat(&chan).await;
+        assert!(
+            info.len + info.in_flight <= 2,
+            "capacity exceeded: {info:?}"
+        );
+    }
+    assert!(blocked.iter().all(|b| !b.is_finished()));
+    held.ack();
+    until(&chan, "one send got in", |i| i.waiting_senders == 3).await;
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        got.push(rx.recv().await.expect("recv"));
+        let info = stat(&chan).await;
+        assert!(
+            info.len + info.in_flight <= 2,
+            "capacity exceeded: {info:?}"
+        );
+    }
+    for b in blocked {
+        b.await.expect("join").expect("send");
+    }
+    assert_eq!(got[0], 2);
+}
+
+#[tokio::test]
+async fn rule_11_try_and_timeouts_change_nothing_when_they_fail() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("try", 1).await.expect("create");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    assert_eq!(rx.try_recv().await, Err(ChanError::Empty));
+    tx.try_send(1).await.expect("room for one");
+    assert_eq!(tx.try_send(2).await, Err(ChanError::Full));
+    assert_eq!(
+        tx.send_timeout(3, Duration::from_millis(100)).await,
+        Err(ChanError::Timeout)
+    );
+    let info = stat(&chan).await;
+    assert_eq!((info.len, info.sent, info.waiting_senders), (1, 1, 0));
+    assert_eq!(rx.try_recv().await, Ok(1));
+    assert_eq!(rx.try_recv().await, Err(ChanError::Empty));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(100)).await,
+        Err(ChanError::Timeout)
+    );
+    tx.send_timeout(4, SOON).await.expect("room again");
+    assert_eq!(rx.recv_timeout(SOON).await, Ok(4));
+
+    // At capacity 0, try_send succeeds only when a receiver is waiting.
+    let rv = client.chan_create("try0", 0).await.expect("create");
+    let tx = rv.sender::<u32>().await.expect("sender");
+    assert_eq!(tx.try_send(1).await, Err(ChanError::Full));
+    let mut rx = rv.receiver::<u32>().await.expect("receiver");
+    let waiting = tokio::spawn(async move { rx.recv().await });
+    until(&rv, "a receiver waits", |i| i.waiting_receivers == 1).await;
+    tx.try_send(2).await.expect("taken by the waiting receiver");
+    assert_eq!(waiting.await.expect("join"), Ok(2));
+    let info = stat(&rv).await;
+    assert_eq!((info.sent, info.received, info.len), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn rule_12_stat_reports_the_counts() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("stat", 5).await.expect("create");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    let _tx2 = chan.sender::<u32>().await.expect("sender");
+    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    for i in 0..3 {
+        tx.send(i).await.expect("send");
+    }
+    rx.recv().await.expect("recv");
+    let held = rx.recv_delivery().await.expect("delivery");
+    let info = until(&chan, "the ack of the first value", |i| i.received == 1).await;
+    assert_eq!(info.name, "stat");
+    assert_eq!(info.capacity, 5);
+    assert_eq!((info.len, info.in_flight), (1, 1));
+    assert_eq!((info.sent, info.received), (3, 1));
+    assert_eq!((info.senders, info.receivers), (2, 1));
+    assert_eq!((info.waiting_senders, info.waiting_receivers), (0, 0));
+    assert!(!info.closed);
+    assert_eq!(info.owner, "test");
+    assert_eq!(info.max_payload, 16 * 1024 * 1024);
+    held.ack();
+    chan.close().await.expect("close");
+    let info = until(&chan, "acked", |i| i.received == 2).await;
+    assert!(info.closed);
+}
+
+#[tokio::test]
+async fn rule_13_payloads_over_the_limit_are_refused() {
+    let d = Daemon::start_with(&["--max-payload", "1024"]);
+    let client = d.client().await;
+    let chan = client.chan_create("big", 4).await.expect("create");
+    let tx = raw_tx(&chan).await;
+    tx.send(Bytes::from(vec![7u8; 1024]))
+        .await
+        .expect("at the limit");
+    let err = tx
+        .send(Bytes::from(vec![7u8; 1025]))
+        .await
+        .expect_err("over");
+    assert_eq!(
+        err,
+        ChanError::TooLarge {
+            size: 1025,
+            max: 1024
+        }
+    );
+    assert!(err.to_string().contains("1025"), "{err}");
+    let info = stat(&chan).await;
+    assert_eq!(
+        (info.sent, info.len),
+        (1, 1),
+        "the refused value changed nothing"
+    );
+
+    // The default limit is 16 MiB.
+    let d = Daemon::start();
+    let chan = d
+        .client()
+        .await
+        .chan_create("big", 1)
+        .await
+        .expect("create");
+    let tx = raw_tx(&chan).await;
+    let err = tx
+        .send(Bytes::from(vec![0u8; 16 * 1024 * 1024 + 1]))
+        .await
+        .expect_err("over 16 MiB");
+    assert!(matches!(err, ChanError::TooLarge { max, .. } if max == 16 * 1024 * 1024));
+}
+
+#[tokio::test]
+async fn rule_14_payloads_are_opaque_bytes() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("bytes", 4).await.expect("create");
+    let tx = raw_tx(&chan).await;
+    let mut rx = raw_rx(&chan, 1).await;
+    let every_byte: Vec<u8> = (0..=255).collect();
+    for v in [
+        Bytes::new(),
+        Bytes::from(every_byte),
+        Bytes::from_static(b"\xff\xfe{not json"),
+    ] {
+        tx.send(v.clone()).await.expect("send");
+        assert_eq!(rx.recv().await.expect("recv"), v);
+    }
+}
+
+#[tokio::test]
+async fn rule_15_channels_persist_until_removed() {
+    let mut d = Daemon::start();
+    {
+        let client = d.client().await;
+        client.chan_create("kept", 7).await.expect("create");
+        let gone = client.chan_create("gone", 1).await.expect("create");
+        client
+            .chan_create("closed", 1)
+            .await
+            .expect("create")
+            .close()
+            .await
+            .expect("close");
+        gone.remove().await.expect("rm");
+        assert!(gone.stat().await.expect_err("removed").is_not_found());
+    }
+    assert!(d.terminate().success());
+    d.launch();
+    let client = d.client().await;
+    let names: Vec<(String, u64, bool)> = client
+        .chan_list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| (i.name, i.capacity, i.closed))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("closed".to_string(), 1, true),
+            ("kept".to_string(), 7, false)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn rule_16_a_cancelled_recv_loses_no_value() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("cancel", 0).await.expect("create");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    let feeder = tokio::spawn(async move {
+        for i in 0..300 {
+            tx.send(i).await.expect("send");
+        }
+    });
+    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    let mut got = Vec::new();
+    let mut cancelled = 0;
+    while got.len() < 300 {
+        tokio::select! {
+            v = rx.recv() => got.push(v.expect("recv")),
+            () = tokio::time::sleep(Duration::from_micros(200)) => cancelled += 1,
+        }
+    }
+    feeder.await.expect("feeder");
+    assert_eq!(got, (0..300).collect::<Vec<_>>());
+    assert!(cancelled > 0, "some receives were cancelled");
+}
+
+#[tokio::test]
+async fn rule_17_a_restarted_owner_fails_pending_operations_with_owner_lost() {
+    let mut d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("owned", 1).await.expect("create");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    tx.send(1).await.expect("fills");
+    let blocked = tokio::spawn({
+        let tx = tx.clone();
+        async move { tx.send(2).await }
+    });
+    let waiting_chan = client.chan_create("waiting", 1).await.expect("create");
+    let mut rx = waiting_chan.receiver::<u32>().await.expect("receiver");
+    let receiver = tokio::spawn(async move { rx.recv().await });
+    until(&chan, "a send waits", |i| i.waiting_senders == 1).await;
+    d.kill9();
+    d.launch();
+    let sent = tokio::time::timeout(SOON, blocked).await.expect("no hang");
+    assert!(sent.expect("join").expect_err("lost").is_owner_lost());
+    let got = tokio::time::timeout(SOON, receiver).await.expect("no hang");
+    assert!(got.expect("join").expect_err("lost").is_owner_lost());
+    assert!(tx.send(3).await.expect_err("dead sender").is_owner_lost());
+}
+
+#[tokio::test]
+async fn removing_a_channel_ends_its_streams_with_not_found() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("doomed", 0).await.expect("create");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    let send = tokio::spawn({
+        let tx = tx.clone();
+        async move { tx.send(1).await }
+    });
+    until(&chan, "a send waits", |i| i.waiting_senders == 1).await;
+    chan.remove().await.expect("rm");
+    assert!(send
+        .await
+        .expect("join")
+        .expect_err("removed")
+        .is_not_found());
+    assert!(rx.recv().await.expect_err("removed").is_not_found());
+    assert!(client
+        .chan_stat("doomed")
+        .await
+        .expect_err("gone")
+        .is_not_found());
+    let err = client.chan("doomed").await.expect_err("gone");
+    assert!(err.to_string().contains("circuit chan ls"), "{err}");
+    // The daemon keeps serving.
+    client
+        .chan_create("doomed", 1)
+        .await
+        .expect("the name is free again");
+}
+
+#[tokio::test]
+async fn opening_unknown_channels_fails_cleanly() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    client.chan_create("real", 1).await.expect("create");
+    let ghost = Chan::open_from_env("nope").await.expect_err("unbound");
+    assert!(ghost.to_string().contains("CIRCUIT_CHAN_NOPE"), "{ghost}");
+    let chan = client.chan("real").await.expect("open");
+    chan.remove().await.expect("rm");
+    let err = chan.sender::<u32>().await.expect_err("removed");
+    assert!(err.is_not_found(), "{err:?}");
+    let err = chan.receiver::<u32>().await.expect_err("removed");
+    assert!(err.is_not_found(), "{err:?}");
+    assert!(client
+        .chan_close("real")
+        .await
+        .expect_err("gone")
+        .is_not_found());
+    assert!(client
+        .chan_remove("real")
+        .await
+        .expect_err("gone")
+        .is_not_found());
+    let _ = Client::connect_unix(&d.socket)
+        .await
+        .expect("still serving");
 }

@@ -18,6 +18,9 @@ use crate::proto::{
     ClientMessage, Frame, FrameCodec, Item, Reply, Request, ServerMessage, PROTOCOL_VERSION,
 };
 
+/// Largest frame a client reads or writes: the largest value a daemon can be configured for.
+const CLIENT_MAX_FRAME: usize = (1 << 30) + 64 * 1024;
+
 /// Bytes the writer buffers before writing without waiting for more.
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -180,8 +183,9 @@ impl Client {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let mut reader = FramedRead::new(read, FrameCodec::default());
-        let mut writer = FramedWrite::new(write, FrameCodec::default());
+        // A daemon may be configured for values up to 1 GiB; the client takes what it sends.
+        let mut reader = FramedRead::new(read, FrameCodec::new(CLIENT_MAX_FRAME));
+        let mut writer = FramedWrite::new(write, FrameCodec::new(CLIENT_MAX_FRAME));
         writer.set_backpressure_boundary(WRITE_BUFFER);
         let hello = ClientMessage::Hello {
             version: PROTOCOL_VERSION,
@@ -502,7 +506,8 @@ fn decode(frame: Frame) -> Result<ServerMessage, Error> {
 }
 
 fn decode_message(body: &[u8]) -> Result<ServerMessage, Error> {
-    serde_json::from_slice(body).map_err(|e| Error::Protocol(format!("bad message from daemon: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| Error::Protocol(format!("bad message from daemon: {e}")))
 }
 
 fn clone_error(e: &Error) -> Error {

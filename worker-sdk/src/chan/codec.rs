@@ -93,7 +93,10 @@ mod tests {
         assert_eq!(Codec::<Doc>::decode(&Json, json).expect("json back"), doc);
         let bin = Binary.encode(&doc).expect("binary");
         assert!(bin.len() < 12, "postcard is compact: {} bytes", bin.len());
-        assert_eq!(Codec::<Doc>::decode(&Binary, bin).expect("binary back"), doc);
+        assert_eq!(
+            Codec::<Doc>::decode(&Binary, bin).expect("binary back"),
+            doc
+        );
         let raw = Bytes::from_static(b"\x00\xff");
         let back: Bytes = Raw.decode(Raw.encode(&raw).expect("raw")).expect("raw");
         assert_eq!(back, raw);

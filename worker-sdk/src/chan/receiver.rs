@@ -321,7 +321,9 @@ impl<T, C: Codec<T> + Unpin> Stream for Receiver<T, C> {
 impl<T, C> Drop for Receiver<T, C> {
     fn drop(&mut self) {
         let mut state = self.core.lock();
-        state.failed.get_or_insert(ChanError::Protocol("receiver dropped".into()));
+        state
+            .failed
+            .get_or_insert(ChanError::Protocol("receiver dropped".into()));
         if state.reconnecting {
             return;
         }
@@ -555,7 +557,10 @@ impl RecvCore {
         loop {
             match old.reconnect().await {
                 Ok(client) if client.instance() != old.instance() => {
-                    let msg = format!("circuitd restarted; channel \"{}\" lost what it held", self.chan);
+                    let msg = format!(
+                        "circuitd restarted; channel \"{}\" lost what it held",
+                        self.chan
+                    );
                     return self.fail(gen, ChanError::OwnerLost(msg));
                 }
                 Ok(client) => match self.clone().open_on(&client, gen + 1).await {
@@ -643,7 +648,10 @@ impl Pull for RecvCore {
             out.push(signal(SignalOp::Withdraw, 0));
         }
         if state.to_credit > 0 {
-            out.push(signal(SignalOp::Credit, std::mem::take(&mut state.to_credit)));
+            out.push(signal(
+                SignalOp::Credit,
+                std::mem::take(&mut state.to_credit),
+            ));
         }
     }
 }
@@ -662,7 +670,9 @@ impl StreamHandler for Handler {
                 return;
             }
             ServerMessage::Error { code, message, .. } => ChanError::from_remote(code, message),
-            other => ChanError::Protocol(format!("unexpected message on a receive stream: {other:?}")),
+            other => {
+                ChanError::Protocol(format!("unexpected message on a receive stream: {other:?}"))
+            }
         };
         match opening {
             Some(tx) => {

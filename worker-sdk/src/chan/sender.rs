@@ -193,7 +193,11 @@ impl<T, C: Codec<T>> Sender<T, C> {
         let payload = self.codec.encode(&value)?;
         let core = &self.handle.core;
         let (seq, rx) = core.submit(payload, false).await?;
-        let mut guard = CancelGuard { core, seq, armed: true };
+        let mut guard = CancelGuard {
+            core,
+            seq,
+            armed: true,
+        };
         let result = Ticket { rx }.await;
         guard.armed = false;
         result
@@ -205,7 +209,11 @@ impl<T, C: Codec<T>> Sender<T, C> {
         let payload = self.codec.encode(&value)?;
         let core = &self.handle.core;
         let (seq, rx) = core.submit(payload, true).await?;
-        let mut guard = CancelGuard { core, seq, armed: true };
+        let mut guard = CancelGuard {
+            core,
+            seq,
+            armed: true,
+        };
         let result = Ticket { rx }.await;
         guard.armed = false;
         result
@@ -217,7 +225,11 @@ impl<T, C: Codec<T>> Sender<T, C> {
         let payload = self.codec.encode(&value)?;
         let core = &self.handle.core;
         let (seq, rx) = core.submit(payload, false).await?;
-        let mut guard = CancelGuard { core, seq, armed: true };
+        let mut guard = CancelGuard {
+            core,
+            seq,
+            armed: true,
+        };
         let mut ticket = Ticket { rx };
         let result = tokio::select! {
             result = &mut ticket => result,
@@ -313,7 +325,12 @@ impl SendCore {
         }
         self.check()?;
         let closed = |_| ChanError::Protocol("send window closed".into());
-        let count = self.count_window.clone().acquire_owned().await.map_err(closed)?;
+        let count = self
+            .count_window
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(closed)?;
         let units = ((size / 1024) as u32 + 1).min(self.byte_units);
         let bytes = self
             .byte_window
