@@ -50,9 +50,11 @@ async fn sigkill_and_restart_recovers_the_job_table_and_leaves_no_old_process() 
             return false;
         };
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        json["jobs"].as_array().into_iter().flatten().any(|job| {
-            job["info"]["name"] == "done" && !job["info"]["last_exit"].is_null()
-        })
+        json["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|job| job["info"]["name"] == "done" && !job["info"]["last_exit"].is_null())
     });
     daemon.kill9();
     // The kernel kills each worker's main process with the daemon (PDEATHSIG).

@@ -272,7 +272,9 @@ impl Conn {
     /// A value for a send stream: batched until the next frame of another kind or stream.
     async fn data(&mut self, id: u64, seq: u64, payload: Bytes) -> Result<(), String> {
         if !self.streams.contains_key(&id) {
-            return Err(format!("data frame for request {id}, which is not a stream"));
+            return Err(format!(
+                "data frame for request {id}, which is not a stream"
+            ));
         }
         if self.batch.as_ref().is_some_and(|(b, _)| *b != id) {
             self.flush_batch().await;
@@ -421,13 +423,7 @@ impl Conn {
             notify(outbox, msg, ctx).await;
             return;
         }
-        self.streams.insert(
-            id,
-            Route {
-                key,
-                chan: chan.tx,
-            },
-        );
+        self.streams.insert(id, Route { key, chan: chan.tx });
     }
 }
 

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::Outbox;
 use super::Context;
-use crate::supervisor::logread::Cursor;
 use crate::broker::BrokerError;
+use crate::supervisor::logread::Cursor;
 use crate::supervisor::{end_of, SupervisorError};
 
 /// Bytes of log read per step, so a large log streams instead of loading whole.

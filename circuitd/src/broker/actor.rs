@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use circuit_sdk::proto::{
-    ChanInfo, ChanOpened, ErrorCode, Frame, Item, ServerMessage, SignalOp,
-};
+use circuit_sdk::proto::{ChanInfo, ChanOpened, ErrorCode, Frame, Item, ServerMessage, SignalOp};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
