@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::{self, Write};
 
+use circuit_sdk::chan::ChanError;
 use circuit_sdk::proto::ErrorCode;
 use circuit_sdk::Error as SdkError;
 
@@ -15,6 +16,14 @@ pub struct CliError {
 }
 
 impl CliError {
+    /// A failure with only a message.
+    pub fn plain(err: impl fmt::Display) -> anyhow::Error {
+        anyhow::Error::new(Self {
+            message: err.to_string(),
+            hint: None,
+        })
+    }
+
     /// A failure with a hint; `err` gives the message.
     pub fn hinted(err: impl fmt::Display, hint: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(Self {
@@ -44,7 +53,22 @@ pub fn render(err: &anyhow::Error) -> String {
     if let Some(e) = err.downcast_ref::<SdkError>() {
         return render_sdk(e);
     }
+    if let Some(e) = err.downcast_ref::<ChanError>() {
+        return render_chan(e);
+    }
     format!("{err:#}")
+}
+
+/// A failed operation on the channel `name`. The daemon's messages already name the channel;
+/// the SDK's own ones (closed, too large) do not, so those get the name here.
+pub fn chan(err: ChanError, name: &str) -> anyhow::Error {
+    match err {
+        ChanError::Closed => CliError::plain(format!("channel \"{name}\" is closed")),
+        ChanError::TooLarge { size, max } => CliError::plain(format!(
+            "a value of {size} bytes is larger than channel \"{name}\" accepts ({max} bytes)"
+        )),
+        other => anyhow::Error::new(other),
+    }
 }
 
 /// Prints `error: <message>` on stderr. A closed stderr is ignored: there is nowhere left to
@@ -107,6 +131,24 @@ fn render_sdk(err: &SdkError) -> String {
     }
 }
 
+fn render_chan(err: &ChanError) -> String {
+    let hint = match err {
+        ChanError::Daemon { code, message } => {
+            return match remote_hint(*code) {
+                Some(hint) => format!("{message} — {hint}"),
+                None => message.clone(),
+            };
+        }
+        ChanError::OwnerLost(_) => Some("did circuitd restart? see its log"),
+        ChanError::Protocol(_) => Some("are circuit and circuitd the same version?"),
+        _ => None,
+    };
+    match hint {
+        Some(hint) => format!("{err} — {hint}"),
+        None => err.to_string(),
+    }
+}
+
 /// Hints that hold whatever the command was; commands add their own for the rest.
 fn remote_hint(code: ErrorCode) -> Option<&'static str> {
     match code {
@@ -151,5 +193,23 @@ mod tests {
             message: "no worker named \"x\"".into(),
         });
         assert_eq!(render(&err), "no worker named \"x\" — see `circuit ps`");
+    }
+
+    #[test]
+    fn channel_errors_name_the_channel() {
+        assert_eq!(
+            render(&chan(ChanError::Closed, "jobs")),
+            "channel \"jobs\" is closed"
+        );
+        let refused = ChanError::Daemon {
+            code: ErrorCode::InvalidState,
+            message: "channel \"jobs\" is already closed".into(),
+        };
+        assert_eq!(
+            render(&chan(refused, "jobs")),
+            "channel \"jobs\" is already closed"
+        );
+        let lost = ChanError::OwnerLost("connection to circuitd lost".into());
+        assert!(render(&chan(lost, "jobs")).ends_with("see its log"));
     }
 }

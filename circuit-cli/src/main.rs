@@ -26,7 +26,9 @@ use circuit_sdk::paths::{default_socket_path, SOCKET_ENV};
 #[command(after_help = "Examples:\n  \
     circuit spawn --name web --restart always -- python3 -m http.server\n  \
     circuit ps -a\n  \
-    circuit logs -f web")]
+    circuit logs -f web\n  \
+    circuit chan create jobs --cap 16 && seq 100 | circuit send jobs\n  \
+    circuit recv -n 1 jobs")]
 struct Cli {
     /// circuitd's Unix socket.
     #[arg(
@@ -124,5 +126,52 @@ mod tests {
             panic!("expected spawn");
         };
         assert_eq!(args.command, ["python3", "-m", "http.server"]);
+    }
+
+    #[test]
+    fn channel_commands_take_global_flags_anywhere() {
+        for argv in [
+            &[
+                "circuit",
+                "recv",
+                "-n",
+                "3",
+                "--timeout",
+                "500ms",
+                "jobs",
+                "--json",
+            ][..],
+            &["circuit", "send", "jobs"],
+            &["circuit", "--json", "send", "jobs", "a value"],
+            &[
+                "circuit",
+                "chan",
+                "create",
+                "jobs",
+                "--cap",
+                "16",
+                "--exist-ok",
+            ],
+            &[
+                "circuit",
+                "chan",
+                "stat",
+                "jobs",
+                "--addr",
+                "127.0.0.1:7711",
+            ],
+            &["circuit", "chan", "rm", "a", "b"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_ok(), "{argv:?}");
+        }
+        for bad in [
+            &["circuit", "recv"][..],
+            &["circuit", "recv", "-n", "x", "jobs"],
+            &["circuit", "recv", "--timeout", "soon", "jobs"],
+            &["circuit", "chan", "create", "jobs", "--cap", "-1"],
+            &["circuit", "chan", "close"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

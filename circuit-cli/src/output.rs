@@ -100,6 +100,17 @@ pub fn duration_ms(ms: u64) -> String {
     duration(Duration::from_millis(ms))
 }
 
+/// A byte count, exactly and as `--log-max-size` reads it: `16M`, `512K`, `1000`. A unit is
+/// used only when it divides the count.
+pub fn size(bytes: u64) -> String {
+    for (unit, shift) in [("G", 30), ("M", 20), ("K", 10)] {
+        if bytes != 0 && bytes.trailing_zeros() >= shift {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// How long ago `ts_ms` was at `now_ms` (`0s` if it is in the future).
 pub fn ago(ts_ms: u64, now_ms: u64) -> String {
     duration_ms(now_ms.saturating_sub(ts_ms))
@@ -221,5 +232,15 @@ a-long-name   exited    -
             r"sh -c 'echo it'\''s'"
         );
         assert_eq!(timestamp(1_500), "1970-01-01T00:00:01.500Z");
+    }
+
+    #[test]
+    fn sizes_use_a_unit_only_when_exact() {
+        assert_eq!(size(16 << 20), "16M");
+        assert_eq!(size(3 << 30), "3G");
+        assert_eq!(size(1536), "1536");
+        assert_eq!(size(2048), "2K");
+        assert_eq!(size(1000), "1000");
+        assert_eq!(size(0), "0");
     }
 }

@@ -4,5 +4,7 @@
 mod bad_input;
 mod channels;
 mod cli;
+mod cli_chan;
+mod pipeline;
 mod recovery;
 mod supervision;

@@ -1,29 +1,18 @@
 //! The harness side of one trial: start the role processes (receivers first), wait until each
 //! is ready, say `go`, follow their progress with deadlines, and check what arrived.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use anyhow::bail;
 use tokio::time::Instant;
 
-use super::protocol::{Line, Received, RoundTrips, Sent, GO};
+use super::fleet::Fleet;
+use super::protocol::{Line, Received, RoundTrips, Sent};
 use super::role::Kind;
 use super::tally::{merge, Merged};
 use super::System;
 use crate::procfs;
-
-/// Lines of a role's stderr kept for an error message.
-const STDERR_LINES: usize = 20;
-/// How long a role may take to exit once it has reported.
-const EXIT_WITHIN: Duration = Duration::from_secs(10);
 
 /// What every role of one trial shares.
 #[derive(Debug, Clone)]
@@ -160,7 +149,11 @@ pub async fn stream(
                 received[id] = Some(r);
                 last_change = Instant::now();
             }
-            other => bail!("{} said {other:?} in the middle of a trial", fleet.role(id)),
+            other => bail!(
+                "{} said {} in the middle of a trial",
+                fleet.role(id),
+                other.kind()
+            ),
         }
     }
     let server_cpu = diff(cpu_before, server_cpu(trial)?);
@@ -175,7 +168,7 @@ pub async fn stream(
         match line {
             Line::Received(r) => received[id] = Some(r),
             Line::Progress { .. } => {}
-            other => bail!("{} said {other:?} after the trial", fleet.role(id)),
+            other => bail!("{} said {} after the trial", fleet.role(id), other.kind()),
         }
     }
     fleet.reap().await?;
@@ -189,8 +182,8 @@ pub async fn stream(
     }
     let mut notes: Vec<String> = sent.iter().flat_map(|s| s.notes.clone()).collect();
     notes.extend(received.iter().flat_map(|r| r.notes.clone()));
-    let client_ns = sent.iter().map(|s| s.cpu_ns).sum::<u64>()
-        + received.iter().map(|r| r.cpu_ns).sum::<u64>();
+    let client_ns =
+        sent.iter().map(|s| s.cpu_ns).sum::<u64>() + received.iter().map(|r| r.cpu_ns).sum::<u64>();
     Ok(StreamOutcome {
         expected,
         elapsed: Duration::from_nanos(merged.last_ns - start_ns),
@@ -211,29 +204,43 @@ pub async fn round_trip(trial: &Trial, count: u64, warmup: u64) -> anyhow::Resul
 
     let cpu_before = server_cpu(trial)?;
     fleet.go(pinger).await?;
-    let rtts = loop {
+    // The raw echo reports as soon as the pinger hangs up, maybe before the pinger's report.
+    let (mut rtts, mut echoed) = (None, None);
+    while rtts.is_none() {
         let Some((id, line)) = fleet.next_until(trial.deadline).await? else {
-            bail!("the pinger did not finish {} round trips in time", warmup + count);
+            bail!(
+                "the pinger did not finish {} round trips in time",
+                warmup + count
+            );
         };
         match line {
-            Line::RoundTrips(rtts) => break rtts,
+            Line::RoundTrips(r) => rtts = Some(r),
+            Line::Received(r) => echoed = Some(r),
             Line::Progress { .. } => {}
-            other => bail!("{} said {other:?} in the middle of a trial", fleet.role(id)),
+            other => bail!(
+                "{} said {} in the middle of a trial",
+                fleet.role(id),
+                other.kind()
+            ),
         }
-    };
+    }
     let server_cpu = diff(cpu_before, server_cpu(trial)?);
 
     fleet.close_stdin(echo);
-    let echoed = loop {
+    while echoed.is_none() {
         let Some((id, line)) = fleet.next_until(trial.deadline).await? else {
             bail!("the echo did not report in time");
         };
         match line {
-            Line::Received(r) => break r,
+            Line::Received(r) => echoed = Some(r),
             Line::Progress { .. } => {}
-            other => bail!("{} said {other:?} after the trial", fleet.role(id)),
+            other => bail!("{} said {} after the trial", fleet.role(id), other.kind()),
         }
-    };
+    }
+    let (rtts, echoed) = (
+        rtts.expect("loop ends with it"),
+        echoed.expect("loop ends with it"),
+    );
     fleet.reap().await?;
 
     let merged = merge(std::slice::from_ref(&echoed), 1, warmup + count);
@@ -284,219 +291,4 @@ fn server_cpu(trial: &Trial) -> anyhow::Result<Option<Duration>> {
 
 fn diff(before: Option<Duration>, after: Option<Duration>) -> Option<Duration> {
     Some(after?.saturating_sub(before?))
-}
-
-/// What a role's stdout reader passes on.
-enum Event {
-    Line(Line),
-    /// Something that is not a [`Line`].
-    Garbage(String),
-    /// End of its stdout.
-    Closed,
-}
-
-/// One role process.
-struct Proc {
-    role: String,
-    child: Child,
-    /// `None` once closed: the role's signal to stop.
-    stdin: Option<ChildStdin>,
-    stderr: Arc<Mutex<VecDeque<String>>>,
-    /// It printed its last line; its stdout closing is then expected.
-    reported: bool,
-}
-
-/// The role processes of one trial. Dropping it kills those still running (by pid, through
-/// `kill_on_drop`) and stops the tasks reading their output.
-struct Fleet {
-    trial: Trial,
-    procs: Vec<Proc>,
-    events_tx: mpsc::UnboundedSender<(usize, Event)>,
-    events: mpsc::UnboundedReceiver<(usize, Event)>,
-    readers: JoinSet<()>,
-}
-
-impl Fleet {
-    fn new(trial: &Trial) -> Self {
-        let (events_tx, events) = mpsc::unbounded_channel();
-        Self {
-            trial: trial.clone(),
-            procs: Vec::new(),
-            events_tx,
-            events,
-            readers: JoinSet::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.procs.len()
-    }
-
-    fn role(&self, id: usize) -> &str {
-        &self.procs[id].role
-    }
-
-    /// Starts this binary as a role with `args`; returns its id.
-    fn spawn(&mut self, role: String, args: Vec<String>) -> anyhow::Result<usize> {
-        let t = &self.trial;
-        let system = t.system.flag();
-        let mut child = Command::new(&t.exe)
-            .arg("role")
-            .args(["--system", system, "--endpoint", &t.endpoint, "--name", &t.name])
-            .args(["--size", &t.size.to_string()])
-            .args(["--threads", &t.threads.to_string()])
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {role}"))?;
-        let id = self.procs.len();
-        let stdout = child.stdout.take().context("no stdout pipe")?;
-        let tx = self.events_tx.clone();
-        self.readers.spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let event = match serde_json::from_str(&line) {
-                    Ok(parsed) => Event::Line(parsed),
-                    Err(_) => Event::Garbage(line),
-                };
-                if tx.send((id, event)).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send((id, Event::Closed));
-        });
-        let stderr = Arc::new(Mutex::new(VecDeque::new()));
-        let pipe = child.stderr.take().context("no stderr pipe")?;
-        let tail = stderr.clone();
-        self.readers.spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
-                if tail.len() == STDERR_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-        });
-        self.procs.push(Proc {
-            role,
-            stdin: child.stdin.take(),
-            child,
-            stderr,
-            reported: false,
-        });
-        Ok(id)
-    }
-
-    /// Waits until each of `ids` has said it is ready.
-    async fn until_ready(&mut self, ids: &[usize]) -> anyhow::Result<()> {
-        let mut waiting: Vec<usize> = ids.to_vec();
-        while let Some(&first) = waiting.first() {
-            let Some((id, line)) = self.next_until(self.trial.deadline).await? else {
-                bail!("{} was not ready in time", self.role(first));
-            };
-            match line {
-                Line::Ready => waiting.retain(|&w| w != id),
-                Line::Progress { .. } => {}
-                other => bail!("{} said {other:?} before everyone was ready", self.role(id)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Tells a sender or pinger to start.
-    async fn go(&mut self, id: usize) -> anyhow::Result<()> {
-        let proc = &mut self.procs[id];
-        let stdin = proc.stdin.as_mut().context("stdin already closed")?;
-        stdin
-            .write_all(format!("{GO}\n").as_bytes())
-            .await
-            .with_context(|| format!("cannot start {}", proc.role))
-    }
-
-    /// Tells a role to report and exit.
-    fn close_stdin(&mut self, id: usize) {
-        self.procs[id].stdin = None;
-    }
-
-    /// The next line any role prints, or `None` once `until` has passed. A role that fails,
-    /// prints garbage or exits without its report is an error.
-    async fn next_until(&mut self, until: Instant) -> anyhow::Result<Option<(usize, Line)>> {
-        loop {
-            let Ok(event) = tokio::time::timeout_at(until, self.events.recv()).await else {
-                return Ok(None);
-            };
-            let (id, event) = event.context("every role's output closed")?;
-            match event {
-                Event::Line(Line::Failed { error }) => {
-                    bail!("{} failed: {error}", self.role(id))
-                }
-                Event::Line(line) => {
-                    if matches!(
-                        line,
-                        Line::Sent(_) | Line::Received(_) | Line::RoundTrips(_)
-                    ) {
-                        self.procs[id].reported = true;
-                    }
-                    return Ok(Some((id, line)));
-                }
-                Event::Garbage(text) => {
-                    bail!("{} printed {text:?}{}", self.role(id), self.stderr_tail(id))
-                }
-                Event::Closed if self.procs[id].reported => {}
-                Event::Closed => {
-                    let status = match self.wait(id).await {
-                        Ok(status) => status.to_string(),
-                        Err(e) => format!("{e:#}"),
-                    };
-                    bail!(
-                        "{} exited without a report ({status}){}",
-                        self.role(id),
-                        self.stderr_tail(id)
-                    );
-                }
-            }
-        }
-    }
-
-    /// Closes every stdin and waits for each role to exit successfully.
-    async fn reap(&mut self) -> anyhow::Result<()> {
-        for id in 0..self.procs.len() {
-            self.close_stdin(id);
-        }
-        for id in 0..self.procs.len() {
-            let status = self.wait(id).await?;
-            if !status.success() {
-                bail!("{} exited with {status}{}", self.role(id), self.stderr_tail(id));
-            }
-        }
-        Ok(())
-    }
-
-    /// How role `id` exited; kills it if it has not exited within [`EXIT_WITHIN`].
-    async fn wait(&mut self, id: usize) -> anyhow::Result<ExitStatus> {
-        let proc = &mut self.procs[id];
-        match tokio::time::timeout(EXIT_WITHIN, proc.child.wait()).await {
-            Ok(status) => status.with_context(|| format!("cannot wait for {}", proc.role)),
-            Err(_) => {
-                let _ = proc.child.kill().await;
-                bail!("{} did not exit within {EXIT_WITHIN:?} and was killed", proc.role)
-            }
-        }
-    }
-
-    fn stderr_tail(&self, id: usize) -> String {
-        let tail = self.procs[id]
-            .stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if tail.is_empty() {
-            return String::new();
-        }
-        let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
-        format!("\n  stderr:\n  {}", lines.join("\n  "))
-    }
 }

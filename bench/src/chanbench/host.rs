@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use futures::future::LocalBoxFuture;
 
+use super::circuit::CircuitServer;
 use super::nats::{self, NatsServer};
 use super::rawsock::RawDir;
 use super::{RunArgs, Scenario, System};
@@ -54,21 +55,16 @@ pub trait Server {
 pub async fn start(system: System, args: &RunArgs) -> anyhow::Result<Box<dyn Server>> {
     match system {
         System::Nats => {
-            let binary = args.nats_server.clone().unwrap_or_else(nats::default_binary);
+            let binary = args
+                .nats_server
+                .clone()
+                .unwrap_or_else(nats::default_binary);
             Ok(Box::new(NatsServer::start(&binary, READY_WITHIN)?))
         }
         System::Raw => Ok(Box::new(RawDir::new()?)),
-        // With `mod circuit;` in chanbench/mod.rs:
-        // System::Circuit => Ok(Box::new(
-        //     super::circuit::CircuitServer::start(&circuitd(args)?, READY_WITHIN).await?,
-        // )),
-        System::Circuit => {
-            let _ = circuitd(args)?;
-            bail!(
-                "the circuit contender is not built into this binary yet (bench/src/chanbench/\
-                 circuit.rs waits for the SDK's channels)"
-            )
-        }
+        System::Circuit => Ok(Box::new(
+            CircuitServer::start(&circuitd(args)?, READY_WITHIN).await?,
+        )),
     }
 }
 

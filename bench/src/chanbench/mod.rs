@@ -6,15 +6,17 @@
 //! - [`tally`]: which messages a receiver took; the check for lost and duplicated ones.
 //! - [`role`]: a role process (`bench-channels role …`) and its dispatch to a contender.
 //! - [`driver`]: one trial from the harness's side: start roles, `go`, follow, check.
+//! - `fleet`: the role processes of a trial, their output, and their end.
 //! - [`host`]: each contender's server ([`host::Server`]) and per-trial setup.
-//! - [`nats`], [`rawsock`]: the contenders' servers and roles. `circuit.rs` holds circuit's,
-//!   kept out of the build until the SDK's channels compile (see [`System::Circuit`]).
+//! - [`circuit`], [`nats`], [`rawsock`]: each contender's server and roles.
 //! - [`table`]: medians, ratios and the Markdown tables.
 //!
 //! Each system has a role function per [`role::Kind`] and a [`host::Server`]; adding one is a
 //! variant here, an arm in [`host::start`] and one in each `match system` of [`role`].
 
+pub mod circuit;
 pub mod driver;
+mod fleet;
 pub mod host;
 pub mod nats;
 pub mod protocol;
@@ -42,9 +44,7 @@ const MAX_SIZE: usize = 64 * 1024;
 /// A contender. The tables list them in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum System {
-    /// circuitd's channels through the SDK. Its roles live in `chanbench/circuit.rs`, which
-    /// joins the build (`mod circuit;` here, and the arms marked in `host` and `role`) once
-    /// the SDK has `circuit_sdk::chan`.
+    /// circuitd's channels through the SDK: pipelined sends, prefetching receivers.
     Circuit,
     /// NATS core: `nats-server` with `async-nats`, a queue group, request/reply.
     Nats,
@@ -134,10 +134,9 @@ impl FromStr for Scenario {
             .split_once('-')
             .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
         match parsed {
-            Some((senders, receivers)) if senders > 0 && receivers > 0 => Ok(Self::Stream {
-                senders,
-                receivers,
-            }),
+            Some((senders, receivers)) if senders > 0 && receivers > 0 => {
+                Ok(Self::Stream { senders, receivers })
+            }
             _ => Err(format!(
                 "\"{s}\" is not a scenario: use SENDERS-RECEIVERS (like 4-4) or rtt"
             )),
@@ -159,7 +158,12 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',', default_value = "16,256,4096")]
     pub sizes: Vec<usize>,
     /// Contenders.
-    #[arg(long, value_delimiter = ',', value_enum, default_value = "nats,raw,circuit")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "nats,raw,circuit"
+    )]
     pub systems: Vec<System>,
     /// Scenarios: SENDERS-RECEIVERS for throughput, rtt for round trips.
     #[arg(long, value_delimiter = ',', default_value = "1-1,4-4,rtt")]
@@ -241,12 +245,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     runtime.block_on(bench(args))
 }
 
+/// A contender's server, or why it did not start.
+type Started = Result<Box<dyn Server>, String>;
+
 async fn bench(args: &RunArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this binary's path")?;
     let mut systems = args.systems.clone();
     systems.sort();
     systems.dedup();
-    let mut servers: Vec<(System, Result<Box<dyn Server>, String>)> = Vec::new();
+    let mut servers: Vec<(System, Started)> = Vec::new();
     for &system in &systems {
         let server = host::start(system, args)
             .await
@@ -265,9 +272,11 @@ async fn bench(args: &RunArgs) -> anyhow::Result<()> {
                         continue;
                     }
                     let outcome = match server {
-                        Ok(server) => one(&exe, *system, server.as_mut(), scenario, size, trial, args)
-                            .await
-                            .map_err(|e| format!("{e:#}")),
+                        Ok(server) => {
+                            one(&exe, *system, server.as_mut(), scenario, size, trial, args)
+                                .await
+                                .map_err(|e| format!("{e:#}"))
+                        }
                         Err(e) => Err(e.clone()),
                     };
                     eprintln!(

@@ -143,7 +143,10 @@ impl Server for NatsServer {
     }
 
     fn describe(&self) -> String {
-        format!("nats-server {}", self.version)
+        format!(
+            "nats-server {}; async-nats clients, core publish to a queue group, request/reply",
+            self.version
+        )
     }
 
     fn check_alive(&mut self) -> anyhow::Result<()> {
@@ -225,7 +228,8 @@ fn note(notes: &Notes, event: Event) {
 }
 
 /// One round trip to the server. It handles a connection's commands in order, so once this
-/// returns, the subscriptions made before it are in place.
+/// returns, the subscriptions and messages sent before it have been processed. (`flush` only
+/// empties the client's buffer: a publisher that exits after it can lose its last messages.)
 async fn sync(client: &Client) -> anyhow::Result<()> {
     client.flush().await.context("flush")?;
     // Nobody answers this subject: the server replies "no responders" itself.
@@ -239,7 +243,8 @@ async fn sync(client: &Client) -> anyhow::Result<()> {
     }
 }
 
-/// Publishes `count` stamped messages to the trial's subject after `go`, then flushes.
+/// Publishes `count` stamped messages to the trial's subject after `go`, then waits until the
+/// server has them all.
 pub async fn send(ctx: &mut Ctx) -> anyhow::Result<Span> {
     let client = connect(ctx).await?;
     let payload = ctx.payload();
@@ -254,7 +259,7 @@ pub async fn send(ctx: &mut Ctx) -> anyhow::Result<Span> {
             .await
             .context("publish")?;
     }
-    client.flush().await.context("flush")?;
+    sync(&client).await?;
     Ok(Span {
         start_ns,
         end_ns: now_ns(),
@@ -304,7 +309,9 @@ pub async fn echo(ctx: &mut Ctx, inbox: &mut Inbox) -> anyhow::Result<()> {
             })?,
         };
         inbox.take(&msg.payload);
-        let reply = msg.reply.context("a request came without a reply subject")?;
+        let reply = msg
+            .reply
+            .context("a request came without a reply subject")?;
         client
             .publish(reply, msg.payload)
             .await

@@ -36,6 +36,20 @@ pub enum Line {
     },
 }
 
+impl Line {
+    /// Its tag, for an error message about a line out of place.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Progress { .. } => "progress",
+            Self::Sent(_) => "sent",
+            Self::Received(_) => "received",
+            Self::RoundTrips(_) => "round_trips",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
 /// What a sender did between `go` and its last message being accepted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sent {

@@ -11,9 +11,9 @@ use anyhow::{bail, Context as _};
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use super::protocol::{Line, Payload, RoundTrips, Sent, GO};
+use super::protocol::{quantile, Line, Payload, RoundTrips, Sent, GO};
 use super::tally::Inbox;
-use super::{nats, rawsock, System};
+use super::{circuit, nats, rawsock, System};
 use crate::procfs;
 
 /// How often a receiver prints its count while it changes.
@@ -207,7 +207,7 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
             let span = match system {
                 System::Nats => nats::send(ctx).await?,
                 System::Raw => rawsock::send(ctx).await?,
-                System::Circuit => not_built()?,
+                System::Circuit => circuit::send(ctx).await?,
             };
             Ok(Line::Sent(Sent {
                 count: ctx.args.count,
@@ -231,7 +231,8 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
                 (System::Nats, _) => nats::echo(ctx, &mut inbox).await,
                 (System::Raw, Kind::Recv) => rawsock::recv(ctx, &mut inbox).await,
                 (System::Raw, _) => rawsock::echo(ctx, &mut inbox).await,
-                (System::Circuit, _) => not_built(),
+                (System::Circuit, Kind::Recv) => circuit::recv(ctx, &mut inbox).await,
+                (System::Circuit, _) => circuit::echo(ctx, &mut inbox).await,
             };
             printer.abort();
             played?;
@@ -244,10 +245,9 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
             let mut rtts = match system {
                 System::Nats => nats::ping(ctx).await?,
                 System::Raw => rawsock::ping(ctx).await?,
-                System::Circuit => not_built()?,
+                System::Circuit => circuit::ping(ctx).await?,
             };
             rtts.sort_unstable();
-            use super::protocol::quantile;
             Ok(Line::RoundTrips(RoundTrips {
                 count: rtts.len() as u64,
                 p50_ns: quantile(&rtts, 0.50),
@@ -258,11 +258,6 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
             }))
         }
     }
-}
-
-/// The circuit contender's roles, until `circuit.rs` joins the build.
-fn not_built<T>() -> anyhow::Result<T> {
-    bail!("the circuit contender is not built into this binary yet")
 }
 
 /// Prints the inbox's count every [`PROGRESS_EVERY`] while it changes.

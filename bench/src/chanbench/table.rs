@@ -77,7 +77,10 @@ impl Results {
 
     fn failures(&self, key: Key) -> Vec<&str> {
         let trials = self.trials.get(&key).into_iter().flatten();
-        trials.filter_map(|t| t.as_ref().err()).map(String::as_str).collect()
+        trials
+            .filter_map(|t| t.as_ref().err())
+            .map(String::as_str)
+            .collect()
     }
 
     fn stream_scenarios(&self) -> impl Iterator<Item = Scenario> + '_ {
@@ -119,13 +122,21 @@ impl Results {
         let values: Vec<f64> = match key.1 {
             Scenario::RoundTrip => (self.rtts(key).iter())
                 .filter_map(|r| {
-                    let cpu = if clients { Some(r.client_cpu) } else { r.server_cpu };
+                    let cpu = if clients {
+                        Some(r.client_cpu)
+                    } else {
+                        r.server_cpu
+                    };
                     per_million(cpu, r.total)
                 })
                 .collect(),
             Scenario::Stream { .. } => (self.streams(key).iter())
                 .filter_map(|s| {
-                    let cpu = if clients { Some(s.client_cpu) } else { s.server_cpu };
+                    let cpu = if clients {
+                        Some(s.client_cpu)
+                    } else {
+                        s.server_cpu
+                    };
                     per_million(cpu, s.merged.distinct)
                 })
                 .collect(),
@@ -237,7 +248,12 @@ impl Results {
         let rates = samples(ok.iter().map(|s| s.rate()));
         let mut cell = format!("{} ({})", fmt_rate(rates.median()), fmt_rate(rates.min()));
         if !failed.is_empty() {
-            let _ = write!(cell, " · {} of {} failed", failed.len(), failed.len() + ok.len());
+            let _ = write!(
+                cell,
+                " · {} of {} failed",
+                failed.len(),
+                failed.len() + ok.len()
+            );
         }
         let lost: u64 = ok.iter().map(|s| s.merged.lost).sum();
         let expected: u64 = ok.iter().map(|s| s.expected).sum();
@@ -300,7 +316,10 @@ impl Results {
             }
             let _ = write!(out, "| **{a} ÷ {b}** |");
             for &size in &self.sizes {
-                let (ka, kb) = ((a, Scenario::RoundTrip, size), (b, Scenario::RoundTrip, size));
+                let (ka, kb) = (
+                    (a, Scenario::RoundTrip, size),
+                    (b, Scenario::RoundTrip, size),
+                );
                 let p50 = ratio(self.latency(ka, false), self.latency(kb, false));
                 let p99 = ratio(self.latency(ka, true), self.latency(kb, true));
                 let _ = write!(out, " {p50} | {p99} |");
@@ -316,7 +335,7 @@ impl Results {
             "### CPU per million messages\n\nCPU-seconds (user + system, from /proc) per million \
              messages delivered — per million round trips in the round-trip rows. Server: from \
              `go` until everything arrived. Clients: all role processes, from `ready` to their \
-             report.\n"
+             report. /proc counts in 10 ms ticks, so short trials read coarse.\n"
         );
         let mut head = String::from("| process | scenario |");
         let mut rule = String::from("|---|---|");
@@ -381,7 +400,10 @@ impl Results {
         let mut worst: Option<(f64, String)> = None;
         for scenario in self.stream_scenarios() {
             for &size in &self.sizes {
-                let (a, b) = (self.rate((c, scenario, size)), self.rate((n, scenario, size)));
+                let (a, b) = (
+                    self.rate((c, scenario, size)),
+                    self.rate((n, scenario, size)),
+                );
                 if let (Some(a), Some(b)) = (a, b) {
                     let r = a / b;
                     if worst.as_ref().is_none_or(|(w, _)| r < *w) {
@@ -416,7 +438,10 @@ impl Results {
             ),
             None => "not measured (needs circuit and NATS results)".into(),
         };
-        let _ = writeln!(out, "- circuit p50 round trip ≤ NATS at every size: {verdict}\n");
+        let _ = writeln!(
+            out,
+            "- circuit p50 round trip ≤ NATS at every size: {verdict}\n"
+        );
     }
 
     /// Failures, losses and client events, each distinct text once with where it happened.
@@ -469,7 +494,12 @@ impl Results {
             let _ = match places.len() {
                 0 => writeln!(out, "- {text}"),
                 1..=3 => writeln!(out, "- {} — {text}", places.join("; ")),
-                n => writeln!(out, "- {}; and {} more — {text}", places[..2].join("; "), n - 2),
+                n => writeln!(
+                    out,
+                    "- {}; and {} more — {text}",
+                    places[..2].join("; "),
+                    n - 2
+                ),
             };
         }
         out.push('\n');
@@ -478,7 +508,7 @@ impl Results {
 
 /// A payload size as the tables print it: `16 B`, `4 KiB`.
 pub fn size_label(size: usize) -> String {
-    if size >= 1024 && size % 1024 == 0 {
+    if size >= 1024 && size.is_multiple_of(1024) {
         format!("{} KiB", size / 1024)
     } else {
         format!("{size} B")

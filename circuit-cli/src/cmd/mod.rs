@@ -1,10 +1,14 @@
-//! The subcommands, one file each (its clap `Args` and its `run`), and [`Ctx`], what every
-//! subcommand shares: where the daemon is and whether to print JSON.
+//! The subcommands, one file each (its clap `Args` and its `run`; `chan` is a directory of
+//! its own subcommands), and [`Ctx`], what every subcommand shares: where the daemon is and
+//! whether to print JSON.
 
+mod chan;
 mod logs;
 mod ps;
+mod recv;
 mod restart;
 mod rm;
+mod send;
 mod signal;
 mod spawn;
 mod status;
@@ -42,6 +46,14 @@ pub enum Command {
     Rm(rm::Args),
     /// Show the daemon's status.
     Status(status::Args),
+    /// Manage named channels: create, ls, stat, close, rm.
+    Chan(chan::Args),
+    /// Send a value (or each line of stdin) to a channel; waits until it is accepted.
+    #[command(long_about = send::LONG_ABOUT)]
+    Send(send::Args),
+    /// Receive values from a channel and print one per line.
+    #[command(long_about = recv::LONG_ABOUT)]
+    Recv(recv::Args),
 }
 
 impl Command {
@@ -57,6 +69,9 @@ impl Command {
             Self::Wait(args) => wait::run(ctx, args).await,
             Self::Rm(args) => rm::run(ctx, args).await,
             Self::Status(args) => status::run(ctx, args).await,
+            Self::Chan(args) => chan::run(ctx, args).await,
+            Self::Send(args) => send::run(ctx, args).await,
+            Self::Recv(args) => recv::run(ctx, args).await,
         }
     }
 }

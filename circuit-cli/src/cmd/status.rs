@@ -52,6 +52,7 @@ fn render(s: &DaemonStatus) -> String {
                 counts.join(", ")
             },
         ),
+        ("channels", s.channels.to_string()),
     ];
     fields
         .iter()
@@ -85,6 +86,9 @@ mod tests {
             text.contains("uptime: 1h4m\n") && text.contains("listen: -\n"),
             "{text}"
         );
-        assert!(text.ends_with("workers: running 3, exited 1\n"), "{text}");
+        assert!(
+            text.ends_with("workers: running 3, exited 1\nchannels: 2\n"),
+            "{text}"
+        );
     }
 }

@@ -1,0 +1,245 @@
+//! The circuit contender: circuitd as a child ([`Daemon`]) and roles driving its channels
+//! through the SDK — a pipelining sender, prefetching receivers, ping-pong over two channels.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use circuit_sdk::chan::{Raw, Receiver, RecvOptions, SendOptions, Sender};
+use circuit_sdk::Client;
+use futures::future::LocalBoxFuture;
+
+use super::host::Server;
+use super::protocol::{now_ns, ping_name, pong_name, read_stamp};
+use super::role::{Ctx, Span};
+use super::tally::Inbox;
+use super::Scenario;
+use crate::Daemon;
+
+/// Values a throughput receiver lets the daemon stream ahead of `recv`.
+const PREFETCH: u32 = 256;
+
+/// A running circuitd and the harness's client to it, which creates each trial's channels.
+#[derive(Debug)]
+pub struct CircuitServer {
+    /// Declared before the daemon: disconnects before the daemon is stopped.
+    client: Client,
+    daemon: Daemon,
+    version: String,
+}
+
+impl CircuitServer {
+    /// Starts `binary` on a fresh temp dir and connects to it.
+    pub async fn start(binary: &Path, ready_within: Duration) -> anyhow::Result<Self> {
+        let (daemon, client) = Daemon::start(binary, ready_within).await?;
+        let version = client.daemon_version().to_string();
+        Ok(Self {
+            client,
+            daemon,
+            version,
+        })
+    }
+}
+
+/// The channels a trial uses.
+fn channels(name: &str, scenario: Scenario) -> Vec<String> {
+    match scenario {
+        Scenario::Stream { .. } => vec![name.to_string()],
+        Scenario::RoundTrip => vec![ping_name(name), pong_name(name)],
+    }
+}
+
+impl Server for CircuitServer {
+    fn endpoint(&self) -> String {
+        self.daemon.socket().display().to_string()
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.daemon.pid())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "circuitd {}; SDK clients, pipelined `submit`, receivers prefetching {PREFETCH}",
+            self.version
+        )
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        self.daemon.check_alive()
+    }
+
+    fn open<'a>(
+        &'a self,
+        name: &'a str,
+        scenario: Scenario,
+        capacity: u64,
+    ) -> LocalBoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            for chan in channels(name, scenario) {
+                self.client
+                    .chan_create(&chan, capacity)
+                    .await
+                    .with_context(|| format!("cannot create channel {chan}"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn close<'a>(
+        &'a self,
+        name: &'a str,
+        scenario: Scenario,
+    ) -> LocalBoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            for chan in channels(name, scenario) {
+                self.client
+                    .chan_close(&chan)
+                    .await
+                    .with_context(|| format!("cannot close channel {chan}"))?;
+                self.client
+                    .chan_remove(&chan)
+                    .await
+                    .with_context(|| format!("cannot remove channel {chan}"))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn connect(ctx: &Ctx) -> anyhow::Result<Client> {
+    Client::connect_unix(&ctx.args.endpoint)
+        .await
+        .with_context(|| format!("cannot connect to circuitd at {}", ctx.args.endpoint))
+}
+
+async fn sender(client: &Client, name: &str) -> anyhow::Result<Sender<Bytes, Raw>> {
+    let chan = client
+        .chan(name)
+        .await
+        .with_context(|| format!("cannot open channel {name}"))?;
+    chan.sender_with(Raw, SendOptions::default())
+        .await
+        .with_context(|| format!("cannot open a sender on {name}"))
+}
+
+async fn receiver(
+    client: &Client,
+    name: &str,
+    prefetch: u32,
+) -> anyhow::Result<Receiver<Bytes, Raw>> {
+    let chan = client
+        .chan(name)
+        .await
+        .with_context(|| format!("cannot open channel {name}"))?;
+    let opts = RecvOptions {
+        prefetch,
+        ..RecvOptions::default()
+    };
+    chan.receiver_with(Raw, opts)
+        .await
+        .with_context(|| format!("cannot open a receiver on {name}"))
+}
+
+/// Submits `count` stamped values after `go` without waiting for each, then flushes.
+pub async fn send(ctx: &mut Ctx) -> anyhow::Result<Span> {
+    let client = connect(ctx).await?;
+    let tx = sender(&client, &ctx.args.name).await?;
+    let payload = ctx.payload();
+    let (index, count) = (ctx.args.index, ctx.args.count);
+    ctx.ready();
+    ctx.go().await?;
+    let start_ns = now_ns();
+    for seq in 0..count {
+        // The ticket is dropped: `flush` reports any value that was refused.
+        drop(
+            tx.submit(payload.stamped(index, seq as u32))
+                .await
+                .context("submit")?,
+        );
+    }
+    tx.flush().await.context("flush")?;
+    Ok(Span {
+        start_ns,
+        end_ns: now_ns(),
+    })
+}
+
+/// Receives from the trial's channel until stdin closes (or the channel is closed and drained).
+pub async fn recv(ctx: &mut Ctx, inbox: &mut Inbox) -> anyhow::Result<()> {
+    let client = connect(ctx).await?;
+    let mut rx = receiver(&client, &ctx.args.name, PREFETCH).await?;
+    ctx.ready();
+    let stopped = ctx.stopped();
+    tokio::pin!(stopped);
+    loop {
+        // `recv` is cancel-safe: a value that arrives as stdin closes is not lost.
+        tokio::select! {
+            biased;
+            () = &mut stopped => return Ok(()),
+            value = rx.recv() => match value {
+                Ok(value) => inbox.take(&value),
+                Err(e) if e.is_closed() => return Ok(()),
+                Err(e) => return Err(e).context("recv"),
+            },
+        }
+    }
+}
+
+/// Receives each ping and sends it back on the pong channel, until stdin closes.
+pub async fn echo(ctx: &mut Ctx, inbox: &mut Inbox) -> anyhow::Result<()> {
+    let client = connect(ctx).await?;
+    let mut pings = receiver(&client, &ping_name(&ctx.args.name), 1).await?;
+    let pongs = sender(&client, &pong_name(&ctx.args.name)).await?;
+    ctx.ready();
+    let stopped = ctx.stopped();
+    tokio::pin!(stopped);
+    loop {
+        let ping = tokio::select! {
+            biased;
+            () = &mut stopped => return Ok(()),
+            ping = pings.recv() => match ping {
+                Ok(ping) => ping,
+                Err(e) if e.is_closed() => return Ok(()),
+                Err(e) => return Err(e).context("recv ping"),
+            },
+        };
+        inbox.take(&ping);
+        pongs.send(ping).await.context("send pong")?;
+    }
+}
+
+/// Sends a ping and receives its pong, `warmup + count` times after `go`; returns the measured
+/// latencies.
+pub async fn ping(ctx: &mut Ctx) -> anyhow::Result<Vec<u64>> {
+    let client = connect(ctx).await?;
+    let pings = sender(&client, &ping_name(&ctx.args.name)).await?;
+    let mut pongs = receiver(&client, &pong_name(&ctx.args.name), 1).await?;
+    let payload = ctx.payload();
+    let (warmup, count) = (ctx.args.warmup, ctx.args.count);
+    ctx.ready();
+    ctx.go().await?;
+    let mut rtts = Vec::with_capacity(count as usize);
+    for i in 0..warmup + count {
+        let seq = i as u32;
+        let msg = payload.stamped(0, seq);
+        let sent = now_ns();
+        pings
+            .send(msg)
+            .await
+            .with_context(|| format!("send ping {i}"))?;
+        let pong = pongs
+            .recv()
+            .await
+            .with_context(|| format!("recv pong {i}"))?;
+        let rtt = now_ns() - sent;
+        if read_stamp(&pong) != Some((0, seq)) {
+            bail!("the pong for ping {i} carries another ping's stamp");
+        }
+        if i >= warmup {
+            rtts.push(rtt);
+        }
+    }
+    Ok(rtts)
+}

@@ -1,0 +1,192 @@
+//! Mode (b), the conductor: creates the channels, spawns the stages as workers through circuitd
+//! (this same executable, bound to the channels by name), waits for the result, and removes
+//! everything it created, whatever happened.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use circuit_sdk::proto::{Reply, Request, RestartPolicy, RestartSpec, SpawnSpec, WorkerEnd};
+use circuit_sdk::Client;
+
+use crate::stages::Report;
+use crate::Params;
+
+/// How a distributed run is set up.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The pipeline's size and seed.
+    pub params: Params,
+    /// Starts the name of every channel and worker, so runs can share a daemon.
+    pub prefix: String,
+    /// Each analyzer's pause between passing counts on and acknowledging the document.
+    pub analyze_pause: Duration,
+}
+
+/// What a run created, so that it can all be removed.
+struct Deployment {
+    client: Client,
+    chans: Vec<String>,
+    workers: Vec<String>,
+}
+
+/// Runs the pipeline as workers of the daemon at `CIRCUIT_SOCKET` (or the default socket).
+pub async fn run(setup: &Setup) -> anyhow::Result<Report> {
+    let client = Client::connect_default()
+        .await
+        .map_err(|e| anyhow!("{e} (is circuitd running? CIRCUIT_SOCKET names its socket)"))?;
+    let mut deployment = Deployment {
+        client,
+        chans: Vec::new(),
+        workers: Vec::new(),
+    };
+    let result = tokio::select! {
+        result = deployment.run(setup) => result,
+        signal = interrupted() => Err(anyhow!("interrupted by {signal}")),
+    };
+    deployment.teardown().await;
+    result
+}
+
+impl Deployment {
+    async fn run(&mut self, setup: &Setup) -> anyhow::Result<Report> {
+        let p = &setup.params;
+        let name = |what: &str| format!("{}{what}", setup.prefix);
+        let (docs, counts, result) = (name("docs"), name("counts"), name("result"));
+        for chan in [&docs, &counts] {
+            self.chan(chan, p.cap).await?;
+        }
+        let result_chan = self.chan(&result, 1).await?;
+        let mut results = result_chan.receiver::<Report>().await?;
+
+        let (store, fetch) = (name("store"), name("fetch"));
+        let n = p.docs.to_string();
+        self.spawn(
+            &store,
+            &["store", "--docs", &n],
+            &[("in", counts.as_str()), ("out", result.as_str())],
+        )
+        .await?;
+        let pause = setup.analyze_pause.as_millis().to_string();
+        for i in 1..=p.analyzers {
+            let args = ["analyze", "--pause-ms", &pause];
+            let chans = [("in", docs.as_str()), ("out", counts.as_str())];
+            self.spawn(&name(&format!("analyze-{i}")), &args, &chans)
+                .await?;
+        }
+        let seed = p.seed.to_string();
+        let args = ["fetch", "--docs", &n, "--seed", &seed];
+        self.spawn(&fetch, &args, &[("out", docs.as_str())]).await?;
+
+        // The result, unless the store or the fetcher fails first (analyzers may die: others
+        // take over their documents).
+        let fetch_failed = async {
+            match self.wait(&fetch).await? {
+                end if end.shell_code() == 0 => std::future::pending().await,
+                end => Err(anyhow!("{} — see `circuit logs {fetch}`", ended(&end))),
+            }
+        };
+        tokio::select! {
+            report = results.recv() => Ok(report?),
+            end = self.wait(&store) => match results.try_recv().await {
+                Ok(report) => Ok(report),
+                Err(_) => bail!("{} without a result — see `circuit logs {store}`", ended(&end?)),
+            },
+            failed = fetch_failed => failed,
+        }
+    }
+
+    async fn chan(&mut self, name: &str, cap: u64) -> anyhow::Result<circuit_sdk::chan::Chan> {
+        let chan = self
+            .client
+            .chan_create(name, cap)
+            .await
+            .with_context(|| format!("cannot create channel {name}"))?;
+        self.chans.push(name.to_string());
+        Ok(chan)
+    }
+
+    /// Spawns this executable as the worker `name`, never restarted: a killed replica stays
+    /// dead and the others finish its work.
+    async fn spawn(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        chans: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("cannot find this executable")?;
+        let spec = SpawnSpec {
+            name: Some(name.to_string()),
+            command: exe.to_string_lossy().into_owned(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            chans: chans
+                .iter()
+                .map(|(binding, chan)| (binding.to_string(), chan.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            restart: RestartSpec {
+                policy: RestartPolicy::Never,
+                ..RestartSpec::default()
+            },
+            ..SpawnSpec::default()
+        };
+        self.client
+            .call(Request::Spawn(spec))
+            .await
+            .with_context(|| format!("cannot spawn worker {name}"))?;
+        self.workers.push(name.to_string());
+        Ok(())
+    }
+
+    async fn wait(&self, name: &str) -> anyhow::Result<WorkerEnd> {
+        match self
+            .client
+            .call(Request::Wait { name: name.into() })
+            .await?
+        {
+            Reply::End(end) => Ok(end),
+            other => bail!("unexpected reply to wait: {other:?}"),
+        }
+    }
+
+    /// Removes the workers (stopping any still running), then the channels. Best effort: a
+    /// failure is reported and the rest still removed.
+    async fn teardown(self) {
+        for name in &self.workers {
+            let request = Request::Remove {
+                name: name.clone(),
+                force: true,
+            };
+            if let Err(e) = self.client.call(request).await {
+                eprintln!("warning: cannot remove worker {name}: {e}");
+            }
+        }
+        for name in &self.chans {
+            if let Err(e) = self.client.chan_remove(name).await {
+                eprintln!("warning: cannot remove channel {name}: {e}");
+            }
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM, so that an interrupted run still cleans up.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// "worker x exited with code 1", for error messages.
+fn ended(end: &WorkerEnd) -> String {
+    match end.exit {
+        Some(exit) => format!("worker {} {} with {exit}", end.name, end.state),
+        None => format!("worker {} {}", end.name, end.state),
+    }
+}
