@@ -85,7 +85,11 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Turns a failed connect into a message that says what to check; `tcp` when `--addr` was used.
 pub fn connect(err: SdkError, tcp: bool) -> anyhow::Error {
-    let SdkError::Connect { target, source } = &err else {
+    let SdkError::Connect {
+        target,
+        reason: source,
+    } = &err
+    else {
         return err.into();
     };
     let message = format!(
@@ -115,7 +119,10 @@ fn render_sdk(err: &SdkError) -> String {
                 None => message.to_string(),
             };
         }
-        SdkError::Connect { target, source } => {
+        SdkError::Connect {
+            target,
+            reason: source,
+        } => {
             return format!(
                 "cannot connect to circuitd at {target}: {}",
                 io_message(source)
@@ -177,7 +184,7 @@ mod tests {
     fn connect_failure_names_the_socket_and_what_to_do() {
         let err = SdkError::Connect {
             target: "/run/x.sock".into(),
-            source: io::Error::from_raw_os_error(2),
+            reason: io::Error::from_raw_os_error(2),
         };
         assert_eq!(
             render(&connect(err, false)),

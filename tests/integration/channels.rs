@@ -994,3 +994,21 @@ async fn next(conn: &mut RawConn) -> Option<circuit_sdk::proto::ServerMessage> {
         None => None,
     }
 }
+
+#[tokio::test]
+async fn closing_a_receiver_waits_for_its_acknowledgements() {
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("closing", 4).await.expect("create");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    tx.send(1).await.expect("send");
+    tx.send(2).await.expect("send");
+    let own = d.client().await.chan("closing").await.expect("open");
+    let mut rx = own.receiver::<u32>().await.expect("receiver");
+    assert_eq!(rx.recv().await, Ok(1));
+    tokio::time::timeout(Duration::from_secs(2), rx.close())
+        .await
+        .expect("close returns once the owner has processed it");
+    let info = stat(&chan).await;
+    assert_eq!((info.received, info.len, info.receivers), (1, 1, 0));
+}

@@ -136,9 +136,9 @@ impl Client {
 
     /// Connects to a target.
     pub async fn connect(target: &Target) -> Result<Self, Error> {
-        let failed = |source| Error::Connect {
+        let failed = |reason| Error::Connect {
             target: target.to_string(),
-            source,
+            reason,
         };
         match target {
             Target::Unix(path) => {
@@ -295,6 +295,13 @@ impl Client {
     /// Ends a stream from this side: its route is dropped and the daemon told.
     pub(crate) fn close_stream(&self, id: u64) {
         self.forget(id);
+        if let Ok(frame) = encode(&ClientMessage::Cancel { id }) {
+            let _ = self.inner.out.send(Outgoing::Frame(frame));
+        }
+    }
+
+    /// Asks the daemon to end a stream, keeping its route so the terminal reply is seen.
+    pub(crate) fn cancel_stream(&self, id: u64) {
         if let Ok(frame) = encode(&ClientMessage::Cancel { id }) {
             let _ = self.inner.out.send(Outgoing::Frame(frame));
         }

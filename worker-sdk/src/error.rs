@@ -6,13 +6,12 @@ use crate::proto::{ErrorCode, FrameError};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No daemon could be reached.
-    #[error("cannot connect to circuitd at {target}: {source}")]
+    #[error("cannot connect to circuitd at {target}: {reason}")]
     Connect {
         /// The socket path or address tried.
         target: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (already part of the message, so not also a `source`).
+        reason: std::io::Error,
     },
     /// The daemon refused the request.
     #[error("{message}")]

@@ -72,12 +72,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| error::chan(e, name))?;
     let result = receive(&mut rx, &args, ctx.json).await;
-    // The client's writer task sends the acknowledgements, and it stops with the runtime when
-    // `run` returns: a value printed but not acknowledged would go back to the channel. One
-    // round trip to the channel after the receiver is gone proves they got there (the daemon
-    // hands a connection's frames to the channel in order); its result does not matter.
-    drop(rx);
-    let _ = client.chan_stat(name).await;
+    // Wait until the owner has the acknowledgements: the process exits right after, and a
+    // value printed but not acknowledged would go back to the channel.
+    rx.close().await;
     result
 }
 

@@ -78,6 +78,8 @@ struct RecvState {
     failed: Option<ChanError>,
     reconnecting: bool,
     waker: Option<Waker>,
+    /// Told when the owner has ended the stream we asked to close.
+    closing: Option<oneshot::Sender<()>>,
 }
 
 struct Handler {
@@ -315,6 +317,40 @@ impl<T, C: Codec<T> + Unpin> Stream for Receiver<T, C> {
                 Poll::Ready(Some(Err(e)))
             }
         }
+    }
+}
+
+impl<T, C> Receiver<T, C> {
+    /// Closes this receiver and waits until the owner has processed it: every value the
+    /// application took is acknowledged, everything else this receiver held is back in the
+    /// channel. Dropping a receiver does the same without waiting, so a process that exits
+    /// right after its last `recv` should call this first (or that value may be delivered
+    /// again).
+    pub async fn close(self) {
+        let rx = {
+            let mut state = self.core.lock();
+            if state.reconnecting || state.failed.is_some() {
+                return;
+            }
+            let Some(client) = state.client.take() else {
+                return;
+            };
+            state.failed = Some(ChanError::Protocol("receiver closed".into()));
+            let (tx, rx) = oneshot::channel();
+            state.closing = Some(tx);
+            if state.to_ack > 0 {
+                client.send_frame(Frame::Signal {
+                    id: state.stream,
+                    op: SignalOp::Ack,
+                    a: std::mem::take(&mut state.to_ack),
+                    b: 0,
+                });
+            }
+            client.cancel_stream(state.stream);
+            rx
+        };
+        // The owner answers the cancel once it has handled everything sent before it.
+        let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
     }
 }
 
@@ -659,6 +695,12 @@ impl Pull for RecvCore {
 impl StreamHandler for Handler {
     fn on_message(&self, msg: ServerMessage) {
         let opening = self.opening.lock().expect("opening lock").take();
+        let closing = self.core.lock().closing.take();
+        if let Some(done) = closing {
+            // The owner ended the stream we asked to close: it has handled all we sent.
+            let _ = done.send(());
+            return;
+        }
         let error = match msg {
             ServerMessage::Item {
                 item: crate::proto::Item::ChanOpened(opened),

@@ -13,10 +13,10 @@ pub fn validate_chan_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("channel name is empty".into());
     }
-    if name.len() > MAX_CHAN_NAME {
+    let chars = name.chars().count();
+    if chars > MAX_CHAN_NAME {
         return Err(format!(
-            "channel name is {} characters long; the limit is {MAX_CHAN_NAME}",
-            name.len()
+            "channel name is {chars} characters long; the limit is {MAX_CHAN_NAME}"
         ));
     }
     if let Some(bad) = name
