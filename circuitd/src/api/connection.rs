@@ -475,7 +475,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let mut next = Some(first);
         while let Some(out) = next {
             let frame = match out {
-                Out::Frame(frame) => frame,
+                Out::Frames(frames) => {
+                    for frame in frames {
+                        if writer.feed(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    next = take_ready(&mut rx, &mut streams);
+                    continue;
+                }
                 Out::Msg(msg) => match serde_json::to_vec(&msg) {
                     Ok(json) => Frame::Control(Bytes::from(json)),
                     Err(e) => {

@@ -2,7 +2,7 @@
 //! resulting effects into frames on each stream's connection. It never waits on a client: its
 //! output queues are bounded by the credit and send windows the clients hold.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use bytes::Bytes;
 use circuit_sdk::proto::{ChanInfo, ChanOpened, ErrorCode, Frame, Item, ServerMessage, SignalOp};
@@ -22,8 +22,8 @@ const BATCH: usize = 256;
 pub(crate) enum Out {
     /// A JSON control message.
     Msg(ServerMessage),
-    /// A data or signal frame.
-    Frame(Frame),
+    /// Frames for one stream, in order: what a channel produced for it in one turn.
+    Frames(Vec<Frame>),
 }
 
 /// Where a stream's output goes.
@@ -84,6 +84,8 @@ pub(crate) struct Actor {
     meta: Meta,
     state: ChanState,
     streams: HashMap<StreamKey, StreamOut>,
+    /// Frames produced this turn, per stream; sent as one batch when the turn ends.
+    outgoing: HashMap<StreamKey, Vec<Frame>>,
     removed: bool,
 }
 
@@ -93,7 +95,8 @@ impl Actor {
         Self {
             meta,
             state,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
+            outgoing: HashMap::default(),
             removed: false,
         }
     }
@@ -203,6 +206,7 @@ impl Actor {
 
     /// Ends a stream with an error and forgets it.
     fn fail(&mut self, stream: StreamKey, code: ErrorCode, message: String) {
+        self.send_outgoing(stream);
         if let Some(out) = self.streams.remove(&stream) {
             let _ = out.tx.send(Out::Msg(ServerMessage::Error {
                 id: Some(out.id),
@@ -241,22 +245,35 @@ impl Actor {
             }
             self.emit_run(run);
         }
+        let streams: Vec<StreamKey> = self.outgoing.keys().copied().collect();
+        for stream in streams {
+            self.send_outgoing(stream);
+        }
     }
 
-    fn emit_run(&self, run: Option<(StreamKey, SignalOp, u64, u64)>) {
+    /// Hands a stream's frames of this turn to its connection.
+    fn send_outgoing(&mut self, stream: StreamKey) {
+        if let Some(frames) = self.outgoing.remove(&stream) {
+            if let Some(out) = self.streams.get(&stream) {
+                let _ = out.tx.send(Out::Frames(frames));
+            }
+        }
+    }
+
+    fn push_frame(&mut self, stream: StreamKey, frame: Frame) {
+        self.outgoing.entry(stream).or_default().push(frame);
+    }
+
+    fn emit_run(&mut self, run: Option<(StreamKey, SignalOp, u64, u64)>) {
         if let Some((stream, op, a, b)) = run {
             self.signal(stream, op, a, b);
         }
     }
 
-    fn signal(&self, stream: StreamKey, op: SignalOp, a: u64, b: u64) {
+    fn signal(&mut self, stream: StreamKey, op: SignalOp, a: u64, b: u64) {
         if let Some(out) = self.streams.get(&stream) {
-            let _ = out.tx.send(Out::Frame(Frame::Signal {
-                id: out.id,
-                op,
-                a,
-                b,
-            }));
+            let id = out.id;
+            self.push_frame(stream, Frame::Signal { id, op, a, b });
         }
     }
 
@@ -277,11 +294,12 @@ impl Actor {
                 payload,
             } => {
                 if let Some(out) = self.streams.get(&stream) {
-                    let _ = out.tx.send(Out::Frame(Frame::Data {
+                    let frame = Frame::Data {
                         id: out.id,
                         seq: id,
                         payload,
-                    }));
+                    };
+                    self.push_frame(stream, frame);
                 }
             }
             Effect::Fail {

@@ -3,7 +3,9 @@
 //! (`actor.rs`) turns those into frames. No I/O and no clock here, so every rule of
 //! `docs/CHANNELS.md` is unit-tested without sockets.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use bytes::Bytes;
 use circuit_sdk::proto::ErrorCode;
@@ -169,13 +171,13 @@ impl ChanState {
             closed,
             buffer: VecDeque::new(),
             pending: VecDeque::new(),
-            receivers: HashMap::new(),
+            receivers: HashMap::default(),
             waiting: VecDeque::new(),
-            senders: HashMap::new(),
-            stream_of: HashMap::new(),
-            accepted: HashMap::new(),
-            outstanding: HashSet::new(),
-            parked: HashMap::new(),
+            senders: HashMap::default(),
+            stream_of: HashMap::default(),
+            accepted: HashMap::default(),
+            outstanding: HashSet::default(),
+            parked: HashMap::default(),
             orphans: VecDeque::new(),
             in_flight: 0,
             next_id: 1,
@@ -231,7 +233,7 @@ impl ChanState {
             stream,
             SendStream {
                 sender,
-                try_marks: HashSet::new(),
+                try_marks: HashSet::default(),
             },
         );
         self.stream_of.insert(sender, stream);
@@ -295,7 +297,7 @@ impl ChanState {
             return;
         };
         let sender = send.sender;
-        let try_send = send.try_marks.remove(&seq);
+        let try_send = !send.try_marks.is_empty() && send.try_marks.remove(&seq);
         if self.accepted.get(&sender).is_some_and(|s| s.contains(seq)) {
             // A retry of a value already accepted: confirm it again, keep one copy.
             self.effects.push(Effect::Accepted { stream, seq });
@@ -316,6 +318,20 @@ impl ChanState {
         }
         if try_send && !self.can_take_now() {
             self.effects.push(Effect::Full { stream, seq });
+            return;
+        }
+        // The common case: room in the buffer and nobody ahead. Accept at once.
+        if self.cap > 0 && self.pending.is_empty() && self.occupancy() < self.cap {
+            self.accept(sender, seq);
+            let id = self.next_id();
+            self.buffer.push_back(Value {
+                id,
+                payload,
+                origin: None,
+            });
+            if !self.waiting.is_empty() {
+                self.pump();
+            }
             return;
         }
         let parked = self.parked.entry(sender).or_default();
@@ -549,7 +565,9 @@ impl ChanState {
 
     fn accept(&mut self, sender: u64, seq: u64) {
         self.accepted.entry(sender).or_default().insert(seq);
-        self.outstanding.remove(&(sender, seq));
+        if !self.outstanding.is_empty() {
+            self.outstanding.remove(&(sender, seq));
+        }
         self.sent += 1;
         if let Some(&stream) = self.stream_of.get(&sender) {
             self.effects.push(Effect::Accepted { stream, seq });
@@ -602,7 +620,7 @@ impl ChanState {
             self.in_flight += 1;
         }
         if self.is_drained() && !self.waiting.is_empty() {
-            let mut told = HashSet::new();
+            let mut told = HashSet::default();
             for (stream, _) in std::mem::take(&mut self.waiting) {
                 if told.insert(stream) {
                     if let Some(r) = self.receivers.get_mut(&stream) {
