@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -20,6 +20,9 @@ use crate::proto::{
 
 /// Largest frame a client reads or writes: the largest value a daemon can be configured for.
 const CLIENT_MAX_FRAME: usize = (1 << 30) + 64 * 1024;
+
+/// Most frames of one stream handed to it at once.
+const READ_BATCH: usize = 256;
 
 /// Bytes the writer buffers before writing without waiting for more.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -38,6 +41,12 @@ pub(crate) trait StreamHandler: Send + Sync {
     fn on_message(&self, msg: ServerMessage);
     /// A data or signal frame for the stream.
     fn on_frame(&self, frame: Frame);
+    /// Several frames for the stream, in order, read in one go.
+    fn on_frames(&self, frames: Vec<Frame>) {
+        for frame in frames {
+            self.on_frame(frame);
+        }
+    }
     /// The connection is gone.
     fn on_lost(&self, error: Error);
 }
@@ -234,7 +243,40 @@ impl Client {
                             }
                         }
                     },
-                    Some(Ok(frame)) => route_frame(&reader_routes, frame),
+                    Some(Ok(frame)) => {
+                        // Hand over every frame of this stream already read, in one batch.
+                        let id = stream_of(&frame);
+                        let mut batch = vec![frame];
+                        let mut after = None;
+                        while batch.len() < READ_BATCH {
+                            match reader.next().now_or_never() {
+                                Some(Some(Ok(next))) if stream_of(&next) == id => batch.push(next),
+                                Some(next) => {
+                                    after = Some(next);
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        route_frames(&reader_routes, id, batch);
+                        match after {
+                            None => {}
+                            Some(None) => break notice.take().unwrap_or(Error::Disconnected),
+                            Some(Some(Err(e))) => break Error::Frame(e),
+                            Some(Some(Ok(Frame::Control(body)))) => match decode_message(&body) {
+                                Err(e) => break e,
+                                Ok(msg) => {
+                                    if let Some(err) = route(&reader_routes, &mut notice, msg) {
+                                        break err;
+                                    }
+                                }
+                            },
+                            Some(Some(Ok(frame))) => {
+                                let id = stream_of(&frame);
+                                route_frames(&reader_routes, id, vec![frame]);
+                            }
+                        }
+                    }
                 }
             };
             let taken = reader_routes.lock().expect("routes lock").take();
@@ -453,11 +495,18 @@ fn route(routes: &Mutex<Routes>, notice: &mut Option<Error>, msg: ServerMessage)
     None
 }
 
-/// Delivers a data or signal frame to its stream; frames of streams already ended are dropped.
-fn route_frame(routes: &Mutex<Routes>, frame: Frame) {
-    let id = match &frame {
-        Frame::Data { id, .. } | Frame::Signal { id, .. } => *id,
-        Frame::Control(_) => return,
+/// The stream a data or signal frame belongs to.
+fn stream_of(frame: &Frame) -> Option<u64> {
+    match frame {
+        Frame::Data { id, .. } | Frame::Signal { id, .. } => Some(*id),
+        Frame::Control(_) => None,
+    }
+}
+
+/// Delivers data and signal frames of one stream; frames of streams already ended are dropped.
+fn route_frames(routes: &Mutex<Routes>, id: Option<u64>, frames: Vec<Frame>) {
+    let Some(id) = id else {
+        return;
     };
     let handler = match routes.lock().expect("routes lock").as_ref() {
         Some(map) => match map.get(&id) {
@@ -466,7 +515,7 @@ fn route_frame(routes: &Mutex<Routes>, frame: Frame) {
         },
         None => return,
     };
-    handler.on_frame(frame);
+    handler.on_frames(frames);
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(

@@ -524,33 +524,15 @@ impl RecvCore {
         }
     }
 
-    fn on_frame(&self, gen: u64, frame: Frame) {
+    fn on_frames(&self, gen: u64, frames: Vec<Frame>) {
         let mut state = self.lock();
         if state.gen != gen {
             return;
         }
-        match frame {
-            Frame::Data { payload, .. } => {
-                state.buf.push_back(payload);
-                state.credit = state.credit.saturating_sub(1);
-            }
-            Frame::Signal {
-                op: SignalOp::Empty,
-                ..
-            } => state.empty = true,
-            Frame::Signal {
-                op: SignalOp::Drained,
-                ..
-            } => {
-                state.drained = true;
-                state.credit = 0;
-            }
-            other => {
+        for frame in frames {
+            if let Err(e) = on_frame(&mut state, frame) {
                 drop(state);
-                return self.fail(
-                    gen,
-                    ChanError::Protocol(format!("unexpected frame on a receive stream: {other:?}")),
-                );
+                return self.fail(gen, e);
             }
         }
         if let Some(waker) = state.waker.take() {
@@ -644,6 +626,33 @@ impl RecvCore {
     }
 }
 
+/// Applies one frame from the owner to the receive state.
+fn on_frame(state: &mut RecvState, frame: Frame) -> Result<(), ChanError> {
+    match frame {
+        Frame::Data { payload, .. } => {
+            state.buf.push_back(payload);
+            state.credit = state.credit.saturating_sub(1);
+        }
+        Frame::Signal {
+            op: SignalOp::Empty,
+            ..
+        } => state.empty = true,
+        Frame::Signal {
+            op: SignalOp::Drained,
+            ..
+        } => {
+            state.drained = true;
+            state.credit = 0;
+        }
+        other => {
+            return Err(ChanError::Protocol(format!(
+                "unexpected frame on a receive stream: {other:?}"
+            )))
+        }
+    }
+    Ok(())
+}
+
 /// Counts a take; unless `manual`, it is acknowledged at once. Returns its index.
 fn take(state: &mut RecvState, manual: bool) -> u64 {
     let index = state.taken;
@@ -725,7 +734,11 @@ impl StreamHandler for Handler {
     }
 
     fn on_frame(&self, frame: Frame) {
-        self.core.on_frame(self.gen, frame);
+        self.core.on_frames(self.gen, vec![frame]);
+    }
+
+    fn on_frames(&self, frames: Vec<Frame>) {
+        self.core.on_frames(self.gen, frames);
     }
 
     fn on_lost(&self, error: crate::Error) {

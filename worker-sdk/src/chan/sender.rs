@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 
 use super::codec::{Codec, Json};
 use super::{open_stream, ChanError, SendOptions, StreamKind};
@@ -80,8 +80,8 @@ pub(crate) struct SendCore {
     /// Told by the owner when the stream opens.
     capacity: AtomicU64,
     max_payload: AtomicU64,
-    count_window: Arc<Semaphore>,
-    byte_window: Arc<Semaphore>,
+    count_window: Semaphore,
+    byte_window: Semaphore,
     /// Units (KiB) in the byte window.
     byte_units: u32,
     reconnect_for: Duration,
@@ -113,7 +113,8 @@ struct Pending {
     try_send: bool,
     /// `None` once nobody waits (a cancelled send).
     done: Option<oneshot::Sender<Result<(), ChanError>>>,
-    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    /// Byte-window units it holds (it also holds one unit of the count window).
+    units: u32,
 }
 
 /// Routes a stream's traffic to its core; one per stream generation.
@@ -138,8 +139,8 @@ impl<T, C: Codec<T>> Sender<T, C> {
             sender_id,
             capacity: AtomicU64::new(0),
             max_payload: AtomicU64::new(0),
-            count_window: Arc::new(Semaphore::new(window)),
-            byte_window: Arc::new(Semaphore::new(byte_units as usize)),
+            count_window: Semaphore::new(window),
+            byte_window: Semaphore::new(byte_units as usize),
             byte_units,
             reconnect_for: opts.reconnect_for,
             state: Mutex::new(SendState {
@@ -324,26 +325,27 @@ impl SendCore {
             return Err(ChanError::TooLarge { size, max });
         }
         self.check()?;
+        // Window units are given back in bulk as values resolve (see `give_room`).
         let closed = |_| ChanError::Protocol("send window closed".into());
-        let count = self
-            .count_window
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(closed)?;
+        self.count_window.acquire().await.map_err(closed)?.forget();
         let units = ((size / 1024) as u32 + 1).min(self.byte_units);
-        let bytes = self
-            .byte_window
-            .clone()
-            .acquire_many_owned(units)
-            .await
-            .map_err(closed)?;
-        let mut state = self.lock();
-        if state.closed {
-            return Err(ChanError::Closed);
+        match self.byte_window.acquire_many(units).await {
+            Ok(permit) => permit.forget(),
+            Err(e) => {
+                self.give_room(1, 0);
+                return Err(closed(e));
+            }
         }
-        if let Some(e) = &state.failed {
-            return Err(e.clone());
+        let mut state = self.lock();
+        let refused = if state.closed {
+            Some(ChanError::Closed)
+        } else {
+            state.failed.clone()
+        };
+        if let Some(e) = refused {
+            drop(state);
+            self.give_room(1, units as usize);
+            return Err(e);
         }
         let seq = state.next_seq;
         state.next_seq += 1;
@@ -357,7 +359,7 @@ impl SendCore {
                 payload,
                 try_send,
                 done: Some(tx),
-                _permits: (count, bytes),
+                units,
             },
         );
         Ok((seq, rx))
@@ -426,8 +428,17 @@ impl SendCore {
         }
     }
 
-    fn resolve(&self, state: &mut SendState, seq: u64, result: Result<(), ChanError>) {
+    /// Settles value `seq`; adds what it held of the windows to `freed` (values, units).
+    fn resolve(
+        &self,
+        state: &mut SendState,
+        seq: u64,
+        result: Result<(), ChanError>,
+        freed: &mut (usize, usize),
+    ) {
         if let Some(p) = state.pending.remove(&seq) {
+            freed.0 += 1;
+            freed.1 += p.units as usize;
             if let Some(done) = p.done {
                 if let Err(Err(e)) = done.send(result) {
                     state.unreported.get_or_insert(e);
@@ -436,11 +447,44 @@ impl SendCore {
         }
     }
 
-    fn on_signal(&self, gen: u64, op: SignalOp, a: u64, b: u64) {
+    /// Gives window room back.
+    fn give_room(&self, values: usize, units: usize) {
+        if values > 0 {
+            self.count_window.add_permits(values);
+        }
+        if units > 0 {
+            self.byte_window.add_permits(units);
+        }
+    }
+
+    /// Handles the signals the owner sent in one batch.
+    fn on_signals(&self, gen: u64, signals: impl Iterator<Item = (SignalOp, u64, u64)>) {
+        let mut freed = (0, 0);
         let mut state = self.lock();
         if state.gen != gen {
             return;
         }
+        for (op, a, b) in signals {
+            if let Err(e) = self.on_signal(&mut state, op, a, b, &mut freed) {
+                drop(state);
+                self.give_room(freed.0, freed.1);
+                return self.fail(gen, e);
+            }
+        }
+        self.close_if_idle(&mut state);
+        drop(state);
+        self.give_room(freed.0, freed.1);
+        self.resolved.notify_waiters();
+    }
+
+    fn on_signal(
+        &self,
+        state: &mut SendState,
+        op: SignalOp,
+        a: u64,
+        b: u64,
+        freed: &mut (usize, usize),
+    ) -> Result<(), ChanError> {
         match op {
             SignalOp::Accepted | SignalOp::Closed => {
                 let seqs: Vec<u64> = state
@@ -456,27 +500,22 @@ impl SendCore {
                         SignalOp::Accepted => Ok(()),
                         _ => Err(ChanError::Closed),
                     };
-                    self.resolve(&mut state, seq, result);
+                    self.resolve(state, seq, result, freed);
                 }
             }
-            SignalOp::Full => self.resolve(&mut state, a, Err(ChanError::Full)),
-            SignalOp::Withdrawn => self.resolve(&mut state, a, Err(ChanError::Timeout)),
+            SignalOp::Full => self.resolve(state, a, Err(ChanError::Full), freed),
+            SignalOp::Withdrawn => self.resolve(state, a, Err(ChanError::Timeout), freed),
             SignalOp::TooLarge => {
                 let size = state.pending.get(&a).map_or(0, |p| p.payload.len() as u64);
-                self.resolve(&mut state, a, Err(ChanError::TooLarge { size, max: b }));
+                self.resolve(state, a, Err(ChanError::TooLarge { size, max: b }), freed);
             }
             other => {
-                drop(state);
-                self.fail(
-                    gen,
-                    ChanError::Protocol(format!("unexpected signal {other:?} on a send stream")),
-                );
-                return;
+                return Err(ChanError::Protocol(format!(
+                    "unexpected signal {other:?} on a send stream"
+                )))
             }
         }
-        self.close_if_idle(&mut state);
-        drop(state);
-        self.resolved.notify_waiters();
+        Ok(())
     }
 
     /// The stream failed for good: every pending value fails with `error`.
@@ -488,10 +527,12 @@ impl SendCore {
         state.failed = Some(error.clone());
         state.reconnecting = false;
         let seqs: Vec<u64> = state.pending.keys().copied().collect();
+        let mut freed = (0, 0);
         for seq in seqs {
-            self.resolve(&mut state, seq, Err(error.clone()));
+            self.resolve(&mut state, seq, Err(error.clone()), &mut freed);
         }
         drop(state);
+        self.give_room(freed.0, freed.1);
         self.resolved.notify_waiters();
     }
 
@@ -612,13 +653,19 @@ impl StreamHandler for Handler {
     }
 
     fn on_frame(&self, frame: Frame) {
-        match frame {
-            Frame::Signal { op, a, b, .. } => self.core.on_signal(self.gen, op, a, b),
-            _ => self.core.fail(
-                self.gen,
-                ChanError::Protocol("data frame on a send stream".into()),
-            ),
+        self.on_frames(vec![frame]);
+    }
+
+    fn on_frames(&self, frames: Vec<Frame>) {
+        if frames.iter().any(|f| !matches!(f, Frame::Signal { .. })) {
+            let e = ChanError::Protocol("data frame on a send stream".into());
+            return self.core.fail(self.gen, e);
         }
+        let signals = frames.into_iter().filter_map(|f| match f {
+            Frame::Signal { op, a, b, .. } => Some((op, a, b)),
+            _ => None,
+        });
+        self.core.on_signals(self.gen, signals);
     }
 
     fn on_lost(&self, error: crate::Error) {
