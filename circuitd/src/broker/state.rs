@@ -64,16 +64,52 @@ struct Value {
     origin: Option<(u64, u64)>,
 }
 
-/// Seqs of one sender that were accepted: all below `below`, plus `above`.
-#[derive(Debug, Default)]
+/// Seqs of one sender that were accepted: all below `below`, plus `above`. Senders number their
+/// values from 1, so in the common case (acceptance in order) `above` stays empty.
+#[derive(Debug)]
 struct SeqSet {
     below: u64,
     above: BTreeSet<u64>,
+    /// Settled seqs that were refused (full, withdrawn, too large, closed), not accepted: a
+    /// retry of one (its answer lost with a connection) is judged afresh.
+    refused: BTreeSet<u64>,
+}
+
+/// Most refused seqs remembered per sender.
+const MAX_REFUSED: usize = 4096;
+
+impl Default for SeqSet {
+    fn default() -> Self {
+        Self {
+            below: 1,
+            above: BTreeSet::new(),
+            refused: BTreeSet::new(),
+        }
+    }
 }
 
 impl SeqSet {
+    /// Whether `seq` was accepted.
     fn contains(&self, seq: u64) -> bool {
-        seq < self.below || self.above.contains(&seq)
+        (seq < self.below || self.above.contains(&seq))
+            && (self.refused.is_empty() || !self.refused.contains(&seq))
+    }
+
+    /// Records a refusal.
+    fn refuse(&mut self, seq: u64) {
+        self.insert(seq);
+        self.refused.insert(seq);
+        if self.refused.len() > MAX_REFUSED {
+            self.refused.pop_first();
+        }
+    }
+
+    /// Records an acceptance.
+    fn accept(&mut self, seq: u64) {
+        if !self.refused.is_empty() {
+            self.refused.remove(&seq);
+        }
+        self.insert(seq);
     }
 
     fn insert(&mut self, seq: u64) {
@@ -298,6 +334,19 @@ impl ChanState {
         };
         let sender = send.sender;
         let try_send = !send.try_marks.is_empty() && send.try_marks.remove(&seq);
+        let below = self.accepted.get(&sender).map_or(1, |s| s.below);
+        if seq >= below + MAX_PENDING_PER_SENDER {
+            // Far ahead of what the sender has had accepted: not a window, a broken client.
+            self.effects.push(Effect::Fail {
+                stream,
+                code: ErrorCode::BadRequest,
+                message: format!(
+                    "sequence number {seq} is more than {MAX_PENDING_PER_SENDER} ahead of the \
+                     sender's oldest unaccepted value; number values from 1, consecutively"
+                ),
+            });
+            return;
+        }
         if self.accepted.get(&sender).is_some_and(|s| s.contains(seq)) {
             // A retry of a value already accepted: confirm it again, keep one copy.
             self.effects.push(Effect::Accepted { stream, seq });
@@ -309,14 +358,17 @@ impl ChanState {
         }
         if payload.len() as u64 > self.max_payload {
             let max = self.max_payload;
+            self.refuse(sender, seq);
             self.effects.push(Effect::TooLarge { stream, seq, max });
             return;
         }
         if self.closed {
+            self.refuse(sender, seq);
             self.effects.push(Effect::Closed { stream, seq });
             return;
         }
         if try_send && !self.can_take_now() {
+            self.refuse(sender, seq);
             self.effects.push(Effect::Full { stream, seq });
             return;
         }
@@ -389,6 +441,7 @@ impl ChanState {
             let v = self.pending.remove(pos).expect("position is in range");
             self.unpark(sender, &v);
             self.outstanding.remove(&(sender, seq));
+            self.refuse(sender, seq);
             self.effects.push(Effect::Withdrawn { stream, seq });
         }
     }
@@ -511,6 +564,7 @@ impl ChanState {
                     if self.closed {
                         self.unpark(sender, &v);
                         self.outstanding.remove(&(sender, seq));
+                        self.refuse(sender, seq);
                         if let Some(&stream) = self.stream_of.get(&sender) {
                             self.effects.push(Effect::Closed { stream, seq });
                         }
@@ -533,6 +587,7 @@ impl ChanState {
             let (sender, seq) = v.origin.expect("waiting values are not accepted");
             self.unpark(sender, &v);
             self.outstanding.remove(&(sender, seq));
+            self.refuse(sender, seq);
             if let Some(&stream) = self.stream_of.get(&sender) {
                 self.effects.push(Effect::Closed { stream, seq });
             }
@@ -563,8 +618,12 @@ impl ChanState {
         }
     }
 
+    fn refuse(&mut self, sender: u64, seq: u64) {
+        self.accepted.entry(sender).or_default().refuse(seq);
+    }
+
     fn accept(&mut self, sender: u64, seq: u64) {
-        self.accepted.entry(sender).or_default().insert(seq);
+        self.accepted.entry(sender).or_default().accept(seq);
         if !self.outstanding.is_empty() {
             self.outstanding.remove(&(sender, seq));
         }
@@ -834,6 +893,28 @@ mod tests {
         st.cancel_send(1, 2);
         assert_eq!(take(&mut st), [Effect::Withdrawn { stream: 1, seq: 2 }]);
         assert_eq!(st.counts().waiting_senders, 0);
+    }
+
+    #[test]
+    fn refused_seqs_keep_the_window_moving_and_a_retry_is_judged_again() {
+        let mut st = ChanState::new(1, MAX, false);
+        st.open_send(1, 100, 0);
+        st.send(1, 1, v("a"));
+        st.mark_try(1, 2);
+        st.send(1, 2, v("b"));
+        assert_eq!(take(&mut st)[1], Effect::Full { stream: 1, seq: 2 });
+        assert_eq!(st.accepted[&100].below, 3, "a refusal settles its seq");
+        assert!(st.accepted[&100].above.is_empty());
+        // The refusal was lost with the connection; the retry is refused again, not accepted.
+        st.mark_try(1, 2);
+        st.send(1, 2, v("b"));
+        assert_eq!(take(&mut st), [Effect::Full { stream: 1, seq: 2 }]);
+        // Seqs far ahead of the window are a broken client.
+        st.send(1, 3 + MAX_PENDING_PER_SENDER, v("x"));
+        assert!(matches!(
+            take(&mut st)[..],
+            [Effect::Fail { stream: 1, .. }]
+        ));
     }
 
     #[test]
