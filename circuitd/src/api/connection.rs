@@ -154,7 +154,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let connection = ctx.shutdown.child_token();
     let mut conn = Conn {
         requests: HashMap::new(),
-        streams: HashMap::new(),
+        streams: Default::default(),
         batch: None,
     };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
@@ -248,7 +248,7 @@ struct Conn {
     /// Requests running as tasks, by id.
     requests: HashMap<u64, CancellationToken>,
     /// Channel streams, by request id.
-    streams: HashMap<u64, Route>,
+    streams: rustc_hash::FxHashMap<u64, Route>,
     /// Values read for one stream and not yet handed to its channel.
     batch: Option<(u64, Vec<(u64, Bytes)>)>,
 }

@@ -324,12 +324,22 @@ impl SendCore {
         if size > max {
             return Err(ChanError::TooLarge { size, max });
         }
-        self.check()?;
-        // Window units are given back in bulk as values resolve (see `give_room`).
+        // Window units are given back in bulk as values resolve (see `give_room`); the common
+        // case, room in the window, takes no future.
         let closed = |_| ChanError::Protocol("send window closed".into());
-        self.count_window.acquire().await.map_err(closed)?.forget();
+        match self.count_window.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(_) => {
+                self.check()?;
+                self.count_window.acquire().await.map_err(closed)?.forget();
+            }
+        }
         let units = ((size / 1024) as u32 + 1).min(self.byte_units);
-        match self.byte_window.acquire_many(units).await {
+        let bytes = match self.byte_window.try_acquire_many(units) {
+            Ok(permit) => Ok(permit),
+            Err(_) => self.byte_window.acquire_many(units).await,
+        };
+        match bytes {
             Ok(permit) => permit.forget(),
             Err(e) => {
                 self.give_room(1, 0);
