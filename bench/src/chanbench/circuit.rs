@@ -18,7 +18,7 @@ use super::Scenario;
 use crate::Daemon;
 
 /// Values a throughput receiver lets the daemon stream ahead of `recv`.
-const PREFETCH: u32 = 256;
+const PREFETCH: u32 = 1024;
 
 /// A running circuitd and the harness's client to it, which creates each trial's channels.
 #[derive(Debug)]
