@@ -49,28 +49,11 @@ impl Store {
     /// Reads the definitions in `data_dir`, if any.
     pub fn load(data_dir: &Path) -> io::Result<Vec<ChanRecord>> {
         let path = data_dir.join(FILE_NAME);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let file: StoreFile = serde_json::from_slice(&bytes).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is not a valid channel table: {e}", path.display()),
-            )
-        })?;
-        if file.version != FORMAT_VERSION {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} has format {}, expected {FORMAT_VERSION}",
-                    path.display(),
-                    file.version
-                ),
-            ));
-        }
-        Ok(file.channels)
+        let file: Option<StoreFile> =
+            crate::persist::read_table(&path, "channel table", FORMAT_VERSION, |f: &StoreFile| {
+                f.version
+            })?;
+        Ok(file.map(|f| f.channels).unwrap_or_default())
     }
 
     /// Starts the writer task with the current definitions.

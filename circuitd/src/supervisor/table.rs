@@ -86,31 +86,14 @@ impl Table {
     /// Reads the table in `data_dir`, if any.
     pub fn load(data_dir: &Path) -> io::Result<Loaded> {
         let path = data_dir.join(FILE_NAME);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
-            Err(e) => return Err(e),
-        };
-        let file: TableFile = serde_json::from_slice(&bytes).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is not a valid job table: {e}", path.display()),
-            )
-        })?;
-        if file.version != FORMAT_VERSION {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} has format {}, expected {FORMAT_VERSION}",
-                    path.display(),
-                    file.version
-                ),
-            ));
-        }
-        Ok(Loaded {
-            boot_id: file.boot_id,
-            jobs: file.jobs,
-        })
+        let file: Option<TableFile> =
+            crate::persist::read_table(&path, "job table", FORMAT_VERSION, |f: &TableFile| {
+                f.version
+            })?;
+        Ok(file.map_or_else(Loaded::default, |f| Loaded {
+            boot_id: f.boot_id,
+            jobs: f.jobs,
+        }))
     }
 
     /// Starts the writer task on `tracker` with the table's current contents.

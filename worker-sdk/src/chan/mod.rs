@@ -267,6 +267,47 @@ pub(crate) enum StreamKind {
     Recv { name: String },
 }
 
+/// Connects again the way `old` connected and reopens a stream with `open`, retrying with
+/// backoff for up to `within`. Fails with `OwnerLost` when the daemon that answers is a restarted
+/// one (the channel lost what it held) or none answers in time, and with the owner's error when
+/// the channel is gone.
+pub(crate) async fn reopen<F, Fut>(
+    old: &Client,
+    chan: &str,
+    within: Duration,
+    mut open: F,
+) -> Result<(Client, u64), ChanError>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(u64, ChanOpened), ChanError>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let why = match old.reconnect().await {
+            Ok(client) if client.instance() != old.instance() => {
+                let at = old
+                    .target()
+                    .map_or_else(String::new, |t| format!(" at {t}"));
+                return Err(ChanError::OwnerLost(format!(
+                    "circuitd{at} restarted; channel \"{chan}\" lost what it held"
+                )));
+            }
+            Ok(client) => match open(client.clone()).await {
+                Ok((stream, _)) => return Ok((client, stream)),
+                Err(e @ (ChanError::NotFound(_) | ChanError::InvalidName(_))) => return Err(e),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() + delay > deadline {
+            return Err(ChanError::OwnerLost(why));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
 /// Opens a stream and waits for the owner's first item.
 pub(crate) async fn open_stream(
     client: &Client,

@@ -16,7 +16,7 @@ use futures::Stream;
 use tokio::sync::oneshot;
 
 use super::codec::{Codec, Json};
-use super::{open_stream, ChanError, RecvOptions, StreamKind};
+use super::{open_stream, reopen, ChanError, RecvOptions, StreamKind};
 use crate::client::{Client, Pull, StreamHandler};
 use crate::proto::{ChanOpened, Frame, ServerMessage, SignalOp};
 
@@ -569,59 +569,39 @@ impl RecvCore {
     }
 
     async fn reconnect(self: Arc<Self>, old: Client, gen: u64) {
-        let deadline = tokio::time::Instant::now() + self.reconnect_for;
-        let mut delay = Duration::from_millis(20);
-        let mut why: String;
-        loop {
-            match old.reconnect().await {
-                Ok(client) if client.instance() != old.instance() => {
-                    let msg = format!(
-                        "circuitd restarted; channel \"{}\" lost what it held",
-                        self.chan
-                    );
-                    return self.fail(gen, ChanError::OwnerLost(msg));
-                }
-                Ok(client) => match self.clone().open_on(&client, gen + 1).await {
-                    Ok((stream, _)) => {
-                        let mut state = self.lock();
-                        if state.gen != gen || state.failed.is_some() {
-                            client.close_stream(stream);
-                            return;
-                        }
-                        // What we held went back to the channel with the old connection.
-                        state.buf.clear();
-                        state.credit = 0;
-                        state.to_ack = 0;
-                        state.taken = 0;
-                        state.ack_upto = 0;
-                        state.acked_ahead.clear();
-                        state.to_credit = 0;
-                        state.withdraw = false;
-                        state.pull_queued = false;
-                        state.trying = false;
-                        state.client = Some(client);
-                        state.stream = stream;
-                        state.gen = gen + 1;
-                        state.reconnecting = false;
-                        // A waiting recv asks again.
-                        if let Some(waker) = state.waker.take() {
-                            drop(state);
-                            waker.wake();
-                        }
-                        return;
-                    }
-                    Err(e @ (ChanError::NotFound(_) | ChanError::InvalidName(_))) => {
-                        return self.fail(gen, e);
-                    }
-                    Err(e) => why = e.to_string(),
-                },
-                Err(e) => why = e.to_string(),
-            }
-            if tokio::time::Instant::now() + delay > deadline {
-                return self.fail(gen, ChanError::OwnerLost(why));
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(500));
+        let core = self.clone();
+        let open = |client: Client| {
+            let core = core.clone();
+            async move { core.open_on(&client, gen + 1).await }
+        };
+        let (client, stream) = match reopen(&old, &self.chan, self.reconnect_for, open).await {
+            Ok(reopened) => reopened,
+            Err(e) => return self.fail(gen, e),
+        };
+        let mut state = self.lock();
+        if state.gen != gen || state.failed.is_some() {
+            client.close_stream(stream);
+            return;
+        }
+        // What we held went back to the channel with the old connection.
+        state.buf.clear();
+        state.credit = 0;
+        state.to_ack = 0;
+        state.taken = 0;
+        state.ack_upto = 0;
+        state.acked_ahead.clear();
+        state.to_credit = 0;
+        state.withdraw = false;
+        state.pull_queued = false;
+        state.trying = false;
+        state.client = Some(client);
+        state.stream = stream;
+        state.gen = gen + 1;
+        state.reconnecting = false;
+        // A waiting recv asks again.
+        if let Some(waker) = state.waker.take() {
+            drop(state);
+            waker.wake();
         }
     }
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
 use super::codec::{Codec, Json};
-use super::{open_stream, ChanError, SendOptions, StreamKind};
+use super::{open_stream, reopen, ChanError, SendOptions, StreamKind};
 use crate::client::{Client, StreamHandler};
 use crate::proto::{ChanOpened, Frame, ServerMessage, SignalOp};
 
@@ -564,56 +564,29 @@ impl SendCore {
     }
 
     async fn reconnect(self: Arc<Self>, old: Client, gen: u64) {
-        let deadline = tokio::time::Instant::now() + self.reconnect_for;
-        let mut delay = Duration::from_millis(20);
-        let mut why: String;
-        loop {
-            match old.reconnect().await {
-                Ok(client) if client.instance() != old.instance() => {
-                    let msg = format!(
-                        "circuitd at {} restarted; channel \"{}\" lost what it held",
-                        target_of(&old),
-                        self.chan
-                    );
-                    return self.fail(gen, ChanError::OwnerLost(msg));
-                }
-                Ok(client) => match self.clone().open_on(&client, gen + 1).await {
-                    Ok((stream, _)) => {
-                        let mut state = self.lock();
-                        if state.gen != gen || state.failed.is_some() {
-                            client.close_stream(stream);
-                            return;
-                        }
-                        state.client = client;
-                        state.stream = stream;
-                        state.gen = gen + 1;
-                        state.reconnecting = false;
-                        for (seq, p) in &state.pending {
-                            write_value(&state, *seq, &p.payload, p.try_send);
-                        }
-                        tracing::debug!(chan = %self.chan, "send stream reconnected");
-                        return;
-                    }
-                    Err(e @ (ChanError::NotFound(_) | ChanError::InvalidName(_))) => {
-                        return self.fail(gen, e);
-                    }
-                    Err(e) => why = e.to_string(),
-                },
-                Err(e) => why = e.to_string(),
-            }
-            if tokio::time::Instant::now() + delay > deadline {
-                return self.fail(gen, ChanError::OwnerLost(why));
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(500));
+        let core = self.clone();
+        let open = |client: Client| {
+            let core = core.clone();
+            async move { core.open_on(&client, gen + 1).await }
+        };
+        let (client, stream) = match reopen(&old, &self.chan, self.reconnect_for, open).await {
+            Ok(reopened) => reopened,
+            Err(e) => return self.fail(gen, e),
+        };
+        let mut state = self.lock();
+        if state.gen != gen || state.failed.is_some() {
+            client.close_stream(stream);
+            return;
         }
+        state.client = client;
+        state.stream = stream;
+        state.gen = gen + 1;
+        state.reconnecting = false;
+        for (seq, p) in &state.pending {
+            write_value(&state, *seq, &p.payload, p.try_send);
+        }
+        tracing::debug!(chan = %self.chan, "send stream reconnected");
     }
-}
-
-fn target_of(client: &Client) -> String {
-    client
-        .target()
-        .map_or_else(|| "?".into(), |t| t.to_string())
 }
 
 fn write_value(state: &SendState, seq: u64, payload: &Bytes, try_send: bool) {
