@@ -152,14 +152,7 @@ mod tests {
                 "16",
                 "--exist-ok",
             ],
-            &[
-                "circuit",
-                "chan",
-                "stat",
-                "jobs",
-                "--addr",
-                "127.0.0.1:7711",
-            ],
+            &["circuit", "chan", "stat", "jobs", "--addr", "127.0.0.1:0"],
             &["circuit", "chan", "rm", "a", "b"],
         ] {
             assert!(Cli::try_parse_from(argv).is_ok(), "{argv:?}");

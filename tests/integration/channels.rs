@@ -570,15 +570,62 @@ async fn rule_16_a_cancelled_recv_loses_no_value() {
     let mut rx = chan.receiver::<u32>().await.expect("receiver");
     let mut got = Vec::new();
     let mut cancelled = 0;
-    while got.len() < 300 {
-        tokio::select! {
-            v = rx.recv() => got.push(v.expect("recv")),
-            () = tokio::time::sleep(Duration::from_micros(200)) => cancelled += 1,
+    let mut round = 0u64;
+    let all = async {
+        while got.len() < 300 {
+            round += 1;
+            // Most receives ask the owner for a value and are dropped a few scheduler turns
+            // later, as when another branch of `select!` wins; every eighth one waits. A value
+            // that arrives for a dropped receive must come out of a later one.
+            let recv = rx.recv();
+            if round.is_multiple_of(8) {
+                got.push(recv.await.expect("recv"));
+                continue;
+            }
+            let other_branch = async {
+                for _ in 0..round % 8 {
+                    tokio::task::yield_now().await;
+                }
+            };
+            tokio::select! {
+                biased;
+                v = recv => got.push(v.expect("recv")),
+                () = other_branch => cancelled += 1,
+            }
         }
-    }
+    };
+    tokio::time::timeout(SOON, all)
+        .await
+        .expect("every value arrives: none was lost to a cancelled receive");
     feeder.await.expect("feeder");
     assert_eq!(got, (0..300).collect::<Vec<_>>());
     assert!(cancelled > 0, "some receives were cancelled");
+
+    // The race itself, made certain: the value reaches the receiver while its receive is not
+    // being polled, and then that receive is dropped. The next receive returns it.
+    let late = client.chan_create("late", 0).await.expect("create");
+    let mut rx = late.receiver::<u32>().await.expect("receiver");
+    let mut first = Box::pin(rx.recv());
+    assert!(
+        futures::poll!(first.as_mut()).is_pending(),
+        "asks the owner"
+    );
+    until(&late, "the receive waits", |i| i.waiting_receivers == 1).await;
+    let tx = late.sender::<u32>().await.expect("sender");
+    let send = tokio::spawn(async move { tx.send(42).await });
+    until(&late, "the value is on its way to the receiver", |i| {
+        i.in_flight == 1
+    })
+    .await;
+    drop(first);
+    assert_eq!(
+        rx.recv_timeout(SOON).await,
+        Ok(42),
+        "the value waited for the next receive"
+    );
+    send.await
+        .expect("join")
+        .expect("taken by the second receive");
 }
 
 #[tokio::test]

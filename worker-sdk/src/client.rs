@@ -39,14 +39,8 @@ enum Route {
 pub(crate) trait StreamHandler: Send + Sync {
     /// A control message for the stream (its opening item, or its terminal error).
     fn on_message(&self, msg: ServerMessage);
-    /// A data or signal frame for the stream.
-    fn on_frame(&self, frame: Frame);
-    /// Several frames for the stream, in order, read in one go.
-    fn on_frames(&self, frames: Vec<Frame>) {
-        for frame in frames {
-            self.on_frame(frame);
-        }
-    }
+    /// Data and signal frames for the stream, in order, as many as were read in one go.
+    fn on_frames(&self, frames: Vec<Frame>);
     /// The connection is gone.
     fn on_lost(&self, error: Error);
 }

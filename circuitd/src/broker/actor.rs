@@ -245,13 +245,14 @@ impl Actor {
             }
             self.emit_run(run);
         }
-        let streams: Vec<StreamKey> = self.outgoing.keys().copied().collect();
-        for stream in streams {
-            self.send_outgoing(stream);
+        for (stream, frames) in self.outgoing.drain() {
+            if let Some(out) = self.streams.get(&stream) {
+                let _ = out.tx.send(Out::Frames(frames));
+            }
         }
     }
 
-    /// Hands a stream's frames of this turn to its connection.
+    /// Hands a stream's frames of this turn to its connection before it is ended.
     fn send_outgoing(&mut self, stream: StreamKey) {
         if let Some(frames) = self.outgoing.remove(&stream) {
             if let Some(out) = self.streams.get(&stream) {

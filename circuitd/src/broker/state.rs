@@ -334,7 +334,9 @@ impl ChanState {
         };
         let sender = send.sender;
         let try_send = !send.try_marks.is_empty() && send.try_marks.remove(&seq);
-        let below = self.accepted.get(&sender).map_or(1, |s| s.below);
+        let settled = self.accepted.get(&sender);
+        let below = settled.map_or(1, |s| s.below);
+        let already = settled.is_some_and(|s| s.contains(seq));
         if seq >= below + MAX_PENDING_PER_SENDER {
             // Far ahead of what the sender has had accepted: not a window, a broken client.
             self.effects.push(Effect::Fail {
@@ -347,7 +349,7 @@ impl ChanState {
             });
             return;
         }
-        if self.accepted.get(&sender).is_some_and(|s| s.contains(seq)) {
+        if already {
             // A retry of a value already accepted: confirm it again, keep one copy.
             self.effects.push(Effect::Accepted { stream, seq });
             return;
@@ -439,7 +441,7 @@ impl ChanState {
             .position(|v| v.origin == Some((sender, seq)))
         {
             let v = self.pending.remove(pos).expect("position is in range");
-            self.unpark(sender, &v);
+            self.unpark(sender, v.payload.len());
             self.outstanding.remove(&(sender, seq));
             self.refuse(sender, seq);
             self.effects.push(Effect::Withdrawn { stream, seq });
@@ -509,44 +511,52 @@ impl ChanState {
 
     /// A receiver's application took its `n` oldest delivered values: they leave the channel.
     pub fn ack(&mut self, stream: StreamKey, n: u64) {
-        let Some(recv) = self.receivers.get_mut(&stream) else {
-            return;
-        };
-        if n > recv.in_flight.len() as u64 {
-            let held = recv.in_flight.len();
-            self.effects.push(Effect::Fail {
-                stream,
-                code: ErrorCode::BadRequest,
-                message: format!("acknowledged {n} values but holds {held}"),
-            });
+        if !self.holds(stream, n, "acknowledged") {
             return;
         }
-        let taken: Vec<Value> = recv.in_flight.drain(..n as usize).collect();
+        let recv = self.receivers.get_mut(&stream).expect("checked");
+        // Only values still waiting to be accepted (capacity 0) need more than dropping.
+        let accepted_now: Vec<(u64, u64, usize)> = recv
+            .in_flight
+            .drain(..n as usize)
+            .filter_map(|v| v.origin.map(|(sender, seq)| (sender, seq, v.payload.len())))
+            .collect();
         self.in_flight -= n;
         self.received += n;
-        for v in taken {
-            if let Some((sender, seq)) = v.origin {
-                self.unpark(sender, &v);
-                self.accept(sender, seq);
-            }
+        for (sender, seq, len) in accepted_now {
+            self.unpark(sender, len);
+            self.accept(sender, seq);
         }
         self.pump();
     }
 
-    /// A receiver gives back its `n` newest unacknowledged values.
-    pub fn give_back(&mut self, stream: StreamKey, n: u64) {
-        let Some(recv) = self.receivers.get_mut(&stream) else {
-            return;
+    /// Whether receiver `stream` holds at least `n` values; one that claims more is broken and
+    /// its stream fails.
+    fn holds(&mut self, stream: StreamKey, n: u64, what: &str) -> bool {
+        let Some(held) = self
+            .receivers
+            .get(&stream)
+            .map(|r| r.in_flight.len() as u64)
+        else {
+            return false;
         };
-        if n > recv.in_flight.len() as u64 {
-            let held = recv.in_flight.len();
+        if n > held {
             self.effects.push(Effect::Fail {
                 stream,
                 code: ErrorCode::BadRequest,
-                message: format!("returned {n} values but holds {held}"),
+                message: format!("{what} {n} values but holds {held}"),
             });
+            return false;
+        }
+        true
+    }
+
+    /// A receiver gives back its `n` newest unacknowledged values.
+    pub fn give_back(&mut self, stream: StreamKey, n: u64) {
+        if !self.holds(stream, n, "returned") {
             return;
         }
+        let recv = self.receivers.get_mut(&stream).expect("checked");
         let keep = recv.in_flight.len() - n as usize;
         let back = recv.in_flight.split_off(keep);
         self.requeue(back, n as usize);
@@ -560,18 +570,8 @@ impl ChanState {
             match v.origin {
                 // Not accepted yet (capacity 0): it is a waiting send again, unless the channel
                 // was closed meanwhile.
-                Some((sender, seq)) => {
-                    if self.closed {
-                        self.unpark(sender, &v);
-                        self.outstanding.remove(&(sender, seq));
-                        self.refuse(sender, seq);
-                        if let Some(&stream) = self.stream_of.get(&sender) {
-                            self.effects.push(Effect::Closed { stream, seq });
-                        }
-                    } else {
-                        self.pending.push_front(v);
-                    }
-                }
+                Some(_) if self.closed => self.fail_closed(&v),
+                Some(_) => self.pending.push_front(v),
                 None => self.buffer.push_front(v),
             }
         }
@@ -584,16 +584,21 @@ impl ChanState {
         }
         self.closed = true;
         for v in std::mem::take(&mut self.pending) {
-            let (sender, seq) = v.origin.expect("waiting values are not accepted");
-            self.unpark(sender, &v);
-            self.outstanding.remove(&(sender, seq));
-            self.refuse(sender, seq);
-            if let Some(&stream) = self.stream_of.get(&sender) {
-                self.effects.push(Effect::Closed { stream, seq });
-            }
+            self.fail_closed(&v);
         }
         self.pump();
         Ok(())
+    }
+
+    /// A value not yet accepted fails because the channel is closed: its sender is told.
+    fn fail_closed(&mut self, v: &Value) {
+        let (sender, seq) = v.origin.expect("only values not yet accepted can fail");
+        self.unpark(sender, v.payload.len());
+        self.outstanding.remove(&(sender, seq));
+        self.refuse(sender, seq);
+        if let Some(&stream) = self.stream_of.get(&sender) {
+            self.effects.push(Effect::Closed { stream, seq });
+        }
     }
 
     /// Every open stream, for ending them when the channel is removed.
@@ -611,10 +616,10 @@ impl ChanState {
         id
     }
 
-    fn unpark(&mut self, sender: u64, v: &Value) {
+    fn unpark(&mut self, sender: u64, len: usize) {
         if let Some(p) = self.parked.get_mut(&sender) {
             p.count = p.count.saturating_sub(1);
-            p.bytes = p.bytes.saturating_sub(v.payload.len() as u64);
+            p.bytes = p.bytes.saturating_sub(len as u64);
         }
     }
 
@@ -644,7 +649,7 @@ impl ChanState {
                         break;
                     };
                     let (sender, seq) = v.origin.take().expect("waiting values are not accepted");
-                    self.unpark(sender, &v);
+                    self.unpark(sender, v.payload.len());
                     self.accept(sender, seq);
                     self.buffer.push_back(v);
                 }

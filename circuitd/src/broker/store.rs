@@ -1,13 +1,14 @@
 //! Channel definitions on disk (`channels.json`): name, capacity, closed, creation time, so
 //! channels persist until `rm` — across daemon restarts too. Values are held in memory only.
-//! One writer task batches updates, as the job table does.
+//! Written by a `persist::TableWriter`, which batches updates, as for the job table.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+
+use crate::persist::TableWriter;
 
 /// File name inside the data dir.
 pub const FILE_NAME: &str = "channels.json";
@@ -29,20 +30,10 @@ struct StoreFile {
     channels: Vec<ChanRecord>,
 }
 
-enum Change {
-    Put(ChanRecord),
-    Remove(String),
-}
-
-struct Update {
-    change: Change,
-    done: oneshot::Sender<Result<(), String>>,
-}
-
-/// Handle to the writer task.
+/// Handle to the channel table's writer task.
 #[derive(Clone)]
 pub(crate) struct Store {
-    tx: mpsc::UnboundedSender<Update>,
+    writer: TableWriter<ChanRecord>,
 }
 
 impl Store {
@@ -62,72 +53,26 @@ impl Store {
         records: Vec<ChanRecord>,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
         let records = records.into_iter().map(|r| (r.name.clone(), r)).collect();
-        tracker.spawn(writer(data_dir.join(FILE_NAME), records, rx));
-        Self { tx }
+        let encode = |records: &BTreeMap<String, ChanRecord>| {
+            serde_json::to_vec_pretty(&StoreFile {
+                version: FORMAT_VERSION,
+                channels: records.values().cloned().collect(),
+            })
+        };
+        let path = data_dir.join(FILE_NAME);
+        Self {
+            writer: TableWriter::start(path, "channel table", records, encode, tracker),
+        }
     }
 
     /// Records a channel; resolves once it is on disk.
     pub async fn put(&self, record: ChanRecord) -> Result<(), String> {
-        self.send(Change::Put(record)).await
+        self.writer.put(record.name.clone(), record).await
     }
 
     /// Forgets a channel; resolves once that is on disk.
     pub async fn remove(&self, name: &str) -> Result<(), String> {
-        self.send(Change::Remove(name.to_string())).await
-    }
-
-    async fn send(&self, change: Change) -> Result<(), String> {
-        let stopped = || "the channel table writer has stopped".to_string();
-        let (done, rx) = oneshot::channel();
-        if self.tx.send(Update { change, done }).is_err() {
-            return Err(stopped());
-        }
-        rx.await.unwrap_or_else(|_| Err(stopped()))
-    }
-}
-
-async fn writer(
-    path: PathBuf,
-    mut records: BTreeMap<String, ChanRecord>,
-    mut rx: mpsc::UnboundedReceiver<Update>,
-) {
-    let mut waiting = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(update) = next {
-            match update.change {
-                Change::Put(record) => {
-                    records.insert(record.name.clone(), record);
-                }
-                Change::Remove(name) => {
-                    records.remove(&name);
-                }
-            }
-            waiting.push(update.done);
-            next = rx.try_recv().ok();
-        }
-        let file = StoreFile {
-            version: FORMAT_VERSION,
-            channels: records.values().cloned().collect(),
-        };
-        let target = path.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let json = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
-            crate::persist::write_atomically(&target, &json)
-        })
-        .await;
-        let outcome = match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("cannot write {}: {e}", path.display())),
-            Err(e) => Err(format!("channel table writer failed: {e}")),
-        };
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "channel table not written");
-        }
-        for done in waiting.drain(..) {
-            let _ = done.send(outcome.clone());
-        }
+        self.writer.remove(name).await
     }
 }

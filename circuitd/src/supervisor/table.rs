@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use circuit_sdk::proto::WorkerInfo;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+
+use crate::persist::TableWriter;
 
 /// File name inside the data dir.
 pub const FILE_NAME: &str = "jobs.json";
@@ -65,21 +66,10 @@ pub struct Loaded {
     pub jobs: Vec<JobRecord>,
 }
 
-enum Change {
-    Put(Box<JobRecord>),
-    Remove(String),
-}
-
-struct Update {
-    change: Change,
-    /// Told whether the write that included this change reached the disk.
-    done: Option<oneshot::Sender<Result<(), String>>>,
-}
-
-/// Handle to the writer task. Clones share it; the task ends when all are dropped.
+/// Handle to the job table's writer task. Clones share it.
 #[derive(Clone)]
 pub struct Table {
-    tx: mpsc::UnboundedSender<Update>,
+    writer: TableWriter<JobRecord>,
 }
 
 impl Table {
@@ -103,95 +93,37 @@ impl Table {
         boot_id: Option<String>,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
         let jobs = jobs.into_iter().map(|j| (j.info.name.clone(), j)).collect();
-        tracker.spawn(writer(data_dir.join(FILE_NAME), jobs, boot_id, rx));
-        Self { tx }
+        let encode = move |jobs: &BTreeMap<String, JobRecord>| {
+            serde_json::to_vec_pretty(&TableFile {
+                version: FORMAT_VERSION,
+                boot_id: boot_id.clone(),
+                jobs: jobs.values().cloned().collect(),
+            })
+        };
+        let path = data_dir.join(FILE_NAME);
+        Self {
+            writer: TableWriter::start(path, "job table", jobs, encode, tracker),
+        }
     }
 
     /// Records a worker; resolves once it is on disk, or with why it is not.
     pub async fn put(&self, record: JobRecord) -> Result<(), String> {
-        self.send(Change::Put(Box::new(record))).await
+        self.writer.put(record.info.name.clone(), record).await
     }
 
     /// Records a worker without waiting for the disk.
     pub fn put_later(&self, record: JobRecord) {
-        let _ = self.tx.send(Update {
-            change: Change::Put(Box::new(record)),
-            done: None,
-        });
+        self.writer.put_later(record.info.name.clone(), record);
     }
 
     /// Forgets a worker without waiting for the disk.
     pub fn remove_later(&self, name: &str) {
-        let _ = self.tx.send(Update {
-            change: Change::Remove(name.to_string()),
-            done: None,
-        });
+        self.writer.remove_later(name);
     }
 
     /// Forgets a worker; resolves once that is on disk, or with why it is not.
     pub async fn remove(&self, name: &str) -> Result<(), String> {
-        self.send(Change::Remove(name.to_string())).await
+        self.writer.remove(name).await
     }
-
-    async fn send(&self, change: Change) -> Result<(), String> {
-        let stopped = || "the job table writer has stopped".to_string();
-        let (done, rx) = oneshot::channel();
-        let update = Update {
-            change,
-            done: Some(done),
-        };
-        if self.tx.send(update).is_err() {
-            return Err(stopped());
-        }
-        rx.await.unwrap_or_else(|_| Err(stopped()))
-    }
-}
-
-async fn writer(
-    path: PathBuf,
-    mut jobs: BTreeMap<String, JobRecord>,
-    boot_id: Option<String>,
-    mut rx: mpsc::UnboundedReceiver<Update>,
-) {
-    let mut waiting = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(update) = next {
-            match update.change {
-                Change::Put(record) => {
-                    jobs.insert(record.info.name.clone(), *record);
-                }
-                Change::Remove(name) => {
-                    jobs.remove(&name);
-                }
-            }
-            waiting.extend(update.done);
-            next = rx.try_recv().ok();
-        }
-        let file = TableFile {
-            version: FORMAT_VERSION,
-            boot_id: boot_id.clone(),
-            jobs: jobs.values().cloned().collect(),
-        };
-        let target = path.clone();
-        let written = tokio::task::spawn_blocking(move || write_atomically(&target, &file)).await;
-        let outcome = match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("cannot write {}: {e}", path.display())),
-            Err(e) => Err(format!("job table writer failed: {e}")),
-        };
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "job table not written");
-        }
-        for done in waiting.drain(..) {
-            let _ = done.send(outcome.clone());
-        }
-    }
-}
-
-fn write_atomically(path: &Path, table: &TableFile) -> io::Result<()> {
-    let json = serde_json::to_vec_pretty(table).map_err(io::Error::other)?;
-    crate::persist::write_atomically(path, &json)
 }

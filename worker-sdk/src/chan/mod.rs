@@ -308,18 +308,65 @@ where
     }
 }
 
-/// Opens a stream and waits for the owner's first item.
+/// The opening of a stream: answered by the owner's first item, or by an error.
+pub(crate) struct Opening(std::sync::Mutex<Option<oneshot::Sender<Result<ChanOpened, ChanError>>>>);
+
+impl Opening {
+    /// Settles the opening with a control message for the stream. Returns the error that ends
+    /// a stream already open, if the message is one.
+    pub(crate) fn message(
+        &self,
+        msg: crate::proto::ServerMessage,
+        what: &str,
+    ) -> Option<ChanError> {
+        use crate::proto::{Item, ServerMessage};
+        let opening = self.0.lock().expect("opening lock").take();
+        let result = match msg {
+            ServerMessage::Item {
+                item: Item::ChanOpened(opened),
+                ..
+            } => Ok(opened),
+            ServerMessage::Error { code, message, .. } => {
+                Err(ChanError::from_remote(code, message))
+            }
+            other => Err(ChanError::Protocol(format!(
+                "unexpected message on a {what} stream: {other:?}"
+            ))),
+        };
+        match (opening, result) {
+            (Some(tx), result) => {
+                let _ = tx.send(result);
+                None
+            }
+            (None, Ok(_)) => None,
+            (None, Err(e)) => Some(e),
+        }
+    }
+
+    /// The connection was lost; true if that ended the opening (not a stream already open).
+    pub(crate) fn lost(&self, error: crate::Error) -> bool {
+        match self.0.lock().expect("opening lock").take() {
+            Some(tx) => {
+                let _ = tx.send(Err(error.into()));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Opens a stream with the handler `make` builds and waits for the owner's first item.
 pub(crate) async fn open_stream(
     client: &Client,
     kind: StreamKind,
-    handler: Arc<dyn StreamHandler>,
-    opened: oneshot::Receiver<Result<ChanOpened, ChanError>>,
+    make: impl FnOnce(Opening) -> Arc<dyn StreamHandler>,
 ) -> Result<(u64, ChanOpened), ChanError> {
     let request = match kind {
         StreamKind::Send { name, sender } => Request::ChanSend { name, sender },
         StreamKind::Recv { name } => Request::ChanRecv { name },
     };
-    let id = client.open_stream(request, handler)?;
+    let (tx, opened) = oneshot::channel();
+    let id = client.open_stream(request, make(Opening(std::sync::Mutex::new(Some(tx)))))?;
     match opened.await {
         Ok(Ok(info)) => Ok((id, info)),
         Ok(Err(e)) => Err(e),

@@ -16,7 +16,7 @@ use futures::Stream;
 use tokio::sync::oneshot;
 
 use super::codec::{Codec, Json};
-use super::{open_stream, reopen, ChanError, RecvOptions, StreamKind};
+use super::{open_stream, reopen, ChanError, Opening, RecvOptions, StreamKind};
 use crate::client::{Client, Pull, StreamHandler};
 use crate::proto::{ChanOpened, Frame, ServerMessage, SignalOp};
 
@@ -85,7 +85,7 @@ struct RecvState {
 struct Handler {
     core: Arc<RecvCore>,
     gen: u64,
-    opening: Mutex<Option<oneshot::Sender<Result<ChanOpened, ChanError>>>>,
+    opening: Opening,
 }
 
 impl<T, C: Codec<T>> Receiver<T, C> {
@@ -389,19 +389,13 @@ impl RecvCore {
         client: &Client,
         gen: u64,
     ) -> Result<(u64, ChanOpened), ChanError> {
-        let (tx, rx) = oneshot::channel();
-        let handler = Arc::new(Handler {
-            core: self.clone(),
-            gen,
-            opening: Mutex::new(Some(tx)),
-        });
+        let core = self.clone();
         open_stream(
             client,
             StreamKind::Recv {
                 name: self.chan.clone(),
             },
-            handler,
-            rx,
+            |opening| Arc::new(Handler { core, gen, opening }),
         )
         .await
     }
@@ -683,38 +677,15 @@ impl Pull for RecvCore {
 
 impl StreamHandler for Handler {
     fn on_message(&self, msg: ServerMessage) {
-        let opening = self.opening.lock().expect("opening lock").take();
         let closing = self.core.lock().closing.take();
         if let Some(done) = closing {
             // The owner ended the stream we asked to close: it has handled all we sent.
             let _ = done.send(());
             return;
         }
-        let error = match msg {
-            ServerMessage::Item {
-                item: crate::proto::Item::ChanOpened(opened),
-                ..
-            } => {
-                if let Some(tx) = opening {
-                    let _ = tx.send(Ok(opened));
-                }
-                return;
-            }
-            ServerMessage::Error { code, message, .. } => ChanError::from_remote(code, message),
-            other => {
-                ChanError::Protocol(format!("unexpected message on a receive stream: {other:?}"))
-            }
-        };
-        match opening {
-            Some(tx) => {
-                let _ = tx.send(Err(error));
-            }
-            None => self.core.fail(self.gen, error),
+        if let Some(error) = self.opening.message(msg, "receive") {
+            self.core.fail(self.gen, error);
         }
-    }
-
-    fn on_frame(&self, frame: Frame) {
-        self.core.on_frames(self.gen, vec![frame]);
     }
 
     fn on_frames(&self, frames: Vec<Frame>) {
@@ -722,10 +693,8 @@ impl StreamHandler for Handler {
     }
 
     fn on_lost(&self, error: crate::Error) {
-        if let Some(tx) = self.opening.lock().expect("opening lock").take() {
-            let _ = tx.send(Err(error.into()));
-            return;
+        if !self.opening.lost(error) {
+            self.core.lost(self.gen);
         }
-        self.core.lost(self.gen);
     }
 }

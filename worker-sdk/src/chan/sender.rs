@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
 use super::codec::{Codec, Json};
-use super::{open_stream, reopen, ChanError, SendOptions, StreamKind};
+use super::{open_stream, reopen, ChanError, Opening, SendOptions, StreamKind};
 use crate::client::{Client, StreamHandler};
 use crate::proto::{ChanOpened, Frame, ServerMessage, SignalOp};
 
@@ -121,7 +121,7 @@ struct Pending {
 struct Handler {
     core: Arc<SendCore>,
     gen: u64,
-    opening: Mutex<Option<oneshot::Sender<Result<ChanOpened, ChanError>>>>,
+    opening: Opening,
 }
 
 impl<T, C: Codec<T>> Sender<T, C> {
@@ -191,25 +191,20 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// withdrawn unless the owner has already accepted it (or, at capacity 0, handed it to a
     /// receiver); it is never delivered twice.
     pub async fn send(&self, value: T) -> Result<(), ChanError> {
-        let payload = self.codec.encode(&value)?;
-        let core = &self.handle.core;
-        let (seq, rx) = core.submit(payload, false).await?;
-        let mut guard = CancelGuard {
-            core,
-            seq,
-            armed: true,
-        };
-        let result = Ticket { rx }.await;
-        guard.armed = false;
-        result
+        self.send_and_wait(value, false).await
     }
 
     /// Sends a value only if that needs no waiting: there is room, or at capacity 0 a receiver
     /// is waiting. Otherwise fails with [`ChanError::Full`] and changes nothing.
     pub async fn try_send(&self, value: T) -> Result<(), ChanError> {
+        self.send_and_wait(value, true).await
+    }
+
+    /// Submits a value and waits for its outcome; withdraws it if dropped first.
+    async fn send_and_wait(&self, value: T, try_send: bool) -> Result<(), ChanError> {
         let payload = self.codec.encode(&value)?;
         let core = &self.handle.core;
-        let (seq, rx) = core.submit(payload, true).await?;
+        let (seq, rx) = core.submit(payload, try_send).await?;
         let mut guard = CancelGuard {
             core,
             seq,
@@ -296,20 +291,14 @@ impl SendCore {
         client: &Client,
         gen: u64,
     ) -> Result<(u64, ChanOpened), ChanError> {
-        let (tx, rx) = oneshot::channel();
-        let handler = Arc::new(Handler {
-            core: self.clone(),
-            gen,
-            opening: Mutex::new(Some(tx)),
-        });
+        let core = self.clone();
         open_stream(
             client,
             StreamKind::Send {
                 name: self.chan.clone(),
                 sender: self.sender_id,
             },
-            handler,
-            rx,
+            |opening| Arc::new(Handler { core, gen, opening }),
         )
         .await
     }
@@ -613,30 +602,9 @@ fn signal(state: &SendState, op: SignalOp, a: u64) {
 
 impl StreamHandler for Handler {
     fn on_message(&self, msg: ServerMessage) {
-        let opening = self.opening.lock().expect("opening lock").take();
-        let error = match msg {
-            ServerMessage::Item {
-                item: crate::proto::Item::ChanOpened(opened),
-                ..
-            } => {
-                if let Some(tx) = opening {
-                    let _ = tx.send(Ok(opened));
-                }
-                return;
-            }
-            ServerMessage::Error { code, message, .. } => ChanError::from_remote(code, message),
-            other => ChanError::Protocol(format!("unexpected message on a send stream: {other:?}")),
-        };
-        match opening {
-            Some(tx) => {
-                let _ = tx.send(Err(error));
-            }
-            None => self.core.fail(self.gen, error),
+        if let Some(error) = self.opening.message(msg, "send") {
+            self.core.fail(self.gen, error);
         }
-    }
-
-    fn on_frame(&self, frame: Frame) {
-        self.on_frames(vec![frame]);
     }
 
     fn on_frames(&self, frames: Vec<Frame>) {
@@ -652,10 +620,8 @@ impl StreamHandler for Handler {
     }
 
     fn on_lost(&self, error: crate::Error) {
-        if let Some(tx) = self.opening.lock().expect("opening lock").take() {
-            let _ = tx.send(Err(error.into()));
-            return;
+        if !self.opening.lost(error) {
+            self.core.lost(self.gen);
         }
-        self.core.lost(self.gen);
     }
 }

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use crate::cmd::Ctx;
-use crate::{error, output};
 
 /// Arguments of `circuit chan close`.
 #[derive(Debug, clap::Args)]
@@ -19,17 +18,8 @@ pub struct Args {
 
 /// Closes each channel and prints its name; exits 1 if any could not be closed.
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let client = ctx.connect().await?;
-    let mut code = ExitCode::SUCCESS;
-    for name in args.names {
-        match client.chan_close(&name).await {
-            Ok(()) if ctx.json => {}
-            Ok(()) => output::line(&name)?,
-            Err(e) => {
-                error::print(&error::chan(e, &name));
-                code = ExitCode::FAILURE;
-            }
-        }
-    }
-    Ok(code)
+    super::each(ctx, args.names, async |client, name| {
+        client.chan_close(name).await
+    })
+    .await
 }

@@ -9,9 +9,12 @@ mod stat;
 
 use std::process::ExitCode;
 
+use circuit_sdk::chan::ChanError;
+use circuit_sdk::Client;
 use clap::Subcommand;
 
 use super::Ctx;
+use crate::{error, output};
 
 /// Arguments of `circuit chan`.
 #[derive(Debug, clap::Args)]
@@ -50,4 +53,26 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         Command::Close(args) => close::run(ctx, args).await,
         Command::Rm(args) => rm::run(ctx, args).await,
     }
+}
+
+/// Applies `op` to each named channel in turn, printing each name it succeeded on (not with
+/// `--json`) and one error line for each it failed on; exits 1 if any failed.
+async fn each(
+    ctx: &Ctx,
+    names: Vec<String>,
+    op: impl AsyncFn(&Client, &str) -> Result<(), ChanError>,
+) -> anyhow::Result<ExitCode> {
+    let client = ctx.connect().await?;
+    let mut code = ExitCode::SUCCESS;
+    for name in names {
+        match op(&client, &name).await {
+            Ok(()) if ctx.json => {}
+            Ok(()) => output::line(&name)?,
+            Err(e) => {
+                error::print(&error::chan(e, &name));
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(code)
 }
