@@ -419,7 +419,9 @@ impl RecvCore {
                     state.credit += more;
                 }
             }
-            self.schedule(&mut state);
+            if state.to_credit > 0 || state.buf.is_empty() || state.to_ack >= self.prefetch / 4 {
+                self.schedule(&mut state);
+            }
             return Poll::Ready(Ok((payload, index)));
         }
         if let Some(e) = &state.failed {
