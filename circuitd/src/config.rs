@@ -1,6 +1,8 @@
 //! Daemon configuration: every knob with its default. `Config::default()` is a working
 //! single-node daemon.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,6 +29,12 @@ pub struct Config {
     pub max_requests_per_connection: usize,
     /// How long a new connection may take to say hello.
     pub handshake_timeout: Duration,
+    /// The mesh address other nodes use for this one (default: the listen address).
+    pub advertise: Option<SocketAddr>,
+    /// Mesh addresses to join through at start, retried until one answers.
+    pub join: Vec<String>,
+    /// This node's labels, for placement.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -42,6 +50,9 @@ impl Default for Config {
             max_payload: circuit_sdk::proto::DEFAULT_MAX_PAYLOAD,
             max_requests_per_connection: 1024,
             handshake_timeout: Duration::from_secs(10),
+            advertise: None,
+            join: Vec::new(),
+            labels: BTreeMap::new(),
         }
     }
 }

@@ -7,12 +7,16 @@
 //! - `api`: accept loops, connections (hello, framing, dispatch).
 //! - [`supervisor`]: workers: spawning, restart policy, stop, logs, the job table, recovery.
 //! - `broker`: the channels this node owns, one actor each.
+//! - [`membership`]: SWIM gossip, the node table, metadata and push-pull.
+//! - `peer`: links to other daemons, for remote requests and channels.
 //! - `persist`: atomic file replacement for the tables in the data dir.
 
 mod api;
 mod broker;
 pub mod config;
 pub mod listen;
+pub mod membership;
+mod peer;
 mod persist;
 pub mod supervisor;
 
@@ -42,13 +46,16 @@ pub enum DaemonError {
     /// The broker could not start (e.g. an unreadable channel table).
     #[error("{0}")]
     Broker(String),
+    /// The membership task could not start.
+    #[error("cannot start gossip: {0}")]
+    Mesh(String),
 }
 
 /// Runs a daemon until `shutdown` is cancelled: restores the job table, serves the listeners,
 /// then stops every worker within its grace period and removes the socket.
 pub async fn run(
     config: Config,
-    listeners: Listeners,
+    mut listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let tracker = TaskTracker::new();
@@ -68,6 +75,32 @@ pub async fn run(
             return Err(e);
         }
     };
+    let started_at_ms = supervisor::now_ms();
+    let membership = start_membership(&config, listeners.udp.take(), started_at_ms, &shutdown, &tracker)?;
+    let peers = peer::Peers::new(membership.clone());
+    let fixed = membership::publish::Fixed {
+        name: config.name.clone(),
+        labels: config.labels.clone(),
+        started_at_ms,
+    };
+    tracker.spawn(membership::publish::publish(
+        membership.clone(),
+        supervisor.clone(),
+        broker.clone(),
+        fixed,
+        shutdown.clone(),
+    ));
+    if membership.meshed() {
+        tracker.spawn(membership::publish::anti_entropy(
+            membership.clone(),
+            peers.clone(),
+            shutdown.clone(),
+        ));
+        let addrs = resolve_all(&config.join);
+        if !addrs.is_empty() {
+            let _ = membership.join(addrs, None).await;
+        }
+    }
     tracing::info!(
         node = %config.name,
         socket = %listeners.unix_path.display(),
@@ -79,8 +112,10 @@ pub async fn run(
         config,
         supervisor,
         broker,
+        membership,
+        peers,
         instance: fastrand::u64(1..),
-        started_at_ms: supervisor::now_ms(),
+        started_at_ms,
         started: std::time::Instant::now(),
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
@@ -97,6 +132,53 @@ pub async fn run(
     let _ = std::fs::remove_file(&listeners.unix_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts gossip on the mesh port, or a membership of one without it.
+fn start_membership(
+    config: &Config,
+    udp: Option<std::net::UdpSocket>,
+    started_at_ms: u64,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<membership::Membership, DaemonError> {
+    let meta = |generation| membership::NodeMeta {
+        name: config.name.clone(),
+        generation,
+        version: 1,
+        labels: config.labels.clone(),
+        daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at_ms,
+        ..membership::NodeMeta::default()
+    };
+    let Some(udp) = udp else {
+        let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let me = membership::NodeId::new(config.name.clone(), unspecified);
+        let meta = meta(me.generation);
+        return Ok(membership::Membership::solo(me, meta));
+    };
+    let advertise = match config.advertise {
+        Some(addr) => addr,
+        None => udp.local_addr().map_err(|e| DaemonError::Mesh(e.to_string()))?,
+    };
+    let me = membership::NodeId::new(config.name.clone(), advertise);
+    let meta = meta(me.generation);
+    membership::Membership::start(me, meta, udp, shutdown.clone(), tracker)
+        .map_err(|e| DaemonError::Mesh(e.to_string()))
+}
+
+/// Resolves `host[:port]` addresses, warning about those that do not resolve.
+pub(crate) fn resolve_all(addrs: &[String]) -> Vec<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for addr in addrs {
+        let full = listen::with_default_port(addr);
+        match full.to_socket_addrs() {
+            Ok(found) => out.extend(found.take(1)),
+            Err(e) => tracing::warn!(addr = %full, error = %e, "cannot resolve a join address"),
+        }
+    }
+    out
 }
 
 /// Creates the data directory (0700) and takes an exclusive lock on it for the daemon's life,

@@ -1,5 +1,6 @@
 //! Binding the daemon's listeners before `run`: the Unix socket (0600; its directory created
-//! 0700; a stale socket replaced, a live one refused) and the optional loopback TCP listener.
+//! 0700; a stale socket replaced, a live one refused) and the optional mesh port (TCP for the
+//! API and peer links, UDP for gossip, on one address).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -9,28 +10,65 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::DaemonError;
 
+/// The mesh port when `--listen` names none.
+pub const DEFAULT_PORT: u16 = 7711;
+
 /// Listeners bound and ready to serve.
 pub struct Listeners {
     /// The Unix socket.
     pub unix: UnixListener,
     /// Its path, removed at shutdown.
     pub unix_path: PathBuf,
-    /// The TCP API listener, if any.
+    /// The TCP listener (API and peer links), if any.
     pub tcp: Option<TcpListener>,
+    /// The UDP socket for gossip, on the same address and port as `tcp`.
+    pub udp: Option<std::net::UdpSocket>,
 }
 
 impl Listeners {
-    /// Binds the socket at `socket` and, if given, TCP at `listen` (loopback only).
-    pub async fn bind(socket: &Path, listen: Option<&str>) -> Result<Self, DaemonError> {
-        let tcp = match listen {
-            Some(addr) => Some(bind_tcp(addr).await?),
-            None => None,
+    /// Binds the socket at `socket` and, if given, the mesh port at `listen` (TCP and UDP on
+    /// one address; port 7711 when it names none). Without `insecure`, only loopback.
+    pub async fn bind(
+        socket: &Path,
+        listen: Option<&str>,
+        insecure: bool,
+    ) -> Result<Self, DaemonError> {
+        let (tcp, udp) = match listen {
+            Some(addr) => {
+                let tcp = bind_tcp(addr, insecure).await?;
+                let at = tcp
+                    .local_addr()
+                    .map_err(|e| DaemonError::Bind(format!("cannot read the listen address: {e}")))?;
+                let udp = std::net::UdpSocket::bind(at).map_err(|e| {
+                    DaemonError::Bind(format!("cannot bind UDP {at} for gossip: {e}"))
+                })?;
+                (Some(tcp), Some(udp))
+            }
+            None => (None, None),
         };
         Ok(Self {
             unix: bind_unix(socket)?,
             unix_path: socket.to_path_buf(),
             tcp,
+            udp,
         })
+    }
+}
+
+/// `host:port`, or `host` with the default port.
+pub fn with_default_port(addr: &str) -> String {
+    let has_port = match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    };
+    if has_port {
+        addr.to_string()
+    } else if addr.contains(':') && !addr.starts_with('[') {
+        format!("[{addr}]:{DEFAULT_PORT}")
+    } else {
+        format!("{addr}:{DEFAULT_PORT}")
     }
 }
 
@@ -67,18 +105,35 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-/// Binds TCP, refusing any address that is not loopback (no cluster key yet).
-pub async fn bind_tcp(addr: &str) -> Result<TcpListener, DaemonError> {
+/// Binds TCP, refusing any address that is not loopback unless `insecure` (no cluster key
+/// yet: anyone who can reach the port can run processes here).
+pub async fn bind_tcp(addr: &str, insecure: bool) -> Result<TcpListener, DaemonError> {
+    let addr = with_default_port(addr);
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|e| DaemonError::Bind(format!("cannot resolve listen address {addr}: {e}")))?
         .collect();
-    if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+    if addrs.is_empty() || (!insecure && addrs.iter().any(|a| !a.ip().is_loopback())) {
         return Err(DaemonError::Bind(format!(
-            "refusing to listen on {addr}: without a cluster key circuitd binds loopback addresses only"
+            "refusing to listen on {addr}: without a cluster key circuitd binds loopback addresses only \
+             (--insecure serves an unauthenticated API on any address: trusted test networks only)"
         )));
     }
     TcpListener::bind(&addrs[..])
         .await
         .map_err(|e| DaemonError::Bind(format!("cannot listen on {addr}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mesh_port_defaults_to_7711() {
+        assert_eq!(with_default_port("10.0.0.1"), "10.0.0.1:7711");
+        assert_eq!(with_default_port("10.0.0.1:9"), "10.0.0.1:9");
+        assert_eq!(with_default_port("localhost"), "localhost:7711");
+        assert_eq!(with_default_port("::1"), "[::1]:7711");
+        assert_eq!(with_default_port("[::1]:80"), "[::1]:80");
+    }
 }

@@ -15,9 +15,24 @@ struct Args {
     /// $XDG_RUNTIME_DIR/circuit/circuitd.sock or /tmp/circuit-$UID/circuitd.sock]
     #[arg(long, env = "CIRCUIT_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Also serve the API over TCP at this address (loopback only without a cluster key)
+    /// Mesh port: gossip (UDP), peer links and the API (TCP) at HOST[:PORT] (port 7711 by
+    /// default; loopback only without a cluster key, see --insecure). Without it the daemon
+    /// is a single node serving its Unix socket
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// The mesh address other nodes reach this one at [default: the --listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Join the mesh through the node at HOST[:PORT]; repeatable; retried until one answers
+    #[arg(long, value_name = "ADDR")]
+    join: Vec<String>,
+    /// A label of this node (k=v, repeatable), for `spawn --label k=v`
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Serve the mesh port on non-loopback addresses without authentication. Anyone who can
+    /// reach the port can run processes here: only for networks you fully trust (test hosts)
+    #[arg(long)]
+    insecure: bool,
     /// Where the job table and worker logs live [default: /var/lib/circuit for root, else
     /// $XDG_DATA_HOME/circuit or ~/.local/share/circuit]
     #[arg(long, env = "CIRCUIT_DATA_DIR", value_name = "DIR")]
@@ -74,6 +89,14 @@ fn start(args: Args) -> anyhow::Result<()> {
     config.log_max_bytes = args.log_max_size;
     config.log_max_files = args.log_max_files;
     config.listen = args.listen.clone();
+    config.join = args.join.clone();
+    config.labels = args.labels.iter().cloned().collect();
+    if !args.join.is_empty() && args.listen.is_none() {
+        anyhow::bail!("--join needs --listen: a node joins the mesh through its mesh port");
+    }
+    if args.advertise.is_some() && args.listen.is_none() {
+        anyhow::bail!("--advertise needs --listen");
+    }
     config.max_payload = args.max_payload;
     // A frame carries one value plus its headers.
     config.max_frame = config.max_frame.max(args.max_payload as usize + 64 * 1024);
@@ -83,9 +106,25 @@ fn start(args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
-        let listeners = circuitd::Listeners::bind(&config.socket, args.listen.as_deref()).await?;
+        let listeners =
+            circuitd::Listeners::bind(&config.socket, args.listen.as_deref(), args.insecure)
+                .await?;
         if let Some(tcp) = &listeners.tcp {
-            config.listen = Some(tcp.local_addr()?.to_string());
+            let at = tcp.local_addr()?;
+            config.listen = Some(at.to_string());
+            config.advertise = Some(match &args.advertise {
+                Some(addr) => {
+                    let addr = circuitd::listen::with_default_port(addr);
+                    std::net::ToSocketAddrs::to_socket_addrs(&addr)
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .with_context(|| format!("cannot resolve --advertise {addr}"))?
+                }
+                None if at.ip().is_unspecified() => anyhow::bail!(
+                    "--listen {at} is not an address other nodes can reach: add --advertise HOST:PORT"
+                ),
+                None => at,
+            });
         }
         let shutdown = CancellationToken::new();
         let mut term = signal(SignalKind::terminate())?;
@@ -101,6 +140,14 @@ fn start(args: Args) -> anyhow::Result<()> {
         circuitd::run(config, listeners, shutdown).await?;
         Ok(())
     })
+}
+
+/// `k=v` → (k, v).
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected K=V, got \"{s}\"")),
+    }
 }
 
 /// Workers get the socket path in their environment and may run elsewhere: make it absolute.

@@ -302,6 +302,11 @@ impl Client {
         self.inner.instance
     }
 
+    /// True once the connection is gone: every request on it fails from now on.
+    pub fn is_closed(&self) -> bool {
+        self.inner.out.is_closed() || self.inner.routes.lock().expect("routes lock").is_none()
+    }
+
     /// How this client reached its daemon, if it made the connection itself.
     pub fn target(&self) -> Option<&Target> {
         self.inner.target.as_ref()

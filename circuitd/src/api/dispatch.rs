@@ -10,6 +10,7 @@ use circuit_sdk::proto::{
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Outbox;
+use super::remote;
 use super::Context;
 use crate::broker::BrokerError;
 use crate::supervisor::logread::Cursor;
@@ -19,7 +20,7 @@ use crate::supervisor::{end_of, SupervisorError};
 const LOG_STEP: usize = 256 * 1024;
 
 /// A failed request: the code and one line.
-struct Failure(ErrorCode, String);
+pub(crate) struct Failure(pub ErrorCode, pub String);
 
 impl From<BrokerError> for Failure {
     fn from(e: BrokerError) -> Self {
@@ -71,7 +72,50 @@ fn error(id: u64, Failure(code, message): Failure) -> ServerMessage {
     }
 }
 
-async fn handle(
+/// Runs a request from a client: requests about a worker go to the node that has it, mesh
+/// requests to `remote`, the rest to [`local`].
+pub(crate) async fn handle(
+    id: u64,
+    request: Request,
+    ctx: &Context,
+    outbox: &Outbox,
+) -> Result<Reply, Failure> {
+    let worker = match &request {
+        Request::Inspect { name }
+        | Request::Restart { name }
+        | Request::Signal { name, .. }
+        | Request::Wait { name }
+        | Request::Remove { name, .. } => Some(name.as_str()),
+        Request::Logs(req) => Some(req.name.as_str()),
+        _ => None,
+    };
+    if let Some(name) = worker {
+        if let Some(node) = remote::find_worker(name, ctx).await? {
+            return remote::on(id, &node, request, ctx, outbox).await;
+        }
+        return local(id, request, ctx, outbox).await;
+    }
+    match request {
+        Request::Stop {
+            names,
+            signal,
+            timeout_ms,
+        } if ctx.membership.meshed() => {
+            remote::stop_anywhere(id, names, signal, timeout_ms, ctx, outbox).await
+        }
+        Request::On { node, request } => remote::on(id, &node, *request, ctx, outbox).await,
+        Request::Place(placement) => remote::place(placement, ctx).await,
+        Request::ClusterList { all } => remote::cluster_list(all, ctx).await,
+        Request::Nodes => Ok(Reply::Nodes(ctx.membership.nodes())),
+        Request::Join { addrs } => remote::join(addrs, ctx).await,
+        Request::Events => remote::events(id, ctx, outbox).await,
+        Request::MeshSync { nodes } => remote::mesh_sync(nodes, ctx),
+        other => local(id, other, ctx, outbox).await,
+    }
+}
+
+/// Runs a request on this node only.
+pub(crate) async fn local(
     id: u64,
     request: Request,
     ctx: &Context,
@@ -145,6 +189,13 @@ async fn handle(
             ))
         }
         Request::Logs(req) => logs(id, req, ctx, outbox).await?,
+        Request::Place(_)
+        | Request::On { .. }
+        | Request::ClusterList { .. }
+        | Request::Nodes
+        | Request::Join { .. }
+        | Request::Events
+        | Request::MeshSync { .. } => return Box::pin(handle(id, request, ctx, outbox)).await,
     })
 }
 

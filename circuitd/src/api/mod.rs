@@ -2,6 +2,7 @@
 
 mod connection;
 mod dispatch;
+mod remote;
 
 use std::sync::Arc;
 
@@ -18,6 +19,8 @@ pub(crate) struct Context {
     pub config: Config,
     pub supervisor: Supervisor,
     pub broker: Broker,
+    pub membership: crate::membership::Membership,
+    pub peers: crate::peer::Peers,
     /// Random per start; sent in the hello so reconnecting clients notice a restart.
     pub instance: u64,
     pub started_at_ms: u64,

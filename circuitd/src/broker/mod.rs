@@ -75,6 +75,8 @@ struct Inner {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     next_stream: AtomicU64,
+    /// Bumped when a channel is created or removed.
+    changes: AtomicU64,
 }
 
 impl Broker {
@@ -96,6 +98,7 @@ impl Broker {
                 tracker,
                 shutdown,
                 next_stream: AtomicU64::new(1),
+                changes: AtomicU64::new(1),
             }),
         };
         let mut chans = broker.inner.chans.lock().expect("broker lock");
@@ -161,6 +164,7 @@ impl Broker {
                 None => {
                     let handle = self.spawn_actor(record.clone());
                     chans.insert(name.to_string(), handle);
+                    self.inner.changes.fetch_add(1, Ordering::Relaxed);
                     None
                 }
             }
@@ -244,6 +248,7 @@ impl Broker {
     async fn forget(&self, name: &str) {
         let handle = self.inner.chans.lock().expect("broker lock").remove(name);
         if let Some(handle) = handle {
+            self.inner.changes.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             if handle.tx.send(ChanMsg::Remove(tx)).await.is_ok() {
                 let _ = rx.await;
@@ -254,6 +259,18 @@ impl Broker {
     /// How many channels this node owns.
     pub fn count(&self) -> usize {
         self.inner.chans.lock().expect("broker lock").len()
+    }
+
+    /// The names of the channels this node owns, sorted, and a version that changes whenever
+    /// the set does (callers skip the copy when it has not).
+    pub fn names_if_changed(&self, seen: u64) -> Option<(u64, Vec<String>)> {
+        let version = self.inner.changes.load(Ordering::Relaxed);
+        if version == seen {
+            return None;
+        }
+        let mut names: Vec<String> = self.inner.chans.lock().expect("broker lock").keys().cloned().collect();
+        names.sort_unstable();
+        Some((version, names))
     }
 }
 

@@ -38,6 +38,8 @@ pub enum ErrorCode {
     TooLarge,
     /// The node that owns the channel is gone; what was pending on it failed.
     OwnerLost,
+    /// The node a request was for is dead, left, or cannot be reached.
+    Unreachable,
     /// A code this build does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -63,6 +65,7 @@ impl ErrorCode {
             Self::Closed => "closed",
             Self::TooLarge => "too_large",
             Self::OwnerLost => "owner_lost",
+            Self::Unreachable => "unreachable",
             Self::Unknown => "unknown",
         }
     }

@@ -5,11 +5,12 @@ use serde::{Deserialize, Serialize};
 
 use super::chan::{ChanInfo, ChanOpened};
 use super::error::ErrorCode;
+use super::mesh::{MeshEvent, NodeInfo, Placement};
 use super::types::{DaemonStatus, LogLine, SpawnSpec, WorkerEnd, WorkerInfo};
 
 /// Version spoken by this build; the hello of both sides carries it and they must match.
-/// Version 2 added channels.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 2 added channels; version 3 the mesh.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A message from a client (CLI, worker SDK) to a daemon.
 // Control messages are built once and serialised at once; boxing the large variant buys nothing.
@@ -192,6 +193,39 @@ pub enum Request {
         /// Channel name.
         name: String,
     },
+    /// Run `request` on node `node` (this one, or another through the peer link) and relay
+    /// its replies, streams included.
+    On {
+        /// Node name.
+        node: String,
+        /// What to run there.
+        request: Box<Request>,
+    },
+    /// Start one or more copies of a worker on the chosen nodes: `node`, else any node whose
+    /// labels match `selector`, least loaded first. Reply: `workers`.
+    Place(Placement),
+    /// List the workers of every node; workers of dead nodes are `lost`. Reply: `workers`.
+    ClusterList {
+        /// Include exited workers.
+        #[serde(default)]
+        all: bool,
+    },
+    /// List the nodes of the mesh. Reply: `nodes`.
+    Nodes,
+    /// Join the mesh through nodes at these addresses (`host:port`). Reply: `done` once one of
+    /// them has answered.
+    Join {
+        /// Mesh addresses of nodes already in the mesh.
+        addrs: Vec<String>,
+    },
+    /// Stream membership events as they happen. Items: `event`. Ends when cancelled.
+    Events,
+    /// Anti-entropy between daemons: the caller's node table; the reply is the callee's.
+    /// Reply: `nodes`.
+    MeshSync {
+        /// Every node the caller knows, with its metadata.
+        nodes: Vec<NodeInfo>,
+    },
 }
 
 /// Arguments of [`Request::Logs`].
@@ -216,6 +250,8 @@ pub enum Item {
     Log(LogLine),
     /// A channel stream is open.
     ChanOpened(ChanOpened),
+    /// A membership event.
+    Event(MeshEvent),
 }
 
 /// The terminal result of a request.
@@ -236,6 +272,8 @@ pub enum Reply {
     Chan(ChanInfo),
     /// Several channels.
     Chans(Vec<ChanInfo>),
+    /// The nodes of the mesh.
+    Nodes(Vec<NodeInfo>),
 }
 
 #[cfg(test)]

@@ -147,6 +147,8 @@ pub enum WorkerState {
     Exited,
     /// The supervisor gave up — see `reason`. `restart` brings it back.
     Failed,
+    /// Its node was declared dead: nothing is known of it any more. Only in cluster lists.
+    Lost,
 }
 
 impl WorkerState {
@@ -159,12 +161,13 @@ impl WorkerState {
             Self::Stopping => "stopping",
             Self::Exited => "exited",
             Self::Failed => "failed",
+            Self::Lost => "lost",
         }
     }
 
     /// True for exited and failed: nothing will happen without a request.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Exited | Self::Failed)
+        matches!(self, Self::Exited | Self::Failed | Self::Lost)
     }
 }
 

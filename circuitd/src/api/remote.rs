@@ -1,0 +1,355 @@
+//! Requests that span nodes: running a request on another node (`on`), placing workers,
+//! cluster-wide lists, finding which node has a worker, and the mesh requests themselves.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use circuit_sdk::proto::{
+    ErrorCode, Item, NodeInfo, Placement, Reply, Request, ServerMessage, SpawnSpec,
+    WorkerInfo, WorkerState,
+};
+use circuit_sdk::Next;
+use futures::future::join_all;
+
+use super::connection::Outbox;
+use super::dispatch::{local, Failure};
+use super::Context;
+
+/// Longest wait for a node's part of a cluster-wide list or a worker search.
+const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for `circuit join` to hear from a node.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs `request` on `node`: here, or there through the peer link, relaying its items.
+pub(crate) async fn on(
+    id: u64,
+    node: &str,
+    request: Request,
+    ctx: &Context,
+    outbox: &Outbox,
+) -> Result<Reply, Failure> {
+    match &request {
+        Request::On { .. } => {
+            return Err(Failure(ErrorCode::InvalidArgument, "`on` cannot be nested".into()))
+        }
+        Request::ChanSend { .. } | Request::ChanRecv { .. } => {
+            return Err(Failure(
+                ErrorCode::InvalidArgument,
+                "channel streams are opened by channel name from any node, not with `on`".into(),
+            ))
+        }
+        _ => {}
+    }
+    if node == ctx.config.name {
+        return Box::pin(local(id, request, ctx, outbox)).await;
+    }
+    let client = ctx.peers.client(node).await.map_err(peer_failure)?;
+    // Wrapped in `on` so that the node runs it itself rather than searching the mesh again.
+    let request = Request::On {
+        node: node.to_string(),
+        request: Box::new(request),
+    };
+    let mut stream = client.stream(request).await.map_err(|e| lost(node, e))?;
+    loop {
+        match stream.next().await {
+            Ok(Next::Item(item)) => {
+                if !outbox.send(ServerMessage::Item { id, item }).await {
+                    return Err(Failure(ErrorCode::Cancelled, "client went away".into()));
+                }
+            }
+            Ok(Next::End(reply)) => return Ok(reply),
+            Err(circuit_sdk::Error::Remote { code, message }) => return Err(Failure(code, message)),
+            Err(e) => return Err(lost(node, e)),
+        }
+    }
+}
+
+/// Runs `request` on `node` and returns its terminal reply, ignoring items.
+async fn call_on(node: &str, request: Request, ctx: &Context) -> Result<Reply, Failure> {
+    let client = ctx.peers.client(node).await.map_err(peer_failure)?;
+    let request = Request::On {
+        node: node.to_string(),
+        request: Box::new(request),
+    };
+    match tokio::time::timeout(FAN_OUT_TIMEOUT, client.call(request)).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(circuit_sdk::Error::Remote { code, message })) => Err(Failure(code, message)),
+        Ok(Err(e)) => Err(lost(node, e)),
+        Err(_) => Err(Failure(
+            ErrorCode::Unreachable,
+            format!("node \"{node}\" did not answer within {FAN_OUT_TIMEOUT:?}"),
+        )),
+    }
+}
+
+fn peer_failure(e: crate::peer::PeerError) -> Failure {
+    Failure(e.code(), e.to_string())
+}
+
+fn lost(node: &str, e: circuit_sdk::Error) -> Failure {
+    Failure(
+        ErrorCode::Unreachable,
+        format!("lost the link to node \"{node}\": {e}"),
+    )
+}
+
+/// The other live nodes.
+fn live_peers(ctx: &Context) -> Vec<NodeInfo> {
+    ctx.membership
+        .nodes()
+        .into_iter()
+        .filter(|n| !n.is_self && n.state.is_up())
+        .collect()
+}
+
+/// The node that has worker `name`, if it is not here: asks every live node. `None` when no
+/// node has it (the caller's local error stands).
+pub(crate) async fn find_worker(name: &str, ctx: &Context) -> Result<Option<String>, Failure> {
+    if !ctx.membership.meshed() || ctx.supervisor.inspect(name).is_ok() {
+        return Ok(None);
+    }
+    let peers = live_peers(ctx);
+    let asks = peers.iter().map(|n| async {
+        let request = Request::Inspect {
+            name: name.to_string(),
+        };
+        matches!(call_on(&n.name, request, ctx).await, Ok(Reply::Worker(_))).then(|| n.name.clone())
+    });
+    let found: Vec<String> = join_all(asks).await.into_iter().flatten().collect();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.into_iter().next()),
+        _ => Err(Failure(
+            ErrorCode::InvalidArgument,
+            format!(
+                "a worker named \"{name}\" runs on nodes {}: pick one with --node",
+                found.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Stops workers wherever they are: local ones here, the others on their nodes.
+pub(crate) async fn stop_anywhere(
+    id: u64,
+    names: Vec<String>,
+    signal: Option<String>,
+    timeout_ms: Option<u64>,
+    ctx: &Context,
+    outbox: &Outbox,
+) -> Result<Reply, Failure> {
+    let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for name in names {
+        let node = find_worker(&name, ctx).await?.unwrap_or_else(|| ctx.config.name.clone());
+        by_node.entry(node).or_default().push(name);
+    }
+    let mut stopped = Vec::new();
+    for (node, names) in by_node {
+        let request = Request::Stop {
+            names,
+            signal: signal.clone(),
+            timeout_ms,
+        };
+        match on(id, &node, request, ctx, outbox).await? {
+            Reply::Workers(mut workers) => stopped.append(&mut workers),
+            other => stopped.extend(single(other)),
+        }
+    }
+    Ok(Reply::Workers(stopped))
+}
+
+fn single(reply: Reply) -> Option<WorkerInfo> {
+    match reply {
+        Reply::Worker(w) => Some(*w),
+        _ => None,
+    }
+}
+
+/// Every worker of every node; those of dead nodes as `lost`.
+pub(crate) async fn cluster_list(all: bool, ctx: &Context) -> Result<Reply, Failure> {
+    let mut workers = ctx.supervisor.list(all);
+    let nodes: Vec<NodeInfo> = ctx.membership.nodes().into_iter().filter(|n| !n.is_self).collect();
+    let asks = nodes.iter().map(|n| async move {
+        if n.state.is_up() {
+            match call_on(&n.name, Request::List { all }, ctx).await {
+                Ok(Reply::Workers(list)) => return list,
+                Ok(_) => {}
+                Err(Failure(_, why)) => {
+                    tracing::debug!(node = %n.name, %why, "cluster list: node skipped");
+                }
+            }
+        }
+        lost_workers(n)
+    });
+    for mut list in join_all(asks).await {
+        workers.append(&mut list);
+    }
+    workers.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
+    Ok(Reply::Workers(workers))
+}
+
+/// What is known of the workers of a node that cannot answer.
+fn lost_workers(node: &NodeInfo) -> Vec<WorkerInfo> {
+    node.worker_names
+        .iter()
+        .map(|name| WorkerInfo {
+            name: name.clone(),
+            node: node.name.clone(),
+            state: WorkerState::Lost,
+            pid: None,
+            restarts: 0,
+            started_at_ms: None,
+            exited_at_ms: None,
+            last_exit: None,
+            reason: Some(format!("node {} is {}", node.name, node.state)),
+            next_start_at_ms: None,
+            spec: SpawnSpec::default(),
+        })
+        .collect()
+}
+
+/// Places `replicas` copies of a worker over the matching nodes, least loaded first.
+pub(crate) async fn place(p: Placement, ctx: &Context) -> Result<Reply, Failure> {
+    let nodes = ctx.membership.nodes();
+    let candidates: Vec<&NodeInfo> = match &p.node {
+        Some(name) => {
+            let node = nodes.iter().find(|n| &n.name == name).ok_or_else(|| {
+                Failure(
+                    ErrorCode::NotFound,
+                    format!("no node named \"{name}\" in the mesh — see `circuit nodes`"),
+                )
+            })?;
+            if !node.state.is_up() {
+                return Err(Failure(
+                    ErrorCode::Unreachable,
+                    format!("node \"{name}\" is {}", node.state),
+                ));
+            }
+            vec![node]
+        }
+        None => nodes.iter().filter(|n| n.state.is_up()).collect(),
+    };
+    let matching: Vec<&NodeInfo> = candidates
+        .into_iter()
+        .filter(|n| p.selector.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
+        .collect();
+    if matching.is_empty() {
+        let wanted: Vec<String> = p.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        return Err(Failure(
+            ErrorCode::NotFound,
+            format!("no live node has the labels {} — see `circuit nodes`", wanted.join(",")),
+        ));
+    }
+    let replicas = p.replicas.max(1) as usize;
+    let targets = spread(&matching, replicas);
+    let spawns = targets.iter().enumerate().map(|(i, node)| {
+        let mut spec = p.spec.clone();
+        if replicas > 1 {
+            spec.name = spec.name.map(|n| format!("{n}-{}", i + 1));
+        }
+        async move {
+            let result = if *node == ctx.config.name {
+                ctx.supervisor.spawn(spec).await.map_err(Failure::from)
+            } else {
+                match call_on(node, Request::Spawn(spec), ctx).await {
+                    Ok(Reply::Worker(w)) => Ok(*w),
+                    Ok(other) => Err(Failure(ErrorCode::Internal, format!("unexpected reply {other:?}"))),
+                    Err(f) => Err(f),
+                }
+            };
+            (node.clone(), result)
+        }
+    });
+    let mut started = Vec::new();
+    let mut failed = Vec::new();
+    for (node, result) in join_all(spawns).await {
+        match result {
+            Ok(w) => started.push(w),
+            Err(f) => failed.push((node, f)),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(Reply::Workers(started));
+    }
+    let (node, Failure(code, why)) = failed.swap_remove(0);
+    if started.is_empty() {
+        return Err(Failure(code, format!("on {node}: {why}")));
+    }
+    let done: Vec<String> = started.iter().map(|w| format!("{} on {}", w.name, w.node)).collect();
+    Err(Failure(
+        code,
+        format!(
+            "started {} of {replicas} ({}); on {node}: {why}{}",
+            started.len(),
+            done.join(", "),
+            if failed.is_empty() { String::new() } else { format!(" (and {} more failed)", failed.len()) }
+        ),
+    ))
+}
+
+/// Assigns `n` copies to nodes: each to the node with the fewest workers so far (then the
+/// lowest load, then the name), so copies spread evenly.
+fn spread(nodes: &[&NodeInfo], n: usize) -> Vec<String> {
+    let mut counts: Vec<(usize, f64, &str)> =
+        nodes.iter().map(|n| (n.workers, n.load, n.name.as_str())).collect();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let best = counts
+            .iter_mut()
+            .min_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then(a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
+                    .then(a.2.cmp(b.2))
+            })
+            .expect("at least one node");
+        best.0 += 1;
+        out.push(best.2.to_string());
+    }
+    out
+}
+
+/// `circuit join`.
+pub(crate) async fn join(addrs: Vec<String>, ctx: &Context) -> Result<Reply, Failure> {
+    if addrs.is_empty() {
+        return Err(Failure(ErrorCode::InvalidArgument, "no address to join".into()));
+    }
+    let resolved = crate::resolve_all(&addrs);
+    if resolved.is_empty() {
+        return Err(Failure(
+            ErrorCode::InvalidArgument,
+            format!("cannot resolve {}", addrs.join(", ")),
+        ));
+    }
+    match ctx.membership.join(resolved, Some(JOIN_WAIT)).await {
+        Ok(()) => Ok(Reply::Done),
+        Err(e @ crate::membership::JoinError::NoMesh) => Err(Failure(ErrorCode::InvalidState, e.to_string())),
+        Err(e) => Err(Failure(ErrorCode::Unreachable, e.to_string())),
+    }
+}
+
+/// `circuit events`: membership events until the client cancels.
+pub(crate) async fn events(id: u64, ctx: &Context, outbox: &Outbox) -> Result<Reply, Failure> {
+    let mut events = ctx.membership.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                if !outbox.send(ServerMessage::Item { id, item: Item::Event(event) }).await {
+                    return Err(Failure(ErrorCode::Cancelled, "client went away".into()));
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "an events stream fell behind");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(Reply::Done),
+        }
+    }
+}
+
+/// Push-pull from another node: take its table, answer with ours.
+pub(crate) fn mesh_sync(nodes: Vec<NodeInfo>, ctx: &Context) -> Result<Reply, Failure> {
+    if !ctx.membership.meshed() {
+        return Err(Failure(ErrorCode::InvalidState, "this daemon is not in a mesh".into()));
+    }
+    ctx.membership.merge(nodes);
+    Ok(Reply::Nodes(ctx.membership.metas()))
+}

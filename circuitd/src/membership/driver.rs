@@ -1,0 +1,223 @@
+//! The SWIM task: owns foca, the UDP socket and the timers, on a thread of its own so that a
+//! busy daemon still answers probes on time. Feeds the node table and the event stream.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use circuit_sdk::proto::MeshEvent;
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use rand::rngs::StdRng;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{size_bucket, swim_config, MAX_PACKET};
+use super::identity::NodeId;
+use super::meta::{Inbox, MetaBroadcasts, NodeMeta};
+use super::Shared;
+use crate::supervisor::now_ms;
+
+/// First wait between join attempts; doubles up to [`JOIN_BACKOFF_MAX`].
+const JOIN_BACKOFF: Duration = Duration::from_millis(200);
+const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What the rest of the daemon asks of the SWIM task.
+pub(crate) enum Cmd {
+    /// Announce to these addresses until one answers; reply once joined.
+    Join(Vec<SocketAddr>, Option<oneshot::Sender<()>>),
+    /// This node's metadata changed (the version is set here).
+    SetMeta(NodeMeta),
+}
+
+type Swim = Foca<NodeId, PostcardCodec, StdRng, MetaBroadcasts>;
+
+pub(crate) struct Driver {
+    pub shared: Arc<Shared>,
+    pub socket: UdpSocket,
+    pub cmds: mpsc::UnboundedReceiver<Cmd>,
+    pub shutdown: CancellationToken,
+    pub meta: NodeMeta,
+}
+
+struct Joining {
+    targets: Vec<SocketAddr>,
+    waiters: Vec<oneshot::Sender<()>>,
+    next: Instant,
+    backoff: Duration,
+}
+
+impl Driver {
+    pub async fn run(mut self) {
+        let me = self.shared.view.read().expect("view").me().clone();
+        let inbox = Inbox::default();
+        let mut swim: Swim = Foca::with_custom_broadcast(
+            me,
+            swim_config(1),
+            rand::make_rng(),
+            PostcardCodec,
+            MetaBroadcasts::new(inbox.clone()),
+        );
+        let mut rt = AccumulatingRuntime::new();
+        let mut timers: BTreeMap<(Instant, u64), Timer<NodeId>> = BTreeMap::new();
+        let mut timer_seq = 0u64;
+        let mut bucket = size_bucket(1);
+        let mut joining = Joining {
+            targets: Vec::new(),
+            waiters: Vec::new(),
+            next: Instant::now(),
+            backoff: JOIN_BACKOFF,
+        };
+        let _ = swim.add_broadcast(&self.meta.to_broadcast());
+        let mut buf = vec![0u8; MAX_PACKET + 64];
+        loop {
+            let next_timer = timers.keys().next().map(|(at, _)| *at);
+            let joining_now = !joining.targets.is_empty();
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                got = self.socket.recv_from(&mut buf) => match got {
+                    Ok((n, from)) => {
+                        if let Err(e) = swim.handle_data(&buf[..n], &mut rt) {
+                            tracing::debug!(%from, error = %e, "gossip packet ignored");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "gossip receive failed"),
+                },
+                () = sleep_until(next_timer) => {
+                    let now = Instant::now();
+                    while let Some(entry) = timers.first_entry() {
+                        if entry.key().0 > now {
+                            break;
+                        }
+                        let timer = entry.remove();
+                        if let Err(e) = swim.handle_timer(timer, &mut rt) {
+                            tracing::debug!(error = %e, "gossip timer failed");
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(joining.next), if joining_now => {
+                    for addr in &joining.targets {
+                        let _ = swim.announce(NodeId::placeholder(*addr), &mut rt);
+                    }
+                    joining.next = Instant::now() + joining.backoff;
+                    joining.backoff = (joining.backoff * 2).min(JOIN_BACKOFF_MAX);
+                }
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Cmd::Join(addrs, waiter)) => {
+                        for addr in addrs {
+                            if !joining.targets.contains(&addr) && addr != swim.identity().addr {
+                                joining.targets.push(addr);
+                            }
+                        }
+                        joining.waiters.extend(waiter);
+                        joining.next = Instant::now();
+                        joining.backoff = JOIN_BACKOFF;
+                    }
+                    Some(Cmd::SetMeta(meta)) => self.set_meta(meta, &mut swim, &mut rt),
+                    None => break,
+                },
+            }
+            // React: send, schedule, take notifications and broadcasts, update the table.
+            self.drain(&mut swim, &mut rt, &mut timers, &mut timer_seq, &inbox).await;
+            if swim.num_members() > 0 {
+                joining.targets.clear();
+                for waiter in joining.waiters.drain(..) {
+                    let _ = waiter.send(());
+                }
+            }
+            let now_bucket = size_bucket(swim.num_members() + 1);
+            if now_bucket != bucket {
+                bucket = now_bucket;
+                if let Err(e) = swim.set_config(swim_config(swim.num_members() + 1)) {
+                    tracing::warn!(error = %e, "cannot re-tune gossip");
+                }
+            }
+        }
+        // Leave: say so in the metadata, then declare ourselves down to a few members.
+        let mut meta = self.meta.clone();
+        meta.leaving = true;
+        self.set_meta(meta, &mut swim, &mut rt);
+        let _ = swim.leave_cluster(&mut rt);
+        self.drain(&mut swim, &mut rt, &mut timers, &mut timer_seq, &inbox).await;
+        tracing::info!("left the mesh");
+    }
+
+    fn set_meta(&mut self, mut meta: NodeMeta, swim: &mut Swim, rt: &mut AccumulatingRuntime<NodeId>) {
+        meta.generation = swim.identity().generation;
+        meta.version = self.meta.version + 1;
+        self.meta = meta.clone();
+        self.shared.view.write().expect("view").merge_meta(meta.clone());
+        if let Err(e) = swim.add_broadcast(&meta.to_broadcast()) {
+            tracing::warn!(error = %e, "cannot broadcast metadata");
+        }
+        let _ = swim.broadcast(rt);
+    }
+
+    async fn drain(
+        &mut self,
+        swim: &mut Swim,
+        rt: &mut AccumulatingRuntime<NodeId>,
+        timers: &mut BTreeMap<(Instant, u64), Timer<NodeId>>,
+        timer_seq: &mut u64,
+        inbox: &Inbox,
+    ) {
+        loop {
+            while let Some((to, data)) = rt.to_send() {
+                if let Err(e) = self.socket.send_to(&data, to.addr).await {
+                    tracing::debug!(to = %to.addr, error = %e, "gossip send failed");
+                }
+            }
+            let now = Instant::now();
+            while let Some((after, timer)) = rt.to_schedule() {
+                *timer_seq += 1;
+                timers.insert((now + after, *timer_seq), timer);
+            }
+            let mut renewed = false;
+            while let Some(note) = rt.to_notify() {
+                match note {
+                    OwnedNotification::Rejoin(id) => {
+                        tracing::warn!(generation = id.generation, "declared dead by the mesh: rejoined");
+                        self.shared.view.write().expect("view").renamed_me(id, now_ms());
+                        renewed = true;
+                    }
+                    OwnedNotification::Defunct => tracing::error!("declared dead by the mesh"),
+                    OwnedNotification::Idle => tracing::info!("no other live node in the mesh"),
+                    _ => {}
+                }
+            }
+            if renewed {
+                // Our metadata belongs to the new generation too.
+                let meta = self.meta.clone();
+                self.set_meta(meta, swim, rt);
+            }
+            if rt.backlog() == 0 {
+                break;
+            }
+        }
+        let received: Vec<NodeMeta> = inbox.borrow_mut().drain(..).collect();
+        let events: Vec<MeshEvent> = {
+            let mut view = self.shared.view.write().expect("view");
+            for meta in received {
+                view.merge_meta(meta);
+            }
+            let now = now_ms();
+            swim.iter_membership_state()
+                .filter_map(|m| view.observe(m.id(), m.state(), now))
+                .collect()
+        };
+        for event in events {
+            tracing::info!(node = %event.node, addr = %event.addr, event = %event.kind, "mesh");
+            let _ = self.shared.events.send(event);
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,208 @@
+//! Membership: SWIM through `foca` on one UDP task with its own thread, plus the node table
+//! (state and metadata of every node) that the rest of the daemon reads.
+//!
+//! - `identity`: a node's name, address and generation.
+//! - `config`: SWIM timing by cluster size.
+//! - `meta`: node metadata and its broadcasts.
+//! - `view`: the node table and the events its changes make (sans-IO).
+//! - `driver`: the task that runs foca over UDP.
+//! - `publish`: this node's metadata republished on change, and push-pull.
+
+pub mod config;
+mod driver;
+pub mod identity;
+pub mod meta;
+pub(crate) mod publish;
+pub mod view;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use circuit_sdk::proto::{MeshEvent, NodeInfo, NodeState};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::swim_config;
+pub use identity::NodeId;
+pub use meta::NodeMeta;
+use view::View;
+
+/// State shared by the handle and the SWIM task.
+pub(crate) struct Shared {
+    /// The node table. Written by the SWIM task and push-pull; read by requests.
+    view: RwLock<View>,
+    /// Commands to the SWIM task; closed when there is no mesh.
+    cmds: mpsc::UnboundedSender<driver::Cmd>,
+    /// Membership events, for `circuit events` and the peer links.
+    events: broadcast::Sender<MeshEvent>,
+}
+
+/// Handle to the membership of this daemon: cheap to clone.
+#[derive(Clone)]
+pub struct Membership {
+    shared: Arc<Shared>,
+    /// False for a daemon without a mesh port.
+    meshed: bool,
+}
+
+/// Why a join failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The daemon has no mesh port.
+    #[error("this daemon is not in a mesh: start circuitd with --listen ADDR to join one")]
+    NoMesh,
+    /// Nobody answered in time.
+    #[error("no node answered at {0} within {1:?} (still trying in the background)")]
+    Timeout(String, Duration),
+}
+
+impl Membership {
+    /// A daemon on its own: the table holds only itself.
+    pub fn solo(me: NodeId, meta: NodeMeta) -> Self {
+        let (cmds, _) = mpsc::unbounded_channel();
+        Self::with(me, meta, cmds, false)
+    }
+
+    fn with(me: NodeId, meta: NodeMeta, cmds: mpsc::UnboundedSender<driver::Cmd>, meshed: bool) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            shared: Arc::new(Shared {
+                view: RwLock::new(View::new(&me, meta, crate::supervisor::now_ms())),
+                cmds,
+                events,
+            }),
+            meshed,
+        }
+    }
+
+    /// Starts the SWIM task on its own thread, gossiping on `socket` (the mesh port). It
+    /// leaves the mesh when `shutdown` is cancelled; `tracker` waits for that.
+    pub fn start(
+        me: NodeId,
+        meta: NodeMeta,
+        socket: std::net::UdpSocket,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> std::io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        let (cmds, cmd_rx) = mpsc::unbounded_channel();
+        let membership = Self::with(me, meta.clone(), cmds, true);
+        let shared = membership.shared.clone();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("circuit-swim".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the gossip runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let socket = match tokio::net::UdpSocket::from_std(socket) {
+                        Ok(socket) => socket,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot use the gossip socket");
+                            return;
+                        }
+                    };
+                    driver::Driver {
+                        shared,
+                        socket,
+                        cmds: cmd_rx,
+                        shutdown,
+                        meta,
+                    }
+                    .run()
+                    .await;
+                });
+                let _ = done_tx.send(());
+            })?;
+        tracker.spawn(async move {
+            let _ = done_rx.await;
+        });
+        Ok(membership)
+    }
+
+    /// Whether this daemon has a mesh port.
+    pub fn meshed(&self) -> bool {
+        self.meshed
+    }
+
+    /// This daemon's identity.
+    pub fn me(&self) -> NodeId {
+        self.read().me().clone()
+    }
+
+    /// Every node this daemon knows.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.read().snapshot()
+    }
+
+    /// Every node's metadata, for push-pull.
+    pub fn metas(&self) -> Vec<NodeInfo> {
+        self.read().metas()
+    }
+
+    /// Merges metadata pulled from (or pushed by) another node.
+    pub fn merge(&self, nodes: Vec<NodeInfo>) {
+        let me = self.read().me().name.clone();
+        let mut view = self.shared.view.write().expect("view");
+        for info in nodes.into_iter().filter(|n| n.name != me && !n.name.is_empty()) {
+            view.merge_meta(view::meta_of(info));
+        }
+    }
+
+    /// A node's identity and state.
+    pub fn node(&self, name: &str) -> Option<(NodeId, NodeState)> {
+        self.read().node(name)
+    }
+
+    /// The node that owns channel `chan`, if any says it does.
+    pub fn owner_of(&self, chan: &str) -> Option<(String, NodeState)> {
+        self.read().owner_of(chan)
+    }
+
+    /// Nodes whose metadata arrived without its lists.
+    pub fn partial(&self) -> Vec<String> {
+        self.read().partial()
+    }
+
+    /// Sets this node's metadata (spread at once if it changed).
+    pub fn set_meta(&self, meta: NodeMeta) {
+        let _ = self.shared.cmds.send(driver::Cmd::SetMeta(meta));
+    }
+
+    /// Membership events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MeshEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Starts joining through `addrs` (retried with backoff until one answers). With `wait`,
+    /// returns once joined or fails after that long (the attempts go on).
+    pub async fn join(&self, addrs: Vec<SocketAddr>, wait: Option<Duration>) -> Result<(), JoinError> {
+        if !self.meshed {
+            return Err(JoinError::NoMesh);
+        }
+        let shown = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+        let (tx, rx) = oneshot::channel();
+        let waiter = wait.is_some().then_some(tx);
+        if self.shared.cmds.send(driver::Cmd::Join(addrs, waiter)).is_err() {
+            return Err(JoinError::NoMesh);
+        }
+        if let Some(wait) = wait {
+            match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(())) => {}
+                _ => return Err(JoinError::Timeout(shown, wait)),
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.shared.view.read().expect("view")
+    }
+}

@@ -1,0 +1,149 @@
+//! The mesh as clients see it: nodes, their state and metadata, membership events, and where a
+//! spawn should go.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::SpawnSpec;
+
+/// How the local daemon sees a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Answers probes.
+    Alive,
+    /// Missed a probe; declared dead unless it refutes in time. Still used as alive.
+    Suspect,
+    /// Declared dead by the mesh.
+    Dead,
+    /// Left on purpose (graceful shutdown).
+    Left,
+}
+
+impl NodeState {
+    /// Lower-case name, as shown by `circuit nodes`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Dead => "dead",
+            Self::Left => "left",
+        }
+    }
+
+    /// True for alive and suspect: the node may be used.
+    pub fn is_up(self) -> bool {
+        matches!(self, Self::Alive | Self::Suspect)
+    }
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One node of the mesh, as the answering daemon knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node name, unique in the mesh.
+    pub name: String,
+    /// Address of its mesh port (UDP gossip, TCP peer links and API).
+    pub addr: String,
+    /// Its state as seen by the answering daemon.
+    pub state: NodeState,
+    /// True for the answering daemon itself.
+    pub is_self: bool,
+    /// Changes each time the node's daemon starts (or rejoins after being declared dead), so a
+    /// restarted daemon is told apart from a stale one.
+    pub generation: u64,
+    /// Labels given with `circuitd --label k=v`, used for placement.
+    pub labels: BTreeMap<String, String>,
+    /// Daemon version.
+    pub version: String,
+    /// When its daemon started (ms since the Unix epoch).
+    pub started_at_ms: u64,
+    /// Workers it supervises that are not exited or failed.
+    pub workers: usize,
+    /// Their names, so a node that dies can have its workers reported as lost.
+    #[serde(default)]
+    pub worker_names: Vec<String>,
+    /// Its 1-minute load average.
+    pub load: f64,
+    /// Names of the channels it owns.
+    pub channels: Vec<String>,
+    /// Bumped by the node each time its metadata changes; the highest (generation, version)
+    /// wins when tables are merged.
+    #[serde(default)]
+    pub meta_version: u64,
+    /// When the answering daemon last heard of a change in this node's state or metadata.
+    pub updated_at_ms: u64,
+}
+
+/// What happened to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A node joined (or was first seen).
+    Join,
+    /// A node left on purpose.
+    Leave,
+    /// A node missed probes and is suspected.
+    Suspect,
+    /// A suspected node refuted the suspicion.
+    Recover,
+    /// A node was declared dead.
+    Dead,
+    /// A node came back with a new generation (restarted, or rejoined after a partition).
+    Rejoin,
+}
+
+impl EventKind {
+    /// Lower-case name, as `circuit events` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Join => "join",
+            Self::Leave => "leave",
+            Self::Suspect => "suspect",
+            Self::Recover => "recover",
+            Self::Dead => "dead",
+            Self::Rejoin => "rejoin",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A membership event, as seen by the daemon that reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshEvent {
+    /// When the reporting daemon saw it (ms since the Unix epoch).
+    pub ts_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The node it happened to.
+    pub node: String,
+    /// That node's mesh address.
+    pub addr: String,
+    /// That node's generation.
+    pub generation: u64,
+}
+
+/// Where a spawn goes and how many copies: [`super::Request::Place`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Placement {
+    /// What to run. With `replicas > 1` and a name, copy i is named `NAME-i`.
+    pub spec: SpawnSpec,
+    /// Run on this node.
+    pub node: Option<String>,
+    /// Run on nodes whose labels include all of these.
+    pub selector: BTreeMap<String, String>,
+    /// Copies to start, spread over the matching nodes (least loaded first); 0 means 1.
+    pub replicas: u32,
+}
