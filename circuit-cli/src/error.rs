@@ -1,5 +1,6 @@
 //! What the user sees when a command fails: one line, `error: <message> — <hint>`, never a
-//! `Debug` dump. Hints are attached here by error class, or by a command that knows better.
+//! `Debug` dump. Hints are attached here by error class, or by a command that knows better;
+//! a message that already carries a hint (the daemon's often do) gets no second one.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -24,12 +25,12 @@ impl CliError {
         })
     }
 
-    /// A failure with a hint; `err` gives the message.
+    /// A failure with a hint; `err` gives the message. The hint is dropped if the message
+    /// has one already.
     pub fn hinted(err: impl fmt::Display, hint: impl Into<String>) -> anyhow::Error {
-        anyhow::Error::new(Self {
-            message: err.to_string(),
-            hint: Some(hint.into()),
-        })
+        let message = err.to_string();
+        let hint = (!has_hint(&message)).then(|| hint.into());
+        anyhow::Error::new(Self { message, hint })
     }
 }
 
@@ -44,6 +45,11 @@ impl fmt::Display for CliError {
 }
 
 impl std::error::Error for CliError {}
+
+/// True when `message` ends with a hint of its own (`no node named "h9" — see \`circuit nodes\``).
+fn has_hint(message: &str) -> bool {
+    message.contains(" — ")
+}
 
 /// The one line (without `error: `) that describes `err`.
 pub fn render(err: &anyhow::Error) -> String {
@@ -115,8 +121,8 @@ fn render_sdk(err: &SdkError) -> String {
                 message
             };
             return match remote_hint(*code) {
-                Some(hint) => format!("{message} — {hint}"),
-                None => message.to_string(),
+                Some(hint) if !has_hint(message) => format!("{message} — {hint}"),
+                _ => message.to_string(),
             };
         }
         SdkError::Connect {
@@ -142,8 +148,8 @@ fn render_chan(err: &ChanError) -> String {
     let hint = match err {
         ChanError::Daemon { code, message } => {
             return match remote_hint(*code) {
-                Some(hint) => format!("{message} — {hint}"),
-                None => message.clone(),
+                Some(hint) if !has_hint(message) => format!("{message} — {hint}"),
+                _ => message.clone(),
             };
         }
         ChanError::OwnerLost(_) => Some("did circuitd restart? see its log"),
@@ -200,6 +206,27 @@ mod tests {
             message: "no worker named \"x\"".into(),
         });
         assert_eq!(render(&err), "no worker named \"x\" — see `circuit ps`");
+    }
+
+    #[test]
+    fn a_message_with_its_own_hint_gets_no_second_one() {
+        let message = "no node named \"h9\" in the mesh — see `circuit nodes`";
+        let err = SdkError::Remote {
+            code: ErrorCode::NotFound,
+            message: message.into(),
+        };
+        assert_eq!(render(&anyhow::Error::new(err)), message);
+        assert_eq!(
+            render(&CliError::hinted(message, "see `circuit ps`")),
+            message
+        );
+        assert_eq!(
+            render(&CliError::hinted(
+                "no node named \"h9\"",
+                "see `circuit nodes`"
+            )),
+            "no node named \"h9\" — see `circuit nodes`"
+        );
     }
 
     #[test]

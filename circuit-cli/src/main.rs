@@ -25,7 +25,9 @@ use circuit_sdk::paths::{default_socket_path, SOCKET_ENV};
 #[command(name = "circuit", version, propagate_version = true)]
 #[command(after_help = "Examples:\n  \
     circuit spawn --name web --restart always -- python3 -m http.server\n  \
+    circuit spawn --node h3 --name analyzer -- ./analyze\n  \
     circuit ps -a\n  \
+    circuit nodes\n  \
     circuit logs -f web\n  \
     circuit chan create jobs --cap 16 && seq 100 | circuit send jobs\n  \
     circuit recv -n 1 jobs")]
@@ -126,6 +128,44 @@ mod tests {
             panic!("expected spawn");
         };
         assert_eq!(args.command, ["python3", "-m", "http.server"]);
+    }
+
+    #[test]
+    fn mesh_commands_and_node_flags_parse() {
+        for argv in [
+            &["circuit", "nodes", "--json"][..],
+            &["circuit", "join", "10.0.0.1:7711", "[::1]:7711"],
+            &["circuit", "events"],
+            &["circuit", "ps", "--node", "h2", "-a"],
+            &["circuit", "logs", "--node", "h2", "-f", "w"],
+            &["circuit", "stop", "--node", "h2", "w", "v"],
+            &["circuit", "restart", "w", "--node", "h2"],
+            &["circuit", "signal", "HUP", "w", "--node", "h2"],
+            &["circuit", "wait", "--node", "h2", "w"],
+            &["circuit", "rm", "-f", "--node", "h2", "w"],
+            &["circuit", "chan", "create", "jobs", "--node", "h2"],
+            &[
+                "circuit",
+                "spawn",
+                "--label",
+                "gpu=yes",
+                "--replicas",
+                "2",
+                "--",
+                "true",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_ok(), "{argv:?}");
+        }
+        for bad in [
+            &["circuit", "join"][..],
+            &["circuit", "join", "h1:x"],
+            &["circuit", "nodes", "extra"],
+            &["circuit", "wait", "--node", "w"],
+            &["circuit", "stop", "--node", "", "w"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

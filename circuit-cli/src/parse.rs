@@ -1,5 +1,5 @@
-//! Value parsers for flags: `KEY=VALUE` pairs, durations (`500ms`, `10s`) and byte sizes
-//! (`10M`). Each returns a message clap shows as `invalid value '...' for '--flag': <message>`.
+//! Value parsers for flags: `KEY=VALUE` pairs, durations (`500ms`, `10s`), byte sizes (`10M`)
+//! and mesh addresses (`HOST[:PORT]`). Each returns a message clap shows as `invalid value '...' for '--flag': <message>`.
 
 use std::time::Duration;
 
@@ -27,6 +27,43 @@ pub fn chan_binding(s: &str) -> Result<(String, String), String> {
         return Err(format!("the channel name in \"{s}\" is empty"));
     }
     Ok((name, chan))
+}
+
+/// Parses a mesh address `HOST[:PORT]` (`10.0.0.1:7711`, `h1`, `[::1]:7711`). It is passed on
+/// as written: the daemon resolves the host and adds its default port when there is none.
+pub fn mesh_addr(s: &str) -> Result<String, String> {
+    let bad = || format!("expected HOST or HOST:PORT (like 10.0.0.1:7711), got \"{s}\"");
+    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(bad());
+    }
+    let port = if let Some(rest) = s.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or_else(bad)?),
+        }
+    } else {
+        match s.split_once(':') {
+            // One colon: `host:port`; more: a bare IPv6 address.
+            Some((host, port)) if !port.contains(':') => {
+                if host.is_empty() {
+                    return Err(bad());
+                }
+                Some(port)
+            }
+            _ => None,
+        }
+    };
+    match port.map(str::parse::<u16>) {
+        None | Some(Ok(1..)) => Ok(s.to_string()),
+        Some(_) => Err(format!(
+            "the port in \"{s}\" is not a number from 1 to 65535"
+        )),
+    }
 }
 
 /// Parses a duration such as `500ms`, `10s`, `1m30s` or `0`.
@@ -97,6 +134,34 @@ mod tests {
         assert!(key_value("A B=1").is_err());
         assert!(chan_binding("in=").unwrap_err().contains("empty"));
         assert_eq!(chan_binding("in=jobs"), Ok(("in".into(), "jobs".into())));
+    }
+
+    #[test]
+    fn mesh_addresses_need_a_host_and_may_have_a_port() {
+        for good in [
+            "10.0.0.1:7711",
+            "h1",
+            "h1:7711",
+            "[::1]:7711",
+            "[::1]",
+            "fe80::1",
+        ] {
+            assert_eq!(mesh_addr(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "",
+            ":7711",
+            "h1:",
+            "h1:0",
+            "h1:x",
+            "a b:1",
+            "[]:1",
+            "[::1",
+            "[::1]7711",
+        ] {
+            assert!(mesh_addr(bad).is_err(), "{bad:?}");
+        }
+        assert!(mesh_addr("h1:70000").unwrap_err().contains("1 to 65535"));
     }
 
     #[test]

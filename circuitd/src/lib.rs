@@ -76,7 +76,13 @@ pub async fn run(
         }
     };
     let started_at_ms = supervisor::now_ms();
-    let membership = start_membership(&config, listeners.udp.take(), started_at_ms, &shutdown, &tracker)?;
+    let membership = start_membership(
+        &config,
+        listeners.udp.take(),
+        started_at_ms,
+        &shutdown,
+        &tracker,
+    )?;
     let peers = peer::Peers::new(membership.clone());
     let fixed = membership::publish::Fixed {
         name: config.name.clone(),
@@ -91,6 +97,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     if membership.meshed() {
+        tracker.spawn(peers.clone().watch(shutdown.clone()));
         tracker.spawn(membership::publish::anti_entropy(
             membership.clone(),
             peers.clone(),
@@ -114,6 +121,7 @@ pub async fn run(
         broker,
         membership,
         peers,
+        claims: Default::default(),
         instance: fastrand::u64(1..),
         started_at_ms,
         started: std::time::Instant::now(),
@@ -159,7 +167,9 @@ fn start_membership(
     };
     let advertise = match config.advertise {
         Some(addr) => addr,
-        None => udp.local_addr().map_err(|e| DaemonError::Mesh(e.to_string()))?,
+        None => udp
+            .local_addr()
+            .map_err(|e| DaemonError::Mesh(e.to_string()))?,
     };
     let me = membership::NodeId::new(config.name.clone(), advertise);
     let meta = meta(me.generation);

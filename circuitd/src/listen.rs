@@ -36,9 +36,9 @@ impl Listeners {
         let (tcp, udp) = match listen {
             Some(addr) => {
                 let tcp = bind_tcp(addr, insecure).await?;
-                let at = tcp
-                    .local_addr()
-                    .map_err(|e| DaemonError::Bind(format!("cannot read the listen address: {e}")))?;
+                let at = tcp.local_addr().map_err(|e| {
+                    DaemonError::Bind(format!("cannot read the listen address: {e}"))
+                })?;
                 let udp = std::net::UdpSocket::bind(at).map_err(|e| {
                     DaemonError::Bind(format!("cannot bind UDP {at} for gossip: {e}"))
                 })?;

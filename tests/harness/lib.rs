@@ -6,6 +6,7 @@
 //! - [`bin`]: where the built binaries are.
 //! - [`wait_until`], [`wait_until_async`]: poll a condition until a deadline.
 //! - [`alive`]: whether a pid is a live (non-zombie) process.
+//! - [`netns`]: test hosts as network namespaces ([`NetnsCluster`]), one circuitd in each.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use circuit_sdk::proto::{Reply, Request, SpawnSpec, WorkerInfo};
 use circuit_sdk::Client;
+
+pub mod netns;
+pub use netns::NetnsCluster;
 
 /// Path of a binary built from this workspace (`circuitd`, `circuit`).
 pub fn bin(name: &str) -> PathBuf {

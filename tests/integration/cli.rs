@@ -75,7 +75,16 @@ fn stop_leaves_no_grandchild_behind() {
 fn ps_status_and_json() {
     let daemon = Daemon::start();
     daemon.cli_ok(&[
-        "spawn", "--name", "web", "--label", "role=api", "--chan", "in=jobs", "--", "sleep", "1000",
+        "spawn",
+        "--name",
+        "web",
+        "--worker-label",
+        "role=api",
+        "--chan",
+        "in=jobs",
+        "--",
+        "sleep",
+        "1000",
     ]);
     daemon.cli_ok(&["spawn", "--name", "once", "--", "true"]);
     assert_eq!(daemon.cli(&["wait", "once"]).status.code(), Some(0));

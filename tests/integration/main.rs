@@ -5,6 +5,8 @@ mod bad_input;
 mod channels;
 mod cli;
 mod cli_chan;
+mod cli_mesh;
+mod netns_smoke;
 mod pipeline;
 mod recovery;
 mod supervision;

@@ -35,8 +35,9 @@ enum Route {
     Stream(Arc<dyn StreamHandler>),
 }
 
-/// The side of a channel stream that the reader task drives.
-pub(crate) trait StreamHandler: Send + Sync {
+/// The side of a channel stream that the reader task drives. Public for relays (a daemon
+/// passing a stream on to the channel's owner); workers use [`crate::chan`] instead.
+pub trait StreamHandler: Send + Sync {
     /// A control message for the stream (its opening item, or its terminal error).
     fn on_message(&self, msg: ServerMessage);
     /// Data and signal frames for the stream, in order, as many as were read in one go.
@@ -313,7 +314,8 @@ impl Client {
     }
 
     /// Opens a stream request: its messages and frames go to `handler` until it ends.
-    pub(crate) fn open_stream(
+    /// Low-level, for relays; workers use [`crate::chan`].
+    pub fn open_stream(
         &self,
         request: Request,
         handler: Arc<dyn StreamHandler>,
@@ -334,7 +336,7 @@ impl Client {
     }
 
     /// Ends a stream from this side: its route is dropped and the daemon told.
-    pub(crate) fn close_stream(&self, id: u64) {
+    pub fn close_stream(&self, id: u64) {
         self.forget(id);
         if let Ok(frame) = encode(&ClientMessage::Cancel { id }) {
             let _ = self.inner.out.send(Outgoing::Frame(frame));
@@ -342,14 +344,14 @@ impl Client {
     }
 
     /// Asks the daemon to end a stream, keeping its route so the terminal reply is seen.
-    pub(crate) fn cancel_stream(&self, id: u64) {
+    pub fn cancel_stream(&self, id: u64) {
         if let Ok(frame) = encode(&ClientMessage::Cancel { id }) {
             let _ = self.inner.out.send(Outgoing::Frame(frame));
         }
     }
 
     /// Queues a frame; false when the connection is gone.
-    pub(crate) fn send_frame(&self, frame: Frame) -> bool {
+    pub fn send_frame(&self, frame: Frame) -> bool {
         self.inner.out.send(Outgoing::Frame(frame)).is_ok()
     }
 

@@ -24,5 +24,5 @@ pub mod error;
 pub mod paths;
 pub mod proto;
 
-pub use client::{Client, Next, ReplyStream, Target};
+pub use client::{Client, Next, ReplyStream, StreamHandler, Target};
 pub use error::Error;

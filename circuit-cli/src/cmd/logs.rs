@@ -7,14 +7,15 @@ use std::process::ExitCode;
 use circuit_sdk::proto::{Item, LogLine, LogStream, LogsRequest, Reply, Request};
 use circuit_sdk::Next;
 
-use super::{exit_code, unexpected, Ctx};
+use super::{exit_code, unexpected, Ctx, NodeFlag};
 use crate::output;
 
 /// Arguments of `circuit logs`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     circuit logs web\n  \
-    circuit logs -f --tail 20 --timestamps web")]
+    circuit logs -f --tail 20 --timestamps web\n  \
+    circuit logs --node h3 web")]
 pub struct Args {
     /// Keep printing new lines until the worker ends, then exit with its exit code.
     #[arg(short, long)]
@@ -39,6 +40,9 @@ pub struct Args {
     /// The worker.
     #[arg(value_name = "WORKER")]
     pub name: String,
+
+    #[command(flatten)]
+    pub node: NodeFlag,
 }
 
 /// Prints the log lines as they arrive (one JSON object per line, with `--json`).
@@ -55,7 +59,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         stream,
     };
     let client = ctx.connect().await?;
-    let mut replies = client.stream(Request::Logs(request)).await?;
+    let mut replies = client
+        .stream(args.node.wrap(Request::Logs(request)))
+        .await?;
     loop {
         match replies.next().await? {
             Next::Item(Item::Log(line)) if ctx.json => output::json_line(&line)?,

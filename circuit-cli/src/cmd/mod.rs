@@ -3,7 +3,10 @@
 //! whether to print JSON.
 
 mod chan;
+mod events;
+mod join;
 mod logs;
+mod nodes;
 mod ps;
 mod recv;
 mod restart;
@@ -20,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use circuit_sdk::proto::{Reply, WorkerInfo};
+use circuit_sdk::proto::{NodeInfo, Reply, Request, WorkerInfo};
 use circuit_sdk::Client;
 
 use crate::error;
@@ -46,6 +49,12 @@ pub enum Command {
     Rm(rm::Args),
     /// Show the daemon's status.
     Status(status::Args),
+    /// List the nodes of the mesh.
+    Nodes(nodes::Args),
+    /// Join this node to a mesh through nodes already in it.
+    Join(join::Args),
+    /// Print membership events (joins, deaths, ...) as they happen.
+    Events(events::Args),
     /// Manage named channels: create, ls, stat, close, rm.
     Chan(chan::Args),
     /// Send a value (or each line of stdin) to a channel; waits until it is accepted.
@@ -69,6 +78,9 @@ impl Command {
             Self::Wait(args) => wait::run(ctx, args).await,
             Self::Rm(args) => rm::run(ctx, args).await,
             Self::Status(args) => status::run(ctx, args).await,
+            Self::Nodes(args) => nodes::run(ctx, args).await,
+            Self::Join(args) => join::run(ctx, args).await,
+            Self::Events(args) => events::run(ctx, args).await,
             Self::Chan(args) => chan::run(ctx, args).await,
             Self::Send(args) => send::run(ctx, args).await,
             Self::Recv(args) => recv::run(ctx, args).await,
@@ -119,6 +131,33 @@ impl Ctx {
     }
 }
 
+/// `--node NAME` of the commands about one node's workers: the request runs on that node.
+/// Without it the request goes as is, and circuitd finds the worker's node itself.
+#[derive(Debug, Default, clap::Args)]
+pub struct NodeFlag {
+    /// The node the worker is on [default: found by circuitd].
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub node: Option<String>,
+}
+
+impl NodeFlag {
+    /// `request` as it is sent: run on `--node` when given.
+    pub fn wrap(&self, request: Request) -> Request {
+        on(self.node.clone(), request)
+    }
+}
+
+/// `request` run on `node` ([`Request::On`]) when there is one, else `request` itself.
+pub fn on(node: Option<String>, request: Request) -> Request {
+    match node {
+        Some(node) => Request::On {
+            node,
+            request: Box::new(request),
+        },
+        None => request,
+    }
+}
+
 /// Converts a worker's exit code (0..=255 by shell convention) to ours; anything else is 1.
 pub fn exit_code(code: i32) -> ExitCode {
     u8::try_from(code).map_or(ExitCode::FAILURE, ExitCode::from)
@@ -134,6 +173,8 @@ pub fn unexpected(wanted: &str, got: &Reply) -> anyhow::Error {
         Reply::Status(_) => "status",
         Reply::Chan(_) => "chan",
         Reply::Chans(_) => "chans",
+        Reply::Nodes(_) => "nodes",
+        Reply::Claim(_) => "claim",
     };
     error::CliError::hinted(
         format!("circuitd replied with {got} where {wanted} was expected"),
@@ -157,10 +198,50 @@ pub fn expect_workers(reply: Reply) -> anyhow::Result<Vec<WorkerInfo>> {
     }
 }
 
+/// The nodes in a `nodes` reply.
+pub fn expect_nodes(reply: Reply) -> anyhow::Result<Vec<NodeInfo>> {
+    match reply {
+        Reply::Nodes(list) => Ok(list),
+        other => Err(unexpected("a list of nodes", &other)),
+    }
+}
+
 /// Checks that a reply is `done`.
 pub fn expect_done(reply: Reply) -> anyhow::Result<()> {
     match reply {
         Reply::Done => Ok(()),
         other => Err(unexpected("done", &other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_flag_runs_the_request_on_that_node() {
+        let wait = || Request::Wait { name: "job".into() };
+        assert_eq!(NodeFlag::default().wrap(wait()), wait());
+        let flag = NodeFlag {
+            node: Some("h3".into()),
+        };
+        assert_eq!(
+            flag.wrap(wait()),
+            Request::On {
+                node: "h3".into(),
+                request: Box::new(wait()),
+            }
+        );
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_kind_is_one_line() {
+        let err = expect_workers(Reply::Nodes(Vec::new())).unwrap_err();
+        assert_eq!(
+            error::render(&err),
+            "circuitd replied with nodes where a list of workers was expected — are circuit and \
+             circuitd the same version?"
+        );
+        assert!(expect_nodes(Reply::Done).is_err());
     }
 }

@@ -1,11 +1,12 @@
-//! `circuit ps`: the worker table. One row per worker; the STATUS column says in words what
-//! the state means right now (up for how long, how it exited, why it failed).
+//! `circuit ps`: the worker table of the whole cluster (or of one node, with `--node`). One row
+//! per worker, sorted by name; the STATUS column says in words what the state means right now
+//! (up for how long, how it exited, why it failed, that its node died).
 
 use std::process::ExitCode;
 
 use circuit_sdk::proto::{Request, WorkerInfo, WorkerState};
 
-use super::{expect_workers, Ctx};
+use super::{expect_workers, on, Ctx};
 use crate::output::{self, Table};
 
 /// Widest COMMAND cell; longer command lines are cut with `…`.
@@ -13,17 +14,22 @@ const COMMAND_WIDTH: usize = 40;
 
 /// Arguments of `circuit ps`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  circuit ps\n  circuit ps -a --json")]
+#[command(after_help = "Examples:\n  circuit ps\n  circuit ps -a --node h2 --json")]
 pub struct Args {
-    /// Also list workers that have exited (failed ones are always listed).
+    /// Also list workers that have exited (failed and lost ones are always listed).
     #[arg(short, long)]
     pub all: bool,
+
+    /// Only the workers of this node [default: every node of the mesh].
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub node: Option<String>,
 }
 
 /// Lists workers as a table (or as a JSON array, with `--json`).
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let client = ctx.connect().await?;
-    let workers = expect_workers(client.call(Request::List { all: args.all }).await?)?;
+    let mut workers = expect_workers(client.call(request(args)).await?)?;
+    workers.sort_by(|a, b| (&a.name, &a.node).cmp(&(&b.name, &b.node)));
     if ctx.json {
         output::json(&workers)?;
     } else {
@@ -32,11 +38,19 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The cluster list, or one node's list with `--node`.
+fn request(args: Args) -> Request {
+    match args.node {
+        Some(node) => on(Some(node), Request::List { all: args.all }),
+        None => Request::ClusterList { all: args.all },
+    }
+}
+
 /// The table for `workers` as seen at `now_ms`. The CHANS column appears only when some
 /// worker has channel bindings; STATUS comes last since a failure reason can be long.
 fn table(workers: &[WorkerInfo], now_ms: u64) -> Table {
     let with_chans = workers.iter().any(|w| !w.spec.chans.is_empty());
-    let mut header = vec!["name", "state", "pid", "restarts"];
+    let mut header = vec!["name", "node", "state", "pid", "restarts"];
     if with_chans {
         header.push("chans");
     }
@@ -45,6 +59,7 @@ fn table(workers: &[WorkerInfo], now_ms: u64) -> Table {
     for w in workers {
         let mut row = vec![
             w.name.clone(),
+            w.node.clone(),
             w.state.to_string(),
             w.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string()),
             w.restarts.to_string(),
@@ -52,14 +67,23 @@ fn table(workers: &[WorkerInfo], now_ms: u64) -> Table {
         if with_chans {
             row.push(chans(w));
         }
-        row.push(output::truncate(
-            &output::command_line(&w.spec.command, &w.spec.args),
-            COMMAND_WIDTH,
-        ));
+        row.push(command(w));
         row.push(status(w, now_ms));
         table.row(row);
     }
     table
+}
+
+/// The command line, cut to [`COMMAND_WIDTH`]; `-` when unknown (a lost worker's spec is
+/// gone with its node).
+fn command(w: &WorkerInfo) -> String {
+    if w.spec.command.is_empty() {
+        return "-".into();
+    }
+    output::truncate(
+        &output::command_line(&w.spec.command, &w.spec.args),
+        COMMAND_WIDTH,
+    )
 }
 
 /// Channel bindings as `in=jobs,out=results`, or `-`.
@@ -107,6 +131,7 @@ fn status(w: &WorkerInfo, now: u64) -> String {
                 reason.to_string()
             }
         }
+        WorkerState::Lost => format!("node {} is dead", w.node),
     }
 }
 
@@ -144,20 +169,40 @@ mod tests {
         let mut bad = worker("bad", WorkerState::Failed);
         (bad.restarts, bad.reason) = (5, Some("too many restarts".into()));
         bad.spec.chans.insert("in".into(), "jobs".into());
+        let mut gone = worker("gone", WorkerState::Lost);
+        gone.node = "h4".into();
+        gone.spec = SpawnSpec::default();
         let want = "\
-NAME   STATE     PID    RESTARTS   CHANS     COMMAND    STATUS
-web    running   4242   0          -         sleep 60   up 2m10s
-job    exited    -      0          -         sleep 60   exited 5s ago (code 3)
-bad    failed    -      5          in=jobs   sleep 60   too many restarts
+NAME   NODE   STATE     PID    RESTARTS   CHANS     COMMAND    STATUS
+web    n1     running   4242   0          -         sleep 60   up 2m10s
+job    n1     exited    -      0          -         sleep 60   exited 5s ago (code 3)
+bad    n1     failed    -      5          in=jobs   sleep 60   too many restarts
+gone   h4     lost      -      0          -         -          node h4 is dead
 ";
-        assert_eq!(table(&[web, job, bad], 131_000).render(), want);
+        assert_eq!(table(&[web, job, bad, gone], 131_000).render(), want);
+    }
+
+    #[test]
+    fn the_cluster_is_listed_unless_a_node_is_named() {
+        let args = |node: Option<&str>| Args {
+            all: true,
+            node: node.map(Into::into),
+        };
+        assert_eq!(request(args(None)), Request::ClusterList { all: true });
+        assert_eq!(
+            request(args(Some("h2"))),
+            Request::On {
+                node: "h2".into(),
+                request: Box::new(Request::List { all: true }),
+            }
+        );
     }
 
     #[test]
     fn no_workers_prints_only_the_header() {
         assert_eq!(
             table(&[], 0).render(),
-            "NAME   STATE   PID   RESTARTS   COMMAND   STATUS\n"
+            "NAME   NODE   STATE   PID   RESTARTS   COMMAND   STATUS\n"
         );
     }
 }

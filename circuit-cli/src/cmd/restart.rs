@@ -5,22 +5,26 @@ use std::process::ExitCode;
 
 use circuit_sdk::proto::Request;
 
-use super::{expect_worker, Ctx};
+use super::{expect_worker, Ctx, NodeFlag};
 use crate::output;
 
 /// Arguments of `circuit restart`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  circuit restart web")]
+#[command(after_help = "Examples:\n  circuit restart web\n  circuit restart --node h3 web")]
 pub struct Args {
     /// The worker.
     #[arg(value_name = "WORKER")]
     pub name: String,
+
+    #[command(flatten)]
+    pub node: NodeFlag,
 }
 
 /// Restarts the worker and prints its name (or its description, with `--json`).
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let client = ctx.connect().await?;
-    let info = expect_worker(client.call(Request::Restart { name: args.name }).await?)?;
+    let request = args.node.wrap(Request::Restart { name: args.name });
+    let info = expect_worker(client.call(request).await?)?;
     if ctx.json {
         output::json(&info)?;
     } else {

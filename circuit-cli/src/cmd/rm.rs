@@ -5,13 +5,15 @@ use std::process::ExitCode;
 
 use circuit_sdk::proto::{ErrorCode, Request};
 
-use super::{expect_done, Ctx};
+use super::{expect_done, Ctx, NodeFlag};
 use crate::error::{self, CliError};
 use crate::output;
 
 /// Arguments of `circuit rm`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  circuit rm job\n  circuit rm -f web worker-2")]
+#[command(
+    after_help = "Examples:\n  circuit rm job\n  circuit rm -f web worker-2\n  circuit rm --node h3 job"
+)]
 pub struct Args {
     /// Stop workers that are still active before removing them.
     #[arg(short, long)]
@@ -20,6 +22,9 @@ pub struct Args {
     /// Workers to remove.
     #[arg(value_name = "WORKER", required = true)]
     pub names: Vec<String>,
+
+    #[command(flatten)]
+    pub node: NodeFlag,
 }
 
 /// Removes each worker and prints its name; exits 1 if any could not be removed.
@@ -27,10 +32,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let client = ctx.connect().await?;
     let mut code = ExitCode::SUCCESS;
     for name in args.names {
-        let request = Request::Remove {
+        let request = args.node.wrap(Request::Remove {
             name: name.clone(),
             force: args.force,
-        };
+        });
         let result = match client.call(request).await {
             Ok(reply) => expect_done(reply),
             Err(e) if e.code() == Some(ErrorCode::InvalidState) => Err(CliError::hinted(

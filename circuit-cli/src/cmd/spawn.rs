@@ -1,14 +1,17 @@
-//! `circuit spawn`: builds a `SpawnSpec` from flags and asks the daemon to start it.
+//! `circuit spawn`: builds a `SpawnSpec` from flags and asks the daemon to place it — on a
+//! named node, on nodes with given labels, or on the least loaded node — in one or more copies.
 //! Flag defaults are the SDK's spec defaults, so `--help` shows what the daemon will use.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
 use circuit_sdk::proto::{
-    EnvMode, ErrorCode, LogSpec, Request, RestartPolicy, RestartSpec, SpawnSpec, StopSpec,
+    EnvMode, ErrorCode, LogSpec, Placement, Request, RestartPolicy, RestartSpec, SpawnSpec,
+    StopSpec, WorkerInfo,
 };
 
-use super::{expect_worker, Ctx};
+use super::{expect_workers, Ctx};
 use crate::error::CliError;
 use crate::{output, parse};
 
@@ -16,11 +19,30 @@ use crate::{output, parse};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     circuit spawn --name web --restart always -- python3 -m http.server\n  \
-    circuit spawn --chan in=jobs --chan out=results --env LEVEL=debug -- ./worker")]
+    circuit spawn --node h3 --chan in=jobs --chan out=results --env LEVEL=debug -- ./worker\n  \
+    circuit spawn --label gpu=yes --replicas 4 --name analyzer -- ./analyze   # analyzer-1..4\n\n\
+On a terminal, spawn prints `started NAME on NODE (pid N)` for each worker; through a pipe,\n\
+only each worker's name, one per line: `circuit wait $(circuit spawn -- ./job)`.")]
 pub struct Args {
-    /// Worker name, unique on the node [default: derived from the command].
+    /// Worker name, unique on the node [default: derived from the command]. With --replicas,
+    /// copy i is named NAME-i.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+
+    /// Run on this node [default: the least loaded node that matches --label].
+    #[arg(long, value_name = "NODE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub node: Option<String>,
+
+    /// Run on a node that has this label (repeatable: all must match). Node labels are given
+    /// with `circuitd --label`; see `circuit nodes`.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse::key_value,
+          conflicts_with = "node")]
+    pub selector: Vec<(String, String)>,
+
+    /// Copies to start, spread over the matching nodes, least loaded first.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub replicas: u32,
 
     /// When to start the worker again after it exits: never, on-failure or always.
     #[arg(long, value_name = "POLICY", default_value = "never")]
@@ -38,8 +60,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<String>,
 
-    /// Attach a label (repeatable).
-    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse::key_value)]
+    /// Attach a label to the worker itself, for people and scripts (repeatable).
+    #[arg(long = "worker-label", value_name = "KEY=VALUE", value_parser = parse::key_value)]
     pub labels: Vec<(String, String)>,
 
     /// Bind a channel: `--chan in=jobs` gives the worker CIRCUIT_CHAN_IN=jobs (repeatable).
@@ -98,26 +120,65 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
-/// Starts the worker and prints its name (or its description, with `--json`).
+/// Starts the workers and prints one line for each (one JSON object per line, with `--json`).
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let spec = spec(args, ctx.is_local())?;
+    let placement = placement(args, ctx.is_local())?;
+    let placed = placement.node.is_some() || !placement.selector.is_empty();
     let client = ctx.connect().await?;
-    let info = match client.call(Request::Spawn(spec)).await {
-        Ok(reply) => expect_worker(reply)?,
+    let workers = match client.call(Request::Place(placement)).await {
+        Ok(reply) => expect_workers(reply)?,
         Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {
             return Err(CliError::hinted(
                 e,
                 "choose another --name, or remove the old worker with `circuit rm`",
             ))
         }
+        Err(e) if placed && e.code() == Some(ErrorCode::NotFound) => {
+            return Err(CliError::hinted(
+                e,
+                "see the nodes and their labels with `circuit nodes`",
+            ))
+        }
         Err(e) => return Err(e.into()),
     };
-    if ctx.json {
-        output::json(&info)?;
-    } else {
-        output::line(&info.name)?;
+    if workers.is_empty() {
+        return Err(CliError::hinted(
+            "circuitd replied that it started no worker",
+            "are circuit and circuitd the same version?",
+        ));
+    }
+    let terminal = std::io::stdout().is_terminal();
+    for w in &workers {
+        if ctx.json {
+            output::json_line(w)?;
+        } else if terminal {
+            output::line(&started(w))?;
+        } else {
+            output::line(&w.name)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `started analyzer-1 on h3 (pid 1234)`; without the pid if the worker has none (yet).
+fn started(w: &WorkerInfo) -> String {
+    match w.pid {
+        Some(pid) => format!("started {} on {} (pid {pid})", w.name, w.node),
+        None => format!("started {} on {} ({})", w.name, w.node, w.state),
+    }
+}
+
+/// Where the flags say to run the spec, and how many copies.
+fn placement(mut args: Args, local: bool) -> anyhow::Result<Placement> {
+    let node = args.node.take();
+    let selector = std::mem::take(&mut args.selector).into_iter().collect();
+    let replicas = args.replicas;
+    Ok(Placement {
+        spec: spec(args, local)?,
+        node,
+        selector,
+        replicas,
+    })
 }
 
 /// The spec the flags describe. A relative `--cwd` is made absolute when the daemon is local,
@@ -125,6 +186,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 fn spec(args: Args, local: bool) -> anyhow::Result<SpawnSpec> {
     let mut words = args.command.into_iter();
     let command = words.next().unwrap_or_default();
+    // An option clap does not know starts the command (it takes hyphens, for `-- ls -l`);
+    // no program is named like an option, so it was a mistyped or retired flag.
+    if command.starts_with('-') {
+        return Err(CliError::hinted(
+            format!("unknown option \"{command}\""),
+            "see `circuit spawn --help`; the program goes after `--`",
+        ));
+    }
     let cwd = match args.cwd {
         Some(dir) if local && Path::new(&dir).is_relative() => {
             let here = std::env::current_dir()
@@ -176,10 +245,85 @@ mod tests {
         args: Args,
     }
 
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Cli::try_parse_from(std::iter::once("spawn").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    fn placement_of(argv: &[&str]) -> Placement {
+        placement(parse(argv).expect("parse"), false).expect("placement")
+    }
+
     fn spec_of(argv: &[&str]) -> SpawnSpec {
-        let cli = Cli::try_parse_from(std::iter::once("spawn").chain(argv.iter().copied()))
-            .expect("parse");
-        spec(cli.args, false).expect("spec")
+        placement_of(argv).spec
+    }
+
+    #[test]
+    fn without_placement_flags_circuitd_picks_the_node() {
+        let p = placement_of(&["--", "sleep", "1"]);
+        assert_eq!((p.node, p.selector.len(), p.replicas), (None, 0, 1));
+    }
+
+    #[test]
+    fn label_selects_nodes_and_worker_label_labels_the_worker() {
+        let p = placement_of(&[
+            "--label",
+            "gpu=yes",
+            "--label",
+            "zone=a",
+            "--worker-label",
+            "role=api",
+            "--replicas",
+            "3",
+            "--",
+            "./analyze",
+        ]);
+        assert_eq!(
+            p.selector,
+            [("gpu".into(), "yes".into()), ("zone".into(), "a".into())].into()
+        );
+        assert_eq!(p.spec.labels, [("role".into(), "api".into())].into());
+        assert_eq!((p.node, p.replicas), (None, 3));
+        let p = placement_of(&["--node", "h3", "--", "true"]);
+        assert_eq!(p.node.as_deref(), Some("h3"));
+    }
+
+    #[test]
+    fn contradictory_or_empty_placements_are_refused() {
+        for bad in [
+            &["--node", "h3", "--label", "gpu=yes", "--", "true"][..],
+            &["--replicas", "0", "--", "true"],
+            &["--node", "", "--", "true"],
+            &["--label", "gpu", "--", "true"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        // `-l` was the worker's labels; an option clap does not know starts the command.
+        let retired = parse(&["-l", "role=api", "--", "true"]).expect("parse");
+        let err = placement(retired, false).unwrap_err();
+        assert!(
+            crate::error::render(&err).starts_with("unknown option \"-l\" — see"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_started_worker_is_shown_with_its_node() {
+        let mut w = WorkerInfo {
+            name: "analyzer-1".into(),
+            node: "h3".into(),
+            state: circuit_sdk::proto::WorkerState::Running,
+            pid: Some(1234),
+            restarts: 0,
+            started_at_ms: Some(1_000),
+            exited_at_ms: None,
+            last_exit: None,
+            reason: None,
+            next_start_at_ms: None,
+            spec: SpawnSpec::default(),
+        };
+        assert_eq!(started(&w), "started analyzer-1 on h3 (pid 1234)");
+        (w.pid, w.state) = (None, circuit_sdk::proto::WorkerState::Starting);
+        assert_eq!(started(&w), "started analyzer-1 on h3 (starting)");
     }
 
     #[test]

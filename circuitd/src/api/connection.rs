@@ -16,7 +16,8 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::{dispatch, Context};
-use crate::broker::{ChanMsg, Out, StreamKey, StreamOut};
+use crate::broker::{BrokerError, ChanMsg, Out, StreamKey, StreamOut};
+use crate::peer::relay;
 
 /// Replies waiting to be written, per connection.
 const OUTBOX: usize = 256;
@@ -331,18 +332,24 @@ impl Conn {
                 match request {
                     Request::ChanSend { name, sender } => {
                         let out = self.stream_out(id, outbox, stream_done_tx);
-                        self.open_stream(id, &name, ctx, outbox, |stream| ChanMsg::OpenSend {
-                            stream,
+                        let relayed = Request::ChanSend {
+                            name: name.clone(),
                             sender,
-                            out,
+                        };
+                        self.open_stream(id, &name, relayed, ctx, outbox, |stream| {
+                            ChanMsg::OpenSend {
+                                stream,
+                                sender,
+                                out,
+                            }
                         })
                         .await;
                     }
                     Request::ChanRecv { name } => {
                         let out = self.stream_out(id, outbox, stream_done_tx);
-                        self.open_stream(id, &name, ctx, outbox, |stream| ChanMsg::OpenRecv {
-                            stream,
-                            out,
+                        let relayed = Request::ChanRecv { name: name.clone() };
+                        self.open_stream(id, &name, relayed, ctx, outbox, |stream| {
+                            ChanMsg::OpenRecv { stream, out }
                         })
                         .await;
                     }
@@ -392,17 +399,22 @@ impl Conn {
     }
 
     /// Opens a send or receive stream on the named channel; the channel answers with the
-    /// stream's first item.
+    /// stream's first item. A channel another node owns is reached through a relay, which
+    /// passes `relayed` on to the owner.
     async fn open_stream(
         &mut self,
         id: u64,
         name: &str,
+        relayed: Request,
         ctx: &Context,
         outbox: &Outbox,
         open: impl FnOnce(StreamKey) -> ChanMsg,
     ) {
         let chan = match ctx.broker.lookup(name) {
-            Ok(chan) => chan,
+            Ok(chan) => chan.tx,
+            Err(BrokerError::NotFound(_)) if ctx.membership.meshed() => {
+                relay::start(ctx.peers.clone(), name.to_string(), relayed, &ctx.tracker)
+            }
             Err(e) => {
                 let msg = ServerMessage::Error {
                     id: Some(id),
@@ -414,7 +426,7 @@ impl Conn {
             }
         };
         let key = ctx.broker.stream_key();
-        if chan.tx.send(open(key)).await.is_err() {
+        if chan.send(open(key)).await.is_err() {
             let msg = ServerMessage::Error {
                 id: Some(id),
                 code: ErrorCode::NotFound,
@@ -423,7 +435,7 @@ impl Conn {
             notify(outbox, msg, ctx).await;
             return;
         }
-        self.streams.insert(id, Route { key, chan: chan.tx });
+        self.streams.insert(id, Route { key, chan });
     }
 }
 

@@ -10,8 +10,7 @@ use circuit_sdk::proto::{
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Outbox;
-use super::remote;
-use super::Context;
+use super::{chans, remote, Context};
 use crate::broker::BrokerError;
 use crate::supervisor::logread::Cursor;
 use crate::supervisor::{end_of, SupervisorError};
@@ -104,6 +103,19 @@ pub(crate) async fn handle(
             remote::stop_anywhere(id, names, signal, timeout_ms, ctx, outbox).await
         }
         Request::On { node, request } => remote::on(id, &node, *request, ctx, outbox).await,
+        Request::ChanCreate {
+            name,
+            capacity,
+            exist_ok,
+        } => chans::create(id, name, capacity, exist_ok, ctx, outbox).await,
+        Request::ChanStat { ref name }
+        | Request::ChanClose { ref name }
+        | Request::ChanRemove { ref name } => {
+            let name = name.clone();
+            chans::by_owner(id, &name, request, ctx, outbox).await
+        }
+        Request::ChanList if ctx.membership.meshed() => chans::list(ctx).await,
+        Request::ChanClaim { name, node } => chans::claim(name, node, ctx).await,
         Request::Place(placement) => remote::place(placement, ctx).await,
         Request::ClusterList { all } => remote::cluster_list(all, ctx).await,
         Request::Nodes => Ok(Reply::Nodes(ctx.membership.nodes())),
@@ -195,7 +207,8 @@ pub(crate) async fn local(
         | Request::Nodes
         | Request::Join { .. }
         | Request::Events
-        | Request::MeshSync { .. } => return Box::pin(handle(id, request, ctx, outbox)).await,
+        | Request::MeshSync { .. }
+        | Request::ChanClaim { .. } => return Box::pin(handle(id, request, ctx, outbox)).await,
     })
 }
 

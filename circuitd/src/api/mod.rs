@@ -1,5 +1,6 @@
 //! The API: one accept loop per listener (Unix socket and TCP alike), one task per connection.
 
+mod chans;
 mod connection;
 mod dispatch;
 mod remote;
@@ -21,6 +22,8 @@ pub(crate) struct Context {
     pub broker: Broker,
     pub membership: crate::membership::Membership,
     pub peers: crate::peer::Peers,
+    /// Channel names being created, for resolving two creates of one name.
+    pub claims: chans::Claims,
     /// Random per start; sent in the hello so reconnecting clients notice a restart.
     pub instance: u64,
     pub started_at_ms: u64,

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use circuit_sdk::proto::{
-    ErrorCode, Item, NodeInfo, Placement, Reply, Request, ServerMessage, SpawnSpec,
-    WorkerInfo, WorkerState,
+    ErrorCode, Item, NodeInfo, Placement, Reply, Request, ServerMessage, SpawnSpec, WorkerInfo,
+    WorkerState,
 };
 use circuit_sdk::Next;
 use futures::future::join_all;
@@ -15,8 +15,6 @@ use super::connection::Outbox;
 use super::dispatch::{local, Failure};
 use super::Context;
 
-/// Longest wait for a node's part of a cluster-wide list or a worker search.
-const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for `circuit join` to hear from a node.
 const JOIN_WAIT: Duration = Duration::from_secs(5);
 
@@ -30,7 +28,10 @@ pub(crate) async fn on(
 ) -> Result<Reply, Failure> {
     match &request {
         Request::On { .. } => {
-            return Err(Failure(ErrorCode::InvalidArgument, "`on` cannot be nested".into()))
+            return Err(Failure(
+                ErrorCode::InvalidArgument,
+                "`on` cannot be nested".into(),
+            ))
         }
         Request::ChanSend { .. } | Request::ChanRecv { .. } => {
             return Err(Failure(
@@ -41,6 +42,18 @@ pub(crate) async fn on(
         _ => {}
     }
     if node == ctx.config.name {
+        if let Request::ChanCreate {
+            name,
+            capacity,
+            exist_ok,
+        } = request
+        {
+            // Placed here, but the name must still be free in the whole mesh.
+            return Box::pin(super::chans::create(
+                id, name, capacity, exist_ok, ctx, outbox,
+            ))
+            .await;
+        }
         return Box::pin(local(id, request, ctx, outbox)).await;
     }
     let client = ctx.peers.client(node).await.map_err(peer_failure)?;
@@ -58,7 +71,9 @@ pub(crate) async fn on(
                 }
             }
             Ok(Next::End(reply)) => return Ok(reply),
-            Err(circuit_sdk::Error::Remote { code, message }) => return Err(Failure(code, message)),
+            Err(circuit_sdk::Error::Remote { code, message }) => {
+                return Err(Failure(code, message))
+            }
             Err(e) => return Err(lost(node, e)),
         }
     }
@@ -66,20 +81,10 @@ pub(crate) async fn on(
 
 /// Runs `request` on `node` and returns its terminal reply, ignoring items.
 async fn call_on(node: &str, request: Request, ctx: &Context) -> Result<Reply, Failure> {
-    let client = ctx.peers.client(node).await.map_err(peer_failure)?;
-    let request = Request::On {
-        node: node.to_string(),
-        request: Box::new(request),
-    };
-    match tokio::time::timeout(FAN_OUT_TIMEOUT, client.call(request)).await {
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(circuit_sdk::Error::Remote { code, message })) => Err(Failure(code, message)),
-        Ok(Err(e)) => Err(lost(node, e)),
-        Err(_) => Err(Failure(
-            ErrorCode::Unreachable,
-            format!("node \"{node}\" did not answer within {FAN_OUT_TIMEOUT:?}"),
-        )),
-    }
+    ctx.peers
+        .call_on(node, request)
+        .await
+        .map_err(|(code, why)| Failure(code, why))
 }
 
 fn peer_failure(e: crate::peer::PeerError) -> Failure {
@@ -94,7 +99,7 @@ fn lost(node: &str, e: circuit_sdk::Error) -> Failure {
 }
 
 /// The other live nodes.
-fn live_peers(ctx: &Context) -> Vec<NodeInfo> {
+pub(crate) fn live_peers(ctx: &Context) -> Vec<NodeInfo> {
     ctx.membership
         .nodes()
         .into_iter()
@@ -140,7 +145,9 @@ pub(crate) async fn stop_anywhere(
 ) -> Result<Reply, Failure> {
     let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for name in names {
-        let node = find_worker(&name, ctx).await?.unwrap_or_else(|| ctx.config.name.clone());
+        let node = find_worker(&name, ctx)
+            .await?
+            .unwrap_or_else(|| ctx.config.name.clone());
         by_node.entry(node).or_default().push(name);
     }
     let mut stopped = Vec::new();
@@ -168,7 +175,12 @@ fn single(reply: Reply) -> Option<WorkerInfo> {
 /// Every worker of every node; those of dead nodes as `lost`.
 pub(crate) async fn cluster_list(all: bool, ctx: &Context) -> Result<Reply, Failure> {
     let mut workers = ctx.supervisor.list(all);
-    let nodes: Vec<NodeInfo> = ctx.membership.nodes().into_iter().filter(|n| !n.is_self).collect();
+    let nodes: Vec<NodeInfo> = ctx
+        .membership
+        .nodes()
+        .into_iter()
+        .filter(|n| !n.is_self)
+        .collect();
     let asks = nodes.iter().map(|n| async move {
         if n.state.is_up() {
             match call_on(&n.name, Request::List { all }, ctx).await {
@@ -237,7 +249,10 @@ pub(crate) async fn place(p: Placement, ctx: &Context) -> Result<Reply, Failure>
         let wanted: Vec<String> = p.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
         return Err(Failure(
             ErrorCode::NotFound,
-            format!("no live node has the labels {} — see `circuit nodes`", wanted.join(",")),
+            format!(
+                "no live node has the labels {} — see `circuit nodes`",
+                wanted.join(",")
+            ),
         ));
     }
     let replicas = p.replicas.max(1) as usize;
@@ -253,7 +268,10 @@ pub(crate) async fn place(p: Placement, ctx: &Context) -> Result<Reply, Failure>
             } else {
                 match call_on(node, Request::Spawn(spec), ctx).await {
                     Ok(Reply::Worker(w)) => Ok(*w),
-                    Ok(other) => Err(Failure(ErrorCode::Internal, format!("unexpected reply {other:?}"))),
+                    Ok(other) => Err(Failure(
+                        ErrorCode::Internal,
+                        format!("unexpected reply {other:?}"),
+                    )),
                     Err(f) => Err(f),
                 }
             };
@@ -275,14 +293,21 @@ pub(crate) async fn place(p: Placement, ctx: &Context) -> Result<Reply, Failure>
     if started.is_empty() {
         return Err(Failure(code, format!("on {node}: {why}")));
     }
-    let done: Vec<String> = started.iter().map(|w| format!("{} on {}", w.name, w.node)).collect();
+    let done: Vec<String> = started
+        .iter()
+        .map(|w| format!("{} on {}", w.name, w.node))
+        .collect();
     Err(Failure(
         code,
         format!(
             "started {} of {replicas} ({}); on {node}: {why}{}",
             started.len(),
             done.join(", "),
-            if failed.is_empty() { String::new() } else { format!(" (and {} more failed)", failed.len()) }
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(" (and {} more failed)", failed.len())
+            }
         ),
     ))
 }
@@ -290,8 +315,10 @@ pub(crate) async fn place(p: Placement, ctx: &Context) -> Result<Reply, Failure>
 /// Assigns `n` copies to nodes: each to the node with the fewest workers so far (then the
 /// lowest load, then the name), so copies spread evenly.
 fn spread(nodes: &[&NodeInfo], n: usize) -> Vec<String> {
-    let mut counts: Vec<(usize, f64, &str)> =
-        nodes.iter().map(|n| (n.workers, n.load, n.name.as_str())).collect();
+    let mut counts: Vec<(usize, f64, &str)> = nodes
+        .iter()
+        .map(|n| (n.workers, n.load, n.name.as_str()))
+        .collect();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let best = counts
@@ -311,7 +338,10 @@ fn spread(nodes: &[&NodeInfo], n: usize) -> Vec<String> {
 /// `circuit join`.
 pub(crate) async fn join(addrs: Vec<String>, ctx: &Context) -> Result<Reply, Failure> {
     if addrs.is_empty() {
-        return Err(Failure(ErrorCode::InvalidArgument, "no address to join".into()));
+        return Err(Failure(
+            ErrorCode::InvalidArgument,
+            "no address to join".into(),
+        ));
     }
     let resolved = crate::resolve_all(&addrs);
     if resolved.is_empty() {
@@ -322,7 +352,9 @@ pub(crate) async fn join(addrs: Vec<String>, ctx: &Context) -> Result<Reply, Fai
     }
     match ctx.membership.join(resolved, Some(JOIN_WAIT)).await {
         Ok(()) => Ok(Reply::Done),
-        Err(e @ crate::membership::JoinError::NoMesh) => Err(Failure(ErrorCode::InvalidState, e.to_string())),
+        Err(e @ crate::membership::JoinError::NoMesh) => {
+            Err(Failure(ErrorCode::InvalidState, e.to_string()))
+        }
         Err(e) => Err(Failure(ErrorCode::Unreachable, e.to_string())),
     }
 }
@@ -333,7 +365,13 @@ pub(crate) async fn events(id: u64, ctx: &Context, outbox: &Outbox) -> Result<Re
     loop {
         match events.recv().await {
             Ok(event) => {
-                if !outbox.send(ServerMessage::Item { id, item: Item::Event(event) }).await {
+                if !outbox
+                    .send(ServerMessage::Item {
+                        id,
+                        item: Item::Event(event),
+                    })
+                    .await
+                {
                     return Err(Failure(ErrorCode::Cancelled, "client went away".into()));
                 }
             }
@@ -348,7 +386,10 @@ pub(crate) async fn events(id: u64, ctx: &Context, outbox: &Outbox) -> Result<Re
 /// Push-pull from another node: take its table, answer with ours.
 pub(crate) fn mesh_sync(nodes: Vec<NodeInfo>, ctx: &Context) -> Result<Reply, Failure> {
     if !ctx.membership.meshed() {
-        return Err(Failure(ErrorCode::InvalidState, "this daemon is not in a mesh".into()));
+        return Err(Failure(
+            ErrorCode::InvalidState,
+            "this daemon is not in a mesh".into(),
+        ));
     }
     ctx.membership.merge(nodes);
     Ok(Reply::Nodes(ctx.membership.metas()))

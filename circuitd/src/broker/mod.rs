@@ -268,7 +268,14 @@ impl Broker {
         if version == seen {
             return None;
         }
-        let mut names: Vec<String> = self.inner.chans.lock().expect("broker lock").keys().cloned().collect();
+        let mut names: Vec<String> = self
+            .inner
+            .chans
+            .lock()
+            .expect("broker lock")
+            .keys()
+            .cloned()
+            .collect();
         names.sort_unstable();
         Some((version, names))
     }

@@ -24,7 +24,9 @@ pub fn swim_config(members: usize) -> foca::Config {
     // Dissemination: an update is piggybacked this many times (memberlist: 4·log10(n+1)).
     let max_tx = (4.0 * log_n).ceil().clamp(4.0, 255.0) as u8;
     // Suspicion: 2 probe periods per decade of members, at least 1 s.
-    let suspicion = PROBE_PERIOD.mul_f64(2.0 * log_n).max(Duration::from_secs(1));
+    let suspicion = PROBE_PERIOD
+        .mul_f64(2.0 * log_n)
+        .max(Duration::from_secs(1));
     foca::Config {
         probe_period: PROBE_PERIOD,
         probe_rtt: PROBE_RTT,

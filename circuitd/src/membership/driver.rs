@@ -121,7 +121,8 @@ impl Driver {
                 },
             }
             // React: send, schedule, take notifications and broadcasts, update the table.
-            self.drain(&mut swim, &mut rt, &mut timers, &mut timer_seq, &inbox).await;
+            self.drain(&mut swim, &mut rt, &mut timers, &mut timer_seq, &inbox)
+                .await;
             if swim.num_members() > 0 {
                 joining.targets.clear();
                 for waiter in joining.waiters.drain(..) {
@@ -141,15 +142,25 @@ impl Driver {
         meta.leaving = true;
         self.set_meta(meta, &mut swim, &mut rt);
         let _ = swim.leave_cluster(&mut rt);
-        self.drain(&mut swim, &mut rt, &mut timers, &mut timer_seq, &inbox).await;
+        self.drain(&mut swim, &mut rt, &mut timers, &mut timer_seq, &inbox)
+            .await;
         tracing::info!("left the mesh");
     }
 
-    fn set_meta(&mut self, mut meta: NodeMeta, swim: &mut Swim, rt: &mut AccumulatingRuntime<NodeId>) {
+    fn set_meta(
+        &mut self,
+        mut meta: NodeMeta,
+        swim: &mut Swim,
+        rt: &mut AccumulatingRuntime<NodeId>,
+    ) {
         meta.generation = swim.identity().generation;
         meta.version = self.meta.version + 1;
         self.meta = meta.clone();
-        self.shared.view.write().expect("view").merge_meta(meta.clone());
+        self.shared
+            .view
+            .write()
+            .expect("view")
+            .merge_meta(meta.clone());
         if let Err(e) = swim.add_broadcast(&meta.to_broadcast()) {
             tracing::warn!(error = %e, "cannot broadcast metadata");
         }
@@ -179,11 +190,20 @@ impl Driver {
             while let Some(note) = rt.to_notify() {
                 match note {
                     OwnedNotification::Rejoin(id) => {
-                        tracing::warn!(generation = id.generation, "declared dead by the mesh: rejoined");
-                        self.shared.view.write().expect("view").renamed_me(id, now_ms());
+                        tracing::warn!(
+                            generation = id.generation,
+                            "declared dead by the mesh: rejoined"
+                        );
+                        self.shared
+                            .view
+                            .write()
+                            .expect("view")
+                            .renamed_me(id, now_ms());
                         renewed = true;
                     }
-                    OwnedNotification::Defunct => tracing::error!("declared dead by the mesh"),
+                    OwnedNotification::Defunct if !self.shutdown.is_cancelled() => {
+                        tracing::error!("declared dead by the mesh")
+                    }
                     OwnedNotification::Idle => tracing::info!("no other live node in the mesh"),
                     _ => {}
                 }

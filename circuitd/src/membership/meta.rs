@@ -43,7 +43,8 @@ pub struct NodeMeta {
 impl NodeMeta {
     /// Whether `self` is newer than `other` (same node).
     pub fn newer_than(&self, other: &NodeMeta) -> bool {
-        (self.generation, self.version, !self.partial) > (other.generation, other.version, !other.partial)
+        (self.generation, self.version, !self.partial)
+            > (other.generation, other.version, !other.partial)
     }
 
     /// Encodes for a broadcast, leaving out the lists if the whole does not fit.
@@ -76,7 +77,8 @@ pub struct MetaKey {
 
 impl foca::Invalidates for MetaKey {
     fn invalidates(&self, other: &Self) -> bool {
-        self.name == other.name && (self.generation, self.version) >= (other.generation, other.version)
+        self.name == other.name
+            && (self.generation, self.version) >= (other.generation, other.version)
     }
 }
 
@@ -108,7 +110,11 @@ impl<T> foca::BroadcastHandler<T> for MetaBroadcasts {
     type Key = MetaKey;
     type Error = BadMeta;
 
-    fn receive_item(&mut self, data: &[u8], _sender: Option<&T>) -> Result<Option<MetaKey>, BadMeta> {
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&T>,
+    ) -> Result<Option<MetaKey>, BadMeta> {
         let meta: NodeMeta = postcard::from_bytes(data).map_err(|e| BadMeta(e.to_string()))?;
         let at = (meta.generation, meta.version);
         if self.seen.get(&meta.name).is_some_and(|seen| *seen >= at) {
@@ -148,7 +154,10 @@ mod tests {
         };
         assert!(recv(&mut handler, &meta(2)).is_some());
         assert!(recv(&mut handler, &meta(2)).is_none(), "a repeat is stale");
-        assert!(recv(&mut handler, &meta(1)).is_none(), "an older one is stale");
+        assert!(
+            recv(&mut handler, &meta(1)).is_none(),
+            "an older one is stale"
+        );
         assert!(recv(&mut handler, &meta(3)).is_some());
         assert_eq!(inbox.borrow().len(), 2);
         assert!(BroadcastHandler::<()>::receive_item(&mut handler, b"\xff\xff", None).is_err());
@@ -160,6 +169,9 @@ mod tests {
         big.channels = (0..500).map(|i| format!("channel-{i}")).collect();
         let brief: NodeMeta = postcard::from_bytes(&big.to_broadcast()).unwrap();
         assert!(brief.partial && brief.channels.is_empty());
-        assert!(big.newer_than(&brief), "the whole wins over the brief at the same version");
+        assert!(
+            big.newer_than(&brief),
+            "the whole wins over the brief at the same version"
+        );
     }
 }

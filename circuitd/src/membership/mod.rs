@@ -65,7 +65,12 @@ impl Membership {
         Self::with(me, meta, cmds, false)
     }
 
-    fn with(me: NodeId, meta: NodeMeta, cmds: mpsc::UnboundedSender<driver::Cmd>, meshed: bool) -> Self {
+    fn with(
+        me: NodeId,
+        meta: NodeMeta,
+        cmds: mpsc::UnboundedSender<driver::Cmd>,
+        meshed: bool,
+    ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
             shared: Arc::new(Shared {
@@ -94,7 +99,10 @@ impl Membership {
         std::thread::Builder::new()
             .name("circuit-swim".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(runtime) => runtime,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start the gossip runtime");
@@ -151,7 +159,10 @@ impl Membership {
     pub fn merge(&self, nodes: Vec<NodeInfo>) {
         let me = self.read().me().name.clone();
         let mut view = self.shared.view.write().expect("view");
-        for info in nodes.into_iter().filter(|n| n.name != me && !n.name.is_empty()) {
+        for info in nodes
+            .into_iter()
+            .filter(|n| n.name != me && !n.name.is_empty())
+        {
             view.merge_meta(view::meta_of(info));
         }
     }
@@ -183,14 +194,27 @@ impl Membership {
 
     /// Starts joining through `addrs` (retried with backoff until one answers). With `wait`,
     /// returns once joined or fails after that long (the attempts go on).
-    pub async fn join(&self, addrs: Vec<SocketAddr>, wait: Option<Duration>) -> Result<(), JoinError> {
+    pub async fn join(
+        &self,
+        addrs: Vec<SocketAddr>,
+        wait: Option<Duration>,
+    ) -> Result<(), JoinError> {
         if !self.meshed {
             return Err(JoinError::NoMesh);
         }
-        let shown = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+        let shown = addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         let (tx, rx) = oneshot::channel();
         let waiter = wait.is_some().then_some(tx);
-        if self.shared.cmds.send(driver::Cmd::Join(addrs, waiter)).is_err() {
+        if self
+            .shared
+            .cmds
+            .send(driver::Cmd::Join(addrs, waiter))
+            .is_err()
+        {
             return Err(JoinError::NoMesh);
         }
         if let Some(wait) = wait {

@@ -90,7 +90,11 @@ pub(crate) async fn publish(
 
 /// Push-pull: every few seconds, and at once with a node that joins, exchange node tables
 /// over the peer link so that what broadcasts missed (or could not carry) is learnt.
-pub(crate) async fn anti_entropy(membership: Membership, peers: Peers, shutdown: CancellationToken) {
+pub(crate) async fn anti_entropy(
+    membership: Membership,
+    peers: Peers,
+    shutdown: CancellationToken,
+) {
     let mut events = membership.subscribe();
     let mut tick = tokio::time::interval(SYNC_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

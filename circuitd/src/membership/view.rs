@@ -68,7 +68,10 @@ impl View {
         if id.name == self.me || id.name.is_empty() {
             return None;
         }
-        let leaving = self.metas.get(&id.name).is_some_and(|m| m.leaving && m.generation == id.generation);
+        let leaving = self
+            .metas
+            .get(&id.name)
+            .is_some_and(|m| m.leaving && m.generation == id.generation);
         let new_state = match state {
             foca::State::Alive => NodeState::Alive,
             foca::State::Suspect => NodeState::Suspect,
@@ -140,7 +143,11 @@ impl View {
         // arrives by push-pull.
         let mut meta = meta;
         if meta.partial {
-            if let Some(known) = self.metas.get(&meta.name).filter(|k| k.generation == meta.generation) {
+            if let Some(known) = self
+                .metas
+                .get(&meta.name)
+                .filter(|k| k.generation == meta.generation)
+            {
                 meta.channels = known.channels.clone();
                 meta.worker_names = known.worker_names.clone();
             }
@@ -160,14 +167,20 @@ impl View {
         for meta in self.metas.values() {
             for chan in &meta.channels {
                 // Two owners of one name: the lower node name wins (the same rule as creation).
-                self.owners.entry(chan.clone()).or_insert_with(|| meta.name.clone());
+                self.owners
+                    .entry(chan.clone())
+                    .or_insert_with(|| meta.name.clone());
             }
         }
     }
 
     /// Names of nodes whose metadata is partial: push-pull with them first.
     pub fn partial(&self) -> Vec<String> {
-        self.metas.values().filter(|m| m.partial).map(|m| m.name.clone()).collect()
+        self.metas
+            .values()
+            .filter(|m| m.partial)
+            .map(|m| m.name.clone())
+            .collect()
     }
 
     /// The node owning channel `name`, if any node says it does, with its state.
@@ -276,15 +289,42 @@ mod tests {
     fn a_life_makes_join_suspect_recover_dead_rejoin() {
         let mut v = view();
         let a = id("a", 5);
-        assert_eq!(kind(v.observe(&a, foca::State::Alive, 1)), Some(EventKind::Join));
-        assert_eq!(kind(v.observe(&a, foca::State::Alive, 2)), None, "no change, no event");
-        assert_eq!(kind(v.observe(&a, foca::State::Suspect, 3)), Some(EventKind::Suspect));
-        assert_eq!(kind(v.observe(&a, foca::State::Alive, 4)), Some(EventKind::Recover));
-        assert_eq!(kind(v.observe(&a, foca::State::Down, 5)), Some(EventKind::Dead));
+        assert_eq!(
+            kind(v.observe(&a, foca::State::Alive, 1)),
+            Some(EventKind::Join)
+        );
+        assert_eq!(
+            kind(v.observe(&a, foca::State::Alive, 2)),
+            None,
+            "no change, no event"
+        );
+        assert_eq!(
+            kind(v.observe(&a, foca::State::Suspect, 3)),
+            Some(EventKind::Suspect)
+        );
+        assert_eq!(
+            kind(v.observe(&a, foca::State::Alive, 4)),
+            Some(EventKind::Recover)
+        );
+        assert_eq!(
+            kind(v.observe(&a, foca::State::Down, 5)),
+            Some(EventKind::Dead)
+        );
         let a2 = id("a", 6);
-        assert_eq!(kind(v.observe(&a2, foca::State::Alive, 7)), Some(EventKind::Rejoin));
-        assert_eq!(kind(v.observe(&a2, foca::State::Alive, 7)), None, "already back");
-        assert_eq!(kind(v.observe(&a, foca::State::Down, 8)), None, "the stale identity is ignored");
+        assert_eq!(
+            kind(v.observe(&a2, foca::State::Alive, 7)),
+            Some(EventKind::Rejoin)
+        );
+        assert_eq!(
+            kind(v.observe(&a2, foca::State::Alive, 7)),
+            None,
+            "already back"
+        );
+        assert_eq!(
+            kind(v.observe(&a, foca::State::Down, 8)),
+            None,
+            "the stale identity is ignored"
+        );
         assert_eq!(v.node("a").unwrap().1, NodeState::Alive);
     }
 
@@ -300,7 +340,10 @@ mod tests {
             leaving: true,
             ..NodeMeta::default()
         });
-        assert_eq!(kind(v.observe(&a, foca::State::Down, 2)), Some(EventKind::Leave));
+        assert_eq!(
+            kind(v.observe(&a, foca::State::Down, 2)),
+            Some(EventKind::Leave)
+        );
         assert_eq!(v.node("a").unwrap().1, NodeState::Left);
     }
 
@@ -317,13 +360,23 @@ mod tests {
         assert!(v.merge_meta(m(3, &["jobs"])));
         assert!(!v.merge_meta(m(2, &["old"])), "older metadata is ignored");
         assert_eq!(v.owner_of("jobs").map(|o| o.0), Some("b".to_string()));
-        assert_eq!(v.owner_of("jobs").map(|o| o.1), Some(NodeState::Dead), "not seen by SWIM yet");
+        assert_eq!(
+            v.owner_of("jobs").map(|o| o.1),
+            Some(NodeState::Dead),
+            "not seen by SWIM yet"
+        );
         let mut brief = m(4, &[]);
         brief.partial = true;
         assert!(v.merge_meta(brief));
-        assert!(v.owner_of("jobs").is_some(), "a brief update keeps the lists");
+        assert!(
+            v.owner_of("jobs").is_some(),
+            "a brief update keeps the lists"
+        );
         assert_eq!(v.partial(), vec!["b".to_string()]);
-        assert!(v.merge_meta(m(4, &["jobs", "more"])), "the whole replaces the brief");
+        assert!(
+            v.merge_meta(m(4, &["jobs", "more"])),
+            "the whole replaces the brief"
+        );
         assert!(v.partial().is_empty());
         assert!(v.owner_of("more").is_some());
     }

@@ -7,11 +7,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use circuit_sdk::proto::{ErrorCode, NodeState};
+use circuit_sdk::proto::{ErrorCode, EventKind, NodeState, Reply, Request};
 use circuit_sdk::{Client, Target};
+use futures::future::join_all;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::membership::Membership;
+
+pub(crate) mod relay;
+
+/// Longest wait for a peer's answer to a short request (a lookup, a list).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Longest wait for a peer's TCP connect and hello.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -64,6 +72,8 @@ pub struct Peers {
     links: Arc<Mutex<HashMap<String, Link>>>,
     /// One connect at a time per node.
     connecting: Arc<tokio::sync::Mutex<()>>,
+    /// Per node, cancelled when the node is declared dead or leaves: relays to it end.
+    lost: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
 
 impl Peers {
@@ -73,7 +83,111 @@ impl Peers {
             membership,
             links: Arc::default(),
             connecting: Arc::default(),
+            lost: Arc::default(),
         }
+    }
+
+    /// Watches membership: when a node dies or leaves, its links close and its relays end.
+    pub async fn watch(self, shutdown: CancellationToken) {
+        let mut events = self.membership.subscribe();
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = shutdown.cancelled() => return,
+            };
+            match event {
+                Ok(e) if matches!(e.kind, EventKind::Dead | EventKind::Leave) => {
+                    self.node_lost(&e.node);
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Cancelled when `node` is declared dead or leaves.
+    pub fn lost_token(&self, node: &str) -> CancellationToken {
+        self.lost
+            .lock()
+            .expect("lost")
+            .entry(node.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn node_lost(&self, node: &str) {
+        if let Some(token) = self.lost.lock().expect("lost").remove(node) {
+            token.cancel();
+        }
+        self.drop_link(node);
+    }
+
+    /// Runs `request` on `node` (wrapped in `on`, so the node runs it itself) and returns its
+    /// terminal reply, ignoring items, within [`CALL_TIMEOUT`].
+    pub async fn call_on(
+        &self,
+        node: &str,
+        request: Request,
+    ) -> Result<Reply, (ErrorCode, String)> {
+        let client = self
+            .client(node)
+            .await
+            .map_err(|e| (e.code(), e.to_string()))?;
+        let request = Request::On {
+            node: node.to_string(),
+            request: Box::new(request),
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, client.call(request)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(circuit_sdk::Error::Remote { code, message })) => Err((code, message)),
+            Ok(Err(e)) => Err((
+                ErrorCode::Unreachable,
+                format!("lost the link to node \"{node}\": {e}"),
+            )),
+            Err(_) => Err((
+                ErrorCode::Unreachable,
+                format!("node \"{node}\" did not answer within {CALL_TIMEOUT:?}"),
+            )),
+        }
+    }
+
+    /// The node that owns channel `chan` (not this one): from the node table, or by asking
+    /// every live node when the table does not know it yet.
+    pub async fn owner_of(&self, chan: &str) -> Result<String, (ErrorCode, String)> {
+        let me = self.membership.me().name;
+        if let Some((node, state)) = self.membership.owner_of(chan) {
+            if node != me {
+                if !state.is_up() {
+                    return Err((
+                        ErrorCode::OwnerLost,
+                        format!("channel \"{chan}\" is owned by node {node}, which is {state}"),
+                    ));
+                }
+                return Ok(node);
+            }
+        }
+        let live: Vec<String> = self
+            .membership
+            .nodes()
+            .into_iter()
+            .filter(|n| !n.is_self && n.state.is_up())
+            .map(|n| n.name)
+            .collect();
+        let asks = live.iter().map(|node| async move {
+            let request = Request::ChanStat {
+                name: chan.to_string(),
+            };
+            matches!(self.call_on(node, request).await, Ok(Reply::Chan(_))).then(|| node.clone())
+        });
+        let mut found: Vec<String> = join_all(asks).await.into_iter().flatten().collect();
+        found.sort();
+        // Two owners (made during a partition): the lowest node name wins, as everywhere.
+        found.into_iter().next().ok_or_else(|| {
+            (
+                ErrorCode::NotFound,
+                format!("no channel named \"{chan}\" — see `circuit chan ls`"),
+            )
+        })
     }
 
     /// The open link to `node`, connecting if needed.

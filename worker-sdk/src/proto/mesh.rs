@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::chan::ChanInfo;
 use super::types::SpawnSpec;
 
 /// How the local daemon sees a node.
@@ -146,4 +147,23 @@ pub struct Placement {
     pub selector: BTreeMap<String, String>,
     /// Copies to start, spread over the matching nodes (least loaded first); 0 means 1.
     pub replicas: u32,
+}
+
+/// A node's answer to another that is about to create a channel ([`super::Request::ChanClaim`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Claim {
+    /// The node neither owns nor is creating the name; it remembers the asker's claim for a
+    /// while, so that its own create of the name loses to it.
+    Free,
+    /// The node owns a channel of that name.
+    Owned {
+        /// The channel.
+        chan: ChanInfo,
+    },
+    /// The node is creating a channel of that name right now.
+    Claimed {
+        /// The node creating it.
+        by: String,
+    },
 }

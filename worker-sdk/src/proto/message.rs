@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chan::{ChanInfo, ChanOpened};
 use super::error::ErrorCode;
-use super::mesh::{MeshEvent, NodeInfo, Placement};
+use super::mesh::{Claim, MeshEvent, NodeInfo, Placement};
 use super::types::{DaemonStatus, LogLine, SpawnSpec, WorkerEnd, WorkerInfo};
 
 /// Version spoken by this build; the hello of both sides carries it and they must match.
@@ -220,6 +220,14 @@ pub enum Request {
     },
     /// Stream membership events as they happen. Items: `event`. Ends when cancelled.
     Events,
+    /// Between daemons, before creating a channel: does the callee own or create `name`?
+    /// Reply: `claim`.
+    ChanClaim {
+        /// Channel name.
+        name: String,
+        /// The node about to create it.
+        node: String,
+    },
     /// Anti-entropy between daemons: the caller's node table; the reply is the callee's.
     /// Reply: `nodes`.
     MeshSync {
@@ -274,6 +282,8 @@ pub enum Reply {
     Chans(Vec<ChanInfo>),
     /// The nodes of the mesh.
     Nodes(Vec<NodeInfo>),
+    /// The answer to a channel claim.
+    Claim(Claim),
 }
 
 #[cfg(test)]

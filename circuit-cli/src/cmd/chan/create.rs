@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use circuit_sdk::chan::ChanError;
 use circuit_sdk::proto::{Reply, Request};
 
-use crate::cmd::{unexpected, Ctx};
+use crate::cmd::{on, unexpected, Ctx};
 use crate::error::{self, CliError};
 use crate::output;
 
@@ -15,7 +15,8 @@ use crate::output;
 #[command(after_help = "Examples:\n  \
     circuit chan create jobs               # unbuffered: each send waits for a receiver\n  \
     circuit chan create results --cap 64   # holds 64 values before a send waits\n  \
-    circuit chan create jobs --exist-ok    # fine if jobs (capacity 0) exists already")]
+    circuit chan create jobs --exist-ok    # fine if jobs (capacity 0) exists already\n  \
+    circuit chan create jobs --node h3     # owned by h3")]
 pub struct Args {
     /// Values the channel holds before a send waits. 0 is a rendezvous channel, like Go's
     /// `make(chan T)`: every send waits until a receiver takes the value.
@@ -26,6 +27,10 @@ pub struct Args {
     #[arg(long)]
     exist_ok: bool,
 
+    /// The node that owns the channel [default: the one circuit talks to].
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    node: Option<String>,
+
     /// The channel: 1 to 128 characters of A-Z a-z 0-9 . _ - /
     #[arg(value_name = "NAME")]
     name: String,
@@ -34,11 +39,14 @@ pub struct Args {
 /// Creates the channel and prints its name (or its description, with `--json`).
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let client = ctx.connect().await?;
-    let request = Request::ChanCreate {
-        name: args.name.clone(),
-        capacity: args.cap,
-        exist_ok: args.exist_ok,
-    };
+    let request = on(
+        args.node,
+        Request::ChanCreate {
+            name: args.name.clone(),
+            capacity: args.cap,
+            exist_ok: args.exist_ok,
+        },
+    );
     let info = match client.call(request).await.map_err(ChanError::from) {
         Ok(Reply::Chan(info)) => info,
         Ok(other) => return Err(unexpected("a channel", &other)),
