@@ -71,7 +71,7 @@ pub struct Peers {
     membership: Membership,
     links: Arc<Mutex<HashMap<String, Link>>>,
     /// One connect at a time per node.
-    connecting: Arc<tokio::sync::Mutex<()>>,
+    connecting: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Per node, cancelled when the node is declared dead or leaves: relays to it end.
     lost: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
@@ -203,7 +203,14 @@ impl Peers {
         if let Some(client) = self.cached(node, id.generation)? {
             return Ok(client);
         }
-        let _one = self.connecting.lock().await;
+        let gate = self
+            .connecting
+            .lock()
+            .expect("connecting")
+            .entry(node.to_string())
+            .or_default()
+            .clone();
+        let _one = gate.lock().await;
         if let Some(client) = self.cached(node, id.generation)? {
             return Ok(client);
         }
