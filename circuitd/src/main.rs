@@ -97,6 +97,20 @@ fn start(args: Args) -> anyhow::Result<()> {
     if args.advertise.is_some() && args.listen.is_none() {
         anyhow::bail!("--advertise needs --listen");
     }
+    // Checked before anything is bound, so a refused start leaves nothing behind.
+    let advertise = match &args.advertise {
+        Some(addr) => {
+            Some(resolve_one(addr).with_context(|| format!("cannot resolve --advertise {addr}"))?)
+        }
+        None => None,
+    };
+    if let (Some(listen), None) = (&args.listen, advertise) {
+        if resolve_one(listen).is_ok_and(|a| a.ip().is_unspecified()) && args.insecure {
+            anyhow::bail!(
+                "--listen {listen} is not an address other nodes can reach: add --advertise HOST:PORT"
+            );
+        }
+    }
     config.max_payload = args.max_payload;
     // A frame carries one value plus its headers.
     config.max_frame = config.max_frame.max(args.max_payload as usize + 64 * 1024);
@@ -112,19 +126,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         if let Some(tcp) = &listeners.tcp {
             let at = tcp.local_addr()?;
             config.listen = Some(at.to_string());
-            config.advertise = Some(match &args.advertise {
-                Some(addr) => {
-                    let addr = circuitd::listen::with_default_port(addr);
-                    std::net::ToSocketAddrs::to_socket_addrs(&addr)
-                        .ok()
-                        .and_then(|mut a| a.next())
-                        .with_context(|| format!("cannot resolve --advertise {addr}"))?
-                }
-                None if at.ip().is_unspecified() => anyhow::bail!(
-                    "--listen {at} is not an address other nodes can reach: add --advertise HOST:PORT"
-                ),
-                None => at,
-            });
+            config.advertise = Some(advertise.unwrap_or(at));
         }
         let shutdown = CancellationToken::new();
         let mut term = signal(SignalKind::terminate())?;
@@ -140,6 +142,14 @@ fn start(args: Args) -> anyhow::Result<()> {
         circuitd::run(config, listeners, shutdown).await?;
         Ok(())
     })
+}
+
+/// Resolves `host[:port]` (port 7711 by default) to its first address.
+fn resolve_one(addr: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let full = circuitd::listen::with_default_port(addr);
+    std::net::ToSocketAddrs::to_socket_addrs(&full)?
+        .next()
+        .with_context(|| format!("{full} resolves to no address"))
 }
 
 /// `k=v` → (k, v).

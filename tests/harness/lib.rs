@@ -99,6 +99,11 @@ impl Daemon {
 
     /// Starts a daemon with extra flags.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_named("test", extra)
+    }
+
+    /// Starts a daemon named `name` with extra flags.
+    pub fn start_named(name: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run/circuitd.sock");
         let data_dir = dir.path().join("data");
@@ -106,7 +111,7 @@ impl Daemon {
             dir,
             socket,
             data_dir,
-            name: "test".into(),
+            name: name.into(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };

@@ -6,6 +6,7 @@ mod channels;
 mod cli;
 mod cli_chan;
 mod cli_mesh;
+mod mesh;
 mod netns_smoke;
 mod pipeline;
 mod recovery;

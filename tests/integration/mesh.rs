@@ -1,0 +1,237 @@
+//! A mesh on loopback (no root needed): daemons on `127.0.0.1:0`, joining by the port each one
+//! got. Bad input to the mesh, create races, graceful leave, restart. The failure scenarios
+//! across real network namespaces are in `netns_mesh.rs`.
+
+use std::time::Duration;
+
+use circuit_sdk::proto::{NodeInfo, NodeState, Reply, Request};
+use circuit_tests::{wait_until, Daemon};
+
+/// A daemon with a mesh port on loopback, joined to `join` if given.
+fn node(name: &str, join: Option<&str>) -> Daemon {
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    if let Some(addr) = join {
+        args.extend(["--join", addr]);
+    }
+    Daemon::start_named(name, &args)
+}
+
+/// The mesh address a daemon listens on.
+fn mesh_addr(d: &Daemon) -> String {
+    let out = d.cli(&["--json", "status"]);
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    status["listen"]
+        .as_str()
+        .expect("listen address")
+        .to_string()
+}
+
+fn nodes(d: &Daemon) -> Vec<NodeInfo> {
+    let out = d.cli(&["--json", "nodes"]);
+    assert!(
+        out.status.success(),
+        "nodes failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("nodes json")
+}
+
+fn state_of(d: &Daemon, name: &str) -> Option<NodeState> {
+    nodes(d)
+        .into_iter()
+        .find(|n| n.name == name)
+        .map(|n| n.state)
+}
+
+fn converged(ds: &[&Daemon]) -> bool {
+    ds.iter().all(|d| {
+        let ns = nodes(d);
+        ds.iter().all(|o| {
+            ns.iter()
+                .any(|n| n.name == o.name && n.state == NodeState::Alive)
+        })
+    })
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_mesh_input_gets_clear_errors_and_changes_nothing() {
+    let a = node("a", None);
+    let addr = mesh_addr(&a);
+    let b = node("b", Some(&addr));
+    wait_until(Duration::from_secs(10), "a and b see each other", || {
+        converged(&[&a, &b])
+    });
+
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["spawn", "--node", "nosuch", "--", "true"],
+            "no node named \"nosuch\"",
+        ),
+        (
+            &["spawn", "--label", "gpu=yes", "--", "true"],
+            "no live node has the labels gpu=yes",
+        ),
+        (
+            &["logs", "--node", "nosuch", "w"],
+            "no node named \"nosuch\"",
+        ),
+        (&["join", "no.such.host.invalid"], "cannot resolve"),
+        (
+            &["chan", "create", "q", "--node", "nosuch"],
+            "no node named \"nosuch\"",
+        ),
+        (&["recv", "ghost", "-n", "1"], "no channel named \"ghost\""),
+    ];
+    for (args, want) in cases {
+        let out = a.cli(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+
+    // Garbage on the gossip port: dropped, the mesh unharmed.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    for i in 0..2000u32 {
+        let len = (i % 1500) as usize + 1;
+        let junk: Vec<u8> = (0..len).map(|j| (i as usize * 31 + j * 7) as u8).collect();
+        let _ = udp.send_to(&junk, &addr);
+    }
+    // Garbage on the TCP side of the mesh port too.
+    for _ in 0..20 {
+        use std::io::Write;
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.write_all(b"\x00\x00\x00\x05\x01hello-not-json");
+        }
+    }
+    assert!(converged(&[&a, &b]), "the mesh survived garbage");
+    let out = a.cli(&[
+        "spawn", "--node", "b", "--name", "after", "--", "sleep", "30",
+    ]);
+    assert!(
+        out.status.success(),
+        "spawn after garbage: {}",
+        stderr(&out)
+    );
+    let out = a.cli(&["ps", "--json"]);
+    let ps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("ps json");
+    assert!(
+        ps.iter().any(|w| w["name"] == "after" && w["node"] == "b"),
+        "{ps:?}"
+    );
+    assert!(a.cli(&["stop", "after"]).status.success());
+}
+
+#[test]
+fn daemon_flags_for_the_mesh_are_checked() {
+    let bad: [(&[&str], &str); 3] = [
+        (&["--join", "127.0.0.1:1"], "--join needs --listen"),
+        (&["--listen", "0.0.0.0:0"], "binds loopback addresses only"),
+        (&["--listen", "0.0.0.0:0", "--insecure"], "add --advertise"),
+    ];
+    for (args, want) in bad {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = std::process::Command::new(circuit_tests::bin("circuitd"))
+            .arg("--socket")
+            .arg(dir.path().join("s.sock"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .output()
+            .expect("run circuitd");
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+        assert!(
+            !dir.path().join("s.sock").exists(),
+            "{args:?} left a socket"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_creating_one_name_at_once_agree_on_one_winner() {
+    let a = node("a", None);
+    let b = node("b", Some(&mesh_addr(&a)));
+    wait_until(Duration::from_secs(10), "a and b see each other", || {
+        converged(&[&a, &b])
+    });
+    let (ca, cb) = (a.client().await, b.client().await);
+    for i in 0..30 {
+        let name = format!("race-{i}");
+        let create = |c: &circuit_sdk::Client| {
+            let c = c.clone();
+            let name = name.clone();
+            async move {
+                c.call(Request::ChanCreate {
+                    name,
+                    capacity: 1,
+                    exist_ok: false,
+                })
+                .await
+            }
+        };
+        let (ra, rb) = tokio::join!(create(&ca), create(&cb));
+        let won: Vec<&str> = [("a", &ra), ("b", &rb)]
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(won.len(), 1, "{name}: a {ra:?}, b {rb:?}");
+        let loser = if ra.is_ok() { &rb } else { &ra };
+        let err = loser.as_ref().expect_err("one lost");
+        assert_eq!(
+            err.code(),
+            Some(circuit_sdk::proto::ErrorCode::AlreadyExists),
+            "{err}"
+        );
+        // Both nodes agree where it lives.
+        for c in [&ca, &cb] {
+            match c.call(Request::ChanStat { name: name.clone() }).await {
+                Ok(Reply::Chan(info)) => assert_eq!(info.owner, won[0], "{name}"),
+                other => panic!("stat {name}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stopped_node_is_left_and_a_restarted_one_rejoins() {
+    let a = node("a", None);
+    let addr = mesh_addr(&a);
+    let mut b = node("b", Some(&addr));
+    let mut c = node("c", Some(&addr));
+    wait_until(Duration::from_secs(10), "a, b, c converge", || {
+        converged(&[&a, &b, &c])
+    });
+
+    // SIGTERM: the others see it leave, not die.
+    assert!(c.terminate().success());
+    wait_until(Duration::from_secs(5), "a sees c left", || {
+        state_of(&a, "c") == Some(NodeState::Left)
+    });
+    assert_eq!(state_of(&b, "c").map(|s| s.is_up()), Some(false));
+
+    // kill -9 and start again: a new generation replaces the dead one.
+    let before = nodes(&a)
+        .into_iter()
+        .find(|n| n.name == "b")
+        .expect("b")
+        .generation;
+    b.kill9();
+    wait_until(Duration::from_secs(10), "a sees b dead", || {
+        state_of(&a, "b") == Some(NodeState::Dead)
+    });
+    b.launch();
+    wait_until(Duration::from_secs(10), "b rejoins", || {
+        nodes(&a)
+            .into_iter()
+            .any(|n| n.name == "b" && n.state == NodeState::Alive && n.generation > before)
+    });
+}
