@@ -16,6 +16,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
+use circuit_sdk::proto::{NodeInfo, WorkerInfo};
+
 use crate::bin;
 
 /// The port every daemon of a cluster listens on (`--listen <ip>:7711`), as in the script.
@@ -233,6 +235,55 @@ impl NetnsCluster {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start circuit in a namespace")
+    }
+
+    /// The nodes as host `i`'s daemon sees them (`circuit nodes --json` run on host `i`), or
+    /// the CLI's error when it fails (a killed daemon, a request that timed out).
+    pub fn nodes(&self, i: usize) -> Result<Vec<NodeInfo>, String> {
+        let out = self.cli(i, &["nodes", "--json"]);
+        if !out.status.success() {
+            return Err(format!(
+                "circuit nodes on h{i} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "circuit nodes --json on h{i} printed no node list ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// The workers `circuit ps --json ARGS` lists on host `i` (every node's, or one node's with
+    /// `--node`); asserts that the CLI succeeds.
+    pub fn ps(&self, i: usize, args: &[&str]) -> Vec<WorkerInfo> {
+        let mut all = vec!["ps", "--json"];
+        all.extend_from_slice(args);
+        let out = self.cli_ok(i, &all);
+        serde_json::from_str(&out).unwrap_or_else(|e| {
+            panic!("circuit {all:?} on h{i} printed no worker list ({e}): {out}")
+        })
+    }
+
+    /// The pids of every process in host `i`'s namespace (`ip netns pids`).
+    pub fn pids(&self, i: usize) -> Vec<u32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.namespace(i)])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ip netns pids");
+        assert!(
+            out.status.success(),
+            "ip netns pids {} failed: {}",
+            self.namespace(i),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(|pid| pid.parse().expect("a pid"))
+            .collect()
     }
 
     /// Host `i`'s daemon log so far (stdout and stderr of every start), for failure messages.

@@ -7,6 +7,7 @@ mod cli;
 mod cli_chan;
 mod cli_mesh;
 mod mesh;
+mod netns_mesh;
 mod netns_smoke;
 mod pipeline;
 mod recovery;

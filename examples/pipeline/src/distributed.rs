@@ -1,12 +1,15 @@
 //! Mode (b), the conductor: creates the channels, spawns the stages as workers through circuitd
-//! (this same executable, bound to the channels by name), waits for the result, and removes
-//! everything it created, whatever happened.
+//! (this same executable, bound to the channels by name) — on this node or on chosen nodes of
+//! the mesh — waits for the result, and removes everything it created, whatever happened.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use circuit_sdk::proto::{Reply, Request, RestartPolicy, RestartSpec, SpawnSpec, WorkerEnd};
+use circuit_sdk::proto::{
+    Placement, Reply, Request, RestartPolicy, RestartSpec, SpawnSpec, WorkerEnd,
+};
 use circuit_sdk::Client;
 
 use crate::stages::Report;
@@ -21,6 +24,44 @@ pub struct Setup {
     pub prefix: String,
     /// Each analyzer's pause between passing counts on and acknowledging the document.
     pub analyze_pause: Duration,
+    /// Where the stages run; `None`: all on the daemon this run talks to.
+    pub nodes: Option<Nodes>,
+}
+
+/// The mesh nodes the stages run on, `--nodes FETCH,ANALYZE,STORE`.
+///
+/// Each channel lives on the node of the stage that reads it — `docs` with the analyzers,
+/// `counts` with the store, `result` with this conductor: a receiver asks the owner for each
+/// value (prefetch 1), so its receives stay on its own node, while sends are pipelined and
+/// cross the network without waiting for each answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nodes {
+    /// Runs `fetch`.
+    pub fetch: String,
+    /// Runs every analyzer and owns `docs`.
+    pub analyze: String,
+    /// Runs `store` and owns `counts`.
+    pub store: String,
+}
+
+impl FromStr for Nodes {
+    type Err = String;
+
+    /// `FETCH,ANALYZE,STORE`: three node names, which may repeat.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split(',').map(str::trim).collect::<Vec<_>>()[..] {
+            [fetch, analyze, store] if [fetch, analyze, store].iter().all(|n| !n.is_empty()) => {
+                Ok(Self {
+                    fetch: fetch.into(),
+                    analyze: analyze.into(),
+                    store: store.into(),
+                })
+            }
+            _ => Err(format!(
+                "expected three node names FETCH,ANALYZE,STORE (e.g. h1,h2,h3), got \"{s}\""
+            )),
+        }
+    }
 }
 
 /// What a run created, so that it can all be removed.
@@ -52,17 +93,21 @@ impl Deployment {
     async fn run(&mut self, setup: &Setup) -> anyhow::Result<Report> {
         let p = &setup.params;
         let name = |what: &str| format!("{}{what}", setup.prefix);
+        let nodes = setup.nodes.as_ref();
+        let fetch_node = nodes.map(|n| n.fetch.as_str());
+        let analyze_node = nodes.map(|n| n.analyze.as_str());
+        let store_node = nodes.map(|n| n.store.as_str());
         let (docs, counts, result) = (name("docs"), name("counts"), name("result"));
-        for chan in [&docs, &counts] {
-            self.chan(chan, p.cap).await?;
-        }
-        let result_chan = self.chan(&result, 1).await?;
+        self.chan(&docs, p.cap, analyze_node).await?;
+        self.chan(&counts, p.cap, store_node).await?;
+        let result_chan = self.chan(&result, 1, None).await?;
         let mut results = result_chan.receiver::<Report>().await?;
 
         let (store, fetch) = (name("store"), name("fetch"));
         let n = p.docs.to_string();
         self.spawn(
             &store,
+            store_node,
             &["store", "--docs", &n],
             &[("in", counts.as_str()), ("out", result.as_str())],
         )
@@ -71,12 +116,13 @@ impl Deployment {
         for i in 1..=p.analyzers {
             let args = ["analyze", "--pause-ms", &pause];
             let chans = [("in", docs.as_str()), ("out", counts.as_str())];
-            self.spawn(&name(&format!("analyze-{i}")), &args, &chans)
+            self.spawn(&name(&format!("analyze-{i}")), analyze_node, &args, &chans)
                 .await?;
         }
         let seed = p.seed.to_string();
         let args = ["fetch", "--docs", &n, "--seed", &seed];
-        self.spawn(&fetch, &args, &[("out", docs.as_str())]).await?;
+        self.spawn(&fetch, fetch_node, &args, &[("out", docs.as_str())])
+            .await?;
 
         // The result, unless the store or the fetcher fails first (analyzers may die: others
         // take over their documents).
@@ -96,21 +142,49 @@ impl Deployment {
         }
     }
 
-    async fn chan(&mut self, name: &str, cap: u64) -> anyhow::Result<circuit_sdk::chan::Chan> {
-        let chan = self
-            .client
-            .chan_create(name, cap)
-            .await
-            .with_context(|| format!("cannot create channel {name}"))?;
-        self.chans.push(name.to_string());
-        Ok(chan)
+    /// Creates channel `name` owned by `node` (by default the daemon this run talks to).
+    async fn chan(
+        &mut self,
+        name: &str,
+        cap: u64,
+        node: Option<&str>,
+    ) -> anyhow::Result<circuit_sdk::chan::Chan> {
+        let context = || match node {
+            Some(node) => format!("cannot create channel {name} on node {node}"),
+            None => format!("cannot create channel {name}"),
+        };
+        let Some(node) = node else {
+            let chan = self
+                .client
+                .chan_create(name, cap)
+                .await
+                .with_context(context)?;
+            self.chans.push(name.to_string());
+            return Ok(chan);
+        };
+        let create = Request::On {
+            node: node.to_string(),
+            request: Box::new(Request::ChanCreate {
+                name: name.to_string(),
+                capacity: cap,
+                exist_ok: false,
+            }),
+        };
+        match self.client.call(create).await.with_context(context)? {
+            Reply::Chan(_) => self.chans.push(name.to_string()),
+            other => bail!("unexpected reply to creating channel {name}: {other:?}"),
+        }
+        // Streams open by name from any node; the daemon finds the owner.
+        Ok(self.client.chan(name).await?)
     }
 
-    /// Spawns this executable as the worker `name`, never restarted: a killed replica stays
-    /// dead and the others finish its work.
+    /// Spawns this executable as the worker `name` on `node` (by default the daemon this run
+    /// talks to), never restarted: a killed replica stays dead and the others finish its work.
+    /// The executable must be at the same path on every node.
     async fn spawn(
         &mut self,
         name: &str,
+        node: Option<&str>,
         args: &[&str],
         chans: &[(&str, &str)],
     ) -> anyhow::Result<()> {
@@ -129,10 +203,21 @@ impl Deployment {
             },
             ..SpawnSpec::default()
         };
+        let request = match node {
+            Some(node) => Request::Place(Placement {
+                spec,
+                node: Some(node.to_string()),
+                ..Placement::default()
+            }),
+            None => Request::Spawn(spec),
+        };
         self.client
-            .call(Request::Spawn(spec))
+            .call(request)
             .await
-            .with_context(|| format!("cannot spawn worker {name}"))?;
+            .with_context(|| match node {
+                Some(node) => format!("cannot spawn worker {name} on node {node}"),
+                None => format!("cannot spawn worker {name}"),
+            })?;
         self.workers.push(name.to_string());
         Ok(())
     }
@@ -188,5 +273,27 @@ fn ended(end: &WorkerEnd) -> String {
     match end.exit {
         Some(exit) => format!("worker {} {} with {exit}", end.name, end.state),
         None => format!("worker {} {}", end.name, end.state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_are_three_names_in_stage_order() {
+        let nodes: Nodes = "h1, h2,h3".parse().expect("three names");
+        assert_eq!(
+            nodes,
+            Nodes {
+                fetch: "h1".into(),
+                analyze: "h2".into(),
+                store: "h3".into(),
+            }
+        );
+        assert_eq!("a,a,a".parse::<Nodes>().expect("repeats").store, "a");
+        for bad in ["", "h1", "h1,h2", "h1,h2,h3,h4", "h1,,h3"] {
+            assert!(bad.parse::<Nodes>().is_err(), "{bad:?} parsed");
+        }
     }
 }

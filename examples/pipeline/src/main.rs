@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use circuit_pipeline::distributed::{self, Setup};
+use circuit_pipeline::distributed::{self, Nodes, Setup};
 use circuit_pipeline::{local, remote, Params};
 
 /// fetch → analyze → store, in one process or spread over circuit workers.
@@ -14,7 +14,8 @@ use circuit_pipeline::{local, remote, Params};
 #[command(name = "pipeline", version)]
 #[command(after_help = "Examples:\n  \
     pipeline local --docs 1000 --seed 7\n  \
-    pipeline distributed --docs 1000 --seed 7 --analyzers 4   # needs a running circuitd")]
+    pipeline distributed --docs 1000 --seed 7 --analyzers 4   # needs a running circuitd\n  \
+    pipeline distributed --nodes h1,h2,h3                      # fetch on h1, analyze on h2, store on h3")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,6 +36,10 @@ enum Command {
         /// document: slows the run down and widens the window a crash leaves a duplicate in.
         #[arg(long, default_value_t = 0, value_name = "MS")]
         analyze_delay_ms: u64,
+        /// Runs fetch, the analyzers and store on these mesh nodes (channels live with the
+        /// stage that reads them) [default: all on the daemon at CIRCUIT_SOCKET].
+        #[arg(long, value_name = "FETCH,ANALYZE,STORE")]
+        nodes: Option<Nodes>,
     },
     /// Worker: generates the documents into the channel bound to `out`, then closes it.
     Fetch {
@@ -67,11 +72,13 @@ async fn main() -> ExitCode {
             params,
             prefix,
             analyze_delay_ms,
+            nodes,
         } => {
             let setup = Setup {
                 params,
                 prefix,
                 analyze_pause: Duration::from_millis(analyze_delay_ms),
+                nodes,
             };
             distributed::run(&setup).await.map(Some)
         }
