@@ -360,7 +360,6 @@ async fn a_reused_request_id_never_gets_a_second_terminal_reply() {
     let wait = r#"{"type":"request","id":1,"request":{"op":"wait","args":{"name":"survivor"}}}"#;
     send_json(&mut conn, wait).await;
     send_json(&mut conn, wait).await;
-    send_json(&mut conn, r#"{"type":"cancel","id":1,"extra":"field"}"#).await;
     conn.send(Frame::Data {
         id: 1,
         seq: 1,
@@ -368,6 +367,9 @@ async fn a_reused_request_id_never_gets_a_second_terminal_reply() {
     })
     .await
     .expect("send");
+    // The cancel comes last: the read loop reports the two misuses before it cancels request
+    // 1, whose task then ends it (sending the cancel first made that order a race).
+    send_json(&mut conn, r#"{"type":"cancel","id":1,"extra":"field"}"#).await;
     // Each misuse is reported without the id, since request 1 is still running.
     for _ in 0..2 {
         expect_error(next(&mut conn).await, None, ErrorCode::BadRequest);
