@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 need_packages=()
 command -v sh >/dev/null || need_packages+=(dash)
 command -v sleep >/dev/null || need_packages+=(coreutils)
+# The mesh tests run hosts as network namespaces on a bridge (root only; see netns-cluster.sh).
+if [ "$(id -u)" -eq 0 ] && ! command -v ip >/dev/null; then
+  need_packages+=(iproute2)
+fi
 if [ ${#need_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need_packages[*]} (run as root or install them)" >&2
