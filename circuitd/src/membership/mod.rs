@@ -177,6 +177,11 @@ impl Membership {
         self.read().owner_of(chan)
     }
 
+    /// Whether the whole metadata of `node` at `generation` (or later) is known.
+    pub fn knows_meta(&self, node: &str, generation: u64) -> bool {
+        self.read().knows_meta(node, generation)
+    }
+
     /// Nodes whose metadata arrived without its lists.
     pub fn partial(&self) -> Vec<String> {
         self.read().partial()

@@ -102,7 +102,10 @@ pub(crate) async fn anti_entropy(
         let target = tokio::select! {
             _ = tick.tick() => pick(&membership),
             event = events.recv() => match event {
-                Ok(e) if matches!(e.kind, EventKind::Join | EventKind::Rejoin) => Some(e.node),
+                // A node that joins gets a push-pull at once, unless its metadata already
+                // arrived by broadcast (else a mass boot would make N² exchanges).
+                Ok(e) if matches!(e.kind, EventKind::Join | EventKind::Rejoin)
+                    && !membership.knows_meta(&e.node, e.generation) => Some(e.node),
                 Ok(_) | Err(RecvError::Lagged(_)) => None,
                 Err(RecvError::Closed) => return,
             },

@@ -174,6 +174,13 @@ impl View {
         }
     }
 
+    /// Whether the whole metadata of `node` at `generation` (or later) is known.
+    pub fn knows_meta(&self, node: &str, generation: u64) -> bool {
+        self.metas
+            .get(node)
+            .is_some_and(|m| m.generation >= generation && !m.partial)
+    }
+
     /// Names of nodes whose metadata is partial: push-pull with them first.
     pub fn partial(&self) -> Vec<String> {
         self.metas
