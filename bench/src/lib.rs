@@ -4,13 +4,17 @@
 //! # Layout
 //! - [`chanbench`]: `bench-channels`, circuit's channels beside NATS and a raw socket.
 //! - [`daemon`]: [`Daemon`], a `circuitd` child on a temp dir, stopped by pid.
+//! - [`meshbench`]: `bench-mesh`, the mesh on real daemons in network namespaces.
 //! - [`procfs`]: resident memory and CPU time of a process, from `/proc`.
 //! - [`report`]: [`Samples`] and the Markdown table a benchmark prints.
+//! - [`swimsim`]: `bench-swim-sim`, SWIM membership at 100–2,000 members on a virtual clock.
 
 pub mod chanbench;
 pub mod daemon;
+pub mod meshbench;
 pub mod procfs;
 pub mod report;
+pub mod swimsim;
 
 pub use daemon::Daemon;
 pub use report::Samples;
