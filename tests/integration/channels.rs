@@ -13,6 +13,101 @@ use futures::StreamExt;
 
 const SOON: Duration = Duration::from_secs(10);
 
+/// Where a rule runs: on one daemon, or across three in a mesh on loopback, where node `b` owns
+/// the channel, senders open it on `a` and receivers on `c` (each stream through a relay and
+/// the peer links).
+struct Place {
+    /// The daemon senders use, and the one receivers use (the same one on one node).
+    tx: Daemon,
+    rx: Option<Daemon>,
+    _owner: Option<Daemon>,
+}
+
+impl Place {
+    async fn one() -> Self {
+        Self {
+            tx: Daemon::start(),
+            rx: None,
+            _owner: None,
+        }
+    }
+
+    async fn across() -> Self {
+        let a = Daemon::start_named("a", &["--listen", "127.0.0.1:0"]);
+        let status = match a
+            .client()
+            .await
+            .call(circuit_sdk::proto::Request::Status)
+            .await
+        {
+            Ok(circuit_sdk::proto::Reply::Status(s)) => s,
+            other => panic!("status: {other:?}"),
+        };
+        let addr = status.listen.expect("mesh address");
+        let join = ["--listen", "127.0.0.1:0", "--join", addr.as_str()];
+        let (b, c) = (
+            Daemon::start_named("b", &join),
+            Daemon::start_named("c", &join),
+        );
+        for d in [&a, &b, &c] {
+            let client = d.client().await;
+            wait_until_async(SOON, "a, b and c see each other", || async {
+                match client.call(circuit_sdk::proto::Request::Nodes).await {
+                    Ok(circuit_sdk::proto::Reply::Nodes(ns)) => (ns
+                        .iter()
+                        .filter(|n| n.state == circuit_sdk::proto::NodeState::Alive)
+                        .count()
+                        == 3)
+                        .then_some(()),
+                    _ => None,
+                }
+            })
+            .await;
+        }
+        Self {
+            tx: a,
+            rx: Some(c),
+            _owner: Some(b),
+        }
+    }
+
+    fn rx_daemon(&self) -> &Daemon {
+        self.rx.as_ref().unwrap_or(&self.tx)
+    }
+
+    /// A new connection on the receivers' daemon.
+    async fn rx_client(&self) -> Client {
+        self.rx_daemon().client().await
+    }
+
+    /// Creates a channel (on `b` across nodes); returns it as senders and as receivers see it.
+    async fn create(&self, name: &str, capacity: u64) -> (Chan, Chan) {
+        let client = self.tx.client().await;
+        let tx = match &self._owner {
+            None => client.chan_create(name, capacity).await.expect("create"),
+            Some(owner) => {
+                let request = circuit_sdk::proto::Request::On {
+                    node: owner.name.clone(),
+                    request: Box::new(circuit_sdk::proto::Request::ChanCreate {
+                        name: name.to_string(),
+                        capacity,
+                        exist_ok: false,
+                    }),
+                };
+                client.call(request).await.expect("create on b");
+                client.chan(name).await.expect("open on a")
+            }
+        };
+        let rx = self
+            .rx_client()
+            .await
+            .chan(name)
+            .await
+            .expect("open for receivers");
+        (tx, rx)
+    }
+}
+
 async fn stat(chan: &Chan) -> ChanInfo {
     chan.stat().await.expect("stat")
 }
@@ -70,11 +165,17 @@ async fn rule_1_names_capacity_and_owner() {
 
 #[tokio::test]
 async fn rule_2_send_completes_when_buffered_or_taken() {
-    let d = Daemon::start();
-    let client = d.client().await;
+    rule_2(&Place::one().await).await;
+}
 
+#[tokio::test]
+async fn rule_2_across_nodes() {
+    rule_2(&Place::across().await).await;
+}
+
+async fn rule_2(p: &Place) {
     // Capacity 2: two sends complete with nobody receiving; the third waits for room.
-    let chan = client.chan_create("buffered", 2).await.expect("create");
+    let (chan, rxc) = p.create("buffered", 2).await;
     let tx = chan.sender::<u32>().await.expect("sender");
     tx.send(1).await.expect("first");
     tx.send(2).await.expect("second");
@@ -84,7 +185,7 @@ async fn rule_2_send_completes_when_buffered_or_taken() {
     });
     until(&chan, "the third send waits", |i| i.waiting_senders == 1).await;
     assert!(!third.is_finished(), "a send into a full channel must wait");
-    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    let mut rx = rxc.receiver::<u32>().await.expect("receiver");
     assert_eq!(rx.recv().await.expect("recv"), 1);
     third
         .await
@@ -92,7 +193,7 @@ async fn rule_2_send_completes_when_buffered_or_taken() {
         .expect("third completes once there is room");
 
     // Capacity 0: a send completes only when a receiver has taken the value.
-    let chan = client.chan_create("rendezvous", 0).await.expect("create");
+    let (chan, rxc) = p.create("rendezvous", 0).await;
     let tx = chan.sender::<u32>().await.expect("sender");
     let send = tokio::spawn({
         let tx = tx.clone();
@@ -108,7 +209,7 @@ async fn rule_2_send_completes_when_buffered_or_taken() {
         "nothing is buffered at capacity 0"
     );
     assert!(!send.is_finished());
-    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    let mut rx = rxc.receiver::<u32>().await.expect("receiver");
     assert_eq!(rx.recv().await.expect("recv"), 7);
     send.await
         .expect("join")
@@ -119,11 +220,18 @@ async fn rule_2_send_completes_when_buffered_or_taken() {
 
 #[tokio::test]
 async fn rule_3_fifo_and_each_senders_order() {
-    let d = Daemon::start();
-    let client = d.client().await;
-    let chan = client.chan_create("fifo", 64).await.expect("create");
+    rule_3(&Place::one().await).await;
+}
+
+#[tokio::test]
+async fn rule_3_across_nodes() {
+    rule_3(&Place::across().await).await;
+}
+
+async fn rule_3(p: &Place) {
+    let (chan, rxc) = p.create("fifo", 64).await;
     let a = chan.sender::<(u8, u32)>().await.expect("a");
-    let b = d.client().await.chan("fifo").await.expect("open");
+    let b = p.tx.client().await.chan("fifo").await.expect("open");
     let b = b.sender::<(u8, u32)>().await.expect("b");
     let feed = |tx: Sender<(u8, u32)>, who: u8| async move {
         for i in 0..2000 {
@@ -132,7 +240,7 @@ async fn rule_3_fifo_and_each_senders_order() {
         tx.flush().await.expect("flush");
     };
     let (fa, fb) = (tokio::spawn(feed(a, 0)), tokio::spawn(feed(b, 1)));
-    let mut rx = chan
+    let mut rx = rxc
         .receiver_with(
             circuit_sdk::chan::Json,
             RecvOptions {
@@ -183,10 +291,17 @@ async fn rule_4_recv_returns_the_oldest_and_waits_while_empty() {
 
 #[tokio::test]
 async fn rule_5_close_fails_sends_wakes_receivers_and_drains() {
-    let d = Daemon::start();
-    let client = d.client().await;
+    rule_5(&Place::one().await).await;
+}
+
+#[tokio::test]
+async fn rule_5_across_nodes() {
+    rule_5(&Place::across().await).await;
+}
+
+async fn rule_5(p: &Place) {
     // A blocked send fails with Closed, and so does a later one.
-    let full = client.chan_create("full", 1).await.expect("create");
+    let (full, full_rx) = p.create("full", 1).await;
     let tx = full.sender::<u32>().await.expect("sender");
     tx.send(1).await.expect("fills the buffer");
     let blocked = tokio::spawn({
@@ -200,7 +315,7 @@ async fn rule_5_close_fails_sends_wakes_receivers_and_drains() {
     let again = full.close().await.expect_err("second close");
     assert!(again.to_string().contains("already closed"), "{again}");
     // The buffered value is still received, then Closed.
-    let mut rx = full.receiver::<u32>().await.expect("receiver");
+    let mut rx = full_rx.receiver::<u32>().await.expect("receiver");
     assert_eq!(rx.recv().await.expect("drain"), 1);
     assert_eq!(rx.recv().await, Err(ChanError::Closed));
     assert_eq!(
@@ -210,10 +325,10 @@ async fn rule_5_close_fails_sends_wakes_receivers_and_drains() {
     );
 
     // Receivers blocked on an empty channel wake with Closed.
-    let empty = client.chan_create("empty", 4).await.expect("create");
+    let (empty, empty_rx) = p.create("empty", 4).await;
     let mut waiters = Vec::new();
     for _ in 0..3 {
-        let mut rx = empty.receiver::<u32>().await.expect("receiver");
+        let mut rx = empty_rx.receiver::<u32>().await.expect("receiver");
         waiters.push(tokio::spawn(async move { rx.recv().await }));
     }
     until(&empty, "three receivers wait", |i| i.waiting_receivers == 3).await;
@@ -222,7 +337,7 @@ async fn rule_5_close_fails_sends_wakes_receivers_and_drains() {
         assert_eq!(w.await.expect("join"), Err(ChanError::Closed));
     }
     // A closed receiver stream ends.
-    let mut rx = empty.receiver::<u32>().await.expect("receiver");
+    let mut rx = empty_rx.receiver::<u32>().await.expect("receiver");
     assert!(rx.next().await.is_none());
 }
 
@@ -308,9 +423,16 @@ async fn rule_7_waiting_receivers_are_served_in_order() {
 
 #[tokio::test]
 async fn rule_8_a_value_not_acknowledged_goes_back_to_the_head() {
-    let d = Daemon::start();
-    let client = d.client().await;
-    let chan = client.chan_create("back", 16).await.expect("create");
+    rule_8(&Place::one().await).await;
+}
+
+#[tokio::test]
+async fn rule_8_across_nodes() {
+    rule_8(&Place::across().await).await;
+}
+
+async fn rule_8(p: &Place) {
+    let (chan, rxc) = p.create("back", 16).await;
     let tx = chan.sender::<u32>().await.expect("sender");
     for i in 0..10 {
         tx.send(i).await.expect("send");
@@ -318,7 +440,7 @@ async fn rule_8_a_value_not_acknowledged_goes_back_to_the_head() {
     // A receiver on its own connection takes three values without acknowledging them (a
     // prefetching receiver holds more), then its connection goes away.
     {
-        let own = d.client().await.chan("back").await.expect("open");
+        let own = p.rx_client().await.chan("back").await.expect("open");
         let mut rx: Receiver<u32> = own
             .receiver_with(
                 circuit_sdk::chan::Json,
@@ -342,7 +464,7 @@ async fn rule_8_a_value_not_acknowledged_goes_back_to_the_head() {
     // The connection closed with the receiver: everything it held is back, in order.
     let info = until(&chan, "values are back", |i| i.in_flight == 0).await;
     assert_eq!(info.len, 10);
-    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    let mut rx = rxc.receiver::<u32>().await.expect("receiver");
     for want in 0..10 {
         assert_eq!(rx.recv().await.expect("recv"), want);
     }
@@ -350,13 +472,20 @@ async fn rule_8_a_value_not_acknowledged_goes_back_to_the_head() {
 
 #[tokio::test]
 async fn rule_9_in_flight_values_count_against_the_capacity() {
-    let d = Daemon::start();
-    let client = d.client().await;
-    let chan = client.chan_create("cap", 2).await.expect("create");
+    rule_9(&Place::one().await).await;
+}
+
+#[tokio::test]
+async fn rule_9_across_nodes() {
+    rule_9(&Place::across().await).await;
+}
+
+async fn rule_9(p: &Place) {
+    let (chan, rxc) = p.create("cap", 2).await;
     let tx = chan.sender::<u32>().await.expect("sender");
     tx.send(1).await.expect("send");
     tx.send(2).await.expect("send");
-    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    let mut rx = rxc.receiver::<u32>().await.expect("receiver");
     let held = rx.recv_delivery().await.expect("delivery");
     // One buffered plus one in flight: full. More senders block, and the bound holds.
     let mut blocked = Vec::new();
@@ -393,11 +522,18 @@ async fn rule_9_in_flight_values_count_against_the_capacity() {
 
 #[tokio::test]
 async fn rule_11_try_and_timeouts_change_nothing_when_they_fail() {
-    let d = Daemon::start();
-    let client = d.client().await;
-    let chan = client.chan_create("try", 1).await.expect("create");
+    rule_11(&Place::one().await).await;
+}
+
+#[tokio::test]
+async fn rule_11_across_nodes() {
+    rule_11(&Place::across().await).await;
+}
+
+async fn rule_11(p: &Place) {
+    let (chan, rxc) = p.create("try", 1).await;
     let tx = chan.sender::<u32>().await.expect("sender");
-    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    let mut rx = rxc.receiver::<u32>().await.expect("receiver");
     assert_eq!(rx.try_recv().await, Err(ChanError::Empty));
     tx.try_send(1).await.expect("room for one");
     assert_eq!(tx.try_send(2).await, Err(ChanError::Full));
@@ -417,10 +553,10 @@ async fn rule_11_try_and_timeouts_change_nothing_when_they_fail() {
     assert_eq!(rx.recv_timeout(SOON).await, Ok(4));
 
     // At capacity 0, try_send succeeds only when a receiver is waiting.
-    let rv = client.chan_create("try0", 0).await.expect("create");
+    let (rv, rv_rx) = p.create("try0", 0).await;
     let tx = rv.sender::<u32>().await.expect("sender");
     assert_eq!(tx.try_send(1).await, Err(ChanError::Full));
-    let mut rx = rv.receiver::<u32>().await.expect("receiver");
+    let mut rx = rv_rx.receiver::<u32>().await.expect("receiver");
     let waiting = tokio::spawn(async move { rx.recv().await });
     until(&rv, "a receiver waits", |i| i.waiting_receivers == 1).await;
     tx.try_send(2).await.expect("taken by the waiting receiver");
