@@ -20,7 +20,7 @@ struct Place {
     /// The daemon senders use, and the one receivers use (the same one on one node).
     tx: Daemon,
     rx: Option<Daemon>,
-    _owner: Option<Daemon>,
+    owner: Option<Daemon>,
 }
 
 impl Place {
@@ -28,7 +28,7 @@ impl Place {
         Self {
             tx: Daemon::start(),
             rx: None,
-            _owner: None,
+            owner: None,
         }
     }
 
@@ -67,7 +67,7 @@ impl Place {
         Self {
             tx: a,
             rx: Some(c),
-            _owner: Some(b),
+            owner: Some(b),
         }
     }
 
@@ -83,7 +83,7 @@ impl Place {
     /// Creates a channel (on `b` across nodes); returns it as senders and as receivers see it.
     async fn create(&self, name: &str, capacity: u64) -> (Chan, Chan) {
         let client = self.tx.client().await;
-        let tx = match &self._owner {
+        let tx = match &self.owner {
             None => client.chan_create(name, capacity).await.expect("create"),
             Some(owner) => {
                 let request = circuit_sdk::proto::Request::On {

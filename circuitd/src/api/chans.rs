@@ -76,13 +76,13 @@ pub(crate) async fn create(
     let earlier = ctx.claims.get(&name).filter(|by| *by != me);
     ctx.claims.set(&name, &me);
     let result = async {
-        let peers = remote::live_peers(ctx);
-        let asks = peers.iter().map(|n| async {
+        let peers = ctx.membership.live_peers();
+        let asks = peers.iter().map(|node| {
             let claim = Request::ChanClaim {
                 name: name.clone(),
                 node: me.clone(),
             };
-            (n.name.clone(), ctx.peers.call_on(&n.name, claim).await)
+            async move { (node, ctx.peers.call_on(node, claim).await) }
         });
         let mut winner = earlier;
         for (node, answer) in join_all(asks).await {
@@ -159,17 +159,17 @@ pub(crate) async fn by_owner(
     match ctx.peers.owner_of(name).await {
         Ok(node) => remote::on(id, &node, request, ctx, outbox).await,
         Err((ErrorCode::NotFound, _)) => local(id, request, ctx, outbox).await,
-        Err((code, why)) => Err(Failure(code, why)),
+        Err(failure) => Err(failure.into()),
     }
 }
 
 /// `chan ls`: the channels of every live node.
 pub(crate) async fn list(ctx: &Context) -> Result<Reply, Failure> {
     let mut chans = ctx.broker.list().await;
-    let peers = remote::live_peers(ctx);
+    let peers = ctx.membership.live_peers();
     let asks = peers
         .iter()
-        .map(|n| async { ctx.peers.call_on(&n.name, Request::ChanList).await });
+        .map(|node| ctx.peers.call_on(node, Request::ChanList));
     for answer in join_all(asks).await {
         if let Ok(Reply::Chans(mut more)) = answer {
             chans.append(&mut more);

@@ -27,6 +27,12 @@ impl From<BrokerError> for Failure {
     }
 }
 
+impl From<(ErrorCode, String)> for Failure {
+    fn from((code, message): (ErrorCode, String)) -> Self {
+        Failure(code, message)
+    }
+}
+
 impl From<SupervisorError> for Failure {
     fn from(e: SupervisorError) -> Self {
         Failure(e.code(), e.to_string())

@@ -14,6 +14,7 @@ use futures::future::join_all;
 use super::connection::Outbox;
 use super::dispatch::{local, Failure};
 use super::Context;
+use crate::peer::next_on;
 
 /// Longest wait for `circuit join` to hear from a node.
 const JOIN_WAIT: Duration = Duration::from_secs(5);
@@ -56,25 +57,19 @@ pub(crate) async fn on(
         }
         return Box::pin(local(id, request, ctx, outbox)).await;
     }
-    let client = ctx.peers.client(node).await.map_err(peer_failure)?;
-    // Wrapped in `on` so that the node runs it itself rather than searching the mesh again.
-    let request = Request::On {
-        node: node.to_string(),
-        request: Box::new(request),
-    };
-    let mut stream = client.stream(request).await.map_err(|e| lost(node, e))?;
+    let mut stream = ctx
+        .peers
+        .open_on(node, request)
+        .await
+        .map_err(Failure::from)?;
     loop {
-        match stream.next().await {
-            Ok(Next::Item(item)) => {
+        match next_on(node, &mut stream).await.map_err(Failure::from)? {
+            Next::Item(item) => {
                 if !outbox.send(ServerMessage::Item { id, item }).await {
                     return Err(Failure(ErrorCode::Cancelled, "client went away".into()));
                 }
             }
-            Ok(Next::End(reply)) => return Ok(reply),
-            Err(circuit_sdk::Error::Remote { code, message }) => {
-                return Err(Failure(code, message))
-            }
-            Err(e) => return Err(lost(node, e)),
+            Next::End(reply) => return Ok(reply),
         }
     }
 }
@@ -84,27 +79,7 @@ async fn call_on(node: &str, request: Request, ctx: &Context) -> Result<Reply, F
     ctx.peers
         .call_on(node, request)
         .await
-        .map_err(|(code, why)| Failure(code, why))
-}
-
-fn peer_failure(e: crate::peer::PeerError) -> Failure {
-    Failure(e.code(), e.to_string())
-}
-
-fn lost(node: &str, e: circuit_sdk::Error) -> Failure {
-    Failure(
-        ErrorCode::Unreachable,
-        format!("lost the link to node \"{node}\": {e}"),
-    )
-}
-
-/// The other live nodes.
-pub(crate) fn live_peers(ctx: &Context) -> Vec<NodeInfo> {
-    ctx.membership
-        .nodes()
-        .into_iter()
-        .filter(|n| !n.is_self && n.state.is_up())
-        .collect()
+        .map_err(Failure::from)
 }
 
 /// The node that has worker `name`, if it is not here: asks every live node. `None` when no
@@ -113,14 +88,13 @@ pub(crate) async fn find_worker(name: &str, ctx: &Context) -> Result<Option<Stri
     if !ctx.membership.meshed() || ctx.supervisor.inspect(name).is_ok() {
         return Ok(None);
     }
-    let peers = live_peers(ctx);
-    let asks = peers.iter().map(|n| async {
-        let request = Request::Inspect {
-            name: name.to_string(),
-        };
-        matches!(call_on(&n.name, request, ctx).await, Ok(Reply::Worker(_))).then(|| n.name.clone())
-    });
-    let found: Vec<String> = join_all(asks).await.into_iter().flatten().collect();
+    let make = || Request::Inspect {
+        name: name.to_string(),
+    };
+    let found = ctx
+        .peers
+        .ask_all(make, |r| matches!(r, Reply::Worker(_)))
+        .await;
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.into_iter().next()),

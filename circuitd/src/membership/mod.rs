@@ -150,6 +150,11 @@ impl Membership {
         self.read().snapshot()
     }
 
+    /// The other nodes that are alive or suspect, by name.
+    pub fn live_peers(&self) -> Vec<String> {
+        self.read().live_peers()
+    }
+
     /// Every node's metadata, for push-pull.
     pub fn metas(&self) -> Vec<NodeInfo> {
         self.read().metas()

@@ -127,12 +127,7 @@ fn pick(membership: &Membership) -> Option<String> {
     if let Some(node) = membership.partial().into_iter().next() {
         return Some(node);
     }
-    let live: Vec<String> = membership
-        .nodes()
-        .into_iter()
-        .filter(|n| !n.is_self && n.state.is_up())
-        .map(|n| n.name)
-        .collect();
+    let live = membership.live_peers();
     (!live.is_empty()).then(|| live[fastrand::usize(..live.len())].clone())
 }
 

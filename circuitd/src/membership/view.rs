@@ -202,6 +202,15 @@ impl View {
         self.entries.get(name).map(|e| (e.id.clone(), e.state))
     }
 
+    /// The other nodes that are alive or suspect, by name.
+    pub fn live_peers(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(name, e)| **name != self.me && e.state.is_up())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Every node, for `circuit nodes`.
     pub fn snapshot(&self) -> Vec<NodeInfo> {
         self.entries

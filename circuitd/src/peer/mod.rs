@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use circuit_sdk::proto::{ErrorCode, EventKind, NodeState, Reply, Request};
-use circuit_sdk::{Client, Target};
+use circuit_sdk::{Client, Next, ReplyStream, Target};
 use futures::future::join_all;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -122,13 +122,13 @@ impl Peers {
         self.drop_link(node);
     }
 
-    /// Runs `request` on `node` (wrapped in `on`, so the node runs it itself) and returns its
-    /// terminal reply, ignoring items, within [`CALL_TIMEOUT`].
-    pub async fn call_on(
+    /// Starts `request` on `node`, wrapped in `on` so that the node runs it itself rather
+    /// than searching the mesh again; read its replies with [`next_on`].
+    pub async fn open_on(
         &self,
         node: &str,
         request: Request,
-    ) -> Result<Reply, (ErrorCode, String)> {
+    ) -> Result<ReplyStream, (ErrorCode, String)> {
         let client = self
             .client(node)
             .await
@@ -137,18 +137,55 @@ impl Peers {
             node: node.to_string(),
             request: Box::new(request),
         };
-        match tokio::time::timeout(CALL_TIMEOUT, client.call(request)).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(circuit_sdk::Error::Remote { code, message })) => Err((code, message)),
-            Ok(Err(e)) => Err((
-                ErrorCode::Unreachable,
-                format!("lost the link to node \"{node}\": {e}"),
-            )),
-            Err(_) => Err((
-                ErrorCode::Unreachable,
-                format!("node \"{node}\" did not answer within {CALL_TIMEOUT:?}"),
-            )),
-        }
+        client.stream(request).await.map_err(|e| link_lost(node, e))
+    }
+
+    /// Runs `request` on `node` and returns its terminal reply, ignoring items, within
+    /// [`CALL_TIMEOUT`].
+    pub async fn call_on(
+        &self,
+        node: &str,
+        request: Request,
+    ) -> Result<Reply, (ErrorCode, String)> {
+        let call = async {
+            let mut stream = self.open_on(node, request).await?;
+            loop {
+                if let Next::End(reply) = next_on(node, &mut stream).await? {
+                    return Ok(reply);
+                }
+            }
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err((
+                    ErrorCode::Unreachable,
+                    format!("node \"{node}\" did not answer within {CALL_TIMEOUT:?}"),
+                ))
+            })
+    }
+
+    /// Asks every live node `request` (made per node by `make`); returns, sorted, the nodes
+    /// whose reply `keep` accepts. Nodes that fail or do not answer are left out.
+    pub async fn ask_all(
+        &self,
+        make: impl Fn() -> Request,
+        keep: impl Fn(&Reply) -> bool,
+    ) -> Vec<String> {
+        let live = self.membership.live_peers();
+        let asks = live.iter().map(|node| {
+            let request = make();
+            let keep = &keep;
+            async move {
+                match self.call_on(node, request).await {
+                    Ok(reply) if keep(&reply) => Some(node.clone()),
+                    _ => None,
+                }
+            }
+        });
+        let mut found: Vec<String> = join_all(asks).await.into_iter().flatten().collect();
+        found.sort();
+        found
     }
 
     /// The node that owns channel `chan` (not this one): from the node table, or by asking
@@ -166,21 +203,10 @@ impl Peers {
                 return Ok(node);
             }
         }
-        let live: Vec<String> = self
-            .membership
-            .nodes()
-            .into_iter()
-            .filter(|n| !n.is_self && n.state.is_up())
-            .map(|n| n.name)
-            .collect();
-        let asks = live.iter().map(|node| async move {
-            let request = Request::ChanStat {
-                name: chan.to_string(),
-            };
-            matches!(self.call_on(node, request).await, Ok(Reply::Chan(_))).then(|| node.clone())
-        });
-        let mut found: Vec<String> = join_all(asks).await.into_iter().flatten().collect();
-        found.sort();
+        let make = || Request::ChanStat {
+            name: chan.to_string(),
+        };
+        let found = self.ask_all(make, |r| matches!(r, Reply::Chan(_))).await;
         // Two owners (made during a partition): the lowest node name wins, as everywhere.
         found.into_iter().next().ok_or_else(|| {
             (
@@ -267,4 +293,21 @@ impl Peers {
     pub fn drop_link(&self, node: &str) {
         self.links.lock().expect("links").remove(node);
     }
+}
+
+/// The next reply of a request started with [`Peers::open_on`], its failures as wire codes: the
+/// node's own error as it is, a broken link as `unreachable`.
+pub async fn next_on(node: &str, stream: &mut ReplyStream) -> Result<Next, (ErrorCode, String)> {
+    match stream.next().await {
+        Ok(next) => Ok(next),
+        Err(circuit_sdk::Error::Remote { code, message }) => Err((code, message)),
+        Err(e) => Err(link_lost(node, e)),
+    }
+}
+
+fn link_lost(node: &str, e: circuit_sdk::Error) -> (ErrorCode, String) {
+    (
+        ErrorCode::Unreachable,
+        format!("lost the link to node \"{node}\": {e}"),
+    )
 }
