@@ -175,6 +175,7 @@ pub fn unexpected(wanted: &str, got: &Reply) -> anyhow::Error {
         Reply::Chans(_) => "chans",
         Reply::Nodes(_) => "nodes",
         Reply::Claim(_) => "claim",
+        Reply::Keys(_) => "keys",
     };
     error::CliError::hinted(
         format!("circuitd replied with {got} where {wanted} was expected"),

@@ -207,6 +207,8 @@ pub(crate) async fn local(
             ))
         }
         Request::Logs(req) => logs(id, req, ctx, outbox).await?,
+        Request::Ping => Reply::Done,
+        Request::KeyList | Request::KeySet { .. } => super::keys::handle(request, ctx)?,
         Request::Place(_)
         | Request::On { .. }
         | Request::ClusterList { .. }

@@ -3,6 +3,7 @@
 mod chans;
 mod connection;
 mod dispatch;
+mod keys;
 mod remote;
 
 use std::sync::Arc;

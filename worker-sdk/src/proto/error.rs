@@ -40,6 +40,10 @@ pub enum ErrorCode {
     OwnerLost,
     /// The node a request was for is dead, left, or cannot be reached.
     Unreachable,
+    /// A configured limit (connections, channels, workers, ...) is reached.
+    LimitReached,
+    /// The connection lacks the right to ask (a Unix socket peer of another uid).
+    PermissionDenied,
     /// A code this build does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -66,6 +70,8 @@ impl ErrorCode {
             Self::TooLarge => "too_large",
             Self::OwnerLost => "owner_lost",
             Self::Unreachable => "unreachable",
+            Self::LimitReached => "limit_reached",
+            Self::PermissionDenied => "permission_denied",
             Self::Unknown => "unknown",
         }
     }

@@ -10,7 +10,7 @@ use super::types::{DaemonStatus, LogLine, SpawnSpec, WorkerEnd, WorkerInfo};
 
 /// Version spoken by this build; the hello of both sides carries it and they must match.
 /// Version 2 added channels; version 3 the mesh.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// A message from a client (CLI, worker SDK) to a daemon.
 // Control messages are built once and serialised at once; boxing the large variant buys nothing.
@@ -228,6 +228,17 @@ pub enum Request {
         /// The node about to create it.
         node: String,
     },
+    /// Nothing; keeps an idle connection open. Reply: `done`.
+    Ping,
+    /// The fingerprints of the cluster keys this daemon holds. Reply: `keys`.
+    KeyList,
+    /// Replace this daemon's cluster keys (hex, the first is used to send, all are accepted)
+    /// and write them to its key file. Connections made with a key no longer held are closed.
+    /// Reply: `keys`.
+    KeySet {
+        /// The new keys, 64 hex digits each, at least one.
+        keys: Vec<String>,
+    },
     /// Anti-entropy between daemons: the caller's node table; the reply is the callee's.
     /// Reply: `nodes`.
     MeshSync {
@@ -284,6 +295,20 @@ pub enum Reply {
     Nodes(Vec<NodeInfo>),
     /// The answer to a channel claim.
     Claim(Claim),
+    /// The cluster keys a daemon holds.
+    Keys(KeyStatus),
+}
+
+/// The cluster keys a daemon holds, by fingerprint (never the keys themselves).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeyStatus {
+    /// The node.
+    pub node: String,
+    /// Fingerprints, the sending key first; empty when the daemon runs without a key.
+    pub fingerprints: Vec<String>,
+    /// The key file the daemon reads and writes, if any.
+    pub file: Option<String>,
 }
 
 #[cfg(test)]
