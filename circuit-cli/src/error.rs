@@ -134,6 +134,10 @@ fn render_sdk(err: &SdkError) -> String {
                 io_message(source)
             );
         }
+        SdkError::Handshake { .. } if err.is_auth() => {
+            Some("every node and client needs the same cluster key: --key-file or CIRCUIT_KEY_FILE")
+        }
+        SdkError::Handshake { .. } | SdkError::Key(_) => None,
         SdkError::Disconnected => Some("did circuitd stop? see its log"),
         SdkError::Protocol(_) => Some("are circuit and circuitd the same version?"),
         SdkError::Frame(_) | SdkError::Io(_) => None,

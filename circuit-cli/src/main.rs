@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use circuit_sdk::paths::{default_socket_path, SOCKET_ENV};
+use circuit_sdk::secure::KEY_FILE_ENV;
 
 /// Command-line client of circuitd, the cluster process manager.
 #[derive(Debug, Parser)]
@@ -49,6 +50,18 @@ struct Cli {
     #[arg(long, global = true, value_name = "HOST:PORT", help_heading = GLOBAL)]
     addr: Option<String>,
 
+    /// The cluster key file, for --addr (the Unix socket needs none).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = KEY_FILE_ENV,
+        hide_env_values = true,
+        help_heading = GLOBAL,
+        value_parser = clap::builder::OsStringValueParser::new()
+    )]
+    key_file: Option<OsString>,
+
     /// Print the daemon's replies as JSON (one object per line for streams).
     #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
@@ -75,7 +88,9 @@ fn main() -> ExitCode {
         Some(path) if !path.is_empty() => PathBuf::from(path),
         _ => default_socket_path(),
     };
-    let ctx = cmd::Ctx::new(socket, cli.addr, cli.json);
+    // An empty CIRCUIT_KEY_FILE means unset.
+    let key_file = cli.key_file.filter(|f| !f.is_empty()).map(PathBuf::from);
+    let ctx = cmd::Ctx::new(socket, cli.addr, key_file, cli.json);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -3,8 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use circuit_sdk::secure::Keyring;
 
 /// What a daemon needs to know before it starts.
 #[derive(Debug, Clone)]
@@ -29,12 +32,30 @@ pub struct Config {
     pub max_requests_per_connection: usize,
     /// How long a new connection may take to say hello.
     pub handshake_timeout: Duration,
+    /// Most channels this node owns; a create beyond it fails with `limit_reached`. Each one
+    /// is an actor task with a queue, and a line in `channels.json`.
+    pub max_channels: usize,
+    /// Most workers in this node's table, exited and failed ones included (they hold a task, a
+    /// job table entry and their logs until `circuit rm`); a spawn beyond it fails with
+    /// `limit_reached`.
+    pub max_workers: usize,
+    /// A connection that has sent nothing for this long, with no request outstanding and no
+    /// channel stream open, is closed: it holds a task and buffers for nobody. The SDK sends
+    /// a ping after 30 s of silence, so healthy clients stay connected.
+    pub idle_timeout: Duration,
     /// The mesh address other nodes use for this one (default: the listen address).
     pub advertise: Option<SocketAddr>,
     /// Mesh addresses to join through at start, retried until one answers.
     pub join: Vec<String>,
     /// This node's labels, for placement.
     pub labels: BTreeMap<String, String>,
+    /// The cluster keys (`--key-file`). Without them the mesh port is loopback only and
+    /// unauthenticated (development mode).
+    pub keys: Option<Keyring>,
+    /// Most connections (Unix socket and TCP together) served at once.
+    pub max_connections: usize,
+    /// Most TCP connections in their handshake at once; more are refused at once.
+    pub max_handshakes: usize,
 }
 
 impl Default for Config {
@@ -50,11 +71,40 @@ impl Default for Config {
             max_payload: circuit_sdk::proto::DEFAULT_MAX_PAYLOAD,
             max_requests_per_connection: 1024,
             handshake_timeout: Duration::from_secs(10),
+            max_channels: 100_000,
+            max_workers: 10_000,
+            idle_timeout: Duration::from_secs(120),
             advertise: None,
             join: Vec::new(),
             labels: BTreeMap::new(),
+            keys: None,
+            max_connections: 1024,
+            max_handshakes: 64,
         }
     }
+}
+
+/// Allowed `handshake_timeout`s (`--handshake-timeout`): long enough for a slow link, short
+/// enough that silent connections cannot hold handshake places for long.
+pub const HANDSHAKE_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(300);
+
+/// Allowed `idle_timeout`s (`--idle-timeout`). Below 2 minutes, clients must ping more often
+/// than the SDK's default of every 30 s (`CIRCUIT_KEEPALIVE_MS`).
+pub const IDLE_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+
+/// Parses a duration flag (`10s`, `2m`, `1500ms`) that must lie within `range`.
+pub fn parse_duration_in(s: &str, range: &RangeInclusive<Duration>) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 10s, 2m, 1500ms)"))?;
+    if !range.contains(&d) {
+        return Err(format!(
+            "must be between {} and {}",
+            humantime::format_duration(*range.start()),
+            humantime::format_duration(*range.end())
+        ));
+    }
+    Ok(d)
 }
 
 /// The host name, or `localhost` when it cannot be read.
@@ -77,5 +127,25 @@ pub fn default_data_dir() -> PathBuf {
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
         Some(home) => PathBuf::from(home).join(".local/share/circuit"),
         None => PathBuf::from(format!("/tmp/circuit-{}/data", nix::unistd::getuid())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_flags_are_checked_against_their_range() {
+        let range = IDLE_TIMEOUT_RANGE;
+        assert_eq!(
+            parse_duration_in("90s", &range),
+            Ok(Duration::from_secs(90))
+        );
+        assert_eq!(parse_duration_in("1s", &range), Ok(Duration::from_secs(1)));
+        assert_eq!(
+            parse_duration_in("500ms", &range),
+            Err("must be between 1s and 1day".to_string())
+        );
+        assert!(parse_duration_in("soon", &range).is_err_and(|e| e.contains("e.g. 10s")));
     }
 }

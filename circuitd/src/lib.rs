@@ -83,7 +83,7 @@ pub async fn run(
         &shutdown,
         &tracker,
     )?;
-    let peers = peer::Peers::new(membership.clone());
+    let peers = peer::Peers::new(membership.clone(), config.keys.clone());
     let fixed = membership::publish::Fixed {
         name: config.name.clone(),
         labels: config.labels.clone(),
@@ -98,6 +98,7 @@ pub async fn run(
     ));
     if membership.meshed() {
         tracker.spawn(peers.clone().watch(shutdown.clone()));
+        tracker.spawn(peers.clone().follow_keys(shutdown.clone()));
         tracker.spawn(membership::publish::anti_entropy(
             membership.clone(),
             peers.clone(),
@@ -116,6 +117,7 @@ pub async fn run(
         "circuitd ready"
     );
     let ctx = Arc::new(api::Context {
+        gate: api::Gate::new(&config),
         config,
         supervisor,
         broker,
@@ -173,8 +175,15 @@ fn start_membership(
     };
     let me = membership::NodeId::new(config.name.clone(), advertise);
     let meta = meta(me.generation);
-    membership::Membership::start(me, meta, udp, shutdown.clone(), tracker)
-        .map_err(|e| DaemonError::Mesh(e.to_string()))
+    membership::Membership::start(
+        me,
+        meta,
+        udp,
+        config.keys.clone(),
+        shutdown.clone(),
+        tracker,
+    )
+    .map_err(|e| DaemonError::Mesh(e.to_string()))
 }
 
 /// Resolves `host[:port]` addresses, warning about those that do not resolve.

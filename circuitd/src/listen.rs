@@ -27,15 +27,16 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds the socket at `socket` and, if given, the mesh port at `listen` (TCP and UDP on
-    /// one address; port 7711 when it names none). Without `insecure`, only loopback.
+    /// one address; port 7711 when it names none). Without a cluster key (`keyed`), only
+    /// loopback.
     pub async fn bind(
         socket: &Path,
         listen: Option<&str>,
-        insecure: bool,
+        keyed: bool,
     ) -> Result<Self, DaemonError> {
         let (tcp, udp) = match listen {
             Some(addr) => {
-                let tcp = bind_tcp(addr, insecure).await?;
+                let tcp = bind_tcp(addr, keyed).await?;
                 let at = tcp.local_addr().map_err(|e| {
                     DaemonError::Bind(format!("cannot read the listen address: {e}"))
                 })?;
@@ -53,6 +54,32 @@ impl Listeners {
             udp,
         })
     }
+}
+
+/// Resolves a listen address (with its port) to at least one address.
+pub fn resolve_listen(addr: &str) -> Result<Vec<SocketAddr>, DaemonError> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| DaemonError::Bind(format!("cannot resolve listen address {addr}: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(DaemonError::Bind(format!(
+            "listen address {addr} resolves to nothing"
+        )));
+    }
+    Ok(addrs)
+}
+
+/// Without a cluster key only loopback addresses may be served; says why in one line.
+pub fn check_loopback(addr: &str, addrs: &[SocketAddr]) -> Result<(), DaemonError> {
+    if addrs.iter().all(|a| a.ip().is_loopback()) {
+        return Ok(());
+    }
+    Err(DaemonError::Bind(format!(
+        "refusing to listen on {addr} without a cluster key: anyone who can reach it could run \
+         processes here; create a key with `circuit keygen KEYFILE` and start circuitd with \
+         --key-file KEYFILE (or CIRCUIT_KEY_FILE), or listen on a loopback address"
+    )))
 }
 
 /// `host:port`, or `host` with the default port.
@@ -105,19 +132,13 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-/// Binds TCP, refusing any address that is not loopback unless `insecure` (no cluster key
-/// yet: anyone who can reach the port can run processes here).
-pub async fn bind_tcp(addr: &str, insecure: bool) -> Result<TcpListener, DaemonError> {
+/// Binds TCP, refusing any address that is not loopback without a cluster key (`keyed`):
+/// anyone who could reach the port could run processes here.
+pub async fn bind_tcp(addr: &str, keyed: bool) -> Result<TcpListener, DaemonError> {
     let addr = with_default_port(addr);
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| DaemonError::Bind(format!("cannot resolve listen address {addr}: {e}")))?
-        .collect();
-    if addrs.is_empty() || (!insecure && addrs.iter().any(|a| !a.ip().is_loopback())) {
-        return Err(DaemonError::Bind(format!(
-            "refusing to listen on {addr}: without a cluster key circuitd binds loopback addresses only \
-             (--insecure serves an unauthenticated API on any address: trusted test networks only)"
-        )));
+    let addrs = resolve_listen(&addr)?;
+    if !keyed {
+        check_loopback(&addr, &addrs)?;
     }
     TcpListener::bind(&addrs[..])
         .await

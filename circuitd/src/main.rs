@@ -16,7 +16,7 @@ struct Args {
     #[arg(long, env = "CIRCUIT_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Mesh port: gossip (UDP), peer links and the API (TCP) at HOST[:PORT] (port 7711 by
-    /// default; loopback only without a cluster key, see --insecure). Without it the daemon
+    /// default; loopback only without a cluster key, see --key-file). Without it the daemon
     /// is a single node serving its Unix socket
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
@@ -29,10 +29,20 @@ struct Args {
     /// A label of this node (k=v, repeatable), for `spawn --label k=v`
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
     labels: Vec<(String, String)>,
-    /// Serve the mesh port on non-loopback addresses without authentication. Anyone who can
-    /// reach the port can run processes here: only for networks you fully trust (test hosts)
-    #[arg(long)]
-    insecure: bool,
+    /// The cluster key file (from `circuit keygen`; 0600): gossip, peer links and the TCP API
+    /// are authenticated and encrypted with it. One key per line: the first is used to send,
+    /// all are accepted (rotation). Re-read on SIGHUP. Without it the mesh port is loopback
+    /// only and unauthenticated
+    #[arg(long, env = "CIRCUIT_KEY_FILE", value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Most connections (Unix socket and TCP together) served at once; more are refused
+    #[arg(long, default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Most TCP connections in their handshake at once; more are refused at once
+    #[arg(long, default_value_t = 64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_handshakes: u64,
     /// Where the job table and worker logs live [default: /var/lib/circuit for root, else
     /// $XDG_DATA_HOME/circuit or ~/.local/share/circuit]
     #[arg(long, env = "CIRCUIT_DATA_DIR", value_name = "DIR")]
@@ -53,6 +63,33 @@ struct Args {
     #[arg(long, default_value_t = circuit_sdk::proto::DEFAULT_MAX_PAYLOAD,
           value_parser = clap::value_parser!(u64).range(1..=1 << 30), value_name = "BYTES")]
     max_payload: u64,
+    /// Most channels this node owns; creating one more fails with limit_reached
+    #[arg(long, default_value_t = 100_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_channels: u64,
+    /// Most workers in this node's table, exited ones included (`circuit rm` frees a place);
+    /// spawning one more fails with limit_reached
+    #[arg(long, default_value_t = 10_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_workers: u64,
+    /// Most requests and channel streams open at once on one connection; one more fails with
+    /// too_many_requests
+    #[arg(long, default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_requests_per_connection: u64,
+    /// How long a new connection may take to say hello (over TCP, its key exchange included),
+    /// 1s to 5m
+    #[arg(long, default_value = "10s", value_name = "DURATION",
+          value_parser = |s: &str| circuitd::config::parse_duration_in(
+              s, &circuitd::config::HANDSHAKE_TIMEOUT_RANGE))]
+    handshake_timeout: std::time::Duration,
+    /// Close a connection that has sent nothing for this long and has no request or channel
+    /// stream open, 1s to 1day. SDK clients ping after 30 s of silence (CIRCUIT_KEEPALIVE_MS;
+    /// below 2m, this daemon's workers and peer links ping at a quarter of the timeout)
+    #[arg(long, default_value = "2m", value_name = "DURATION",
+          value_parser = |s: &str| circuitd::config::parse_duration_in(
+              s, &circuitd::config::IDLE_TIMEOUT_RANGE))]
+    idle_timeout: std::time::Duration,
 }
 
 fn main() {
@@ -91,6 +128,13 @@ fn start(args: Args) -> anyhow::Result<()> {
     config.listen = args.listen.clone();
     config.join = args.join.clone();
     config.labels = args.labels.iter().cloned().collect();
+    config.max_connections = args.max_connections as usize;
+    config.max_handshakes = args.max_handshakes as usize;
+    // An empty CIRCUIT_KEY_FILE means unset.
+    if let Some(file) = args.key_file.as_ref().filter(|f| !f.as_os_str().is_empty()) {
+        let keys = circuit_sdk::secure::Keyring::from_file(&absolute(file.clone())?)?;
+        config.keys = Some(keys);
+    }
     if !args.join.is_empty() && args.listen.is_none() {
         anyhow::bail!("--join needs --listen: a node joins the mesh through its mesh port");
     }
@@ -104,14 +148,33 @@ fn start(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if let (Some(listen), None) = (&args.listen, &config.keys) {
+        let full = circuitd::listen::with_default_port(listen);
+        circuitd::listen::check_loopback(&full, &circuitd::listen::resolve_listen(&full)?)?;
+    }
     if let (Some(listen), None) = (&args.listen, advertise) {
-        if resolve_one(listen).is_ok_and(|a| a.ip().is_unspecified()) && args.insecure {
+        if resolve_one(listen).is_ok_and(|a| a.ip().is_unspecified()) {
             anyhow::bail!(
                 "--listen {listen} is not an address other nodes can reach: add --advertise HOST:PORT"
             );
         }
     }
     config.max_payload = args.max_payload;
+    config.max_channels = args.max_channels as usize;
+    config.max_workers = args.max_workers as usize;
+    config.max_requests_per_connection = args.max_requests_per_connection as usize;
+    config.handshake_timeout = args.handshake_timeout;
+    config.idle_timeout = args.idle_timeout;
+    // This daemon's clients must ping within its idle timeout: its workers (which inherit its
+    // environment) and its peer links (the mesh shares one setting). Set while the process
+    // has one thread: the runtime starts below.
+    let keepalive = args.idle_timeout / 4;
+    let keepalive_env = circuit_sdk::client::KEEPALIVE_ENV;
+    if keepalive < circuit_sdk::client::KEEPALIVE_DEFAULT
+        && std::env::var_os(keepalive_env).is_none_or(|v| v.is_empty())
+    {
+        std::env::set_var(keepalive_env, keepalive.as_millis().max(1).to_string());
+    }
     // A frame carries one value plus its headers.
     config.max_frame = config.max_frame.max(args.max_payload as usize + 64 * 1024);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -120,9 +183,12 @@ fn start(args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
-        let listeners =
-            circuitd::Listeners::bind(&config.socket, args.listen.as_deref(), args.insecure)
-                .await?;
+        let listeners = circuitd::Listeners::bind(
+            &config.socket,
+            args.listen.as_deref(),
+            config.keys.is_some(),
+        )
+        .await?;
         if let Some(tcp) = &listeners.tcp {
             let at = tcp.local_addr()?;
             config.listen = Some(at.to_string());
@@ -131,6 +197,18 @@ fn start(args: Args) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        if let Some(keys) = config.keys.clone() {
+            let mut hup = signal(SignalKind::hangup())?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match keys.reload() {
+                        Ok(true) => tracing::info!(keys = ?keys.fingerprints(), "cluster keys reloaded"),
+                        Ok(false) => tracing::info!("SIGHUP: the key file is unchanged"),
+                        Err(e) => tracing::warn!(error = %e, "SIGHUP: keys not reloaded, the old ones stay"),
+                    }
+                }
+            });
+        }
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::proto::{
     ClientMessage, Frame, FrameCodec, Item, Reply, Request, ServerMessage, PROTOCOL_VERSION,
 };
+use crate::secure::{noise, Key, Keyring};
 
 /// Largest frame a client reads or writes: the largest value a daemon can be configured for.
 const CLIENT_MAX_FRAME: usize = (1 << 30) + 64 * 1024;
@@ -91,6 +92,8 @@ struct Inner {
     daemon_version: String,
     instance: u64,
     target: Option<Target>,
+    /// The cluster key a TCP connection was made with, to reconnect with it.
+    key: Option<Key>,
 }
 
 /// Replies in flight, by request id; `None` once the connection is gone.
@@ -133,13 +136,28 @@ impl Client {
         Self::connect(&Target::Unix(path.as_ref().to_path_buf())).await
     }
 
-    /// Connects to a daemon's TCP API (`host:port`).
+    /// Connects to a daemon's TCP API (`host:port`), with the cluster key named by
+    /// `CIRCUIT_KEY_FILE` when it is set.
     pub async fn connect_tcp(addr: &str) -> Result<Self, Error> {
         Self::connect(&Target::Tcp(addr.to_string())).await
     }
 
-    /// Connects to a target.
+    /// Connects to a target. Over TCP the cluster key is the first key of the file named by
+    /// `CIRCUIT_KEY_FILE`, when it is set; see [`Client::connect_with_key`].
     pub async fn connect(target: &Target) -> Result<Self, Error> {
+        let key = match target {
+            Target::Unix(_) => None,
+            Target::Tcp(_) => Keyring::from_env()
+                .map_err(|e| Error::Key(e.to_string()))?
+                .map(|ring| ring.primary()),
+        };
+        Self::connect_with_key(target, key).await
+    }
+
+    /// Connects to a target; over TCP, authenticates and encrypts with `key` (Noise `NNpsk0`,
+    /// see [`crate::secure::noise`]), or speaks plain frames without one (a daemon without a
+    /// key, on loopback). The Unix socket needs no key: the daemon checks the caller's uid.
+    pub async fn connect_with_key(target: &Target, key: Option<Key>) -> Result<Self, Error> {
         let failed = |reason| Error::Connect {
             target: target.to_string(),
             reason,
@@ -150,15 +168,27 @@ impl Client {
                     .await
                     .map_err(failed)?;
                 let (r, w) = stream.into_split();
-                Self::start(r, w, Some(target.clone())).await
+                Self::start(r, w, Some(target.clone()), None).await
             }
             Target::Tcp(addr) => {
-                let stream = tokio::net::TcpStream::connect(addr.as_str())
+                let mut stream = tokio::net::TcpStream::connect(addr.as_str())
                     .await
                     .map_err(failed)?;
                 stream.set_nodelay(true)?;
+                let session = noise::connect(&mut stream, key.as_ref())
+                    .await
+                    .map_err(|error| Error::Handshake {
+                        target: target.to_string(),
+                        error,
+                    })?;
                 let (r, w) = stream.into_split();
-                Self::start(r, w, Some(target.clone())).await
+                match session {
+                    Some(session) => {
+                        let (r, w) = session.wrap(r, w);
+                        Self::start(r, w, Some(target.clone()), key).await
+                    }
+                    None => Self::start(r, w, Some(target.clone()), None).await,
+                }
             }
         }
     }
@@ -166,7 +196,7 @@ impl Client {
     /// Connects again the way this client connected (a new connection, not shared).
     pub async fn reconnect(&self) -> Result<Self, Error> {
         match &self.inner.target {
-            Some(target) => Self::connect(target).await,
+            Some(target) => Self::connect_with_key(target, self.inner.key.clone()).await,
             None => Err(Error::Protocol(
                 "this client was made over a transport it cannot reopen".into(),
             )),
@@ -179,10 +209,15 @@ impl Client {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        Self::start(read, write, None).await
+        Self::start(read, write, None, None).await
     }
 
-    async fn start<R, W>(read: R, write: W, target: Option<Target>) -> Result<Self, Error>
+    async fn start<R, W>(
+        read: R,
+        write: W,
+        target: Option<Target>,
+        key: Option<Key>,
+    ) -> Result<Self, Error>
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -294,6 +329,7 @@ impl Client {
                 daemon_version,
                 instance,
                 target,
+                key,
             }),
         })
     }
@@ -524,7 +560,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let mut pulled = Vec::new();
-    while let Some(first) = rx.recv().await {
+    let mut keepalive = Keepalive::new(keepalive_interval());
+    while let Some(first) = keepalive.next(&mut rx).await {
         let mut next = Some(first);
         while let Some(out) = next {
             match out {
@@ -546,6 +583,98 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         if writer.flush().await.is_err() {
             return;
+        }
+        keepalive.sent();
+    }
+}
+
+/// The environment variable that sets the keepalive interval in milliseconds (`0`: no pings).
+pub const KEEPALIVE_ENV: &str = "CIRCUIT_KEEPALIVE_MS";
+
+/// Keepalive interval without [`KEEPALIVE_ENV`]: a quarter of a daemon's default idle timeout.
+pub const KEEPALIVE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a client may send nothing before it pings: [`KEEPALIVE_ENV`], else
+/// [`KEEPALIVE_DEFAULT`]; `None` for no pings. Read once per process.
+fn keepalive_interval() -> Option<std::time::Duration> {
+    static INTERVAL: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *INTERVAL.get_or_init(|| {
+        let Some(value) = std::env::var_os(KEEPALIVE_ENV).filter(|v| !v.is_empty()) else {
+            return Some(KEEPALIVE_DEFAULT);
+        };
+        match value.to_str().and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(0) => None,
+            Some(ms) => Some(std::time::Duration::from_millis(ms)),
+            None => {
+                tracing::warn!(
+                    ?value,
+                    "{KEEPALIVE_ENV} is not a number of milliseconds: using 30000"
+                );
+                Some(KEEPALIVE_DEFAULT)
+            }
+        }
+    })
+}
+
+/// Pings the daemon when the client has written nothing for `interval`, so a quiet but healthy
+/// connection outlives the daemon's idle timeout (which closes connections that send nothing
+/// and have nothing open). Lives in the writer task: it sees every write, and ends with it.
+///
+/// A ping is a `ping` request with an id counting down from `u64::MAX`, which request ids
+/// (counting up from 1) never reach. It has no route: its reply is dropped by [`route`] as
+/// that of an unknown request, so nothing is left behind.
+struct Keepalive {
+    interval: Option<std::time::Duration>,
+    /// When the writer last flushed.
+    last_sent: tokio::time::Instant,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    next_id: u64,
+}
+
+impl Keepalive {
+    fn new(interval: Option<std::time::Duration>) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            interval,
+            last_sent: now,
+            // Without an interval the timer is never polled.
+            timer: Box::pin(tokio::time::sleep_until(now + interval.unwrap_or_default())),
+            next_id: u64::MAX,
+        }
+    }
+
+    /// The writer wrote something out.
+    fn sent(&mut self) {
+        if self.interval.is_some() {
+            self.last_sent = tokio::time::Instant::now();
+        }
+    }
+
+    /// The next thing to write: queued output, or a ping once the client has been quiet for
+    /// the interval. `None` when every sender is gone.
+    async fn next(&mut self, rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Option<Outgoing> {
+        let Some(interval) = self.interval else {
+            return rx.recv().await;
+        };
+        loop {
+            tokio::select! {
+                biased;
+                out = rx.recv() => return out,
+                () = self.timer.as_mut() => {
+                    let (now, due) = (tokio::time::Instant::now(), self.last_sent + interval);
+                    if now < due {
+                        self.timer.as_mut().reset(due);
+                        continue;
+                    }
+                    self.timer.as_mut().reset(now + interval);
+                    let id = self.next_id;
+                    self.next_id -= 1;
+                    let ping = ClientMessage::Request { id, request: Request::Ping };
+                    if let Ok(frame) = encode(&ping) {
+                        return Some(Outgoing::Frame(frame));
+                    }
+                }
+            }
         }
     }
 }
@@ -575,5 +704,71 @@ fn clone_error(e: &Error) -> Error {
         },
         Error::Disconnected => Error::Disconnected,
         other => Error::Protocol(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ping_id(out: Option<Outgoing>) -> u64 {
+        match out {
+            Some(Outgoing::Frame(Frame::Control(body))) => {
+                match serde_json::from_slice::<ClientMessage>(&body).expect("json") {
+                    ClientMessage::Request {
+                        id,
+                        request: Request::Ping,
+                    } => id,
+                    other => panic!("expected a ping, got {other:?}"),
+                }
+            }
+            _ => panic!("expected a control frame"),
+        }
+    }
+
+    #[tokio::test]
+    async fn keepalive_pings_only_when_quiet_with_ids_no_request_uses() {
+        let interval = Duration::from_millis(300);
+        let mut keepalive = Keepalive::new(Some(interval));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Queued output goes first.
+        tx.send(Outgoing::Frame(Frame::Control(Bytes::from_static(b"{}"))))
+            .expect("send");
+        assert!(matches!(
+            keepalive.next(&mut rx).await,
+            Some(Outgoing::Frame(Frame::Control(_)))
+        ));
+        keepalive.sent();
+        // Just written: no ping for a while.
+        let early = tokio::time::timeout(interval / 4, keepalive.next(&mut rx)).await;
+        assert!(early.is_err(), "pinged a connection that just wrote");
+        // Quiet: pings, with fresh ids from the top of the range.
+        let wait = Duration::from_secs(10);
+        let first = tokio::time::timeout(wait, keepalive.next(&mut rx)).await;
+        assert_eq!(ping_id(first.expect("a ping")), u64::MAX);
+        keepalive.sent();
+        let second = tokio::time::timeout(wait, keepalive.next(&mut rx)).await;
+        assert_eq!(ping_id(second.expect("a ping")), u64::MAX - 1);
+        // Every sender gone: the writer ends.
+        drop(tx);
+        assert!(keepalive.next(&mut rx).await.is_none());
+    }
+
+    #[test]
+    fn the_reply_to_a_ping_is_dropped_without_a_route() {
+        let routes = Mutex::new(Some(HashMap::new()));
+        let mut notice = None;
+        let reply = ServerMessage::Ok {
+            id: u64::MAX,
+            reply: Reply::Done,
+        };
+        assert!(route(&routes, &mut notice, reply).is_none());
+        assert!(notice.is_none());
+        assert!(routes
+            .lock()
+            .expect("routes")
+            .as_ref()
+            .is_some_and(HashMap::is_empty));
     }
 }

@@ -13,6 +13,17 @@ pub enum Error {
         /// Why (already part of the message, so not also a `source`).
         reason: std::io::Error,
     },
+    /// The TCP handshake failed: no key in common, or the daemon refused the connection.
+    #[error("{error} [circuitd at {target}]")]
+    Handshake {
+        /// The address tried.
+        target: String,
+        /// Why.
+        error: crate::secure::HandshakeError,
+    },
+    /// The cluster key could not be read.
+    #[error("{0}")]
+    Key(String),
     /// The daemon refused the request.
     #[error("{message}")]
     Remote {
@@ -47,6 +58,18 @@ impl Error {
     /// True when the named worker or channel does not exist.
     pub fn is_not_found(&self) -> bool {
         self.code() == Some(ErrorCode::NotFound)
+    }
+
+    /// True when the TCP handshake failed for want of a common cluster key.
+    pub fn is_auth(&self) -> bool {
+        use crate::secure::HandshakeError as H;
+        matches!(
+            self,
+            Self::Handshake {
+                error: H::AuthFailed | H::KeyRequired,
+                ..
+            }
+        )
     }
 
     /// True when no daemon answered at the address tried.

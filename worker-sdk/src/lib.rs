@@ -23,6 +23,7 @@ pub mod client;
 pub mod error;
 pub mod paths;
 pub mod proto;
+pub mod secure;
 
 pub use client::{Client, Next, ReplyStream, StreamHandler, Target};
 pub use error::Error;

@@ -5,6 +5,8 @@
 mod chan;
 mod events;
 mod join;
+mod key;
+mod keygen;
 mod logs;
 mod nodes;
 mod ps;
@@ -55,6 +57,10 @@ pub enum Command {
     Join(join::Args),
     /// Print membership events (joins, deaths, ...) as they happen.
     Events(events::Args),
+    /// Write a new cluster key to a file (0600).
+    Keygen(keygen::Args),
+    /// The cluster keys of every node: list them, rotate to a new one.
+    Key(key::Args),
     /// Manage named channels: create, ls, stat, close, rm.
     Chan(chan::Args),
     /// Send a value (or each line of stdin) to a channel; waits until it is accepted.
@@ -81,6 +87,8 @@ impl Command {
             Self::Nodes(args) => nodes::run(ctx, args).await,
             Self::Join(args) => join::run(ctx, args).await,
             Self::Events(args) => events::run(ctx, args).await,
+            Self::Keygen(args) => keygen::run(args),
+            Self::Key(args) => key::run(ctx, args).await,
             Self::Chan(args) => chan::run(ctx, args).await,
             Self::Send(args) => send::run(ctx, args).await,
             Self::Recv(args) => recv::run(ctx, args).await,
@@ -101,18 +109,29 @@ enum Target {
 #[derive(Debug, Clone)]
 pub struct Ctx {
     target: Target,
+    /// The cluster key file for TCP (`--key-file`, `CIRCUIT_KEY_FILE`).
+    key_file: Option<PathBuf>,
     /// Print replies as JSON instead of for people.
     pub json: bool,
 }
 
 impl Ctx {
     /// `addr`, when given, wins over `socket`.
-    pub fn new(socket: PathBuf, addr: Option<String>, json: bool) -> Self {
+    pub fn new(
+        socket: PathBuf,
+        addr: Option<String>,
+        key_file: Option<PathBuf>,
+        json: bool,
+    ) -> Self {
         let target = match addr {
             Some(addr) => Target::Tcp(addr),
             None => Target::Unix(socket),
         };
-        Self { target, json }
+        Self {
+            target,
+            key_file,
+            json,
+        }
     }
 
     /// True when the daemon is on this host (reached by its Unix socket), so local paths mean
@@ -125,7 +144,14 @@ impl Ctx {
     pub async fn connect(&self) -> anyhow::Result<Client> {
         let result = match &self.target {
             Target::Unix(path) => Client::connect_unix(path).await,
-            Target::Tcp(addr) => Client::connect_tcp(addr).await,
+            Target::Tcp(addr) => {
+                let key = match &self.key_file {
+                    Some(file) => Some(circuit_sdk::secure::read_key_file(file)?.swap_remove(0)),
+                    None => None,
+                };
+                let target = circuit_sdk::Target::Tcp(addr.clone());
+                Client::connect_with_key(&target, key).await
+            }
         };
         result.map_err(|e| error::connect(e, !self.is_local()))
     }

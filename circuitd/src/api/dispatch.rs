@@ -208,7 +208,7 @@ pub(crate) async fn local(
         }
         Request::Logs(req) => logs(id, req, ctx, outbox).await?,
         Request::Ping => Reply::Done,
-        Request::KeyList | Request::KeySet { .. } => super::keys::handle(request, ctx)?,
+        Request::KeyList | Request::KeyRotate { .. } => super::keys::handle(request, ctx)?,
         Request::Place(_)
         | Request::On { .. }
         | Request::ClusterList { .. }

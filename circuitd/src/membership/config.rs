@@ -41,7 +41,8 @@ pub fn swim_config(members: usize) -> foca::Config {
         suspect_to_down_after: suspicion,
         // Remember dead members for a day so a stale one is not taken back.
         remove_down_after: Some(Duration::from_secs(24 * 3600)),
-        max_packet_size: NonZeroUsize::new(MAX_PACKET).expect("non-zero"),
+        // Room for the seal (header and tag) within MAX_PACKET.
+        max_packet_size: NonZeroUsize::new(MAX_PACKET - super::seal::OVERHEAD).expect("non-zero"),
         notify_down_members: true,
         // Announce to a random member now and then, so split views merge.
         periodic_announce: Some(foca::PeriodicParams {

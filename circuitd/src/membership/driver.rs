@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use circuit_sdk::proto::MeshEvent;
+use circuit_sdk::secure::Keyring;
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
 use rand::rngs::StdRng;
 use tokio::net::UdpSocket;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{size_bucket, swim_config, MAX_PACKET};
 use super::identity::NodeId;
 use super::meta::{Inbox, MetaBroadcasts, NodeMeta};
+use super::seal::{OpenError, Opener, Sealer};
 use super::Shared;
 use crate::supervisor::now_ms;
 
@@ -37,9 +39,33 @@ type Swim = Foca<NodeId, PostcardCodec, StdRng, MetaBroadcasts>;
 pub(crate) struct Driver {
     pub shared: Arc<Shared>,
     pub socket: UdpSocket,
+    /// The cluster keys: packets are sealed with the first and opened with any. Without
+    /// keys, packets go as they are (loopback development mode).
+    pub keys: Option<Keyring>,
     pub cmds: mpsc::UnboundedReceiver<Cmd>,
     pub shutdown: CancellationToken,
     pub meta: NodeMeta,
+    pub sealer: Sealer,
+}
+
+/// Gossip refused per source address: the first refusal of an address is a warning, the
+/// rest are debug lines, so a misconfigured or hostile peer cannot flood the log.
+#[derive(Default)]
+struct Refusals {
+    warned: std::collections::HashSet<std::net::IpAddr>,
+}
+
+impl Refusals {
+    fn note(&mut self, from: SocketAddr, why: OpenError) {
+        if why.is_auth() && self.warned.len() < 4096 && self.warned.insert(from.ip()) {
+            tracing::warn!(
+                %from,
+                "gossip refused: {why} (further refusals from this address are logged at debug level)"
+            );
+        } else {
+            tracing::debug!(%from, error = %why, "gossip packet refused");
+        }
+    }
 }
 
 struct Joining {
@@ -72,6 +98,8 @@ impl Driver {
         };
         let _ = swim.add_broadcast(&self.meta.to_broadcast());
         let mut buf = vec![0u8; MAX_PACKET + 64];
+        let mut opener = Opener::new();
+        let mut refused = Refusals::default();
         loop {
             let next_timer = timers.keys().next().map(|(at, _)| *at);
             let joining_now = !joining.targets.is_empty();
@@ -80,8 +108,17 @@ impl Driver {
                 () = self.shutdown.cancelled() => break,
                 got = self.socket.recv_from(&mut buf) => match got {
                     Ok((n, from)) => {
-                        if let Err(e) = swim.handle_data(&buf[..n], &mut rt) {
-                            tracing::debug!(%from, error = %e, "gossip packet ignored");
+                        let opened = match &self.keys {
+                            None => Ok(buf[..n].to_vec()),
+                            Some(keys) => opener.open(&keys.keys(), &buf[..n], now_ms()),
+                        };
+                        match opened {
+                            Ok(data) => {
+                                if let Err(e) = swim.handle_data(&data, &mut rt) {
+                                    tracing::debug!(%from, error = %e, "gossip packet ignored");
+                                }
+                            }
+                            Err(e) => refused.note(from, e),
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "gossip receive failed"),
@@ -177,6 +214,10 @@ impl Driver {
     ) {
         loop {
             while let Some((to, data)) = rt.to_send() {
+                let data = match &self.keys {
+                    None => data.to_vec(),
+                    Some(keys) => self.sealer.seal(&keys.primary(), &data, now_ms()),
+                };
                 if let Err(e) = self.socket.send_to(&data, to.addr).await {
                     tracing::debug!(to = %to.addr, error = %e, "gossip send failed");
                 }

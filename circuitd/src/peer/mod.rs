@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use circuit_sdk::proto::{ErrorCode, EventKind, NodeState, Reply, Request};
+use circuit_sdk::secure::Keyring;
 use circuit_sdk::{Client, Next, ReplyStream, Target};
 use futures::future::join_all;
 use tokio::sync::broadcast::error::RecvError;
@@ -74,13 +75,16 @@ pub struct Peers {
     connecting: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Per node, cancelled when the node is declared dead or leaves: relays to it end.
     lost: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    /// The cluster keys; links authenticate with the first.
+    keys: Option<Keyring>,
 }
 
 impl Peers {
     /// Links to the nodes `membership` knows.
-    pub fn new(membership: Membership) -> Self {
+    pub fn new(membership: Membership, keys: Option<Keyring>) -> Self {
         Self {
             membership,
+            keys,
             links: Arc::default(),
             connecting: Arc::default(),
             lost: Arc::default(),
@@ -241,7 +245,9 @@ impl Peers {
             return Ok(client);
         }
         let target = Target::Tcp(id.addr.to_string());
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(&target)).await;
+        let key = self.keys.as_ref().map(Keyring::primary);
+        let attempt =
+            tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_with_key(&target, key)).await;
         let mut links = self.links.lock().expect("links");
         let link = links.entry(node.to_string()).or_default();
         match attempt {
@@ -292,6 +298,28 @@ impl Peers {
     /// Forgets the link to `node` (it died or restarted).
     pub fn drop_link(&self, node: &str) {
         self.links.lock().expect("links").remove(node);
+    }
+
+    /// Once the sending key changes (a rotation), requests open new links made with it;
+    /// streams already open keep their links until they end or the old key is retired.
+    pub async fn follow_keys(self, shutdown: CancellationToken) {
+        let Some(keys) = self.keys.clone() else {
+            return;
+        };
+        let mut changed = keys.subscribe();
+        let mut sending = keys.primary();
+        loop {
+            tokio::select! {
+                got = changed.changed() => if got.is_err() { return },
+                () = shutdown.cancelled() => return,
+            }
+            let now = keys.primary();
+            if now != sending {
+                tracing::info!(key = %now.fingerprint(), "new sending key: peer links reopen with it");
+                sending = now;
+                self.links.lock().expect("links").clear();
+            }
+        }
     }
 }
 

@@ -232,12 +232,13 @@ pub enum Request {
     Ping,
     /// The fingerprints of the cluster keys this daemon holds. Reply: `keys`.
     KeyList,
-    /// Replace this daemon's cluster keys (hex, the first is used to send, all are accepted)
-    /// and write them to its key file. Connections made with a key no longer held are closed.
+    /// One step of a key rotation on this daemon; the keys are written to its key file.
     /// Reply: `keys`.
-    KeySet {
-        /// The new keys, 64 hex digits each, at least one.
-        keys: Vec<String>,
+    KeyRotate {
+        /// The step.
+        step: KeyStep,
+        /// The new key, 64 hex digits.
+        key: String,
     },
     /// Anti-entropy between daemons: the caller's node table; the reply is the callee's.
     /// Reply: `nodes`.
@@ -297,6 +298,19 @@ pub enum Reply {
     Claim(Claim),
     /// The cluster keys a daemon holds.
     Keys(KeyStatus),
+}
+
+/// The steps of a key rotation, each run on every node before the next begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStep {
+    /// Accept the new key as well (it is added last: the sending key does not change).
+    Add,
+    /// Send with the new key (it must be held already); the old ones are still accepted.
+    Use,
+    /// Hold only the new key (it must be the sending key): the old ones are refused from now
+    /// on and connections made with them are closed.
+    Retire,
 }
 
 /// The cluster keys a daemon holds, by fingerprint (never the keys themselves).

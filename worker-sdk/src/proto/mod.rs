@@ -13,6 +13,7 @@ pub use error::ErrorCode;
 pub use frame::{Frame, FrameCodec, FrameError, SignalOp, DEFAULT_MAX_FRAME};
 pub use mesh::{Claim, EventKind, MeshEvent, NodeInfo, NodeState, Placement};
 pub use message::{
-    ClientMessage, Item, KeyStatus, LogsRequest, Reply, Request, ServerMessage, PROTOCOL_VERSION,
+    ClientMessage, Item, KeyStatus, KeyStep, LogsRequest, Reply, Request, ServerMessage,
+    PROTOCOL_VERSION,
 };
 pub use types::*;
