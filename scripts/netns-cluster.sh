@@ -15,8 +15,9 @@ readonly STATE_ROOT=${CIRCUIT_NETNS_STATE:-/tmp/circuit-netns}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO
 # Network flags of every daemon, then of every daemon but h1. Words; {addr} is the host's
-# ip:port, {ip} its address, {seed} h1's ip:port. Set to "" to leave them out.
-readonly LISTEN_ARGS=${CIRCUIT_NETNS_LISTEN_ARGS-"--listen {addr} --insecure"}
+# ip:port, {ip} its address, {seed} h1's ip:port, {key} the cluster's key file (made by `up`
+# with `circuit keygen`). Set to "" to leave them out.
+readonly LISTEN_ARGS=${CIRCUIT_NETNS_LISTEN_ARGS-"--listen {addr} --key-file {key}"}
 readonly JOIN_ARGS=${CIRCUIT_NETNS_JOIN_ARGS-"--join {seed}"}
 
 usage() {
@@ -51,8 +52,9 @@ Names: namespace c<ID>-h<i>, bridge cb<ID>, host-side veth cv<ID>h<i> (eth0 insi
 Daemons: circuitd --name h<i> --socket \$STATE/h<i>/circuitd.sock --data-dir \$STATE/h<i>/data
   \$CIRCUIT_NETNS_LISTEN_ARGS [\$CIRCUIT_NETNS_JOIN_ARGS for i>1] EXTRA..., log in
   \$STATE/h<i>/circuitd.log, pid in \$STATE/h<i>/pid. STATE = \$CIRCUIT_NETNS_STATE/<ID>
-  [default: /tmp/circuit-netns/<ID>]. LISTEN_ARGS default "--listen {addr} --insecure", JOIN_ARGS
-  default "--join {seed}"; {addr} = ip:$PORT of the host, {ip} its address, {seed} = h1's ip:$PORT.
+  [default: /tmp/circuit-netns/<ID>]. LISTEN_ARGS default "--listen {addr} --key-file {key}",
+  JOIN_ARGS default "--join {seed}"; {addr} = ip:$PORT of the host, {ip} its address, {seed} =
+  h1's ip:$PORT, {key} = \$STATE/cluster.key, a fresh cluster key made by \`up\`.
 The bridge has no address and no namespace has a default route: traffic stays inside.
 Unix sockets are files, so the daemons' sockets work from outside the namespaces too.
 
@@ -257,6 +259,7 @@ expand_args() {
     word=${word//\{addr\}/$addr}
     word=${word//\{ip\}/$(ip_of "$1")}
     word=${word//\{seed\}/$seed}
+    word=${word//\{key\}/$STATE/cluster.key}
     expanded+=("$word")
   done
 }
@@ -365,6 +368,7 @@ cmd_up() {
   trap 'if [ "$UP_DONE" -eq 0 ]; then echo "netns-cluster: up failed; removing cluster $ID" >&2; teardown "$ID"; fi' EXIT
   trap 'exit 130' INT TERM
   printf 'n=%s\nbin=%s\n' "$N" "$BIN" >"$STATE/meta"
+  "$BIN/circuit" keygen "$STATE/cluster.key" >/dev/null
 
   local bridge
   bridge=$(bridge_of)

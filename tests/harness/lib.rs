@@ -35,6 +35,24 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Runs the `circuit` CLI with `args` and nothing from the environment that aims it.
+pub fn cli_raw(args: &[&str]) -> Output {
+    Command::new(bin("circuit"))
+        .args(args)
+        .env_remove("CIRCUIT_SOCKET")
+        .env_remove("CIRCUIT_KEY_FILE")
+        .output()
+        .expect("run circuit")
+}
+
+/// Writes a fresh cluster key to `dir/name` with `circuit keygen`; returns its path.
+pub fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let out = cli_raw(&["keygen", path.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "keygen: {out:?}");
+    path
+}
+
 /// Polls `cond` every 10 ms until it is true; panics with `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -140,6 +158,7 @@ impl Daemon {
             .args(["--name", &self.name, "--log-level", "info"])
             .args(&self.extra)
             .env_remove("CIRCUIT_SOCKET")
+            .env_remove("CIRCUIT_KEY_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

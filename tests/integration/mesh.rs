@@ -131,10 +131,21 @@ fn bad_mesh_input_gets_clear_errors_and_changes_nothing() {
 
 #[test]
 fn daemon_flags_for_the_mesh_are_checked() {
-    let bad: [(&[&str], &str); 3] = [
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = keys.path().join("cluster.key");
+    let key = key.to_str().expect("utf-8 path");
+    assert!(circuit_tests::cli_raw(&["keygen", key]).status.success());
+    let missing = keys.path().join("missing.key");
+    let missing = missing.to_str().expect("utf-8 path");
+    let bad: [(&[&str], &str); 5] = [
         (&["--join", "127.0.0.1:1"], "--join needs --listen"),
-        (&["--listen", "0.0.0.0:0"], "binds loopback addresses only"),
-        (&["--listen", "0.0.0.0:0", "--insecure"], "add --advertise"),
+        (
+            &["--listen", "0.0.0.0:0"],
+            "refusing to listen on 0.0.0.0:0 without a cluster key",
+        ),
+        (&["--listen", "0.0.0.0:0", "--key-file", key], "add --advertise"),
+        (&["--listen", "127.0.0.1:0", "--key-file", missing], "missing.key"),
+        (&["--insecure"], "unexpected argument"),
     ];
     for (args, want) in bad {
         let dir = tempfile::tempdir().expect("tempdir");
