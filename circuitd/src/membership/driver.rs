@@ -52,12 +52,13 @@ pub(crate) struct Driver {
 /// rest are debug lines, so a misconfigured or hostile peer cannot flood the log.
 #[derive(Default)]
 struct Refusals {
-    warned: std::collections::HashSet<std::net::IpAddr>,
+    /// By source address and port: a peer gossips from its mesh port.
+    warned: std::collections::HashSet<SocketAddr>,
 }
 
 impl Refusals {
     fn note(&mut self, from: SocketAddr, why: OpenError) {
-        if why.is_auth() && self.warned.len() < 4096 && self.warned.insert(from.ip()) {
+        if why.is_auth() && self.warned.len() < 4096 && self.warned.insert(from) {
             tracing::warn!(
                 %from,
                 "gossip refused: {why} (further refusals from this address are logged at debug level)"

@@ -41,13 +41,13 @@ const MAX_SENDERS: usize = 65_536;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
     /// Too short, or not a sealed packet (a daemon without a key, or garbage).
-    #[error("not a sealed gossip packet")]
+    #[error("authentication failed: wrong or missing cluster key (an unsealed or malformed packet)")]
     Malformed,
     /// Sealed with a key this daemon does not hold.
-    #[error("authentication failed: wrong or missing cluster key")]
+    #[error("authentication failed: wrong or missing cluster key (sealed with a key this node does not hold)")]
     UnknownKey,
     /// The tag does not verify: tampered, or forged.
-    #[error("authentication failed: the packet does not verify")]
+    #[error("authentication failed: wrong or missing cluster key (the packet does not verify)")]
     BadTag,
     /// Its clock is too far from ours: old (recorded), or a clock out of sync.
     #[error("stale packet (clocks more than 60 s apart, or a replay)")]
