@@ -41,7 +41,9 @@ const MAX_SENDERS: usize = 65_536;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
     /// Too short, or not a sealed packet (a daemon without a key, or garbage).
-    #[error("authentication failed: wrong or missing cluster key (an unsealed or malformed packet)")]
+    #[error(
+        "authentication failed: wrong or missing cluster key (an unsealed or malformed packet)"
+    )]
     Malformed,
     /// Sealed with a key this daemon does not hold.
     #[error("authentication failed: wrong or missing cluster key (sealed with a key this node does not hold)")]
@@ -181,7 +183,7 @@ impl Opener {
         }
         self.accept(sender, counter, sent_ms)?;
         self.opened += 1;
-        if self.opened % 1024 == 0 || self.senders.len() > MAX_SENDERS {
+        if self.opened.is_multiple_of(1024) || self.senders.len() > MAX_SENDERS {
             self.forget_old(now_ms);
         }
         Ok(plain)
@@ -255,7 +257,7 @@ mod tests {
             Ok(&b"ping"[..])
         );
         assert_eq!(
-            opener.open(&[a.clone()], &packet, NOW),
+            opener.open(std::slice::from_ref(&a), &packet, NOW),
             Err(OpenError::Replayed)
         );
         assert_eq!(
@@ -272,7 +274,10 @@ mod tests {
             let mut bad = packet.clone();
             bad[i] ^= 0x40;
             let got = Opener::new().open(std::slice::from_ref(&a), &bad, NOW);
-            assert!(got.is_err_and(OpenError::is_auth), "byte {i}: {got:?}");
+            assert!(
+                got.clone().is_err_and(OpenError::is_auth),
+                "byte {i}: {got:?}"
+            );
         }
         for junk in [&b""[..], b"\xC1", &[0u8; 100], &packet[..packet.len() - 1]] {
             assert!(Opener::new()
@@ -309,11 +314,8 @@ mod tests {
         for i in (0..100).rev() {
             assert!(opener.open(keys, &packets[i], NOW).is_ok(), "{i}");
         }
-        for i in 0..100 {
-            assert_eq!(
-                opener.open(keys, &packets[i], NOW),
-                Err(OpenError::Replayed)
-            );
+        for packet in &packets[..100] {
+            assert_eq!(opener.open(keys, packet, NOW), Err(OpenError::Replayed));
         }
         assert!(opener.open(keys, &packets[299], NOW).is_ok());
         // Now 0..=170 are below the window: refused even though 150 was never seen.

@@ -440,7 +440,7 @@ mod tests {
         let (a, b) = (Key::generate().expect("r"), Key::generate().expect("r"));
         write_key_file(&path, std::slice::from_ref(&a), false).expect("write");
         let ring = Keyring::from_file(&path).expect("ring");
-        let mut changed = ring.subscribe();
+        let changed = ring.subscribe();
         ring.set(vec![b.clone(), a.clone()]).expect("set");
         assert!(changed.has_changed().expect("open"));
         assert_eq!(ring.primary(), b);

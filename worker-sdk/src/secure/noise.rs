@@ -539,12 +539,12 @@ mod tests {
         assert!(matches!(server, Err(HandshakeError::AuthFailed)));
         let msg = HandshakeError::AuthFailed.to_string();
         assert!(msg.starts_with("authentication failed: wrong or missing cluster key"));
-        let (client, _, ..) = pair(None, Some(b)).await;
+        let (client, ..) = pair(None, Some(b)).await;
         assert!(
             matches!(client, Err(HandshakeError::KeyRequired)),
             "{client:?}"
         );
-        let (client, _, ..) = pair(Some(a), None).await;
+        let (client, ..) = pair(Some(a), None).await;
         assert!(matches!(client, Err(HandshakeError::NoKey)), "{client:?}");
         let (client, server, ..) = pair(None, None).await;
         assert!(matches!(client, Ok(None)));
