@@ -143,8 +143,14 @@ fn daemon_flags_for_the_mesh_are_checked() {
             &["--listen", "0.0.0.0:0"],
             "refusing to listen on 0.0.0.0:0 without a cluster key",
         ),
-        (&["--listen", "0.0.0.0:0", "--key-file", key], "add --advertise"),
-        (&["--listen", "127.0.0.1:0", "--key-file", missing], "missing.key"),
+        (
+            &["--listen", "0.0.0.0:0", "--key-file", key],
+            "add --advertise",
+        ),
+        (
+            &["--listen", "127.0.0.1:0", "--key-file", missing],
+            "missing.key",
+        ),
         (&["--insecure"], "unexpected argument"),
     ];
     for (args, want) in bad {

@@ -358,7 +358,11 @@ async fn a_rolling_key_rotation_keeps_the_mesh_up_then_shuts_the_old_key_out() {
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("run the add step first"), "{stdout}");
-    assert!(stderr(&out).contains("the Use step failed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the Use step failed"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(read_key_file(&key_file_of(&a)).expect("read").len(), 1);
 }
 
