@@ -248,16 +248,23 @@ impl Membership {
 }
 
 /// The gossip packet decoder, for fuzzing: `data` is opened as a sealed packet with a fixed
-/// key, and handed to the SWIM decoder as a keyless (or already opened) packet would be.
-/// Nothing here may panic, whatever `data` is.
+/// key (a forgery: every rejection path), then sealed properly and opened again, and what that
+/// yields goes to the SWIM decoder (as any key holder's packet, or a keyless loopback peer's,
+/// would). Nothing here may panic, whatever `data` is.
 #[doc(hidden)]
 pub fn fuzz_gossip_packet(data: &[u8]) {
     use foca::{AccumulatingRuntime, Foca, PostcardCodec};
     use rand::SeedableRng;
+    const NOW_MS: u64 = 1_800_000_000_000;
     let key = circuit_sdk::secure::Key::from_bytes([7; 32]);
-    let now = crate::supervisor::now_ms();
+    let keys = std::slice::from_ref(&key);
     let mut opener = seal::Opener::new();
-    let _ = opener.open(std::slice::from_ref(&key), data, now);
+    let _ = opener.open(keys, data, NOW_MS);
+    let sealed = seal::Sealer::new().seal(&key, data, NOW_MS);
+    let plain = opener
+        .open(keys, &sealed, NOW_MS)
+        .expect("a packet sealed with a held key opens");
+    assert_eq!(plain, data, "sealing round-trips");
     let me = NodeId::new("fuzz".into(), SocketAddr::from(([127, 0, 0, 1], 7711)));
     let mut swim = Foca::with_custom_broadcast(
         me,
@@ -267,6 +274,6 @@ pub fn fuzz_gossip_packet(data: &[u8]) {
         meta::MetaBroadcasts::new(meta::Inbox::default()),
     );
     let mut rt = AccumulatingRuntime::new();
-    let _ = swim.handle_data(data, &mut rt);
+    let _ = swim.handle_data(&plain, &mut rt);
     while rt.to_notify().is_some() {}
 }
