@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: installs what the tests need, then fmt, clippy, docs and every test.
+# The README's test command: installs what the tests need, then fmt, clippy, docs, every test
+# and a short run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,10 @@ cargo build --workspace --bins --locked
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+# Every fuzz target for a short bounded time (scripts/fuzz.sh runs them longer); needs the
+# nightly toolchain, installs cargo-fuzz when missing. CIRCUIT_SKIP_FUZZ=1 leaves it out.
+if [ "${CIRCUIT_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== fuzz (15 s per target)"
+  scripts/fuzz.sh --seconds 15
+fi
