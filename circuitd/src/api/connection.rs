@@ -1,9 +1,11 @@
 //! One client connection: the hello, then control messages read and dispatched concurrently,
 //! replies written by one writer task. Bad input is answered with an error; bytes that cannot be
-//! framed close the connection. Nothing a client sends can stop the daemon serving others.
+//! framed close the connection, and so does silence past the idle timeout. Nothing a client
+//! sends can stop the daemon serving others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use circuit_sdk::proto::{
@@ -12,6 +14,7 @@ use circuit_sdk::proto::{
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -73,7 +76,7 @@ where
     match handshake(&mut reader, &outbox, &ctx).await {
         Ok(client) => {
             tracing::debug!(%peer, %client, "client connected");
-            read_loop(reader, &outbox, &ctx).await;
+            read_loop(reader, &outbox, &ctx, &peer).await;
         }
         Err((code, message)) => {
             tracing::debug!(%peer, %message, "handshake refused");
@@ -151,6 +154,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: FramedRead<R, FrameCodec>,
     outbox: &Outbox,
     ctx: &Arc<Context>,
+    peer: &str,
 ) {
     let connection = ctx.shutdown.child_token();
     let mut conn = Conn {
@@ -160,22 +164,47 @@ async fn read_loop<R: AsyncRead + Unpin>(
     };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
     let (stream_done_tx, mut stream_done_rx) = mpsc::unbounded_channel::<(u64, StreamKey)>();
+    let mut idle = IdleClock::new(ctx.config.idle_timeout, Instant::now());
+    let mut idle_check = std::pin::pin!(tokio::time::sleep(ctx.config.idle_timeout));
     'read: loop {
         let frame = tokio::select! {
             // Finished requests first: a client may reuse an id as soon as it has the reply.
             biased;
             Some(id) = done_rx.recv() => {
                 conn.requests.remove(&id);
+                idle.heard(Instant::now());
                 continue;
             }
             Some((id, key)) = stream_done_rx.recv() => {
                 if conn.streams.get(&id).is_some_and(|r| r.key == key) {
                     conn.streams.remove(&id);
                 }
+                idle.heard(Instant::now());
                 continue;
             }
             () = ctx.shutdown.cancelled() => break,
             frame = reader.next() => frame,
+            () = &mut idle_check => {
+                let busy = !conn.requests.is_empty() || !conn.streams.is_empty();
+                match idle.check(Instant::now(), busy, reader.read_buffer().len()) {
+                    Some(next) => {
+                        idle_check.as_mut().reset(next);
+                        continue;
+                    }
+                    None => {
+                        let timeout = ctx.config.idle_timeout;
+                        tracing::debug!(%peer, ?timeout, "closing an idle connection");
+                        outbox.try_send(connection_error(
+                            ErrorCode::LimitReached,
+                            format!(
+                                "closed after {} with nothing sent and nothing open (--idle-timeout)",
+                                humantime::format_duration(timeout)
+                            ),
+                        ));
+                        break;
+                    }
+                }
+            }
         };
         let mut frame = frame;
         // Handle every frame already buffered before waiting again, so data frames reach their
@@ -227,6 +256,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 None => break,
             }
         }
+        idle.heard(Instant::now());
         conn.flush_batch().await;
     }
     conn.flush_batch().await;
@@ -241,6 +271,43 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 cancelled: false,
             })
             .await;
+    }
+}
+
+/// When a connection counts as idle: nothing heard from it for `timeout` while it had nothing
+/// open. Time is passed in, so it is tested without sleeping.
+struct IdleClock {
+    timeout: Duration,
+    /// The last frame read, or the last moment something was open.
+    last_active: Instant,
+    /// Bytes of a partial frame buffered at the last check: a large frame arriving slowly is
+    /// not silence.
+    buffered: usize,
+}
+
+impl IdleClock {
+    fn new(timeout: Duration, now: Instant) -> Self {
+        Self {
+            timeout,
+            last_active: now,
+            buffered: 0,
+        }
+    }
+
+    /// A frame arrived, or the last request or stream ended.
+    fn heard(&mut self, now: Instant) {
+        self.last_active = now;
+    }
+
+    /// At a check: when to check again, or `None` to close. `busy` when a request or stream
+    /// is open; `buffered` the bytes of a partial frame read so far.
+    fn check(&mut self, now: Instant, busy: bool, buffered: usize) -> Option<Instant> {
+        if busy || buffered != self.buffered {
+            self.buffered = buffered;
+            self.last_active = now;
+        }
+        let due = self.last_active + self.timeout;
+        (due > now).then_some(due)
     }
 }
 
@@ -525,4 +592,40 @@ fn take_ready(
         .try_recv()
         .ok()
         .or_else(|| rx.try_recv().ok().map(Out::Msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_clock_closes_only_after_a_full_timeout_of_silence_with_nothing_open() {
+        let t0 = Instant::now();
+        let secs = |n| t0 + Duration::from_secs(n);
+        let mut idle = IdleClock::new(Duration::from_secs(10), t0);
+        // Not yet due: check again when it is.
+        assert_eq!(idle.check(secs(4), false, 0), Some(secs(10)));
+        // A frame at 6 s moves the deadline.
+        idle.heard(secs(6));
+        assert_eq!(idle.check(secs(10), false, 0), Some(secs(16)));
+        // Something open: never idle, however long the silence.
+        assert_eq!(idle.check(secs(100), true, 0), Some(secs(110)));
+        // The last request ended at 105 s: idle from then on.
+        idle.heard(secs(105));
+        assert_eq!(idle.check(secs(110), false, 0), Some(secs(115)));
+        assert_eq!(idle.check(secs(115), false, 0), None);
+    }
+
+    #[test]
+    fn idle_clock_counts_a_partial_frame_that_grows_as_activity() {
+        let t0 = Instant::now();
+        let secs = |n| t0 + Duration::from_secs(n);
+        let mut idle = IdleClock::new(Duration::from_secs(10), t0);
+        // Half a large frame arrived since the last check.
+        assert_eq!(idle.check(secs(10), false, 4096), Some(secs(20)));
+        // More of it.
+        assert_eq!(idle.check(secs(20), false, 8192), Some(secs(30)));
+        // Stuck at the same size for a whole timeout: silence.
+        assert_eq!(idle.check(secs(30), false, 8192), None);
+    }
 }

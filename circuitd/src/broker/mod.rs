@@ -34,6 +34,10 @@ pub(crate) enum BrokerError {
     AlreadyExists { name: String, capacity: u64 },
     #[error("channel \"{0}\" is already closed")]
     AlreadyClosed(String),
+    #[error(
+        "this node holds {0} channels, the limit (--max-channels): remove unused ones with `circuit chan rm`"
+    )]
+    LimitReached(usize),
     #[error("{0}")]
     Store(String),
     #[error("circuitd is shutting down")]
@@ -48,6 +52,7 @@ impl BrokerError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             Self::AlreadyClosed(_) => ErrorCode::InvalidState,
+            Self::LimitReached(_) => ErrorCode::LimitReached,
             Self::Store(_) => ErrorCode::Internal,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
         }
@@ -70,6 +75,8 @@ pub(crate) struct Broker {
 struct Inner {
     node: String,
     max_payload: u64,
+    /// Most channels created here; those loaded at start count but are never refused.
+    max_channels: usize,
     chans: Mutex<HashMap<String, ChanHandle>>,
     store: Store,
     tracker: TaskTracker,
@@ -93,6 +100,7 @@ impl Broker {
             inner: Arc::new(Inner {
                 node: config.name.clone(),
                 max_payload: config.max_payload,
+                max_channels: config.max_channels,
                 chans: Mutex::new(HashMap::new()),
                 store,
                 tracker,
@@ -143,7 +151,7 @@ impl Broker {
     }
 
     /// Creates a channel owned by this node; with `exist_ok`, an existing channel of the same
-    /// capacity is fine.
+    /// capacity is fine. A new channel beyond `max_channels` is refused.
     pub async fn create(
         &self,
         name: &str,
@@ -161,6 +169,9 @@ impl Broker {
             let mut chans = self.inner.chans.lock().expect("broker lock");
             match chans.get(name) {
                 Some(existing) => Some(existing.record.capacity),
+                None if chans.len() >= self.inner.max_channels => {
+                    return Err(BrokerError::LimitReached(chans.len()));
+                }
                 None => {
                     let handle = self.spawn_actor(record.clone());
                     chans.insert(name.to_string(), handle);
@@ -289,4 +300,46 @@ async fn stat_of(handle: &ChanHandle) -> Result<ChanInfo, BrokerError> {
         .await
         .map_err(|_| BrokerError::ShuttingDown)?;
     rx.await.map_err(|_| BrokerError::ShuttingDown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn creates_beyond_max_channels_are_refused_and_exist_ok_still_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            max_channels: 2,
+            ..Config::default()
+        };
+        let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let broker = Broker::start(&config, tracker.clone(), shutdown.clone()).expect("start");
+        broker.create("a", 1, false).await.expect("a");
+        broker.create("b", 1, false).await.expect("b");
+        let err = broker
+            .create("c", 1, false)
+            .await
+            .expect_err("over the limit");
+        assert_eq!(err.code(), ErrorCode::LimitReached);
+        assert_eq!(
+            err.to_string(),
+            "this node holds 2 channels, the limit (--max-channels): \
+             remove unused ones with `circuit chan rm`"
+        );
+        assert_eq!(broker.count(), 2, "nothing was added");
+        // An existing name is not a new channel: exist_ok answers, a clash is still a clash.
+        assert_eq!(
+            broker.create("a", 1, true).await.expect("exist_ok").name,
+            "a"
+        );
+        let clash = broker.create("b", 1, false).await.expect_err("taken");
+        assert_eq!(clash.code(), ErrorCode::AlreadyExists);
+        broker.remove("a").await.expect("rm");
+        broker.create("c", 1, false).await.expect("room again");
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
 }

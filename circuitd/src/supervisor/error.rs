@@ -23,6 +23,11 @@ pub enum SupervisorError {
     /// The daemon is shutting down.
     #[error("circuitd is shutting down")]
     ShuttingDown,
+    /// The worker table is full (`max_workers`, the number of entries it holds).
+    #[error(
+        "this node holds {0} workers, the limit (--max-workers): remove exited ones with `circuit rm`"
+    )]
+    LimitReached(usize),
     /// The job table or a log could not be written.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -38,6 +43,7 @@ impl SupervisorError {
             Self::SpawnFailed(_) => ErrorCode::SpawnFailed,
             Self::InvalidState(_) => ErrorCode::InvalidState,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::LimitReached(_) => ErrorCode::LimitReached,
             Self::Io(_) => ErrorCode::Internal,
         }
     }

@@ -166,6 +166,8 @@ impl Supervisor {
     }
 
     /// Registers a worker and starts its task. `reply` makes its first start's failure remove it.
+    /// A new worker (one with a `reply`) is refused when the table holds `max_workers`; those
+    /// restored from the job table are not.
     fn launch(
         &self,
         info: WorkerInfo,
@@ -190,6 +192,11 @@ impl Supervisor {
             let mut workers = self.shared.workers.lock().expect("registry lock");
             if workers.contains_key(&name) {
                 return Err(SupervisorError::AlreadyExists(name));
+            }
+            // Every entry counts, exited and failed ones too: each holds a task, a job table
+            // entry and its logs until `rm`, so only this keeps the table from growing forever.
+            if reply.is_some() && workers.len() >= self.shared.config.max_workers {
+                return Err(SupervisorError::LimitReached(workers.len()));
             }
             workers.insert(
                 name.clone(),
