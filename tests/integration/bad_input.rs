@@ -15,7 +15,7 @@ use tokio_util::codec::Framed;
 
 type Conn = Framed<UnixStream, FrameCodec>;
 
-const HELLO: &str = r#"{"type":"hello","version":3,"client":"bad-input-test"}"#;
+const HELLO: &str = r#"{"type":"hello","version":4,"client":"bad-input-test"}"#;
 
 async fn raw(daemon: &Daemon) -> UnixStream {
     UnixStream::connect(&daemon.socket).await.expect("connect")
