@@ -338,6 +338,8 @@ mod tests {
         assert_eq!(clash.code(), ErrorCode::AlreadyExists);
         broker.remove("a").await.expect("rm");
         broker.create("c", 1, false).await.expect("room again");
+        // The channel table's writer ends when its last handle does.
+        drop(broker);
         shutdown.cancel();
         tracker.close();
         tracker.wait().await;
