@@ -10,6 +10,7 @@
 //! - [`swimsim`]: `bench-swim-sim`, SWIM membership at 100–2,000 members on a virtual clock.
 
 pub mod chanbench;
+pub mod cryptobench;
 pub mod daemon;
 pub mod meshbench;
 pub mod procfs;
