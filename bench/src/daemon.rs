@@ -18,6 +18,19 @@ use crate::procfs;
 /// How often start-up and shutdown check their condition.
 const POLL: Duration = Duration::from_millis(5);
 
+/// The `circuitd` binary: `given` (a `--circuitd` flag), else the one next to this binary
+/// (`target/release/`).
+pub fn circuitd_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    let exe = std::env::current_exe().context("cannot find this binary's path")?;
+    let dir = exe
+        .parent()
+        .context("this binary has no parent directory")?;
+    Ok(dir.join("circuitd"))
+}
+
 /// How the daemon ended when [`Daemon::stop`] stopped it.
 #[derive(Debug, Clone, Copy)]
 pub struct Stopped {
@@ -46,6 +59,18 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `binary` on a fresh temp dir and waits until its socket accepts a client.
     pub async fn start(binary: &Path, ready_within: Duration) -> anyhow::Result<(Self, Client)> {
+        Self::start_as(binary, "bench", &[], ready_within).await
+    }
+
+    /// Starts `binary` as node `name` with `extra` flags (a mesh port, a key file, ...), on a
+    /// fresh temp dir, and waits until its socket accepts a client. The caller's
+    /// `CIRCUIT_KEY_FILE` is not passed on: a daemon holds a key only when `extra` says so.
+    pub async fn start_as(
+        binary: &Path,
+        name: &str,
+        extra: &[std::ffi::OsString],
+        ready_within: Duration,
+    ) -> anyhow::Result<(Self, Client)> {
         if !binary.is_file() {
             bail!(
                 "no circuitd at {} — build it with `cargo build --release -p circuitd` or pass \
@@ -68,7 +93,9 @@ impl Daemon {
             .arg(&socket)
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--name", "bench", "--log-level", "warn"])
+            .args(["--name", name, "--log-level", "warn"])
+            .args(extra)
+            .env_remove("CIRCUIT_KEY_FILE")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`chanbench`]: `bench-channels`, circuit's channels beside NATS and a raw socket.
-//! - [`daemon`]: [`Daemon`], a `circuitd` child on a temp dir, stopped by pid.
+//! - [`cryptobench`]: `bench-crypto`, cross-node channels with the cluster key against without.
+//! - [`daemon`]: [`Daemon`], a `circuitd` child on a temp dir (with any flags), stopped by pid;
+//!   where the `circuitd` binary is.
 //! - [`meshbench`]: `bench-mesh`, the mesh on real daemons in network namespaces.
 //! - [`procfs`]: resident memory and CPU time of a process, from `/proc`.
 //! - [`report`]: [`Samples`] and the Markdown table a benchmark prints.

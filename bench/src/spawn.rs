@@ -68,7 +68,7 @@ fn main() -> ExitCode {
 /// `Ok(None)` for `--help`.
 fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Option<Args>> {
     let mut args = Args {
-        circuitd: default_circuitd()?,
+        circuitd: circuit_bench::daemon::circuitd_binary(None)?,
         workers: 500,
         trials: 5,
         concurrency: 64,
@@ -105,15 +105,6 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Option<A
         bail!("--concurrency is at most {MAX_CONCURRENCY}");
     }
     Ok(Some(args))
-}
-
-/// `circuitd` in the directory of this binary (`target/release/`).
-fn default_circuitd() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot find this binary's path")?;
-    let dir = exe
-        .parent()
-        .context("this binary has no parent directory")?;
-    Ok(dir.join("circuitd"))
 }
 
 /// What one run measured, plus anything odd the daemon did that did not stop the run.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use circuit_sdk::proto::{Reply, Request, SpawnSpec, WorkerInfo};
+use circuit_sdk::proto::{NodeInfo, NodeState, Reply, Request, SpawnSpec, WorkerInfo};
 use circuit_sdk::Client;
 
 pub mod netns;
@@ -33,6 +33,22 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A command's stderr, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// True when every daemon sees every other one alive.
+pub fn converged(ds: &[&Daemon]) -> bool {
+    ds.iter().all(|d| {
+        let ns = d.nodes();
+        ds.iter().all(|o| {
+            ns.iter()
+                .any(|n| n.name == o.name && n.state == NodeState::Alive)
+        })
+    })
 }
 
 /// Runs the `circuit` CLI with `args` and nothing from the environment that aims it.
@@ -202,6 +218,24 @@ impl Daemon {
             }
             std::thread::park_timeout(Duration::from_millis(10));
         }
+    }
+
+    /// The mesh address it listens on (started with `--listen`).
+    pub fn mesh_addr(&self) -> String {
+        let out = self.cli(&["--json", "status"]);
+        assert!(out.status.success(), "status failed: {}", stderr(&out));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        status["listen"]
+            .as_str()
+            .expect("listen address")
+            .to_string()
+    }
+
+    /// Its node table, as `circuit nodes` shows it.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let out = self.cli(&["--json", "nodes"]);
+        assert!(out.status.success(), "nodes failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("nodes json")
     }
 
     /// Connects an SDK client.

@@ -380,8 +380,13 @@ async fn keepalive_child() {
         assert!(client.call(Request::Ping).await.is_err());
         return;
     }
-    // Idle for three idle timeouts: the scenario itself, not a wait for something to happen.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!client.is_closed(), "the daemon dropped a pinging client");
+    // Idle for three idle timeouts (the scenario itself), checking all along that the
+    // daemon never drops the client.
+    let idle_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut check = tokio::time::interval(Duration::from_millis(10));
+    while tokio::time::Instant::now() < idle_until {
+        check.tick().await;
+        assert!(!client.is_closed(), "the daemon dropped a pinging client");
+    }
     assert!(matches!(client.call(Request::Ping).await, Ok(Reply::Done)));
 }

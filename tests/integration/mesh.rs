@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use circuit_sdk::proto::{NodeInfo, NodeState, Reply, Request};
-use circuit_tests::{wait_until, Daemon};
+use circuit_sdk::proto::{NodeState, Reply, Request};
+use circuit_tests::{converged, stderr, wait_until, Daemon};
 
 /// A daemon with a mesh port on loopback, joined to `join` if given.
 fn node(name: &str, join: Option<&str>) -> Daemon {
@@ -16,56 +16,17 @@ fn node(name: &str, join: Option<&str>) -> Daemon {
     Daemon::start_named(name, &args)
 }
 
-/// The mesh address a daemon listens on.
-fn mesh_addr(d: &Daemon) -> String {
-    let out = d.cli(&["--json", "status"]);
-    assert!(
-        out.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
-    status["listen"]
-        .as_str()
-        .expect("listen address")
-        .to_string()
-}
-
-fn nodes(d: &Daemon) -> Vec<NodeInfo> {
-    let out = d.cli(&["--json", "nodes"]);
-    assert!(
-        out.status.success(),
-        "nodes failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("nodes json")
-}
-
 fn state_of(d: &Daemon, name: &str) -> Option<NodeState> {
-    nodes(d)
+    d.nodes()
         .into_iter()
         .find(|n| n.name == name)
         .map(|n| n.state)
 }
 
-fn converged(ds: &[&Daemon]) -> bool {
-    ds.iter().all(|d| {
-        let ns = nodes(d);
-        ds.iter().all(|o| {
-            ns.iter()
-                .any(|n| n.name == o.name && n.state == NodeState::Alive)
-        })
-    })
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn bad_mesh_input_gets_clear_errors_and_changes_nothing() {
     let a = node("a", None);
-    let addr = mesh_addr(&a);
+    let addr = a.mesh_addr();
     let b = node("b", Some(&addr));
     wait_until(Duration::from_secs(10), "a and b see each other", || {
         converged(&[&a, &b])
@@ -175,7 +136,7 @@ fn daemon_flags_for_the_mesh_are_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_creating_one_name_at_once_agree_on_one_winner() {
     let a = node("a", None);
-    let b = node("b", Some(&mesh_addr(&a)));
+    let b = node("b", Some(&a.mesh_addr()));
     wait_until(Duration::from_secs(10), "a and b see each other", || {
         converged(&[&a, &b])
     });
@@ -221,7 +182,7 @@ async fn two_nodes_creating_one_name_at_once_agree_on_one_winner() {
 #[test]
 fn a_stopped_node_is_left_and_a_restarted_one_rejoins() {
     let a = node("a", None);
-    let addr = mesh_addr(&a);
+    let addr = a.mesh_addr();
     let mut b = node("b", Some(&addr));
     let mut c = node("c", Some(&addr));
     wait_until(Duration::from_secs(10), "a, b, c converge", || {
@@ -236,7 +197,8 @@ fn a_stopped_node_is_left_and_a_restarted_one_rejoins() {
     assert_eq!(state_of(&b, "c").map(|s| s.is_up()), Some(false));
 
     // kill -9 and start again: a new generation replaces the dead one.
-    let before = nodes(&a)
+    let before = a
+        .nodes()
         .into_iter()
         .find(|n| n.name == "b")
         .expect("b")
@@ -247,7 +209,7 @@ fn a_stopped_node_is_left_and_a_restarted_one_rejoins() {
     });
     b.launch();
     wait_until(Duration::from_secs(10), "b rejoins", || {
-        nodes(&a)
+        a.nodes()
             .into_iter()
             .any(|n| n.name == "b" && n.state == NodeState::Alive && n.generation > before)
     });

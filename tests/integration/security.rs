@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use circuit_sdk::chan::{ChanError, Json, RecvOptions};
-use circuit_sdk::proto::{EventKind, Item, NodeInfo, NodeState, Reply, Request};
+use circuit_sdk::proto::{EventKind, Item, NodeState, Reply, Request};
 use circuit_sdk::secure::{read_key_file, Key};
 use circuit_sdk::{Client, Next, Target};
-use circuit_tests::{keygen, wait_until, wait_until_async, Daemon};
+use circuit_tests::{converged, keygen, stderr, wait_until, wait_until_async, Daemon};
 
 /// A daemon on `127.0.0.1:0` with its own copy (in `dir`) of the key file `key` (daemons
 /// write their key file during a rotation), joined to `join` if given.
@@ -32,6 +32,18 @@ fn keyed(dir: &Path, name: &str, key: Option<&Path>, join: Option<&str>, extra: 
     Daemon::start_named(name, &args)
 }
 
+/// Nodes a, b and c holding copies of `key`, b and c joined to a; returns once all see all.
+fn keyed_trio(dir: &Path, key: &Path) -> (Daemon, Daemon, Daemon) {
+    let a = keyed(dir, "a", Some(key), None, &[]);
+    let seed = a.mesh_addr();
+    let b = keyed(dir, "b", Some(key), Some(&seed), &[]);
+    let c = keyed(dir, "c", Some(key), Some(&seed), &[]);
+    wait_until(Duration::from_secs(10), "a, b and c see each other", || {
+        converged(&[&a, &b, &c])
+    });
+    (a, b, c)
+}
+
 /// The daemon's own key file (the copy made by [`keyed`]).
 fn key_file_of(d: &Daemon) -> PathBuf {
     let out = d.cli(&["--json", "key", "ls"]);
@@ -44,31 +56,15 @@ fn key_file_of(d: &Daemon) -> PathBuf {
     PathBuf::from(me["file"].as_str().expect("a key file"))
 }
 
-fn mesh_addr(d: &Daemon) -> String {
-    let out = d.cli(&["--json", "status"]);
-    assert!(out.status.success(), "status: {}", stderr(&out));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    status["listen"].as_str().expect("listen").to_string()
-}
-
-fn nodes(d: &Daemon) -> Vec<NodeInfo> {
-    let out = d.cli(&["--json", "nodes"]);
-    assert!(out.status.success(), "nodes: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("nodes json")
-}
-
 fn alive_names(d: &Daemon) -> Vec<String> {
-    let mut names: Vec<String> = nodes(d)
+    let mut names: Vec<String> = d
+        .nodes()
         .into_iter()
         .filter(|n| n.state == NodeState::Alive)
         .map(|n| n.name)
         .collect();
     names.sort();
     names
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn first_key(path: &Path) -> Key {
@@ -92,14 +88,9 @@ async fn chan_names(c: &Client) -> Vec<String> {
 async fn a_keyed_mesh_works_and_other_keys_are_shut_out() {
     let keys = tempfile::tempdir().expect("tempdir");
     let (k1, k2) = (keygen(keys.path(), "k1"), keygen(keys.path(), "k2"));
-    let a = keyed(keys.path(), "a", Some(&k1), None, &[]);
-    let seed = mesh_addr(&a);
-    let b = keyed(keys.path(), "b", Some(&k1), Some(&seed), &[]);
-    let c = keyed(keys.path(), "c", Some(&k1), Some(&seed), &[]);
+    let (a, _b, _c) = keyed_trio(keys.path(), &k1);
+    let seed = a.mesh_addr();
     let want = vec!["a".to_string(), "b".into(), "c".into()];
-    wait_until(Duration::from_secs(10), "a, b and c see each other", || {
-        [&a, &b, &c].iter().all(|d| alive_names(d) == want)
-    });
     // Peer links work: a spawns on c and reads its log through the mesh.
     let out = a.cli(&[
         "spawn", "--node", "c", "--name", "hi", "--", "echo", "hello",
@@ -127,7 +118,7 @@ async fn a_keyed_mesh_works_and_other_keys_are_shut_out() {
     assert_eq!(alive_names(&e), vec!["e".to_string()]);
 
     // The API over TCP: the wrong key and no key are refused with a clear message.
-    let a_tcp = mesh_addr(&a);
+    let a_tcp = a.mesh_addr();
     for (name, file) in [("wrong key", Some(&k2)), ("no key", None)] {
         let mut args = vec!["--addr", &a_tcp];
         if let Some(f) = file {
@@ -198,7 +189,7 @@ async fn a_recorded_session_replayed_is_refused() {
     let keys = tempfile::tempdir().expect("tempdir");
     let k1 = keygen(keys.path(), "k1");
     let a = keyed(keys.path(), "a", Some(&k1), None, &[]);
-    let a_tcp = mesh_addr(&a);
+    let a_tcp = a.mesh_addr();
     let (proxy, recorder) = recording_proxy(a_tcp.clone());
     {
         let client = connect(&proxy, Some(first_key(&k1)))
@@ -245,7 +236,7 @@ async fn a_recorded_session_replayed_is_refused() {
         "the replayed create ran again"
     );
     // The daemon still serves.
-    let again = connect(&mesh_addr(&a), Some(first_key(&k1)))
+    let again = connect(&a.mesh_addr(), Some(first_key(&k1)))
         .await
         .expect("connect");
     assert!(again.call(Request::Ping).await.is_ok());
@@ -255,14 +246,9 @@ async fn a_recorded_session_replayed_is_refused() {
 async fn a_rolling_key_rotation_keeps_the_mesh_up_then_shuts_the_old_key_out() {
     let keys = tempfile::tempdir().expect("tempdir");
     let (k1, k2) = (keygen(keys.path(), "k1"), keygen(keys.path(), "k2"));
-    let a = keyed(keys.path(), "a", Some(&k1), None, &[]);
-    let seed = mesh_addr(&a);
-    let b = keyed(keys.path(), "b", Some(&k1), Some(&seed), &[]);
-    let c = keyed(keys.path(), "c", Some(&k1), Some(&seed), &[]);
+    let (a, b, c) = keyed_trio(keys.path(), &k1);
+    let seed = a.mesh_addr();
     let want = vec!["a".to_string(), "b".into(), "c".into()];
-    wait_until(Duration::from_secs(10), "a, b and c see each other", || {
-        [&a, &b, &c].iter().all(|d| alive_names(d) == want)
-    });
     // Watch membership on every node through the rotation: nobody may be suspected.
     let mut watchers = Vec::new();
     for d in [&a, &b, &c] {
@@ -387,7 +373,7 @@ async fn garbage_and_half_open_connections_do_not_disturb_a_channel_workload() {
         None,
         &["--handshake-timeout", "2s"],
     );
-    let tcp = mesh_addr(&a);
+    let tcp = a.mesh_addr();
     let key = first_key(&k1);
     let sender = connect(&tcp, Some(key.clone())).await.expect("sender");
     let receiver = connect(&tcp, Some(key.clone())).await.expect("receiver");

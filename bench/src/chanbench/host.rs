@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use futures::future::LocalBoxFuture;
 
 use super::circuit::CircuitServer;
@@ -70,12 +69,5 @@ pub async fn start(system: System, args: &RunArgs) -> anyhow::Result<Box<dyn Ser
 
 /// The `circuitd` binary: `--circuitd`, else the one next to this binary (`target/release/`).
 pub fn circuitd(args: &RunArgs) -> anyhow::Result<PathBuf> {
-    if let Some(path) = &args.circuitd {
-        return Ok(path.clone());
-    }
-    let exe = std::env::current_exe().context("cannot find this binary's path")?;
-    let dir = exe
-        .parent()
-        .context("this binary has no parent directory")?;
-    Ok(dir.join("circuitd"))
+    crate::daemon::circuitd_binary(args.circuitd.as_deref())
 }

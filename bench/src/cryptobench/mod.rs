@@ -107,14 +107,7 @@ impl RunArgs {
 
     /// The `circuitd` binary: `--circuitd`, else the one next to this binary.
     fn circuitd(&self) -> anyhow::Result<PathBuf> {
-        if let Some(path) = &self.circuitd {
-            return Ok(path.clone());
-        }
-        let exe = std::env::current_exe().context("cannot find this binary's path")?;
-        let dir = exe
-            .parent()
-            .context("this binary has no parent directory")?;
-        Ok(dir.join("circuitd"))
+        crate::daemon::circuitd_binary(self.circuitd.as_deref())
     }
 }
 

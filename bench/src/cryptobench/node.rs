@@ -2,28 +2,24 @@
 //! port on `127.0.0.1:0`, and a [`Pair`] is node a (which owns the channels) joined by node b,
 //! with or without a cluster key. Everything is stopped by pid and deleted when dropped.
 
+use std::ffi::OsString;
 use std::fmt;
-use std::fs::File;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use circuit_sdk::proto::{Reply, Request};
 use circuit_sdk::secure::{write_key_file, Key};
 use circuit_sdk::Client;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use tempfile::TempDir;
 use tokio::time::Instant;
 
+use crate::daemon::Daemon;
 use crate::procfs;
 
-/// How often start-up, joining and shutdown check their condition.
+/// How often joining checks its condition.
 const POLL: Duration = Duration::from_millis(10);
-/// How long a daemon may take to exit after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Whether the pair's TCP (peer links, API) and gossip are protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -59,24 +55,18 @@ impl fmt::Display for Config {
 #[derive(Debug)]
 pub struct Node {
     name: String,
-    /// `None` once stopped.
-    child: Option<Child>,
-    pid: u32,
-    socket: PathBuf,
-    /// The daemon's stderr, for error messages.
-    log: PathBuf,
     /// Where its mesh port is, as it reports it.
     addr: String,
-    /// The harness's connection, which creates and removes the trials' channels.
-    client: Option<Client>,
-    /// Socket, data dir and log; deleted on drop, after the child has been stopped (in
-    /// `Drop::drop`, which runs before the fields are dropped).
-    _dir: TempDir,
+    /// The harness's connection, which creates and removes the trials' channels. Declared
+    /// before the daemon, so it closes before the daemon is stopped.
+    client: Client,
+    /// Stopped by pid (and its temp dir deleted) when dropped.
+    daemon: Daemon,
 }
 
 impl Node {
-    /// Starts `binary` as node `name` on a fresh temp dir, listening on `127.0.0.1:0`, joining
-    /// `join` and holding `key_file` when given; waits until it answers on its socket.
+    /// Starts `binary` as node `name`, listening on `127.0.0.1:0`, joining `join` and holding
+    /// `key_file` when given; waits until it answers on its socket.
     async fn start(
         binary: &Path,
         name: &str,
@@ -84,110 +74,56 @@ impl Node {
         key_file: Option<&Path>,
         within: Duration,
     ) -> anyhow::Result<Self> {
-        // Private, as circuitd expects of its socket's directory.
-        let dir = tempfile::Builder::new()
-            .prefix("circuit-bench-crypto-")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir()
-            .context("cannot create a temp dir")?;
-        let socket = dir.path().join("circuitd.sock");
-        let log = dir.path().join("circuitd.log");
-        let stderr = File::create(&log).context("cannot create the daemon's log file")?;
-        let mut cmd = Command::new(binary);
-        cmd.arg("--socket")
-            .arg(&socket)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--name", name, "--log-level", "warn"])
-            .args(["--listen", "127.0.0.1:0"]);
+        let mut extra: Vec<OsString> = vec!["--listen".into(), "127.0.0.1:0".into()];
         if let Some(addr) = join {
-            cmd.args(["--join", addr]);
+            extra.extend(["--join".into(), addr.into()]);
         }
         if let Some(file) = key_file {
-            cmd.arg("--key-file").arg(file);
+            extra.extend(["--key-file".into(), file.into()]);
         }
-        // The plain pair must not pick a key up from the caller's environment.
-        let child = cmd
-            .env_remove("CIRCUIT_KEY_FILE")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let mut node = Self {
-            name: name.to_string(),
-            pid: child.id(),
-            child: Some(child),
-            socket,
-            log,
-            addr: String::new(),
-            client: None,
-            _dir: dir,
-        };
-        let client = node.connect(within).await?;
-        node.addr = match client.call(Request::Status).await {
+        let (daemon, client) = Daemon::start_as(binary, name, &extra, within)
+            .await
+            .with_context(|| format!("node {name}"))?;
+        let addr = match client.call(Request::Status).await {
             Ok(Reply::Status(status)) => status
                 .listen
                 .with_context(|| format!("node {name} reports no mesh port"))?,
             Ok(other) => bail!("node {name} answered status with {other:?}"),
             Err(e) => return Err(e).with_context(|| format!("node {name}: status")),
         };
-        node.client = Some(client);
-        Ok(node)
-    }
-
-    async fn connect(&mut self, within: Duration) -> anyhow::Result<Client> {
-        let deadline = Instant::now() + within;
-        loop {
-            self.check_alive()?;
-            match Client::connect_unix(&self.socket).await {
-                Ok(client) => return Ok(client),
-                Err(e) if Instant::now() >= deadline => bail!(
-                    "node {} did not accept a connection within {within:?}: {e}{}",
-                    self.name,
-                    self.log_tail()
-                ),
-                Err(_) => tokio::time::sleep(POLL).await,
-            }
-        }
+        Ok(Self {
+            name: name.to_string(),
+            addr,
+            client,
+            daemon,
+        })
     }
 
     /// The harness's client to this node.
     pub fn client(&self) -> &Client {
-        self.client.as_ref().expect("set once started")
+        &self.client
     }
 
     /// The Unix socket its roles connect to.
     pub fn socket(&self) -> &Path {
-        &self.socket
+        self.daemon.socket()
     }
 
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.daemon.pid()
     }
 
     /// Fails, with the end of its log, if the daemon has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        let Some(child) = self.child.as_mut() else {
-            bail!("node {} was already stopped", self.name);
-        };
-        if let Some(status) = child.try_wait().context("cannot poll circuitd")? {
-            self.child = None;
-            bail!(
-                "node {} (pid {}) exited unexpectedly: {status}{}",
-                self.name,
-                self.pid,
-                self.log_tail()
-            );
-        }
-        Ok(())
+        self.daemon
+            .check_alive()
+            .with_context(|| format!("node {}", self.name))
     }
 
     /// How many nodes this one sees up, itself included.
     async fn nodes_up(&self) -> anyhow::Result<usize> {
-        match self.client().call(Request::Nodes).await {
+        match self.client.call(Request::Nodes).await {
             Ok(Reply::Nodes(nodes)) => Ok(nodes.iter().filter(|n| n.state.is_up()).count()),
             Ok(other) => bail!("node {} answered nodes with {other:?}", self.name),
             Err(e) => Err(e).with_context(|| format!("node {}: nodes", self.name)),
@@ -195,52 +131,7 @@ impl Node {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        if lines.is_empty() {
-            return String::new();
-        }
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
-        format!("\n  circuitd stderr (last lines):\n  {tail}")
-    }
-
-    /// SIGTERM, then SIGKILL if the daemon has not exited within [`STOP_GRACE`].
-    fn stop(&mut self) -> anyhow::Result<()> {
-        // The harness's connection goes first, so the daemon is not left serving it.
-        self.client = None;
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if child.try_wait().context("cannot poll circuitd")?.is_some() {
-            return Ok(());
-        }
-        let pid = Pid::from_raw(i32::try_from(self.pid).context("pid out of range")?);
-        kill(pid, Signal::SIGTERM).context("cannot send SIGTERM to circuitd")?;
-        let deadline = std::time::Instant::now() + STOP_GRACE;
-        while std::time::Instant::now() < deadline {
-            if child.try_wait().context("cannot poll circuitd")?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(POLL);
-        }
-        eprintln!(
-            "warning: node {} (pid {}) ignored SIGTERM for {STOP_GRACE:?} and was killed",
-            self.name, self.pid
-        );
-        child.kill().context("cannot send SIGKILL to circuitd")?;
-        child.wait().context("cannot reap circuitd")?;
-        Ok(())
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop() {
-            eprintln!(
-                "warning: stopping node {} (pid {}): {e:#}",
-                self.name, self.pid
-            );
-        }
+        self.daemon.log_tail()
     }
 }
 
@@ -261,13 +152,6 @@ pub struct Pair {
 impl Pair {
     /// Starts a, then b joining it, and waits until each sees the other up.
     pub async fn start(binary: &Path, config: Config, within: Duration) -> anyhow::Result<Self> {
-        if !binary.is_file() {
-            bail!(
-                "no circuitd at {} — build it with `cargo build --release -p circuitd` or pass \
-                 --circuitd PATH",
-                binary.display()
-            );
-        }
         let (keys, key_file) = match config {
             Config::Plain => (None, None),
             Config::Encrypted => {
@@ -343,7 +227,11 @@ impl Pair {
     pub fn describe(&self) -> String {
         format!(
             "{}: a {} (pid {}), b {} (pid {})",
-            self.config, self.a.addr, self.a.pid, self.b.addr, self.b.pid
+            self.config,
+            self.a.addr,
+            self.a.pid(),
+            self.b.addr,
+            self.b.pid()
         )
     }
 }

@@ -93,27 +93,29 @@ pub(crate) async fn serve_unix(listener: UnixListener, ctx: Arc<Context>) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let uid = stream.peer_cred().map(|c| c.uid());
-                    let refusal = match uid {
-                        Ok(uid) if uid == me || uid == 0 => None,
-                        Ok(uid) => Some((
+                    let admitted = match uid {
+                        Ok(uid) if uid == me || uid == 0 => ctx
+                            .gate
+                            .connections
+                            .clone()
+                            .try_acquire_owned()
+                            .map_err(|_| busy(&ctx)),
+                        Ok(uid) => Err((
                             ErrorCode::PermissionDenied,
                             format!("uid {uid} may not use this circuitd (it serves uid {me} and root only)"),
                         )),
-                        Err(ref e) => Some((ErrorCode::PermissionDenied, format!("cannot check the caller's uid: {e}"))),
+                        Err(ref e) => Err((ErrorCode::PermissionDenied, format!("cannot check the caller's uid: {e}"))),
                     };
-                    let permit = ctx.gate.connections.clone().try_acquire_owned();
-                    let refusal = refusal.or_else(|| permit.is_err().then(|| busy(&ctx)));
                     let (r, w) = stream.into_split();
-                    match (refusal, permit) {
-                        (None, Ok(permit)) => {
+                    match admitted {
+                        Ok(permit) => {
                             ctx.tracker.spawn(connection::serve(r, w, "unix".to_string(), ctx.clone())
                                 .map(move |()| drop(permit)));
                         }
-                        (Some((code, message)), _) => {
+                        Err((code, message)) => {
                             tracing::debug!(uid = ?uid.as_ref().ok(), %message, "unix connection refused");
                             ctx.tracker.spawn(refuse_framed(r, w, code, message));
                         }
-                        (None, Err(_)) => unreachable!("a refusal when there is no permit"),
                     }
                 }
                 Err(e) => {

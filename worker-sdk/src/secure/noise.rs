@@ -147,9 +147,12 @@ impl Session {
                 inner: read,
                 state: self.state.clone(),
                 nonce: 0,
-                raw: Vec::with_capacity(2 + MAX_RECORD),
-                plain: Vec::with_capacity(MAX_PLAIN),
+                raw: Vec::new(),
+                raw_start: 0,
+                raw_end: 0,
+                plain: Vec::new(),
                 plain_at: 0,
+                plain_end: 0,
                 failed: false,
             },
             SecureWrite {
@@ -327,9 +330,14 @@ pub struct SecureRead<R> {
     state: Arc<StatelessTransportState>,
     nonce: u64,
     /// Ciphertext read but not yet decrypted.
+    /// (`raw[raw_start..raw_end]`; sized once, at the first read, to two whole records).
     raw: Vec<u8>,
+    raw_start: usize,
+    raw_end: usize,
+    /// The last record opened, `plain[plain_at..plain_end]` not yet read.
     plain: Vec<u8>,
     plain_at: usize,
+    plain_end: usize,
     failed: bool,
 }
 
@@ -340,25 +348,30 @@ fn invalid(why: &str) -> io::Error {
 impl<R: AsyncRead + Unpin> SecureRead<R> {
     /// Decrypts the first whole record in `raw`, if there is one.
     fn open_record(&mut self) -> io::Result<bool> {
-        if self.raw.len() < 2 {
+        let avail = &self.raw[self.raw_start..self.raw_end];
+        if avail.len() < 2 {
             return Ok(false);
         }
-        let len = u16::from_be_bytes([self.raw[0], self.raw[1]]) as usize;
+        let len = u16::from_be_bytes([avail[0], avail[1]]) as usize;
         if len < TAG {
             return Err(invalid("encrypted record shorter than its tag"));
         }
-        if self.raw.len() < 2 + len {
+        if avail.len() < 2 + len {
             return Ok(false);
         }
-        self.plain.resize(len - TAG, 0);
+        let n = len - TAG;
+        if self.plain.len() < MAX_PLAIN {
+            self.plain.resize(MAX_PLAIN, 0);
+        }
         self.state
-            .read_message(self.nonce, &self.raw[2..2 + len], &mut self.plain)
+            .read_message(self.nonce, &avail[2..2 + len], &mut self.plain[..n])
             .map_err(|_| {
                 invalid("a record failed authentication (tampered, replayed or reordered)")
             })?;
         self.nonce += 1;
         self.plain_at = 0;
-        self.raw.drain(..2 + len);
+        self.plain_end = n;
+        self.raw_start += 2 + len;
         Ok(true)
     }
 }
@@ -374,8 +387,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for SecureRead<R> {
             if this.failed {
                 return Poll::Ready(Err(invalid("the connection failed authentication")));
             }
-            if this.plain_at < this.plain.len() {
-                let n = buf.remaining().min(this.plain.len() - this.plain_at);
+            if this.plain_at < this.plain_end {
+                let n = buf.remaining().min(this.plain_end - this.plain_at);
                 buf.put_slice(&this.plain[this.plain_at..this.plain_at + n]);
                 this.plain_at += n;
                 return Poll::Ready(Ok(()));
@@ -388,17 +401,21 @@ impl<R: AsyncRead + Unpin> AsyncRead for SecureRead<R> {
                     return Poll::Ready(Err(e));
                 }
             }
-            // Read more ciphertext, at most up to the end of the next record or two.
-            let have = this.raw.len();
-            this.raw
-                .resize(have + 2 * (2 + MAX_RECORD) - have.min(2 + MAX_RECORD), 0);
-            let mut rb = ReadBuf::new(&mut this.raw[have..]);
-            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
+            // What is left is the start of one record: move it to the front, then read more.
+            if this.raw.len() < 2 * (2 + MAX_RECORD) {
+                this.raw.resize(2 * (2 + MAX_RECORD), 0);
+            }
+            if this.raw_start > 0 {
+                this.raw.copy_within(this.raw_start..this.raw_end, 0);
+                this.raw_end -= this.raw_start;
+                this.raw_start = 0;
+            }
+            let mut rb = ReadBuf::new(&mut this.raw[this.raw_end..]);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
             let got = rb.filled().len();
-            this.raw.truncate(have + got);
-            ready!(polled)?;
+            this.raw_end += got;
             if got == 0 {
-                if this.raw.is_empty() {
+                if this.raw_end == 0 {
                     return Poll::Ready(Ok(()));
                 }
                 return Poll::Ready(Err(io::Error::new(
