@@ -121,7 +121,7 @@ impl Results {
              Two daemons on loopback: the sender on node b, the channel and its receiver on \
              node a, so every value crosses the a↔b peer link (TCP). *plain*: no cluster key \
              (loopback development mode); *encrypted*: both daemons hold the same key (Noise \
-             NNpsk0, ChaCha20-Poly1305 records; sealed gossip). One pipelining SDK sender, one \
+             NNpsk0, AES-256-GCM records; sealed gossip). One pipelining SDK sender, one \
              receiver prefetching 1024, channel capacity {}; {} trials per cell, plain and \
              encrypted alternating; medians. **{cores} cores** for both daemons and both \
              roles.\n",

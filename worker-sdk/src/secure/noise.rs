@@ -2,7 +2,7 @@
 //! the key, then every byte in authenticated, encrypted records.
 //!
 //! ```text
-//! client → server   "CIRCUIT" 0x01 MODE          MODE 0: plain, 1: Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s
+//! client → server   "CIRCUIT" 0x01 MODE          MODE 0: plain, 1: Noise_NNpsk0_25519_AESGCM_BLAKE2s
 //! client → server   u16 len | handshake msg 1    (MODE 1 only)
 //! server → client   STATUS                        0 ok, else refused (see `Status`) and closed
 //! server → client   u16 len | handshake msg 2    (MODE 1 and STATUS 0 only)
@@ -27,7 +27,7 @@ use super::keys::{Key, Keyring};
 
 const MAGIC: &[u8; 7] = b"CIRCUIT";
 const PREAMBLE_VERSION: u8 = 1;
-const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 const TAG: usize = 16;
 /// The largest Noise message.
 const MAX_RECORD: usize = 65535;
