@@ -528,7 +528,13 @@ fn the_unix_socket_serves_only_its_own_user() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     std::fs::set_permissions(&a.socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    let out = std::process::Command::new(circuit_tests::bin("circuit"))
+    // The build tree may sit in a directory only root can enter: run a copy nobody can reach.
+    let exe_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(exe_dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let circuit = exe_dir.path().join("circuit");
+    std::fs::copy(circuit_tests::bin("circuit"), &circuit).expect("copy circuit");
+    let out = std::process::Command::new(&circuit)
         .args([
             "--socket",
             a.socket.to_str().expect("p"),
