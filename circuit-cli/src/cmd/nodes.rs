@@ -27,7 +27,8 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The table for `nodes` as seen at `now_ms`. A node that is down has no uptime.
+/// The table for `nodes` as seen at `now_ms`. A node that is down, or whose metadata has not
+/// arrived yet, has no uptime.
 fn table(nodes: &[NodeInfo], now_ms: u64) -> Table {
     let mut table = Table::new(&[
         "name", "addr", "state", "labels", "workers", "channels", "version", "uptime",
@@ -38,7 +39,8 @@ fn table(nodes: &[NodeInfo], now_ms: u64) -> Table {
         } else {
             n.name.clone()
         };
-        let uptime = if n.state.is_up() {
+        // A node whose metadata has not arrived yet has no start time.
+        let uptime = if n.state.is_up() && n.started_at_ms > 0 {
             output::ago(n.started_at_ms, now_ms)
         } else {
             "-".into()
@@ -91,20 +93,23 @@ mod tests {
     }
 
     #[test]
-    fn rows_mark_the_answering_node_and_hide_the_uptime_of_dead_ones() {
+    fn rows_mark_the_answering_node_and_hide_unknown_uptimes() {
         let mut h1 = node("h1", NodeState::Alive);
         (h1.is_self, h1.workers) = (true, 3);
         h1.labels = [("gpu".into(), "yes".into()), ("zone".into(), "a".into())].into();
         h1.channels = vec!["jobs".into(), "results".into()];
         let h2 = node("h2", NodeState::Suspect);
+        let mut h3 = node("h3", NodeState::Alive);
+        (h3.version, h3.started_at_ms) = (String::new(), 0);
         let h4 = node("h4", NodeState::Dead);
         let want = "\
 NAME   ADDR            STATE     LABELS           WORKERS   CHANNELS   VERSION   UPTIME
 h1*    10.0.0.1:7711   alive     gpu=yes,zone=a   3         2          0.1.0     2m10s
 h2     10.0.0.2:7711   suspect   -                0         0          0.1.0     2m10s
+h3     10.0.0.3:7711   alive     -                0         0                    -
 h4     10.0.0.4:7711   dead      -                0         0          0.1.0     -
 ";
-        assert_eq!(table(&[h1, h2, h4], 131_000).render(), want);
+        assert_eq!(table(&[h1, h2, h3, h4], 131_000).render(), want);
     }
 
     #[test]
