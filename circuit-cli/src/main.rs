@@ -32,7 +32,7 @@ use circuit_sdk::secure::KEY_FILE_ENV;
     circuit logs -f web\n  \
     circuit chan create jobs --cap 16 && seq 100 | circuit send jobs\n  \
     circuit recv -n 1 jobs")]
-struct Cli {
+pub(crate) struct Cli {
     /// circuitd's Unix socket.
     #[arg(
         long,

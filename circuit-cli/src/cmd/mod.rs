@@ -3,11 +3,14 @@
 //! whether to print JSON.
 
 mod chan;
+mod completions;
 mod events;
+mod install;
 mod join;
 mod key;
 mod keygen;
 mod logs;
+mod manifest;
 mod nodes;
 mod ps;
 mod recv;
@@ -69,6 +72,16 @@ pub enum Command {
     /// Receive values from a channel and print one per line.
     #[command(long_about = recv::LONG_ABOUT)]
     Recv(recv::Args),
+    /// Install or upgrade circuitd on hosts over SSH, and wait until they are in the mesh.
+    Install(install::Args),
+    /// Stop circuitd on hosts over SSH and remove what `circuit install` put there.
+    Uninstall(install::UninstallArgs),
+    /// Create or update the channels and workers a manifest declares.
+    Apply(manifest::ApplyArgs),
+    /// Remove the channels and workers a manifest declares.
+    Down(manifest::DownArgs),
+    /// Print a shell completion script: bash, zsh or fish.
+    Completions(completions::Args),
 }
 
 impl Command {
@@ -92,6 +105,11 @@ impl Command {
             Self::Chan(args) => chan::run(ctx, args).await,
             Self::Send(args) => send::run(ctx, args).await,
             Self::Recv(args) => recv::run(ctx, args).await,
+            Self::Install(args) => install::run(ctx, args),
+            Self::Uninstall(args) => install::run_uninstall(ctx, args),
+            Self::Apply(args) => manifest::apply(ctx, args).await,
+            Self::Down(args) => manifest::down(ctx, args).await,
+            Self::Completions(args) => completions::run(args),
         }
     }
 }
@@ -132,6 +150,11 @@ impl Ctx {
             key_file,
             json,
         }
+    }
+
+    /// The cluster key file given with `--key-file` or `CIRCUIT_KEY_FILE`, if any.
+    pub fn key_file(&self) -> Option<&std::path::Path> {
+        self.key_file.as_deref()
     }
 
     /// True when the daemon is on this host (reached by its Unix socket), so local paths mean
