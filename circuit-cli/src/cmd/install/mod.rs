@@ -13,8 +13,8 @@ pub struct Args {}
 pub struct UninstallArgs {}
 
 /// Installs or upgrades circuitd on every host.
-pub fn run(_ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("not built yet (key {:?})", ctx.key_file())
 }
 
 /// Removes circuitd from every host.
