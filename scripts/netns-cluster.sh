@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Test hosts as Linux network namespaces: one bridge, N namespaces with a veth on it, and one
-# circuitd per namespace. Partitions are neighbour entries to a MAC nobody has (silent loss) or
-# blackhole routes (--reject). Root only; see `--help`.
+# circuitd per namespace (and, with --sshd, one OpenSSH server). Partitions are neighbour
+# entries to a MAC nobody has (silent loss) or blackhole routes (--reject). Root only; see
+# `--help`.
 set -euo pipefail
 
 readonly PORT=7711
+readonly SSHD=/usr/sbin/sshd
+# With --sshd, the bridge takes this host number in the cluster's /24, so the root namespace
+# (tests, `circuit install`) reaches every host's address.
+readonly BRIDGE_HOST=254
 readonly MAX_ID=16383
 readonly MAX_HOSTS=200
 readonly GRACE_S=5
@@ -25,11 +30,21 @@ usage() {
 netns-cluster.sh: test hosts as Linux network namespaces, one circuitd in each.
 
 Usage:
-  netns-cluster.sh up N [--id ID] [--bin DIR] [-- EXTRA_CIRCUITD_ARGS...]
+  netns-cluster.sh up N [--id ID] [--bin DIR] [--no-daemons] [--sshd] [-- EXTRA_CIRCUITD_ARGS...]
       Create a bridge and N namespaces (hosts h1..hN at 10.X.Y.1..N/24, X.Y from ID), start
       circuitd in each (h2..hN join h1) and wait until every daemon answers. Prints one line
-      per host: "h<i> <ip> <socket> <pid>". ID: 1..$MAX_ID, default derived from the pid.
-      DIR: where circuitd and circuit are [default: target/debug of the repository].
+      per host: "h<i> <ip> <socket> <pid>" (pid "-" when no daemon runs). ID: 1..$MAX_ID,
+      default derived from the pid. DIR: where circuitd and circuit are [default:
+      target/debug of the repository].
+      --no-daemons: start no circuitd (\`start I\` can, later).
+      --sshd: also run OpenSSH's sshd in each host at <ip>:22, as a host of its own: its own
+      UTS namespace (\`hostname\` says h<i>) and mount namespace where /opt is a fresh empty
+      tmpfs; root logs in with the cluster's key only. The bridge gets 10.X.Y.$BRIDGE_HOST/24 so
+      the root namespace reaches the hosts. Waits until each sshd lets the key in, then prints
+      after the host lines one line per host, "sshd h<i> root@<ip> <sshd pid>", and one line
+      "ssh <identity file> <known_hosts file>". Then:
+        ssh -F none -i \$STATE/ssh/id_ed25519 -o UserKnownHostsFile=\$STATE/ssh/known_hosts \\
+            -o StrictHostKeyChecking=yes -o BatchMode=yes root@<ip> CMD
   netns-cluster.sh down [--id ID | --all]
       Stop the daemons (by recorded pid: SIGTERM, SIGKILL after ${GRACE_S} s), kill what is
       left in the namespaces, delete namespaces, links and state. Idempotent. --all: every
@@ -44,7 +59,8 @@ Usage:
   netns-cluster.sh heal [--id ID]            Remove every partition.
   netns-cluster.sh exec [--id ID] I CMD...   Run CMD in host I's namespace, CIRCUIT_SOCKET set.
   netns-cluster.sh list [--id ID]            Print the hosts as \`up\` does (pid "-" if down).
-  netns-cluster.sh check                     Exit 0 if this machine can run clusters.
+  netns-cluster.sh check [--sshd]            Exit 0 if this machine can run clusters (with
+      --sshd: clusters with sshd; without it, a note says what --sshd would miss).
 
 Without --id, commands other than \`up\` use \$CIRCUIT_NETNS_ID, else the only cluster there is.
 
@@ -55,8 +71,12 @@ Daemons: circuitd --name h<i> --socket \$STATE/h<i>/circuitd.sock --data-dir \$S
   [default: /tmp/circuit-netns/<ID>]. LISTEN_ARGS default "--listen {addr} --key-file {key}",
   JOIN_ARGS default "--join {seed}"; {addr} = ip:$PORT of the host, {ip} its address, {seed} =
   h1's ip:$PORT, {key} = \$STATE/cluster.key, a fresh cluster key made by \`up\`.
-The bridge has no address and no namespace has a default route: traffic stays inside.
-Unix sockets are files, so the daemons' sockets work from outside the namespaces too.
+sshd (--sshd): $SSHD -D -e -f \$STATE/h<i>/sshd_config, host key \$STATE/h<i>/ssh_host_ed25519_key,
+  log \$STATE/h<i>/sshd.log, pid in \$STATE/h<i>/sshd.pid. The cluster's client key pair is
+  \$STATE/ssh/id_ed25519{,.pub}, listed in \$STATE/ssh/authorized_keys; \$STATE/ssh/known_hosts
+  lists every host's address with its host key.
+Without --sshd the bridge has no address; no namespace has a default route either way: traffic
+stays inside. Unix sockets are files, so the daemons' sockets work from outside the namespaces.
 
 Example:
   sudo scripts/netns-cluster.sh up 3 --id 42
@@ -142,6 +162,8 @@ load_cluster() {
   [ -f "$STATE/meta" ] || die "no cluster $ID (nothing in $STATE; see \`$0 list\`)"
   N=$(sed -n 's/^n=//p' "$STATE/meta")
   BIN=$(sed -n 's/^bin=//p' "$STATE/meta")
+  WITH_SSHD=$(sed -n 's/^sshd=//p' "$STATE/meta")
+  WITH_SSHD=${WITH_SSHD:-0}
   is_uint "$N" || die "$STATE/meta is damaged"
 }
 
@@ -203,10 +225,10 @@ teardown() {
   local -a pids=() nss=()
   state=$(state_of "$id")
   mapfile -t nss < <(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^c$id-h[0-9]+$" || true)
-  # The daemons by recorded pid: SIGTERM, then SIGKILL after the grace.
-  for pid_file in "$state"/h*/pid; do
+  # The daemons and sshds by recorded pid: SIGTERM, then SIGKILL after the grace.
+  for pid_file in "$state"/h*/pid "$state"/h*/sshd.pid; do
     [ -f "$pid_file" ] || continue
-    i=${pid_file%/pid}
+    i=${pid_file%/*}
     i=${i##*/h}
     pid=$(cat "$pid_file" 2>/dev/null || true)
     if ours "c$id-h$i" "$pid"; then
@@ -217,7 +239,7 @@ teardown() {
   if [ ${#pids[@]} -gt 0 ] && ! wait_dead "$GRACE_S" "${pids[@]}"; then
     for pid in "${pids[@]}"; do
       if alive "$pid"; then
-        echo "netns-cluster: circuitd pid $pid ignored SIGTERM for ${GRACE_S} s: SIGKILL" >&2
+        echo "netns-cluster: pid $pid ($(cat "/proc/$pid/comm" 2>/dev/null)) ignored SIGTERM for ${GRACE_S} s: SIGKILL" >&2
         kill -KILL "$pid" 2>/dev/null || true
       fi
     done
@@ -233,7 +255,8 @@ teardown() {
     fi
     ip netns del "$ns" 2>/dev/null || true
   done
-  # Deleting a namespace deletes its veth pair; this catches half-made ones.
+  # Deleting a namespace deletes its veth pair; this catches half-made ones. Deleting the bridge
+  # deletes its address (--sshd).
   for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 |
     grep -E "^cv${id}h[0-9]+$" || true); do
     ip link del "$link" 2>/dev/null || true
@@ -320,15 +343,128 @@ host_line() {
   echo "h$i $(ip_of "$i") $STATE/h$i/circuitd.sock $pid"
 }
 
+# The host lines, then (--sshd) the sshd lines and the ssh line.
+print_hosts() {
+  local i pid
+  for ((i = 1; i <= N; i++)); do
+    host_line "$i"
+  done
+  [ "$WITH_SSHD" -eq 1 ] || return 0
+  for ((i = 1; i <= N; i++)); do
+    pid=$(cat "$STATE/h$i/sshd.pid" 2>/dev/null || true)
+    ours "$(ns_of "$i")" "$pid" || pid=-
+    echo "sshd h$i root@$(ip_of "$i") $pid"
+  done
+  echo "ssh $STATE/ssh/id_ed25519 $STATE/ssh/known_hosts"
+}
+
+# --- sshd -----------------------------------------------------------------------------------
+
+# What --sshd needs that this machine lacks, as a sentence; empty if nothing.
+sshd_missing() {
+  local -a missing=()
+  [ -x "$SSHD" ] || missing+=("OpenSSH's server ($SSHD is missing: apt-get install openssh-server)")
+  command -v ssh >/dev/null || missing+=("the ssh client (apt-get install openssh-client)")
+  command -v ssh-keygen >/dev/null || missing+=("ssh-keygen (apt-get install openssh-client)")
+  command -v unshare >/dev/null || missing+=("unshare (util-linux)")
+  if [ -x "$SSHD" ] && ! id sshd >/dev/null 2>&1; then
+    missing+=("the user sshd (privilege separation; reinstall openssh-server)")
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    local joined
+    joined=$(printf '; %s' "${missing[@]}")
+    echo "--sshd needs ${joined:2}"
+  fi
+}
+
+# The cluster's client key, and each host's key and sshd_config; known_hosts lists the hosts.
+make_ssh_keys() {
+  local i dir
+  mkdir -p "$STATE/ssh"
+  ssh-keygen -q -t ed25519 -N '' -C "netns-cluster-$ID" -f "$STATE/ssh/id_ed25519"
+  cp "$STATE/ssh/id_ed25519.pub" "$STATE/ssh/authorized_keys"
+  : >"$STATE/ssh/known_hosts"
+  for ((i = 1; i <= N; i++)); do
+    dir="$STATE/h$i"
+    ssh-keygen -q -t ed25519 -N '' -C "h$i" -f "$dir/ssh_host_ed25519_key"
+    echo "$(ip_of "$i") $(cut -d' ' -f1,2 "$dir/ssh_host_ed25519_key.pub")" >>"$STATE/ssh/known_hosts"
+    cat >"$dir/sshd_config" <<CONFIG
+# sshd of host h$i of netns cluster $ID (netns-cluster.sh): root, with the cluster's key only.
+ListenAddress $(ip_of "$i"):22
+HostKey $dir/ssh_host_ed25519_key
+PidFile $dir/sshd.pid
+AuthorizedKeysFile $STATE/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+PrintMotd no
+PrintLastLog no
+MaxStartups 64
+MaxSessions 64
+Subsystem sftp internal-sftp
+CONFIG
+  done
+}
+
+# The ssh client, aimed at the cluster's hosts with its key and known_hosts only.
+cluster_ssh() {
+  ssh -F none -i "$STATE/ssh/id_ed25519" -o IdentitiesOnly=yes \
+    -o UserKnownHostsFile="$STATE/ssh/known_hosts" -o GlobalKnownHostsFile=/dev/null \
+    -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=2 -o LogLevel=ERROR "$@"
+}
+
+# Starts host $1's sshd, detached: in the host's network namespace, its own UTS namespace
+# (hostname h<i>) and its own mount namespace with an empty tmpfs on /opt.
+launch_sshd() {
+  local i=$1 dir="$STATE/h$1"
+  # `setsid`, `ip netns exec`, `unshare` (without --fork) and `sh -c 'exec'` all exec in
+  # place, so $! is sshd's pid.
+  # shellcheck disable=SC2016 # $1..$3 are sh's own arguments
+  setsid ip netns exec "$(ns_of "$i")" unshare --uts --mount --propagation private \
+    sh -c 'echo "$1" >/proc/sys/kernel/hostname && mount -t tmpfs -o mode=755 tmpfs /opt &&
+      exec "$2" -D -e -f "$3"' sh "h$i" "$SSHD" "$dir/sshd_config" \
+    </dev/null >>"$dir/sshd.log" 2>&1 &
+  echo "$!" >"$dir/sshd.pid"
+}
+
+# Waits until host $1's sshd lets the cluster's key in.
+wait_sshd() {
+  local i=$1 dir="$STATE/h$1" pid deadline
+  pid=$(cat "$dir/sshd.pid")
+  deadline=$(($(now_us) + START_DEADLINE_S * 1000000))
+  until cluster_ssh "root@$(ip_of "$i")" true </dev/null >/dev/null 2>&1; do
+    if ! alive "$pid"; then
+      echo "netns-cluster: h$i's sshd (pid $pid) exited during startup; end of $dir/sshd.log:" >&2
+      tail -n 20 "$dir/sshd.log" | sed 's/^/  | /' >&2
+      exit 1
+    fi
+    if [ "$(now_us)" -ge "$deadline" ]; then
+      echo "netns-cluster: h$i's sshd (pid $pid) did not let the cluster's key in within ${START_DEADLINE_S} s; ssh says:" >&2
+      cluster_ssh "root@$(ip_of "$i")" true </dev/null 2>&1 | sed 's/^/  | /' >&2 || true
+      echo "netns-cluster: end of $dir/sshd.log:" >&2
+      tail -n 20 "$dir/sshd.log" | sed 's/^/  | /' >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
+}
+
 # --- subcommands ----------------------------------------------------------------------------
 
 cmd_up() {
-  local n="" bin="$REPO/target/debug" i
+  local n="" bin="$REPO/target/debug" i daemons=1 missing
   EXTRA=()
+  WITH_SSHD=0
   while [ $# -gt 0 ]; do
     case $1 in
       --id) [ $# -ge 2 ] || usage_error "--id needs a value"; ID=$2; shift 2 ;;
       --bin) [ $# -ge 2 ] || usage_error "--bin needs a value"; bin=$2; shift 2 ;;
+      --no-daemons) daemons=0; shift ;;
+      --sshd) WITH_SSHD=1; shift ;;
       --) shift; EXTRA=("$@"); break ;;
       -*) usage_error "up: unknown option $1" ;;
       *) [ -z "$n" ] || usage_error "up: unexpected argument $1"; n=$1; shift ;;
@@ -338,6 +474,10 @@ cmd_up() {
   is_uint "$n" && [ "$n" -ge 1 ] && [ "$n" -le "$MAX_HOSTS" ] ||
     usage_error "up: N must be a number in 1..$MAX_HOSTS, got \"$n\""
   need_root
+  if [ "$WITH_SSHD" -eq 1 ]; then
+    missing=$(sshd_missing)
+    [ -z "$missing" ] || die "up: $missing"
+  fi
   [ -d "$bin" ] || die "--bin $bin is not a directory (build with \`cargo build --workspace --bins\`)"
   BIN=$(cd "$bin" && pwd)
   for i in circuitd circuit; do
@@ -367,7 +507,7 @@ cmd_up() {
   UP_DONE=0
   trap 'if [ "$UP_DONE" -eq 0 ]; then echo "netns-cluster: up failed; removing cluster $ID" >&2; teardown "$ID"; fi' EXIT
   trap 'exit 130' INT TERM
-  printf 'n=%s\nbin=%s\n' "$N" "$BIN" >"$STATE/meta"
+  printf 'n=%s\nbin=%s\nsshd=%s\n' "$N" "$BIN" "$WITH_SSHD" >"$STATE/meta"
   "$BIN/circuit" keygen "$STATE/cluster.key" >/dev/null
 
   local bridge
@@ -391,19 +531,33 @@ cmd_up() {
     write_argv "$i"
   done
 
-  # h1 first: the others join it.
-  launch 1
-  wait_answers 1
-  for ((i = 2; i <= N; i++)); do
-    launch "$i"
-  done
-  for ((i = 2; i <= N; i++)); do
-    wait_answers "$i"
-  done
+  if [ "$WITH_SSHD" -eq 1 ]; then
+    ip addr add "$(ip_of "$BRIDGE_HOST")/24" dev "$bridge"
+    # sshd's privilege separation directory.
+    [ -d /run/sshd ] || install -d -m 0755 /run/sshd
+    make_ssh_keys
+    for ((i = 1; i <= N; i++)); do
+      launch_sshd "$i"
+    done
+  fi
+  if [ "$daemons" -eq 1 ]; then
+    # h1 first: the others join it.
+    launch 1
+    wait_answers 1
+    for ((i = 2; i <= N; i++)); do
+      launch "$i"
+    done
+    for ((i = 2; i <= N; i++)); do
+      wait_answers "$i"
+    done
+  fi
+  if [ "$WITH_SSHD" -eq 1 ]; then
+    for ((i = 1; i <= N; i++)); do
+      wait_sshd "$i"
+    done
+  fi
   UP_DONE=1
-  for ((i = 1; i <= N; i++)); do
-    host_line "$i"
-  done
+  print_hosts
   echo "netns-cluster: cluster $ID is up ($N hosts on $(subnet_of "$ID").0/24); \`$0 down --id $ID\` removes it" >&2
 }
 
@@ -572,16 +726,25 @@ cmd_list() {
   need_root
   resolve_id
   load_cluster
-  local i
-  for ((i = 1; i <= N; i++)); do
-    host_line "$i"
-  done
+  print_hosts
 }
 
-# Makes and removes a namespace, a veth into it and a bridge.
+# Makes and removes a namespace, a veth into it and a bridge; with --sshd, checks what sshd
+# needs too (without, only notes it).
 cmd_check() {
-  [ $# -eq 0 ] || usage_error "check takes no arguments"
+  local sshd=0 missing
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --sshd) sshd=1; shift ;;
+      *) usage_error "check: unexpected argument $1" ;;
+    esac
+  done
   need_root
+  missing=$(sshd_missing)
+  if [ -n "$missing" ]; then
+    [ "$sshd" -eq 0 ] || die "check: $missing"
+    echo "netns-cluster: note: clusters work, but $missing" >&2
+  fi
   PROBE_NS="c0-probe$$"
   PROBE_BRIDGE="cb0p$$"
   local veth="cv0p$$"

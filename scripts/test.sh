@@ -12,6 +12,12 @@ command -v sleep >/dev/null || need_packages+=(coreutils)
 if [ "$(id -u)" -eq 0 ] && ! command -v ip >/dev/null; then
   need_packages+=(iproute2)
 fi
+# The install tests log in to those hosts over SSH: an sshd per namespace (netns-cluster.sh up
+# --sshd). Where an init system runs, the package also starts the system's own sshd; ours listen
+# inside the namespaces and do not meet it.
+if [ "$(id -u)" -eq 0 ] && [ ! -x /usr/sbin/sshd ]; then
+  need_packages+=(openssh-server)
+fi
 if [ ${#need_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need_packages[*]} (run as root or install them)" >&2

@@ -56,6 +56,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Most TCP connections in their handshake at once; more are refused at once.
     pub max_handshakes: usize,
+    /// Where to write the daemon's pid once it holds the data dir lock (`--pidfile`), for
+    /// service managers and `circuit install`; removed when the daemon stops.
+    pub pidfile: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             keys: None,
             max_connections: 1024,
             max_handshakes: 64,
+            pidfile: None,
         }
     }
 }

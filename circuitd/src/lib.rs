@@ -10,6 +10,7 @@
 //! - [`membership`]: SWIM gossip, the node table, metadata and push-pull.
 //! - `peer`: links to other daemons, for remote requests and channels.
 //! - `persist`: atomic file replacement for the tables in the data dir.
+//! - `pidfile`: the `--pidfile`, written once the data dir is ours, removed at exit.
 
 mod api;
 mod broker;
@@ -18,6 +19,7 @@ pub mod listen;
 pub mod membership;
 mod peer;
 mod persist;
+mod pidfile;
 pub mod supervisor;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -49,6 +51,14 @@ pub enum DaemonError {
     /// The membership task could not start.
     #[error("cannot start gossip: {0}")]
     Mesh(String),
+    /// The pidfile could not be written.
+    #[error("cannot write the pidfile {path}: {error}")]
+    Pidfile {
+        /// The `--pidfile` path.
+        path: String,
+        /// Why.
+        error: std::io::Error,
+    },
 }
 
 /// Runs a daemon until `shutdown` is cancelled: restores the job table, serves the listeners,
@@ -61,13 +71,25 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let started = async {
         let lock = lock_data_dir(&config.data_dir)?;
+        // Only the one daemon of this data dir writes it; it goes when `run` returns.
+        let pidfile = match &config.pidfile {
+            Some(path) => {
+                Some(
+                    pidfile::Pidfile::write(path).map_err(|error| DaemonError::Pidfile {
+                        path: path.display().to_string(),
+                        error,
+                    })?,
+                )
+            }
+            None => None,
+        };
         let sup = supervisor::Supervisor::start(config.clone(), tracker.clone(), shutdown.clone())
             .await?;
         let broker = broker::Broker::start(&config, tracker.clone(), shutdown.clone())
             .map_err(|e| DaemonError::Broker(e.to_string()))?;
-        Ok::<_, DaemonError>((lock, sup, broker))
+        Ok::<_, DaemonError>((lock, pidfile, sup, broker))
     };
-    let (_lock, supervisor, broker) = match started.await {
+    let (_lock, pidfile, supervisor, broker) = match started.await {
         Ok(started) => started,
         Err(e) => {
             // Nothing was served: leave no socket behind.
@@ -140,6 +162,7 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     let _ = std::fs::remove_file(&listeners.unix_path);
+    drop(pidfile); // removes it, while the data dir is still locked
     tracing::info!("stopped");
     Ok(())
 }

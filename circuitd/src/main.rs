@@ -1,4 +1,7 @@
-//! `circuitd`: parse flags, set up logging, bind listeners, run until SIGTERM or SIGINT.
+//! `circuitd`: parse flags (and `--config FILE`, see `config_file`), set up logging, bind
+//! listeners, run until SIGTERM or SIGINT.
+
+mod config_file;
 
 use std::path::PathBuf;
 
@@ -9,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The circuit daemon: supervises worker processes and serves the circuit API.
 #[derive(Parser, Debug)]
-#[command(name = "circuitd", version, about)]
+#[command(name = "circuitd", version, about, after_help = AFTER_HELP)]
 struct Args {
     /// Unix socket to serve [default: /run/circuit/circuitd.sock for root, else
     /// $XDG_RUNTIME_DIR/circuit/circuitd.sock or /tmp/circuit-$UID/circuitd.sock]
@@ -90,16 +93,49 @@ struct Args {
           value_parser = |s: &str| circuitd::config::parse_duration_in(
               s, &circuitd::config::IDLE_TIMEOUT_RANGE))]
     idle_timeout: std::time::Duration,
+    /// Read flags from a TOML file whose keys are the long flag names, e.g. `name = "web-1"`,
+    /// `join = ["10.0.0.1:7711"]` (see below). Flags on the command line win (a repeatable
+    /// one's values replace the file's list); the file wins over environment variables.
+    /// Relative paths in it are relative to its directory
+    #[arg(long, env = "CIRCUIT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Write the daemon's pid (decimal and a newline, mode 0644) to FILE once it holds its data
+    /// dir, and remove it when the daemon stops. A stale one is replaced
+    #[arg(long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
 }
+
+/// `--help`'s last words: a config file.
+const AFTER_HELP: &str = "\
+Config file (--config /etc/circuit/circuitd.toml), one key per long flag:
+  name = \"web-1\"
+  listen = \"10.0.0.5:7711\"
+  join = [\"10.0.0.1:7711\", \"10.0.0.2:7711\"]
+  label = [\"zone=a\", \"disk=ssd\"]
+  key-file = \"cluster.key\"     # relative to the file's directory
+  pidfile = \"/run/circuit/circuitd.pid\"
+  max-workers = 500
+An error in it names the file, line and column, and circuitd exits 2 before starting.";
 
 fn main() {
     // Workers are started through this binary in trampoline mode (see `spawner`).
     circuitd::exec_trampoline_if_requested();
-    // An empty CIRCUIT_SOCKET means unset, as it does for the CLI and the SDK.
-    if std::env::var_os("CIRCUIT_SOCKET").is_some_and(|v| v.is_empty()) {
-        std::env::remove_var("CIRCUIT_SOCKET");
+    // An empty CIRCUIT_SOCKET means unset, as it does for the CLI and the SDK; so does an empty
+    // CIRCUIT_CONFIG.
+    for var in ["CIRCUIT_SOCKET", "CIRCUIT_CONFIG"] {
+        if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(var);
+        }
     }
-    let args = Args::parse();
+    let args = match config_file::parse::<Args>(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(config_file::ParseError::Usage(e)) => e.exit(),
+        Err(config_file::ParseError::Config(e)) => {
+            // Exits like a usage error, before anything is bound or created.
+            eprintln!("circuitd: error: {e}");
+            std::process::exit(2);
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -130,6 +166,9 @@ fn start(args: Args) -> anyhow::Result<()> {
     config.labels = args.labels.iter().cloned().collect();
     config.max_connections = args.max_connections as usize;
     config.max_handshakes = args.max_handshakes as usize;
+    if let Some(pidfile) = args.pidfile.filter(|f| !f.as_os_str().is_empty()) {
+        config.pidfile = Some(absolute(pidfile)?);
+    }
     // An empty CIRCUIT_KEY_FILE means unset.
     if let Some(file) = args.key_file.as_ref().filter(|f| !f.as_os_str().is_empty()) {
         let keys = circuit_sdk::secure::Keyring::from_file(&absolute(file.clone())?)?;

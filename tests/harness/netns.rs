@@ -1,9 +1,11 @@
 //! Test hosts as Linux network namespaces: [`NetnsCluster`] drives `scripts/netns-cluster.sh`
-//! (a bridge, one namespace and one circuitd per host, partitions) and tears it all down on drop.
+//! (a bridge, one namespace and one circuitd per host, partitions; optionally an OpenSSH
+//! server per host) and tears it all down on drop.
 //!
-//! Clusters need root and iproute2. Without them [`NetnsCluster::up`] prints a loud `SKIPPED`
-//! line and returns `None` — unless `CIRCUIT_REQUIRE_NETNS=1`, which turns the skip into a panic
-//! (CI sets it so a skipped test cannot pass unnoticed).
+//! Clusters need root and iproute2 (and OpenSSH's server for [`UpOptions::sshd`]). Without
+//! them [`NetnsCluster::up`] and [`NetnsCluster::up_with`] print a loud `SKIPPED` line and
+//! return `None` — unless `CIRCUIT_REQUIRE_NETNS=1`, which turns the skip into a panic (CI sets
+//! it so a skipped test cannot pass unnoticed).
 //!
 //! One cluster runs at a time on a machine: each holds an exclusive lock on
 //! [`LOCK_PATH`] from `up` until its teardown, across test threads and processes.
@@ -32,6 +34,32 @@ const MAX_ID: u32 = 16383;
 /// Exit code of `netns-cluster.sh up` when the ID is taken (a leftover or someone else's).
 const ID_IN_USE: i32 = 3;
 
+/// How [`NetnsCluster::up_with`] builds a cluster. `Default` is what [`NetnsCluster::up`]
+/// does: a daemon on every host, no sshd.
+#[derive(Debug, Clone, Copy)]
+pub struct UpOptions<'a> {
+    /// Start a circuitd on every host (h2..hN join h1). `false` (`--no-daemons`) leaves the
+    /// hosts empty, for tests that install the daemons themselves.
+    pub daemons: bool,
+    /// Run OpenSSH's sshd on every host at `<ip>:22` (`--sshd`), each in its own UTS namespace
+    /// (`hostname` is `h<i>`) and mount namespace (a private, empty tmpfs on `/opt`). Root logs
+    /// in with the cluster's key ([`NetnsCluster::ssh_identity`]) only, and the bridge gets an
+    /// address so this (root) namespace reaches every host.
+    pub sshd: bool,
+    /// Flags appended to every daemon's command line.
+    pub extra_daemon_args: &'a [&'a str],
+}
+
+impl Default for UpOptions<'_> {
+    fn default() -> Self {
+        Self {
+            daemons: true,
+            sshd: false,
+            extra_daemon_args: &[],
+        }
+    }
+}
+
 /// One host of a [`NetnsCluster`]: a namespace with one circuitd.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -47,8 +75,20 @@ pub struct Host {
     /// the test process reaches it directly (`Client::connect_unix(&host.socket)`); only TCP
     /// and UDP traffic needs to run inside the namespace ([`NetnsCluster::exec`]).
     pub socket: PathBuf,
-    /// The daemon's pid as last started; after [`NetnsCluster::kill`] it is the dead one's.
+    /// The daemon's pid as last started; after [`NetnsCluster::kill`] it is the dead one's. 0
+    /// when no daemon was started there ([`UpOptions::daemons`] false).
     pub pid: i32,
+    /// The host's sshd's pid, with [`UpOptions::sshd`].
+    pub sshd_pid: Option<i32>,
+}
+
+/// The client side of a cluster's sshds: the files `ssh` needs.
+#[derive(Debug, Clone)]
+struct SshFiles {
+    /// The cluster's private key (ed25519, no passphrase), authorized for root on every host.
+    identity: PathBuf,
+    /// Every host's address with its host key, for strict host key checking.
+    known_hosts: PathBuf,
 }
 
 /// A cluster of namespaces, one circuitd in each, removed on drop (even when a test panics).
@@ -56,6 +96,8 @@ pub struct NetnsCluster {
     /// Passed to every script call as `--id`.
     id: u32,
     hosts: Vec<Host>,
+    /// With [`UpOptions::sshd`].
+    ssh: Option<SshFiles>,
     /// Held for the cluster's life; fields drop after `Drop::drop` took the cluster down.
     _lock: File,
 }
@@ -65,12 +107,30 @@ impl NetnsCluster {
     /// waits until every daemon answers. `None` (after a loud `SKIPPED` line on stderr) when
     /// this machine cannot run namespaces and `CIRCUIT_REQUIRE_NETNS` is not `1`.
     pub fn up(n: usize, extra_daemon_args: &[&str]) -> Option<Self> {
-        if let Err(reason) = available() {
+        Self::up_with(
+            n,
+            &UpOptions {
+                extra_daemon_args,
+                ..UpOptions::default()
+            },
+        )
+    }
+
+    /// Starts `n` hosts as `options` say and waits until every daemon answers and every sshd
+    /// lets the cluster's key in. `None` (after a loud `SKIPPED` line on stderr) when this
+    /// machine cannot run such a cluster and `CIRCUIT_REQUIRE_NETNS` is not `1`.
+    pub fn up_with(n: usize, options: &UpOptions<'_>) -> Option<Self> {
+        if let Err(reason) = available(options.sshd) {
             if std::env::var_os("CIRCUIT_REQUIRE_NETNS").is_some_and(|v| v == "1") {
                 panic!("CIRCUIT_REQUIRE_NETNS=1 but network namespaces are unavailable: {reason}");
             }
+            let needs = if options.sshd {
+                "root, iproute2 and OpenSSH's server"
+            } else {
+                "root and iproute2"
+            };
             eprintln!(
-                "\n*** SKIPPED: network namespace tests need root and iproute2 ({reason}); \
+                "\n*** SKIPPED: network namespace tests need {needs} ({reason}); \
                  set CIRCUIT_REQUIRE_NETNS=1 to make this a failure ***\n"
             );
             return None;
@@ -85,9 +145,14 @@ impl NetnsCluster {
             let id = next_id();
             let mut cmd = script();
             cmd.args(["up", &n.to_string(), "--id", &id.to_string(), "--bin"])
-                .arg(&bin_dir)
-                .arg("--")
-                .args(extra_daemon_args);
+                .arg(&bin_dir);
+            if !options.daemons {
+                cmd.arg("--no-daemons");
+            }
+            if options.sshd {
+                cmd.arg("--sshd");
+            }
+            cmd.arg("--").args(options.extra_daemon_args);
             let out = cmd.output().expect("run netns-cluster.sh up");
             if out.status.code() == Some(ID_IN_USE) {
                 continue;
@@ -96,6 +161,7 @@ impl NetnsCluster {
             let mut cluster = Self {
                 id,
                 hosts: Vec::new(),
+                ssh: None,
                 _lock: lock,
             };
             assert!(
@@ -105,14 +171,17 @@ impl NetnsCluster {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
-            cluster.hosts = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(parse_host)
-                .collect();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            cluster.read_hosts(&stdout);
             assert_eq!(
                 cluster.hosts.len(),
                 n,
-                "netns-cluster.sh printed a host per line"
+                "netns-cluster.sh printed a host per line:\n{stdout}"
+            );
+            assert_eq!(
+                cluster.ssh.is_some(),
+                options.sshd,
+                "netns-cluster.sh printed an ssh line if and only if asked for sshd:\n{stdout}"
             );
             return Some(cluster);
         }
@@ -144,6 +213,97 @@ impl NetnsCluster {
         format!("c{}-h{}", self.id, self.host(i).index)
     }
 
+    /// Host `i`'s address on the bridge.
+    pub fn ip(&self, i: usize) -> Ipv4Addr {
+        self.host(i).ip
+    }
+
+    /// `root@<ip>`: where `ssh` logs in to host `i` ([`UpOptions::sshd`]).
+    pub fn ssh_target(&self, i: usize) -> String {
+        format!("root@{}", self.ip(i))
+    }
+
+    /// The cluster's ssh private key, authorized for root on every host.
+    pub fn ssh_identity(&self) -> &Path {
+        &self.ssh_files().identity
+    }
+
+    /// A known_hosts file listing every host's address with its host key.
+    pub fn ssh_known_hosts(&self) -> &Path {
+        &self.ssh_files().known_hosts
+    }
+
+    /// The `ssh` options that log in to the cluster's hosts with its key, checking host keys
+    /// strictly against its known_hosts and never prompting; a target and command follow.
+    pub fn ssh_args(&self) -> Vec<std::ffi::OsString> {
+        let files = self.ssh_files();
+        let mut known_hosts = std::ffi::OsString::from("UserKnownHostsFile=");
+        known_hosts.push(&files.known_hosts);
+        let mut args: Vec<std::ffi::OsString> = vec!["-F".into(), "none".into(), "-i".into()];
+        args.push(files.identity.clone().into());
+        args.push("-o".into());
+        args.push(known_hosts);
+        for option in [
+            "IdentitiesOnly=yes",
+            "GlobalKnownHostsFile=/dev/null",
+            "StrictHostKeyChecking=yes",
+            "BatchMode=yes",
+            "ConnectTimeout=5",
+            "LogLevel=ERROR",
+        ] {
+            args.push("-o".into());
+            args.push(option.into());
+        }
+        args
+    }
+
+    /// `ssh root@<host i> CMD` through the real OpenSSH client (see [`ssh_args`](Self::ssh_args)),
+    /// stdin null, to run as the caller likes. CMD is run by root's shell on the host.
+    pub fn ssh_command(&self, i: usize, cmd: &str) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.args(self.ssh_args())
+            .arg(self.ssh_target(i))
+            .arg("--")
+            .arg(cmd)
+            .stdin(Stdio::null());
+        ssh
+    }
+
+    /// Runs `cmd` on host `i` over ssh (see [`ssh_command`](Self::ssh_command)).
+    pub fn ssh(&self, i: usize, cmd: &str) -> Output {
+        self.ssh_command(i, cmd).output().expect("run ssh")
+    }
+
+    fn ssh_files(&self) -> &SshFiles {
+        self.ssh
+            .as_ref()
+            .expect("this cluster has no sshd: start it with UpOptions { sshd: true, .. }")
+    }
+
+    /// Reads `up`'s (or `list`'s) output: host lines, then sshd lines and the ssh line.
+    fn read_hosts(&mut self, stdout: &str) {
+        let mut sshd_pids = Vec::new();
+        for line in stdout.lines() {
+            match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["ssh", identity, known_hosts] => {
+                    self.ssh = Some(SshFiles {
+                        identity: identity.into(),
+                        known_hosts: known_hosts.into(),
+                    });
+                }
+                ["sshd", name, _target, pid] => {
+                    sshd_pids.push((name.to_string(), pid.parse().ok()))
+                }
+                _ => self.hosts.push(parse_host(line)),
+            }
+        }
+        for (name, pid) in sshd_pids {
+            let host = self.hosts.iter_mut().find(|h| h.name == name);
+            host.unwrap_or_else(|| panic!("an sshd line for {name}, which has no host line"))
+                .sshd_pid = pid;
+        }
+    }
+
     /// SIGKILLs host `i`'s daemon and waits until it is gone.
     pub fn kill(&mut self, i: usize) {
         self.run_ok(&["kill", &i.to_string()]);
@@ -152,8 +312,9 @@ impl NetnsCluster {
     /// Starts host `i`'s daemon again (same flags and data dir) and waits until it answers.
     pub fn start(&mut self, i: usize) {
         let out = self.run_ok(&["start", &i.to_string()]);
-        let host = parse_host(out.trim_end());
+        let mut host = parse_host(out.trim_end());
         assert_eq!(host.index, i, "netns-cluster.sh start printed another host");
+        host.sshd_pid = self.hosts[i - 1].sshd_pid;
         self.hosts[i - 1] = host;
     }
 
@@ -345,16 +506,21 @@ fn script() -> Command {
     cmd
 }
 
-/// Whether this machine can run clusters (root, iproute2, namespaces, veths, bridges): asked
-/// of the script's `check` once per process.
-fn available() -> Result<(), String> {
-    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    AVAILABLE
+/// Whether this machine can run clusters (root, iproute2, namespaces, veths, bridges; with
+/// `sshd`, OpenSSH's server and client too): asked of the script's `check` once per process.
+fn available(sshd: bool) -> Result<(), String> {
+    static AVAILABLE: [OnceLock<Result<(), String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    AVAILABLE[usize::from(sshd)]
         .get_or_init(|| {
             if !nix::unistd::geteuid().is_root() {
                 return Err("not running as root".into());
             }
-            match script().arg("check").output() {
+            let mut check = script();
+            check.arg("check");
+            if sshd {
+                check.arg("--sshd");
+            }
+            match check.output() {
                 Ok(out) if out.status.success() => Ok(()),
                 Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
                 Err(e) => Err(format!("cannot run netns-cluster.sh: {e}")),
@@ -383,7 +549,7 @@ fn next_id() -> u32 {
     1 + std::process::id().wrapping_mul(64).wrapping_add(n) % MAX_ID
 }
 
-/// Parses a host line of the script: `h<i> <ip> <socket> <pid>`.
+/// Parses a host line of the script: `h<i> <ip> <socket> <pid>` (pid `-`: no daemon, 0).
 fn parse_host(line: &str) -> Host {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let [name, ip, socket, pid] = fields[..] else {
@@ -402,9 +568,13 @@ fn parse_host(line: &str) -> Host {
         ip,
         mesh_addr: format!("{ip}:{MESH_PORT}"),
         socket: PathBuf::from(socket),
-        pid: pid
-            .parse()
-            .unwrap_or_else(|_| panic!("bad pid in {line:?}")),
+        pid: match pid {
+            "-" => 0,
+            pid => pid
+                .parse()
+                .unwrap_or_else(|_| panic!("bad pid in {line:?}")),
+        },
+        sshd_pid: None,
     }
 }
 

@@ -1,12 +1,13 @@
 //! The network-namespace harness itself, independent of mesh features: every host's daemon
 //! answers, a partition cuts exactly the links it names and heals, a killed daemon restarts on
-//! its data dir, and teardown leaves no namespace or process behind.
+//! its data dir, hosts with sshd are hosts of their own over real ssh, and teardown leaves no
+//! namespace or process behind.
 
 use std::process::Command;
 use std::time::Instant;
 
 use circuit_tests::alive;
-use circuit_tests::netns::{NetnsCluster, MESH_PORT};
+use circuit_tests::netns::{NetnsCluster, UpOptions, MESH_PORT};
 
 /// Exit code of `timeout` when the command ran out of time.
 const TIMED_OUT: i32 = 124;
@@ -146,5 +147,86 @@ fn namespaces_answer_partition_heal_kill_and_restart() {
         "netns smoke: up (with the wait for the lock) took {up_took:?}, the scenario {took:?}, \
          teardown {:?}",
         started.elapsed() - took
+    );
+}
+
+/// Runs `cmd` on host `i` over ssh and asserts success; returns stdout.
+fn ssh_ok(cluster: &NetnsCluster, i: usize, cmd: &str) -> String {
+    let out = cluster.ssh(i, cmd);
+    assert!(
+        out.status.success(),
+        "ssh {} {cmd:?} failed ({}): {}",
+        cluster.ssh_target(i),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+#[test]
+fn sshd_hosts_have_their_own_hostname_and_opt_and_go_with_the_cluster() {
+    let options = UpOptions {
+        daemons: false,
+        sshd: true,
+        ..UpOptions::default()
+    };
+    let Some(cluster) = NetnsCluster::up_with(2, &options) else {
+        return;
+    };
+    let sshd_pids: Vec<i32> = (1..=2)
+        .map(|i| cluster.host(i).sshd_pid.expect("an sshd pid"))
+        .collect();
+    for i in 1..=2 {
+        assert_eq!(cluster.host(i).pid, 0, "h{i} has no daemon");
+        assert!(
+            !cluster.cli(i, &["status"]).status.success(),
+            "a daemon answers on h{i}"
+        );
+        assert!(
+            cluster.pids(i).contains(&(sshd_pids[i - 1] as u32)),
+            "h{i}'s sshd is not in its network namespace"
+        );
+        // Real ssh from this (root) namespace, to the host's own UTS namespace.
+        assert_eq!(ssh_ok(&cluster, i, "hostname"), format!("h{i}\n"));
+        assert_eq!(ssh_ok(&cluster, i, "ls -A /opt"), "", "/opt on h{i}");
+    }
+
+    // /opt is each host's own: a file made on h1 is neither on h2 nor here.
+    let marker = format!("netns-smoke-{}", cluster.id());
+    assert_eq!(
+        ssh_ok(&cluster, 1, &format!("touch /opt/{marker} && ls -A /opt")),
+        format!("{marker}\n")
+    );
+    assert_eq!(ssh_ok(&cluster, 2, "ls -A /opt"), "", "h1's file is on h2");
+    assert!(
+        !std::path::Path::new("/opt").join(&marker).exists(),
+        "h1's file is in the root namespace's /opt"
+    );
+
+    // Host keys are checked: without the cluster's known_hosts, ssh refuses the host.
+    let out = Command::new("ssh")
+        .args(["-o", "UserKnownHostsFile=/dev/null"])
+        .args(cluster.ssh_args())
+        .args([&cluster.ssh_target(1), "true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ssh");
+    assert!(
+        !out.status.success(),
+        "ssh accepted h1 with no known host key"
+    );
+
+    let bridge = format!("cb{}", cluster.id());
+    drop(cluster);
+    for pid in sshd_pids {
+        assert!(!alive(pid), "sshd {pid} is left after teardown");
+    }
+    let link = Command::new("ip")
+        .args(["link", "show", &bridge])
+        .output()
+        .expect("ip link show");
+    assert!(
+        !link.status.success(),
+        "the bridge {bridge} (and its address) is left after teardown"
     );
 }
