@@ -123,6 +123,8 @@ pub struct Daemon {
     pub name: String,
     child: Option<Child>,
     extra: Vec<String>,
+    /// Variables set in the daemon's environment (and so its workers'), e.g. `PATH`.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -138,6 +140,12 @@ impl Daemon {
 
     /// Starts a daemon named `name` with extra flags.
     pub fn start_named(name: &str, extra: &[&str]) -> Self {
+        Self::start_named_env(name, extra, &[])
+    }
+
+    /// Starts a daemon named `name` with extra flags and extra environment variables, which
+    /// its workers inherit (`PATH` to find a program by name, say).
+    pub fn start_named_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run/circuitd.sock");
         let data_dir = dir.path().join("data");
@@ -148,6 +156,10 @@ impl Daemon {
             name: name.into(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         daemon.launch();
         daemon
@@ -175,6 +187,7 @@ impl Daemon {
             .args(&self.extra)
             .env_remove("CIRCUIT_SOCKET")
             .env_remove("CIRCUIT_KEY_FILE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

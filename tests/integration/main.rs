@@ -1,11 +1,13 @@
 //! Integration tests: each starts real `circuitd` processes on temp paths and drives them with
 //! the SDK or the built `circuit` binary. Build the binaries first (`scripts/test.sh` does).
 
+mod apply;
 mod bad_input;
 mod channels;
 mod cli;
 mod cli_chan;
 mod cli_mesh;
+mod config_file;
 mod limits;
 mod mesh;
 mod netns_mesh;

@@ -1,5 +1,7 @@
-//! `circuit status`: the daemon's description of itself as `key: value` lines.
+//! `circuit status`: the daemon's description of itself as `key: value` lines; `circuit status
+//! FILE`: the channels and workers a manifest declares, as they are (see `manifest`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use circuit_sdk::proto::{DaemonStatus, Reply, Request};
@@ -9,11 +11,21 @@ use crate::output;
 
 /// Arguments of `circuit status`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  circuit status\n  circuit --addr h1:7711 status --json")]
-pub struct Args {}
+#[command(after_help = "Examples:\n  \
+    circuit status\n  \
+    circuit --addr h1:7711 status --json\n  \
+    circuit status examples/pipeline/pipeline.toml   # exits 1 if something is missing or failed")]
+pub struct Args {
+    /// A manifest: show its channels and workers instead of the daemon.
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
 
 /// Prints the status (or the JSON document, with `--json`).
-pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(file) = args.file {
+        return super::manifest::status(ctx, &file).await;
+    }
     let client = ctx.connect().await?;
     let status = match client.call(Request::Status).await? {
         Reply::Status(status) => status,

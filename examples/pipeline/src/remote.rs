@@ -77,12 +77,70 @@ pub async fn analyze(pause: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `store` worker: counts from `in`; the report on all `docs` documents into `out`.
+/// The `store` worker: counts from `in`; the report on all `docs` documents into `out`. On
+/// stderr, a line at every tenth of the documents (`store: 800/2000 documents, 34,102 words`),
+/// so `circuit logs -f store` shows the run go by, and one when the report is sent.
 pub async fn store(docs: u64) -> anyhow::Result<Report> {
-    let report = stages::store(docs, source::<Counts>("in").await?).await?;
+    let input = source::<Counts>("in").await?;
+    let report = stages::store_with_progress(docs, input, |p| {
+        if is_tenth(p.docs, p.of) {
+            eprintln!(
+                "store: {}/{} documents, {} words",
+                p.docs,
+                p.of,
+                thousands(p.words)
+            );
+        }
+    })
+    .await?;
     ChanSink::<Report>::open("out")
         .await?
         .put(report.clone())
         .await?;
+    let s = &report.summary;
+    eprintln!(
+        "store: done — {} documents, {} words, {} distinct, digest {}; the report is on `out`",
+        s.docs,
+        thousands(s.words),
+        s.distinct,
+        s.digest
+    );
     Ok(report)
+}
+
+/// True when `done` of `of` is the first count at or past a tenth (10 %, 20 %, ... 100 %).
+fn is_tenth(done: u64, of: u64) -> bool {
+    let tenth = |n: u64| n * 10 / of.max(1);
+    done > 0 && tenth(done) != tenth(done - 1)
+}
+
+/// `85140` → `85,140`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_every_tenth_with_grouped_digits() {
+        let tenths: Vec<u64> = (1..=2000).filter(|&d| is_tenth(d, 2000)).collect();
+        assert_eq!(
+            tenths,
+            [200, 400, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000]
+        );
+        assert_eq!((1..=3).filter(|&d| is_tenth(d, 3)).count(), 3);
+        assert_eq!(thousands(85_140), "85,140");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(999), "999");
+    }
 }

@@ -51,10 +51,31 @@ pub struct Report {
 
 /// Store: adds up the counts of documents `0..docs`, each once however often it arrives, and
 /// summarises them once it has all of them.
-pub async fn store(docs: u64, mut input: impl Source<Counts>) -> anyhow::Result<Report> {
+pub async fn store(docs: u64, input: impl Source<Counts>) -> anyhow::Result<Report> {
+    store_with_progress(docs, input, |_| {}).await
+}
+
+/// How far the store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Distinct documents counted so far.
+    pub docs: u64,
+    /// Of how many.
+    pub of: u64,
+    /// Words in those documents.
+    pub words: u64,
+}
+
+/// [`store`], calling `progress` after each document it counts (not after a duplicate).
+pub async fn store_with_progress(
+    docs: u64,
+    mut input: impl Source<Counts>,
+    mut progress: impl FnMut(Progress),
+) -> anyhow::Result<Report> {
     let mut seen = BTreeSet::new();
     let mut total: BTreeMap<String, u64> = BTreeMap::new();
     let mut duplicates = 0;
+    let mut words = 0;
     while (seen.len() as u64) < docs {
         let Some(counts) = input.next().await? else {
             bail!("the counts ended after {} of {docs} documents", seen.len());
@@ -65,7 +86,13 @@ pub async fn store(docs: u64, mut input: impl Source<Counts>) -> anyhow::Result<
         if seen.insert(counts.doc) {
             for (word, n) in &counts.words {
                 *total.entry(word.clone()).or_insert(0) += n;
+                words += n;
             }
+            progress(Progress {
+                docs: seen.len() as u64,
+                of: docs,
+                words,
+            });
         } else {
             duplicates += 1;
         }

@@ -1,23 +1,121 @@
-//! `circuit apply` / `circuit down` / `circuit status FILE`: TOML manifests (stub, being built).
+//! `circuit apply FILE`, `circuit down FILE` and `circuit status FILE`: a TOML manifest of
+//! channels and workers, compared with the mesh and made real (docs/MANIFESTS.md). One file per
+//! step: `file` (the TOML) → `validate` (specs) → `mesh` (what runs) → `plan` (pure) → `execute`.
 
+mod execute;
+mod file;
+mod mesh;
+mod plan;
+mod status;
+mod validate;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::Ctx;
+use crate::error::CliError;
+
+pub use status::run as status;
 
 /// Arguments of `circuit apply`.
 #[derive(Debug, clap::Args)]
-pub struct ApplyArgs {}
+#[command(after_help = "Examples:\n  \
+    circuit apply examples/pipeline/pipeline.toml\n  \
+    circuit apply --dry-run pipeline.toml   # print the plan, change nothing\n  \
+    circuit status pipeline.toml            # every declared channel and worker\n\n\
+Each change is one line: `+` created, `~` replaced (stopped, removed, started again), `-`\n\
+removed. Workers carry the label circuit.manifest=NAME; channels are never removed by apply.\n\
+The format: docs/MANIFESTS.md.")]
+pub struct ApplyArgs {
+    /// The manifest: a TOML file of [channels.NAME] and [workers.NAME] tables.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Print what apply would do, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
 /// Arguments of `circuit down`.
 #[derive(Debug, clap::Args)]
-pub struct DownArgs {}
+#[command(after_help = "Examples:\n  \
+    circuit down examples/pipeline/pipeline.toml\n  \
+    circuit down --dry-run pipeline.toml\n\n\
+Stops and removes every worker with the label circuit.manifest=NAME, then removes the\n\
+channels the manifest declares (their values are dropped). What is absent already is fine.")]
+pub struct DownArgs {
+    /// The manifest.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 
-/// Creates what the manifest declares and is missing, replaces what differs.
-pub async fn apply(_ctx: &Ctx, _args: ApplyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+    /// Print what down would remove, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
-/// Removes what the manifest declares.
-pub async fn down(_ctx: &Ctx, _args: DownArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+/// Creates what the manifest declares and is missing, replaces what differs, removes the
+/// workers it made and no longer declares. Nothing is done unless the whole plan can be.
+pub async fn apply(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let manifest = load(ctx, &args.file)?;
+    let client = ctx.connect().await?;
+    let mesh = mesh::observe(&client).await?;
+    match plan::apply(&manifest, &mesh) {
+        Ok(plan) => {
+            let run = execute::Run {
+                verb: execute::Verb::Apply,
+                manifest: &manifest.name,
+                dry_run: args.dry_run,
+            };
+            run.execute(ctx, &client, plan).await
+        }
+        Err(conflicts) => execute::refuse(ctx, &manifest.name, &conflicts),
+    }
+}
+
+/// Removes the workers the manifest made (by their label), then its declared channels.
+pub async fn down(ctx: &Ctx, args: DownArgs) -> anyhow::Result<ExitCode> {
+    let manifest = load(ctx, &args.file)?;
+    let client = ctx.connect().await?;
+    let mesh = mesh::observe(&client).await?;
+    let run = execute::Run {
+        verb: execute::Verb::Down,
+        manifest: &manifest.name,
+        dry_run: args.dry_run,
+    };
+    run.execute(ctx, &client, plan::down(&manifest, &mesh))
+        .await
+}
+
+/// Reads and checks the manifest; nothing is contacted before it is known to be good.
+fn load(ctx: &Ctx, path: &Path) -> anyhow::Result<validate::Manifest> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::plain(format!("cannot read {shown}: {}", io_message(&e))))?;
+    // With circuitd on this host, relative paths in the manifest mean what they mean from the
+    // manifest's directory; through --addr they go as written.
+    let base = if ctx.is_local() {
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let dir = if dir.is_relative() {
+            std::env::current_dir()
+                .map_err(|e| CliError::plain(format!("cannot read the current directory: {e}")))?
+                .join(dir)
+        } else {
+            dir.to_path_buf()
+        };
+        Some(dir)
+    } else {
+        None
+    };
+    let source = validate::Source {
+        file: &shown,
+        text: &text,
+        base: base.as_deref(),
+    };
+    validate::parse(source).map_err(CliError::plain)
+}
+
+/// An I/O error's text without the `(os error 2)` suffix.
+fn io_message(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    text.split(" (os error").next().unwrap_or(&text).to_string()
 }
