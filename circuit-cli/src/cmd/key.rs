@@ -17,6 +17,9 @@ use crate::output::{self, Table};
 
 /// Arguments of `circuit key`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    circuit key ls\n  \
+    circuit keygen new.key && circuit key rotate new.key")]
 pub struct Args {
     #[command(subcommand)]
     command: KeyCommand,
