@@ -122,6 +122,40 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Every command and subcommand shows a short example under `--help`.
+    #[test]
+    fn every_command_has_an_example() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                if !help.contains("Example") {
+                    missing.push(path.clone());
+                }
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "circuit", &mut missing);
+        assert!(missing.is_empty(), "no example in --help: {missing:?}");
+    }
+
+    #[test]
+    fn completion_scripts_name_every_command() {
+        for shell in ["bash", "zsh", "fish"] {
+            let mut out = Vec::new();
+            let shell: clap_complete::Shell = shell.parse().expect("shell");
+            clap_complete::generate(shell, &mut Cli::command(), "circuit", &mut out);
+            let script = String::from_utf8(out).expect("utf-8");
+            for name in ["spawn", "install", "apply", "chan", "completions"] {
+                assert!(script.contains(name), "{shell}: no {name}");
+            }
+        }
+    }
+
     #[test]
     fn spawn_takes_the_command_after_dashes() {
         let cli = Cli::try_parse_from([

@@ -10,6 +10,7 @@ mod cli_mesh;
 mod config_file;
 mod limits;
 mod mesh;
+mod netns_install;
 mod netns_mesh;
 mod netns_smoke;
 mod pipeline;

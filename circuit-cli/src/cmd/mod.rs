@@ -52,7 +52,7 @@ pub enum Command {
     Wait(wait::Args),
     /// Remove workers and their logs.
     Rm(rm::Args),
-    /// Show the daemon's status.
+    /// Show the daemon's status, or with FILE what a manifest declares and how it runs.
     Status(status::Args),
     /// List the nodes of the mesh.
     Nodes(nodes::Args),
