@@ -279,6 +279,17 @@ async fn bad_spawns_and_signals_are_refused_and_change_nothing() {
         .await
         .expect_err("unknown worker");
     assert!(err.is_not_found(), "{err}");
+    // A placement of more copies than any request may start (it would be a task per copy).
+    let err = client
+        .call(Request::Place(circuit_sdk::proto::Placement {
+            spec: sh("many", "true"),
+            replicas: u32::MAX,
+            ..Default::default()
+        }))
+        .await
+        .expect_err("too many replicas");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
+    assert!(err.to_string().contains("limit of 1000"), "{err}");
     // Nothing was created or stopped.
     let all = list(&client, true).await;
     assert_eq!(

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use circuit_sdk::proto::{
     EnvMode, ErrorCode, LogSpec, Placement, Request, RestartPolicy, RestartSpec, SpawnSpec,
-    StopSpec, WorkerInfo,
+    StopSpec, WorkerInfo, MAX_REPLICAS,
 };
 
 use super::{expect_workers, Ctx};
@@ -41,7 +41,7 @@ pub struct Args {
 
     /// Copies to start, spread over the matching nodes, least loaded first.
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_REPLICAS)))]
     pub replicas: u32,
 
     /// When to start the worker again after it exits: never, on-failure or always.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use circuit_sdk::proto::{
     ErrorCode, Item, NodeInfo, Placement, Reply, Request, ServerMessage, SpawnSpec, WorkerInfo,
-    WorkerState,
+    WorkerState, MAX_REPLICAS,
 };
 use circuit_sdk::Next;
 use futures::future::join_all;
@@ -196,6 +196,15 @@ fn lost_workers(node: &NodeInfo) -> Vec<WorkerInfo> {
 
 /// Places `replicas` copies of a worker over the matching nodes, least loaded first.
 pub(crate) async fn place(p: Placement, ctx: &Context) -> Result<Reply, Failure> {
+    if p.replicas > MAX_REPLICAS {
+        return Err(Failure(
+            ErrorCode::InvalidArgument,
+            format!(
+                "replicas {} is over the limit of {MAX_REPLICAS} copies per placement",
+                p.replicas
+            ),
+        ));
+    }
     let nodes = ctx.membership.nodes();
     let candidates: Vec<&NodeInfo> = match &p.node {
         Some(name) => {

@@ -135,6 +135,10 @@ pub struct MeshEvent {
     pub generation: u64,
 }
 
+/// Most copies one placement may start: a bound on one request's work (and fewer than a
+/// node's default `--max-workers`).
+pub const MAX_REPLICAS: u32 = 1000;
+
 /// Where a spawn goes and how many copies: [`super::Request::Place`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -145,7 +149,8 @@ pub struct Placement {
     pub node: Option<String>,
     /// Run on nodes whose labels include all of these.
     pub selector: BTreeMap<String, String>,
-    /// Copies to start, spread over the matching nodes (least loaded first); 0 means 1.
+    /// Copies to start, spread over the matching nodes (least loaded first); 0 means 1; at
+    /// most [`MAX_REPLICAS`].
     pub replicas: u32,
 }
 

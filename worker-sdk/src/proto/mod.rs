@@ -11,7 +11,7 @@ pub mod types;
 pub use chan::{validate_chan_name, ChanInfo, ChanOpened, DEFAULT_MAX_PAYLOAD, MAX_CHAN_NAME};
 pub use error::ErrorCode;
 pub use frame::{Frame, FrameCodec, FrameError, SignalOp, DEFAULT_MAX_FRAME};
-pub use mesh::{Claim, EventKind, MeshEvent, NodeInfo, NodeState, Placement};
+pub use mesh::{Claim, EventKind, MeshEvent, NodeInfo, NodeState, Placement, MAX_REPLICAS};
 pub use message::{
     ClientMessage, Item, KeyStatus, KeyStep, LogsRequest, Reply, Request, ServerMessage,
     PROTOCOL_VERSION,

@@ -7,7 +7,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use circuit_sdk::proto::{EnvMode, LogSpec, RestartSpec, SpawnSpec, StopSpec};
+use circuit_sdk::proto::{EnvMode, LogSpec, RestartSpec, SpawnSpec, StopSpec, MAX_REPLICAS};
 use toml::Spanned;
 
 use super::file::{self, File, WorkerTable};
@@ -246,6 +246,12 @@ fn worker(
     let replicas = match &t.replicas {
         Some(r) if *r.get_ref() == 0 => {
             return Err(src.error(Some(r.span()), "replicas must be at least 1"))
+        }
+        Some(r) if *r.get_ref() > MAX_REPLICAS => {
+            return Err(src.error(
+                Some(r.span()),
+                format!("replicas must be at most {MAX_REPLICAS}"),
+            ))
         }
         Some(r) => *r.get_ref(),
         None => 1,
@@ -562,6 +568,7 @@ log-max-files = 2
                 "pipeline.toml:4:15: node and node-labels are exclusive",
             ),
             ("[workers.w]\ncommand = \"a\"\nreplicas = 0\n", "pipeline.toml:3:12: replicas must be at least 1"),
+            ("[workers.w]\ncommand = \"a\"\nreplicas = 1001\n", "pipeline.toml:3:12: replicas must be at most 1000"),
             ("[workers.\"bad name\"]\ncommand = \"a\"\n", "pipeline.toml:1:10: invalid name \"bad name\""),
             ("[workers.w]\ncommand = \"\"\n", "pipeline.toml:2:11: command is empty"),
             (
