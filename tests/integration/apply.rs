@@ -301,7 +301,7 @@ fn bad_manifests_are_refused_where_they_are_wrong_and_change_nothing() {
         ),
         (
             format!("{worker}[workers.\"no good\"]\ncommand = \"sleep\"\n"),
-            "4:10: invalid name \"no good\"",
+            "4:10: invalid worker name \"no good\"",
         ),
         (
             format!("{worker}channels = {{ in = \"bad name\" }}\n"),

@@ -9,25 +9,9 @@ use nix::sys::signal::Signal;
 
 use super::error::SupervisorError;
 
-/// Longest worker name.
-pub const MAX_NAME: usize = 64;
-
-/// A worker name: 1–64 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
+/// A worker name: the SDK's rule ([`circuit_sdk::proto::validate_worker_name`]).
 pub fn name(name: &str) -> Result<(), SupervisorError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && !name.starts_with(['.', '-'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(SupervisorError::Invalid(format!(
-            "invalid worker name \"{name}\": use 1-{MAX_NAME} of A-Z a-z 0-9 . _ - \
-             (not starting with . or -)"
-        )))
-    }
+    circuit_sdk::proto::validate_worker_name(name).map_err(SupervisorError::Invalid)
 }
 
 /// Parses `TERM`, `SIGTERM`, `term` or `15`.

@@ -103,6 +103,28 @@ pub struct LogSpec {
     pub max_files: Option<u32>,
 }
 
+/// Longest worker name.
+pub const MAX_WORKER_NAME: usize = 64;
+
+/// Checks a worker name: 1–64 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-` (it names
+/// a directory of the daemon's data dir).
+pub fn validate_worker_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_WORKER_NAME
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid worker name \"{name}\": use 1-{MAX_WORKER_NAME} of A-Z a-z 0-9 . _ - \
+             (not starting with . or -)"
+        ))
+    }
+}
+
 /// Everything needed to start (and restart) a worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -102,8 +102,13 @@ pub struct Report {
 
 impl Report {
     fn new(target: &SshTarget) -> Self {
+        Self::failed(target.typed.clone(), None)
+    }
+
+    /// A failed host's report, with nothing known about it yet.
+    pub fn failed(host: String, error: Option<String>) -> Self {
         Self {
-            host: target.typed.clone(),
+            host,
             node: None,
             result: Outcome::Failed,
             version: None,
@@ -115,7 +120,7 @@ impl Report {
             prefix: None,
             advertise: None,
             seconds: 0.0,
-            error: None,
+            error,
         }
     }
 }

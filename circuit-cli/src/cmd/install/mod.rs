@@ -197,20 +197,9 @@ pub fn run_uninstall(ctx: &Ctx, args: UninstallArgs) -> anyhow::Result<ExitCode>
 
 /// A host thread's report; a thread that panicked (a bug) is reported, not propagated.
 fn join(handle: std::thread::ScopedJoinHandle<'_, Report>) -> Report {
-    handle.join().unwrap_or_else(|_| Report {
-        host: "?".into(),
-        node: None,
-        result: Outcome::Failed,
-        version: None,
-        sha256: None,
-        previous_version: None,
-        previous_sha256: None,
-        pid: None,
-        mode: None,
-        prefix: None,
-        advertise: None,
-        seconds: 0.0,
-        error: Some("the installer crashed on this host (a bug)".into()),
+    handle.join().unwrap_or_else(|_| {
+        let why = "the installer crashed on this host (a bug)";
+        Report::failed("?".into(), Some(why.into()))
     })
 }
 

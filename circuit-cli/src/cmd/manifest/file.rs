@@ -276,25 +276,9 @@ checked_string!(
     text
 );
 
-/// Longest worker name, as circuitd allows it.
-pub const MAX_WORKER_NAME: usize = 64;
-
-/// circuitd's rule for worker names: 1–64 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
+/// circuitd's rule for worker names (the SDK's, which the daemon applies too).
 pub fn worker_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_WORKER_NAME
-        && !name.starts_with(['.', '-'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid name \"{name}\": use 1-{MAX_WORKER_NAME} of A-Z a-z 0-9 . _ - (not \
-             starting with . or -)"
-        ))
-    }
+    circuit_sdk::proto::validate_worker_name(name)
 }
 
 fn chan_name(name: &str) -> Result<(), String> {

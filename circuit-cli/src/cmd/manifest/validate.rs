@@ -569,7 +569,7 @@ log-max-files = 2
             ),
             ("[workers.w]\ncommand = \"a\"\nreplicas = 0\n", "pipeline.toml:3:12: replicas must be at least 1"),
             ("[workers.w]\ncommand = \"a\"\nreplicas = 1001\n", "pipeline.toml:3:12: replicas must be at most 1000"),
-            ("[workers.\"bad name\"]\ncommand = \"a\"\n", "pipeline.toml:1:10: invalid name \"bad name\""),
+            ("[workers.\"bad name\"]\ncommand = \"a\"\n", "pipeline.toml:1:10: invalid worker name \"bad name\""),
             ("[workers.w]\ncommand = \"\"\n", "pipeline.toml:2:11: command is empty"),
             (
                 "[workers.w]\ncommand = \"a\"\nchannels = { in = \"no good\" }\n",
@@ -595,7 +595,7 @@ log-max-files = 2
                 "pipeline.toml:3:12: the label circuit.manifest is set by circuit apply",
             ),
             ("[channels.\"a b\"]\n", "pipeline.toml:1:11: channel name \"a b\" contains ' '"),
-            ("name = \"-x\"\n", "pipeline.toml:1:8: invalid name \"-x\""),
+            ("name = \"-x\"\n", "pipeline.toml:1:8: invalid worker name \"-x\""),
         ];
         for (text, want) in cases {
             let got = error_of(text);
@@ -615,7 +615,9 @@ log-max-files = 2
             "[workers.{}]\ncommand = \"x\"\nreplicas = 2\n",
             "x".repeat(63)
         );
-        assert!(error_of(&long).starts_with("pipeline.toml:1:10: replica name: invalid name"));
+        assert!(
+            error_of(&long).starts_with("pipeline.toml:1:10: replica name: invalid worker name")
+        );
     }
 
     #[test]
