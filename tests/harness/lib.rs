@@ -125,6 +125,8 @@ pub struct Daemon {
     extra: Vec<String>,
     /// Variables set in the daemon's environment (and so its workers'), e.g. `PATH`.
     env: Vec<(String, String)>,
+    /// A program (and its arguments) that execs circuitd, its path and flags appended.
+    launcher: Vec<String>,
 }
 
 impl Daemon {
@@ -146,6 +148,13 @@ impl Daemon {
     /// Starts a daemon named `name` with extra flags and extra environment variables, which
     /// its workers inherit (`PATH` to find a program by name, say).
     pub fn start_named_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_via(&[], name, extra, env)
+    }
+
+    /// Starts a daemon through `launcher`, a command that execs the circuitd path and flags
+    /// appended to it (so the pid is circuitd's): e.g. a shell that first changes what circuitd
+    /// inherits.
+    pub fn start_via(launcher: &[&str], name: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run/circuitd.sock");
         let data_dir = dir.path().join("data");
@@ -160,6 +169,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            launcher: launcher.iter().map(|s| s.to_string()).collect(),
         };
         daemon.launch();
         daemon
@@ -178,7 +188,15 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("circuitd.log"))
             .expect("daemon log");
-        let child = Command::new(bin("circuitd"))
+        let mut command = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin("circuitd"));
+                command
+            }
+            None => Command::new(bin("circuitd")),
+        };
+        let child = command
             .arg("--socket")
             .arg(&self.socket)
             .arg("--data-dir")

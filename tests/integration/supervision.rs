@@ -379,3 +379,57 @@ async fn remove_refuses_a_running_worker_unless_forced_and_deletes_its_logs() {
     // The name is free again.
     spawn(&client, sh("victim", "exit 0")).await;
 }
+
+/// Workers get every signal's default action, whatever the daemon inherited: here circuitd is
+/// started with SIGHUP, SIGINT and SIGQUIT ignored (as under `nohup`, or from a script with
+/// `&`), and a shell worker can still trap all three (a shell cannot trap a signal that was
+/// ignored when it started).
+#[tokio::test]
+async fn workers_get_default_signal_actions_whatever_the_daemon_inherited() {
+    let ignoring = ["sh", "-c", "trap '' HUP INT QUIT; exec \"$0\" \"$@\""];
+    let daemon = Daemon::start_via(&ignoring, "test", &[], &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).expect("status");
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).expect("hex"))
+        .expect("SigIgn");
+    assert_ne!(
+        ignored & (1 << (3 - 1)),
+        0,
+        "the daemon ignores SIGQUIT: {ignored:x}"
+    );
+    let client = daemon.client().await;
+    let script = "for s in HUP INT QUIT; do trap \"echo got $s\" $s; done; echo ready; \
+                  while :; do sleep 0.05; done";
+    spawn(&client, sh("traps", script)).await;
+    let has = |line: &'static str| {
+        let client = &client;
+        move || async move {
+            log_lines(client, "traps")
+                .await
+                .iter()
+                .any(|l| l == line)
+                .then_some(())
+        }
+    };
+    wait_until_async(Duration::from_secs(10), "ready", has("ready")).await;
+    for sig in ["HUP", "INT", "QUIT"] {
+        let reply = client
+            .call(Request::Signal {
+                name: "traps".into(),
+                signal: sig.into(),
+                group: false,
+            })
+            .await
+            .expect("signal");
+        assert!(matches!(reply, Reply::Worker(_) | Reply::Done), "{reply:?}");
+        let line: &'static str = match sig {
+            "HUP" => "got HUP",
+            "INT" => "got INT",
+            _ => "got QUIT",
+        };
+        wait_until_async(Duration::from_secs(10), line, has(line)).await;
+    }
+    stop(&client, &["traps"]).await;
+}

@@ -131,12 +131,29 @@ pub fn exec_trampoline_if_requested() {
     if daemon != Some(nix::unistd::getppid().as_raw()) {
         std::process::exit(EXEC_FAILED);
     }
+    default_signal_dispositions();
     let error = std::process::Command::new(&program).args(args).exec();
     eprintln!(
         "circuitd: cannot run {}: {error}",
         program.to_string_lossy()
     );
     std::process::exit(EXEC_FAILED);
+}
+
+/// Gives the worker every signal's default action, as systemd does for a service. An exec keeps
+/// ignored signals ignored, so without this a worker would inherit whatever the daemon was
+/// started with: SIGHUP under `nohup`, SIGINT and SIGQUIT when a script started it with `&` —
+/// and a shell cannot even `trap` a signal that was ignored when it started. (The signal mask
+/// is already empty: std's spawn clears it.)
+fn default_signal_dispositions() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: installing SIG_DFL runs no code of ours in a signal handler; this process is
+        // single-threaded (the trampoline, just before exec), so no other thread relies on the
+        // old dispositions.
+        #[allow(unsafe_code)]
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    }
 }
 
 /// The `CIRCUIT_*` variables a worker gets.
