@@ -50,7 +50,8 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "HOST:PORT", help_heading = GLOBAL)]
     addr: Option<String>,
 
-    /// The cluster key file, for --addr (the Unix socket needs none).
+    /// The cluster key file: for --addr (the Unix socket needs none), and the key `install`
+    /// puts on hosts.
     #[arg(
         long,
         global = true,
