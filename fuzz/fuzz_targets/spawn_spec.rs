@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         // Worker names become file names (logs, the job table): an accepted one never leaves
         // its directory.
         if validate::name(text).is_ok() {
-            assert!(!text.is_empty() && text.len() <= validate::MAX_NAME);
+            assert!(!text.is_empty() && text.len() <= circuit_sdk::proto::MAX_WORKER_NAME);
             assert!(
                 !text.contains(['/', '\0']) && !text.starts_with('.'),
                 "{text:?}"
