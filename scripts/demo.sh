@@ -22,7 +22,7 @@ if ! pkg-config --exists openssl 2>/dev/null && [ ! -e /usr/include/openssl/open
 fi
 bold "== building circuitd, circuit and the pipeline example (release)"
 cargo build --release --quiet -p circuitd -p circuit-cli -p circuit-pipeline "${features[@]}"
-bin="$repo/target/release"
+bin="${CARGO_TARGET_DIR:-$repo/target}/release"
 manifest="$repo/examples/pipeline/pipeline.toml"
 
 # --- a 3-node mesh on loopback --------------------------------------------------------------
