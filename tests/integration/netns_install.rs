@@ -463,38 +463,27 @@ fn install_upgrade_and_uninstall_over_ssh() {
     );
 
     // Bad input fails before any host is touched.
-    let no_key = run(&cluster, None, false, "install", &and(&hosts, &[]));
-    assert!(
-        String::from_utf8_lossy(&no_key.stderr).contains("circuit keygen"),
-        "{no_key:?}"
-    );
-    let bad_prefix = run(
-        &cluster,
-        Some(&key),
-        false,
-        "install",
-        &and(&hosts, &["--prefix", "opt/c"]),
-    );
-    assert!(
-        String::from_utf8_lossy(&bad_prefix.stderr).contains("not an absolute path"),
-        "{bad_prefix:?}"
-    );
-    let bad_host = run(&cluster, Some(&key), false, "install", &["root@"]);
-    assert!(
-        String::from_utf8_lossy(&bad_host.stderr).contains("USER@HOST"),
-        "{bad_host:?}"
-    );
-    let bad_label = run(
-        &cluster,
-        Some(&key),
-        false,
-        "install",
-        &and(&hosts, &["--label", "nolabel"]),
-    );
-    assert!(
-        String::from_utf8_lossy(&bad_label.stderr).contains("KEY=VALUE"),
-        "{bad_label:?}"
-    );
+    let cases: [(Option<&Path>, Vec<&str>, &str); 4] = [
+        (None, and(&hosts, &[]), "circuit keygen"),
+        (
+            Some(&key),
+            and(&hosts, &["--prefix", "opt/c"]),
+            "not an absolute path",
+        ),
+        (Some(&key), vec!["root@"], "USER@HOST"),
+        (
+            Some(&key),
+            and(&hosts, &["--label", "nolabel"]),
+            "KEY=VALUE",
+        ),
+    ];
+    for (key, args, want) in cases {
+        let out = run(&cluster, key, false, "install", &args);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{args:?}: {out:?}"
+        );
+    }
     assert_eq!(
         (1..=3).map(|i| remote_pid(&cluster, i)).collect::<Vec<_>>(),
         pids

@@ -5,6 +5,8 @@
 mod chan;
 mod completions;
 mod events;
+#[cfg(test)]
+mod fixtures;
 mod install;
 mod join;
 mod key;

@@ -71,26 +71,8 @@ fn labels(labels: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::fixtures::node;
     use circuit_sdk::proto::NodeState;
-
-    fn node(name: &str, state: NodeState) -> NodeInfo {
-        NodeInfo {
-            name: name.into(),
-            addr: format!("10.0.0.{}:7711", &name[1..]),
-            state,
-            is_self: false,
-            generation: 1,
-            labels: BTreeMap::new(),
-            version: "0.1.0".into(),
-            started_at_ms: 1_000,
-            workers: 0,
-            worker_names: Vec::new(),
-            load: 0.0,
-            channels: Vec::new(),
-            meta_version: 1,
-            updated_at_ms: 1_000,
-        }
-    }
 
     #[test]
     fn rows_mark_the_answering_node_and_hide_unknown_uptimes() {

@@ -72,22 +72,7 @@ mod tests {
 
     /// A channel as the daemon describes it, with counts to fill in.
     fn chan(name: &str, capacity: u64) -> ChanInfo {
-        ChanInfo {
-            name: name.into(),
-            capacity,
-            len: 0,
-            in_flight: 0,
-            waiting_senders: 0,
-            waiting_receivers: 0,
-            senders: 0,
-            receivers: 0,
-            sent: 0,
-            received: 0,
-            closed: false,
-            owner: "h1".into(),
-            max_payload: 16 << 20,
-            created_at_ms: 1_000,
-        }
+        crate::cmd::fixtures::chan(name, capacity, "h1")
     }
 
     #[test]

@@ -71,20 +71,14 @@ mod tests {
     #[test]
     fn stat_lines() {
         let info = ChanInfo {
-            name: "jobs".into(),
-            capacity: 16,
             len: 3,
             in_flight: 1,
             waiting_senders: 2,
-            waiting_receivers: 0,
             senders: 2,
             receivers: 1,
             sent: 1_204,
             received: 1_200,
-            closed: false,
-            owner: "h1".into(),
-            max_payload: 16 << 20,
-            created_at_ms: 1_000,
+            ..crate::cmd::fixtures::chan("jobs", 16, "h1")
         };
         let want = "\
 name: jobs

@@ -126,24 +126,11 @@ pub fn judge(nodes: &[NodeInfo], name: &str, needs_peer: bool) -> Result<NodeInf
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn node(name: &str, state: NodeState, is_self: bool) -> NodeInfo {
         NodeInfo {
-            name: name.into(),
-            addr: "10.0.0.1:7711".into(),
-            state,
             is_self,
-            generation: 1,
-            labels: BTreeMap::new(),
-            version: "0.1.0".into(),
-            started_at_ms: 1,
-            workers: 0,
-            worker_names: Vec::new(),
-            load: 0.0,
-            channels: Vec::new(),
-            meta_version: 1,
-            updated_at_ms: 1,
+            ..crate::cmd::fixtures::node(name, state)
         }
     }
 

@@ -89,46 +89,17 @@ pub mod fixtures {
 
     use super::*;
 
-    /// A live node with these labels.
+    pub use crate::cmd::fixtures::chan;
+
+    /// A live node with these labels (`n1` is the one the CLI talks to).
     pub fn node(name: &str, labels: &[(&str, &str)]) -> NodeInfo {
         NodeInfo {
-            name: name.into(),
-            addr: "127.0.0.1:7711".into(),
-            state: NodeState::Alive,
             is_self: name == "n1",
-            generation: 1,
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            version: "0.1.0".into(),
-            started_at_ms: 0,
-            workers: 0,
-            worker_names: Vec::new(),
-            load: 0.0,
-            channels: Vec::new(),
-            meta_version: 1,
-            updated_at_ms: 0,
-        }
-    }
-
-    /// An open, empty channel.
-    pub fn chan(name: &str, capacity: u64, owner: &str) -> ChanInfo {
-        ChanInfo {
-            name: name.into(),
-            capacity,
-            len: 0,
-            in_flight: 0,
-            waiting_senders: 0,
-            waiting_receivers: 0,
-            senders: 0,
-            receivers: 0,
-            sent: 0,
-            received: 0,
-            closed: false,
-            owner: owner.into(),
-            max_payload: 16 << 20,
-            created_at_ms: 0,
+            ..crate::cmd::fixtures::node(name, NodeState::Alive)
         }
     }
 
