@@ -137,6 +137,9 @@ fn render_sdk(err: &SdkError) -> String {
         SdkError::Handshake { .. } if err.is_auth() => {
             Some("every node and client needs the same cluster key: --key-file or CIRCUIT_KEY_FILE")
         }
+        SdkError::NoHandshake { .. } => {
+            Some("is a circuitd listening there (its mesh port, 7711 by default)?")
+        }
         SdkError::Handshake { .. } | SdkError::Key(_) => None,
         SdkError::Disconnected => Some("did circuitd stop? see its log"),
         SdkError::Protocol(_) => Some("are circuit and circuitd the same version?"),

@@ -63,6 +63,17 @@ pub(crate) struct Cli {
     )]
     key_file: Option<OsString>,
 
+    /// How long connecting to circuitd and its handshake may take (`500ms`, `10s`, or seconds).
+    #[arg(
+        long,
+        global = true,
+        value_name = "DUR",
+        default_value = "5s",
+        value_parser = parse::duration,
+        help_heading = GLOBAL
+    )]
+    connect_timeout: humantime::Duration,
+
     /// Print the daemon's replies as JSON (one object per line for streams).
     #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
@@ -91,7 +102,8 @@ fn main() -> ExitCode {
     };
     // An empty CIRCUIT_KEY_FILE means unset.
     let key_file = cli.key_file.filter(|f| !f.is_empty()).map(PathBuf::from);
-    let ctx = cmd::Ctx::new(socket, cli.addr, key_file, cli.json);
+    let ctx = cmd::Ctx::new(socket, cli.addr, key_file, cli.json)
+        .with_connect_timeout(cli.connect_timeout.into());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -329,3 +329,109 @@ fn the_socket_is_private_and_tcp_is_loopback_only() {
     );
     assert!(!dir.path().join("s.sock").exists());
 }
+
+/// Issue 13, defect 5: `--addr` to a server that does not speak circuit (a silent socket, an
+/// HTTP server) hung for minutes. It must fail within the handshake timeout, saying so.
+#[test]
+fn addr_to_a_server_that_does_not_speak_circuit_fails_within_the_handshake_timeout() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    // A silent server: accepts, reads, never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr").to_string();
+    // An HTTP-like server: answers whatever it is sent with an HTTP error and closes.
+    let http = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let http_addr = http.local_addr().expect("addr").to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let servers: Vec<_> = [(silent, false), (http, true)]
+        .into_iter()
+        .map(|(listener, answers)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for conn in listener.incoming() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(mut conn) = conn else { continue };
+                    if answers {
+                        let mut buf = [0; 64];
+                        let _ = conn.read(&mut buf);
+                        let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+                    } else {
+                        held.push(conn);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // The default timeout (5 s) against the silent server.
+    let started = Instant::now();
+    let out = circuit_tests::cli_raw(&["--addr", &silent_addr, "ps"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!(
+            "{silent_addr} did not answer the circuit handshake"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("within 5s"), "{err}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // A shorter bound is honoured.
+    let out = circuit_tests::cli_raw(&["--connect-timeout", "300ms", "--addr", &silent_addr, "ps"]);
+    assert!(stderr_of(&out).contains("within 300ms"), "{out:?}");
+    // Another protocol's answer is named as such, at once.
+    let out = circuit_tests::cli_raw(&["--addr", &http_addr, "ps"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!("{http_addr} did not answer the circuit handshake"))
+            && err.contains("something else"),
+        "{err}"
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for addr in [&silent_addr, &http_addr] {
+        let _ = std::net::TcpStream::connect(addr.as_str());
+    }
+    for server in servers {
+        server.join().expect("server thread");
+    }
+}
+
+/// Issue 13, defect 5: the SDK's connect has the same bound, as an option.
+#[tokio::test]
+async fn sdk_connect_to_a_silent_socket_fails_within_its_handshake_timeout() {
+    use circuit_sdk::{Client, ConnectOptions, Error, Target};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("silent.sock");
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            conns.push(conn);
+        }
+    });
+    let options = ConnectOptions::default().handshake_timeout(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let result = Client::connect_with(&Target::Unix(path.clone()), options).await;
+    let took = started.elapsed();
+    match result {
+        Err(e @ Error::NoHandshake { .. }) => {
+            assert!(
+                e.to_string()
+                    .contains("did not answer the circuit handshake"),
+                "{e}"
+            );
+        }
+        other => panic!("expected no handshake, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    held.abort();
+}

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -78,6 +79,43 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// How long connecting and the handshake may take by default (see [`ConnectOptions`]).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to open a connection: [`Client::connect_with`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// The cluster key for TCP (`None`: plain frames, for a keyless daemon on loopback).
+    pub key: Option<Key>,
+    /// How long connecting and the handshake (preamble, Noise, hello) may take in all;
+    /// [`HANDSHAKE_TIMEOUT`] by default.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            key: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// With this cluster key (TCP only).
+    pub fn key(mut self, key: Option<Key>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// With this bound on connecting and the handshake.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
 /// A connection to a circuitd. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Client {
@@ -94,6 +132,8 @@ struct Inner {
     target: Option<Target>,
     /// The cluster key a TCP connection was made with, to reconnect with it.
     key: Option<Key>,
+    /// How long the handshake of a reconnection may take.
+    handshake_timeout: Duration,
 }
 
 /// Replies in flight, by request id; `None` once the connection is gone.
@@ -157,46 +197,80 @@ impl Client {
     /// Connects to a target; over TCP, authenticates and encrypts with `key` (Noise `NNpsk0`,
     /// see [`crate::secure::noise`]), or speaks plain frames without one (a daemon without a
     /// key, on loopback). The Unix socket needs no key: the daemon checks the caller's uid.
+    /// The handshake must finish within [`HANDSHAKE_TIMEOUT`]; see [`Client::connect_with`].
     pub async fn connect_with_key(target: &Target, key: Option<Key>) -> Result<Self, Error> {
+        Self::connect_with(target, ConnectOptions::default().key(key)).await
+    }
+
+    /// Connects to a target with `options`: the cluster key for TCP, and how long connecting
+    /// and the handshake may take. A peer that accepts the connection but does not answer
+    /// circuit's handshake in time (another protocol, a silent socket, a stuck daemon) fails
+    /// with [`Error::NoHandshake`] instead of waiting forever.
+    pub async fn connect_with(target: &Target, options: ConnectOptions) -> Result<Self, Error> {
+        let timeout = options.handshake_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let within = format!("{:?}", options.handshake_timeout);
         let failed = |reason| Error::Connect {
             target: target.to_string(),
             reason,
         };
-        match target {
+        let no_answer = || Error::NoHandshake {
+            target: target.to_string(),
+            reason: format!("no answer within {within}"),
+        };
+        let connected = match target {
             Target::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(failed)?;
+                let stream =
+                    tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(path))
+                        .await
+                        .map_err(|_| failed(timed_out(&within)))?
+                        .map_err(failed)?;
                 let (r, w) = stream.into_split();
-                Self::start(r, w, Some(target.clone()), None).await
+                tokio::time::timeout_at(
+                    deadline,
+                    Self::start(r, w, Some(target.clone()), None, timeout),
+                )
+                .await
             }
             Target::Tcp(addr) => {
-                let mut stream = tokio::net::TcpStream::connect(addr.as_str())
-                    .await
-                    .map_err(failed)?;
+                let mut stream = tokio::time::timeout_at(
+                    deadline,
+                    tokio::net::TcpStream::connect(addr.as_str()),
+                )
+                .await
+                .map_err(|_| failed(timed_out(&within)))?
+                .map_err(failed)?;
                 stream.set_nodelay(true)?;
-                let session = noise::connect(&mut stream, key.as_ref())
-                    .await
-                    .map_err(|error| Error::Handshake {
-                        target: target.to_string(),
-                        error,
-                    })?;
-                let (r, w) = stream.into_split();
-                match session {
-                    Some(session) => {
-                        let (r, w) = session.wrap(r, w);
-                        Self::start(r, w, Some(target.clone()), key).await
+                let key = options.key.clone();
+                let target = target.clone();
+                tokio::time::timeout_at(deadline, async move {
+                    let session = noise::connect(&mut stream, key.as_ref())
+                        .await
+                        .map_err(|error| handshake_failed(&target, error))?;
+                    let (r, w) = stream.into_split();
+                    match session {
+                        Some(session) => {
+                            let (r, w) = session.wrap(r, w);
+                            Self::start(r, w, Some(target), key, timeout).await
+                        }
+                        None => Self::start(r, w, Some(target), None, timeout).await,
                     }
-                    None => Self::start(r, w, Some(target.clone()), None).await,
-                }
+                })
+                .await
             }
-        }
+        };
+        connected.map_err(|_| no_answer())?
     }
 
     /// Connects again the way this client connected (a new connection, not shared).
     pub async fn reconnect(&self) -> Result<Self, Error> {
         match &self.inner.target {
-            Some(target) => Self::connect_with_key(target, self.inner.key.clone()).await,
+            Some(target) => {
+                let options = ConnectOptions::default()
+                    .key(self.inner.key.clone())
+                    .handshake_timeout(self.inner.handshake_timeout);
+                Self::connect_with(target, options).await
+            }
             None => Err(Error::Protocol(
                 "this client was made over a transport it cannot reopen".into(),
             )),
@@ -209,7 +283,7 @@ impl Client {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        Self::start(read, write, None, None).await
+        Self::start(read, write, None, None, HANDSHAKE_TIMEOUT).await
     }
 
     async fn start<R, W>(
@@ -217,6 +291,7 @@ impl Client {
         write: W,
         target: Option<Target>,
         key: Option<Key>,
+        handshake_timeout: Duration,
     ) -> Result<Self, Error>
     where
         R: AsyncRead + Unpin + Send + 'static,
@@ -231,15 +306,24 @@ impl Client {
             client: format!("circuit-sdk/{}", env!("CARGO_PKG_VERSION")),
         };
         writer.send(encode(&hello)?).await?;
+        // Anything but a hello (or a daemon's refusal) means the peer does not speak circuit.
+        let peer = target
+            .as_ref()
+            .map_or("the peer".to_string(), Target::to_string);
+        let not_circuit = |what: String| Error::NoHandshake {
+            target: peer.clone(),
+            reason: format!("it answered with something else ({what})"),
+        };
         let (node, daemon_version, instance) = match reader.next().await {
             None => return Err(Error::Disconnected),
-            Some(frame) => match decode(frame?)? {
-                ServerMessage::Hello {
+            Some(Err(e)) => return Err(not_circuit(e.to_string())),
+            Some(Ok(Frame::Control(body))) => match decode_message(&body) {
+                Ok(ServerMessage::Hello {
                     version,
                     node,
                     daemon_version,
                     instance,
-                } => {
+                }) => {
                     if version != PROTOCOL_VERSION {
                         return Err(Error::Protocol(format!(
                             "circuitd {daemon_version} speaks protocol {version}, \
@@ -248,11 +332,13 @@ impl Client {
                     }
                     (node, daemon_version, instance)
                 }
-                ServerMessage::Error { code, message, .. } => {
+                Ok(ServerMessage::Error { code, message, .. }) => {
                     return Err(Error::Remote { code, message })
                 }
-                other => return Err(Error::Protocol(format!("expected hello, got {other:?}"))),
+                Ok(other) => return Err(not_circuit(format!("expected hello, got {other:?}"))),
+                Err(e) => return Err(not_circuit(e.to_string())),
             },
+            Some(Ok(other)) => return Err(not_circuit(format!("expected hello, got {other:?}"))),
         };
 
         let routes: Arc<Mutex<Routes>> = Arc::new(Mutex::new(Some(HashMap::new())));
@@ -330,6 +416,7 @@ impl Client {
                 instance,
                 target,
                 key,
+                handshake_timeout,
             }),
         })
     }
@@ -679,16 +766,31 @@ impl Keepalive {
     }
 }
 
+/// The reason of a connect that got no answer in time.
+fn timed_out(within: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {within}"),
+    )
+}
+
+/// A failed Noise handshake; a status byte circuit does not know means another protocol answered.
+fn handshake_failed(target: &Target, error: crate::secure::HandshakeError) -> Error {
+    match error {
+        crate::secure::HandshakeError::BadPreamble => Error::NoHandshake {
+            target: target.to_string(),
+            reason: "it answered with something else (another protocol?)".into(),
+        },
+        error => Error::Handshake {
+            target: target.to_string(),
+            error,
+        },
+    }
+}
+
 fn encode(msg: &ClientMessage) -> Result<Frame, Error> {
     let json = serde_json::to_vec(msg).map_err(|e| Error::Protocol(e.to_string()))?;
     Ok(Frame::Control(Bytes::from(json)))
-}
-
-fn decode(frame: Frame) -> Result<ServerMessage, Error> {
-    match frame {
-        Frame::Control(body) => decode_message(&body),
-        _ => Err(Error::Protocol("expected a control message".into())),
-    }
 }
 
 fn decode_message(body: &[u8]) -> Result<ServerMessage, Error> {

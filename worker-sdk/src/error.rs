@@ -21,6 +21,15 @@ pub enum Error {
         /// Why.
         error: crate::secure::HandshakeError,
     },
+    /// The peer took the connection but did not complete circuit's handshake in time, or
+    /// answered with another protocol: it is not a circuitd (or not its API port), or it hangs.
+    #[error("{target} did not answer the circuit handshake: {reason}")]
+    NoHandshake {
+        /// The socket path or address tried.
+        target: String,
+        /// What happened instead (no answer within the timeout, other bytes).
+        reason: String,
+    },
     /// The cluster key could not be read.
     #[error("{0}")]
     Key(String),

@@ -25,5 +25,5 @@ pub mod paths;
 pub mod proto;
 pub mod secure;
 
-pub use client::{Client, Next, ReplyStream, StreamHandler, Target};
+pub use client::{Client, ConnectOptions, Next, ReplyStream, StreamHandler, Target};
 pub use error::Error;

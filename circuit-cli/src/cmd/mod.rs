@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use circuit_sdk::proto::{NodeInfo, Reply, Request, WorkerInfo};
-use circuit_sdk::Client;
+use circuit_sdk::{Client, ConnectOptions};
 
 use crate::error;
 
@@ -133,6 +133,8 @@ pub struct Ctx {
     key_file: Option<PathBuf>,
     /// Print replies as JSON instead of for people.
     pub json: bool,
+    /// How long connecting and the handshake may take (`--connect-timeout`).
+    connect_timeout: std::time::Duration,
 }
 
 impl Ctx {
@@ -151,7 +153,14 @@ impl Ctx {
             target,
             key_file,
             json,
+            connect_timeout: circuit_sdk::client::HANDSHAKE_TIMEOUT,
         }
+    }
+
+    /// With a bound on connecting and the handshake other than the SDK's default.
+    pub fn with_connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// The cluster key file given with `--key-file` or `CIRCUIT_KEY_FILE`, if any.
@@ -167,15 +176,19 @@ impl Ctx {
 
     /// Connects to the daemon, with a hint on what to check when nobody answers.
     pub async fn connect(&self) -> anyhow::Result<Client> {
+        let options = ConnectOptions::default().handshake_timeout(self.connect_timeout);
         let result = match &self.target {
-            Target::Unix(path) => Client::connect_unix(path).await,
+            Target::Unix(path) => {
+                let target = circuit_sdk::Target::Unix(path.clone());
+                Client::connect_with(&target, options).await
+            }
             Target::Tcp(addr) => {
                 let key = match &self.key_file {
                     Some(file) => Some(circuit_sdk::secure::read_key_file(file)?.swap_remove(0)),
                     None => None,
                 };
                 let target = circuit_sdk::Target::Tcp(addr.clone());
-                Client::connect_with_key(&target, key).await
+                Client::connect_with(&target, options.key(key)).await
             }
         };
         result.map_err(|e| error::connect(e, !self.is_local()))
