@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, Sink, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -642,36 +643,84 @@ fn route_frames(routes: &Mutex<Routes>, id: Option<u64>, frames: Vec<Frame>) {
     handler.on_frames(frames);
 }
 
+/// The writer task: everything queued, coalesced into as few writes as possible.
 async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: FramedWrite<W, FrameCodec>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    writer: FramedWrite<W, FrameCodec>,
+    rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
-    let mut pulled = Vec::new();
+    let mut w = Writer {
+        framed: writer,
+        rx,
+        pulled: Vec::new(),
+        broken: false,
+    };
     let mut keepalive = Keepalive::new(keepalive_interval());
-    while let Some(first) = keepalive.next(&mut rx).await {
+    while let Some(first) = keepalive.next(&mut w.rx).await {
         let mut next = Some(first);
         while let Some(out) = next {
             match out {
                 Outgoing::Frame(frame) => {
-                    if writer.feed(frame).await.is_err() {
+                    if w.framed.feed(frame).await.is_err() {
+                        w.broken = true;
                         return;
                     }
                 }
                 Outgoing::Pull(source, token) => {
-                    source.pull(token, &mut pulled);
-                    for frame in pulled.drain(..) {
-                        if writer.feed(frame).await.is_err() {
+                    source.pull(token, &mut w.pulled);
+                    for frame in std::mem::take(&mut w.pulled) {
+                        if w.framed.feed(frame).await.is_err() {
+                            w.broken = true;
                             return;
                         }
                     }
                 }
             }
-            next = rx.try_recv().ok();
+            next = w.rx.try_recv().ok();
         }
-        if writer.flush().await.is_err() {
+        if w.framed.flush().await.is_err() {
+            w.broken = true;
             return;
         }
         keepalive.sent();
+    }
+}
+
+/// The writer task's state. Dropping it — which is what happens to the task when the runtime
+/// shuts down because `main` returned — writes what is still queued without waiting: the
+/// acknowledgements and stream ends a program's handles queued as they were dropped on its
+/// way out. Without this, a value the application received just before exiting would go back
+/// to its channel and be delivered again (CHANNELS.md rule 8).
+struct Writer<W: AsyncWrite + Unpin> {
+    framed: FramedWrite<W, FrameCodec>,
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+    pulled: Vec<Frame>,
+    /// A write failed: nothing more can go out.
+    broken: bool,
+}
+
+impl<W: AsyncWrite + Unpin> Drop for Writer<W> {
+    fn drop(&mut self) {
+        if self.broken {
+            return;
+        }
+        let mut queued = false;
+        while let Ok(out) = self.rx.try_recv() {
+            match out {
+                Outgoing::Frame(frame) => self.pulled.push(frame),
+                Outgoing::Pull(source, token) => source.pull(token, &mut self.pulled),
+            }
+        }
+        for frame in self.pulled.drain(..) {
+            // Encoding into the write buffer never waits; only the write to the socket may.
+            if Pin::new(&mut self.framed).start_send(frame).is_err() {
+                return;
+            }
+            queued = true;
+        }
+        if queued || !self.framed.write_buffer().is_empty() {
+            // One attempt, without waiting: a socket with room takes these few bytes now.
+            let _ = self.framed.flush().now_or_never();
+        }
     }
 }
 

@@ -323,9 +323,10 @@ impl<T, C: Codec<T> + Unpin> Stream for Receiver<T, C> {
 impl<T, C> Receiver<T, C> {
     /// Closes this receiver and waits until the owner has processed it: every value the
     /// application took is acknowledged, everything else this receiver held is back in the
-    /// channel. Dropping a receiver does the same without waiting, so a process that exits
-    /// right after its last `recv` should call this first (or that value may be delivered
-    /// again).
+    /// channel. Dropping a receiver does the same without waiting; a process that returns from
+    /// `main` right after its last `recv` keeps that value either way (the acknowledgement is
+    /// written as the runtime shuts down). Only a process killed in that instant may have the
+    /// value delivered again.
     pub async fn close(self) {
         let rx = {
             let mut state = self.core.lock();
