@@ -6,11 +6,13 @@
 //! - `output`: tables, durations, times and JSON printing.
 //! - `parse`: value parsers for flags (`K=V`, durations, byte sizes).
 //! - `error`: how a failure is shown to the user, with hints.
+//! - `stdout`: what stdout is, and whether the reader took what was written (`recv`).
 
 mod cmd;
 mod error;
 mod output;
 mod parse;
+mod stdout;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -19,6 +19,9 @@ struct Bg {
     child: Option<Child>,
     /// Writes the process's stdin, then closes it.
     feeder: Option<JoinHandle<()>>,
+    /// Reads the process's stdout as it comes, as the next stage of a pipeline would (`recv`
+    /// lets a value go only once it has been read out of the pipe).
+    reader: Option<JoinHandle<Vec<u8>>>,
     what: String,
 }
 
@@ -38,9 +41,16 @@ impl Bg {
                 let _ = stdin.write_all(&bytes);
             })
         });
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
+            out
+        });
         Self {
             child: Some(child),
             feeder,
+            reader: Some(reader),
             what: format!("circuit {args:?}"),
         }
     }
@@ -60,7 +70,7 @@ impl Bg {
         let waiter = std::thread::spawn(move || {
             let _ = tx.send(child.wait_with_output());
         });
-        let output = match rx.recv_timeout(timeout) {
+        let mut output = match rx.recv_timeout(timeout) {
             Ok(output) => output.expect("wait for circuit"),
             Err(_) => {
                 kill(pid);
@@ -70,6 +80,9 @@ impl Bg {
         };
         if let Some(feeder) = self.feeder.take() {
             feeder.join().expect("stdin feeder");
+        }
+        if let Some(reader) = self.reader.take() {
+            output.stdout = reader.join().expect("stdout reader");
         }
         output
     }
@@ -83,6 +96,9 @@ impl Drop for Bg {
         }
         if let Some(feeder) = self.feeder.take() {
             let _ = feeder.join();
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
     }
 }
@@ -556,4 +572,98 @@ fn recv_into_a_closed_pipe_exits_quietly_and_loses_nothing() {
         );
     }
     assert_eq!(d.cli_ok(&["recv", "jobs"]), "1\n2\n3\n");
+}
+
+/// Sends `values` to `chan` through `circuit send`.
+fn send_lines(d: &Daemon, chan: &str, values: &str) {
+    let out = d
+        .cli_command(&["send", chan])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(values.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("run send");
+    ok(&out, "send");
+}
+
+/// Issue 13, defect 1: `circuit recv q | head -1` took every value (they sat in the pipe
+/// when head exited) and then waited for another. Only the value head read may leave.
+#[test]
+fn recv_into_head_takes_only_the_value_head_read() {
+    let d = Daemon::start();
+    d.cli_ok(&["chan", "create", "q", "--cap", "64"]);
+    let values: String = (1..=20).map(|i| format!("{i}\n")).collect();
+    send_lines(&d, "q", &values);
+    for (head, want_out, want_len) in [(1, "1\n", 19), (3, "2\n3\n4\n", 16)] {
+        let circuit = circuit_tests::bin("circuit");
+        let script = format!("'{}' recv q | head -{head}", circuit.display());
+        let started = Instant::now();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("CIRCUIT_SOCKET", &d.socket)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run sh");
+        let took = started.elapsed();
+        assert_eq!(ok(&out, &script), want_out);
+        assert!(took < Duration::from_secs(1), "{script} took {took:?}");
+        let s = stat(&d, "q");
+        assert_eq!(
+            (&s["len"], &s["in_flight"], &s["received"]),
+            (&want_len.into(), &0.into(), &(20 - want_len).into()),
+            "{script}: {s}"
+        );
+    }
+    // A reader that never reads and then goes away: the value it did not take goes back.
+    let circuit = circuit_tests::bin("circuit");
+    let script = format!(
+        "'{}' recv q | (read -r _ </dev/null; exit 0)",
+        circuit.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("CIRCUIT_SOCKET", &d.socket)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run sh");
+    ok(&out, &script);
+    assert_eq!(stat(&d, "q")["len"], 16);
+}
+
+/// Issue 13, defect 1: a `recv` waiting on an empty channel notices at once that the reader
+/// of its stdout went away, and exits 0 without taking the value that comes next.
+#[test]
+fn recv_exits_when_its_reader_goes_away_while_it_waits() {
+    let d = Daemon::start();
+    d.cli_ok(&["chan", "create", "q", "--cap", "8"]);
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let mut recv = d
+        .cli_command(&["recv", "q"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run recv");
+    wait_stat(&d, "q", "recv waits", |s| s["waiting_receivers"] == 1);
+    drop(reader);
+    let mut status = None;
+    wait_until(LIMIT, "recv exits after its reader went away", || {
+        status = recv.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    send_lines(&d, "q", "x\n");
+    let s = stat(&d, "q");
+    assert_eq!(
+        (&s["len"], &s["in_flight"], &s["received"]),
+        (&1.into(), &0.into(), &0.into()),
+        "recv took a value after its reader was gone: {s}"
+    );
 }

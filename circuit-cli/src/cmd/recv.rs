@@ -1,8 +1,8 @@
 //! `circuit recv`: prints values from a channel, one per line, until the channel is closed and
-//! drained or enough were printed. A value is acknowledged (leaves the channel) only after it
-//! was written to stdout, so one that cannot be written goes back to the channel.
+//! drained or enough were printed. A value is acknowledged (leaves the channel) only once the
+//! reader has it: written to a terminal or a file, or read out of a pipe. One that is not goes
+//! back to the channel.
 
-use std::io::{self, Write};
 use std::process::ExitCode;
 
 use circuit_sdk::chan::{ChanError, Raw, Receiver, RecvOptions};
@@ -10,11 +10,12 @@ use circuit_sdk::chan::{ChanError, Raw, Receiver, RecvOptions};
 use super::Ctx;
 use crate::error::{self, CliError};
 use crate::parse;
+use crate::stdout::{Fate, Stdout};
 
 /// Exit status when `--timeout` passes without a value (as timeout(1) uses).
 const TIMEOUT_EXIT: u8 = 124;
 
-/// Values held ahead of printing when no count is given, for throughput.
+/// Values held ahead of printing into a terminal or a file when no count is given, for speed.
 const PREFETCH: u32 = 64;
 
 /// What `--help` says above the options.
@@ -22,17 +23,23 @@ pub const LONG_ABOUT: &str = "\
 Print values from the channel NAME, one per line (the value's bytes, then a newline), until the
 channel is closed and everything in it was received, or COUNT values were printed.
 
-A value leaves the channel only once it has been written to stdout: if it cannot be written
-(the reader went away, as with `| head -1`), it goes back to the channel and recv exits 0 quietly.
-With -n, recv holds at most one value at a time, like a Go receiver, so it never takes more than
-it prints. Without -n it fetches up to 64 values ahead for speed; those not printed go back to
-the channel when recv stops.
+A value leaves the channel only once the reader has it. Into a terminal or a file, that is when
+it is written. Into a pipe (`| head -1`, `| sort`), recv writes one value at a time and waits
+until the reader has read it out of the pipe before it takes the next; if the reader goes away
+first, that value goes back to the channel. recv notices a reader that went away at once, also
+while it waits for a value, and exits 0 without taking anything more. So
+`circuit recv q | head -1` takes exactly one value.
+
+Into a terminal or a file without -n, recv fetches up to 64 values ahead for speed; with -n, or
+into a pipe or a socket, it holds at most one value at a time, like a Go receiver. Values
+fetched ahead and not printed go back to the channel when recv stops.
 
 With --json, each value is printed as a JSON string (invalid UTF-8 replaced by U+FFFD), so a
 value that contains newlines stays on one line.
 
-Exit status: 0 after COUNT values, or when the channel is closed and drained (even if fewer than
-COUNT values came); 124 when --timeout passed with no value; 1 on any other failure.";
+Exit status: 0 after COUNT values, when the channel is closed and drained (even if fewer than
+COUNT values came), or when the reader of stdout went away; 124 when --timeout passed with no
+value; 1 on any other failure.";
 
 /// Arguments of `circuit recv`.
 #[derive(Debug, clap::Args)]
@@ -55,25 +62,27 @@ pub struct Args {
     name: String,
 }
 
-/// Prints values until the channel is drained, COUNT is reached, or the timeout passes.
+/// Prints values until the channel is drained, COUNT is reached, the timeout passes, or the
+/// reader of stdout goes away.
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let name = args.name.as_str();
+    let stdout = Stdout::detect();
     let client = ctx.connect().await?;
     let chan = client.chan(name).await.map_err(|e| error::chan(e, name))?;
     if args.count == Some(0) {
         return Ok(ExitCode::SUCCESS);
     }
+    let one_at_a_time = args.count.is_some() || stdout.holds_values();
     let options = RecvOptions {
-        prefetch: if args.count.is_some() { 1 } else { PREFETCH },
+        prefetch: if one_at_a_time { 1 } else { PREFETCH },
         ..RecvOptions::default()
     };
     let mut rx = chan
         .receiver_with(Raw, options)
         .await
         .map_err(|e| error::chan(e, name))?;
-    let result = receive(&mut rx, &args, ctx.json).await;
-    // Wait until the owner has the acknowledgements: the process exits right after, and a
-    // value printed but not acknowledged would go back to the channel.
+    let result = receive(&mut rx, &args, ctx.json, &stdout).await;
+    // Wait until the owner has the acknowledgements and has taken back what was not printed.
     rx.close().await;
     result
 }
@@ -83,14 +92,25 @@ async fn receive(
     rx: &mut Receiver<Vec<u8>, Raw>,
     args: &Args,
     json: bool,
+    stdout: &Stdout,
 ) -> anyhow::Result<ExitCode> {
+    let mut hangup = stdout.hangup();
     let mut printed: u64 = 0;
     while args.count.is_none_or(|count| printed < count) {
-        let next = match args.timeout {
-            Some(limit) => tokio::time::timeout(limit.into(), rx.recv_delivery())
-                .await
-                .unwrap_or(Err(ChanError::Timeout)),
-            None => rx.recv_delivery().await,
+        let wait = async {
+            match args.timeout {
+                Some(limit) => tokio::time::timeout(limit.into(), rx.recv_delivery())
+                    .await
+                    .unwrap_or(Err(ChanError::Timeout)),
+                None => rx.recv_delivery().await,
+            }
+        };
+        let next = tokio::select! {
+            biased;
+            // The reader went away while we waited: take nothing more (a dropped recv takes
+            // nothing, and gives back what arrives for it).
+            Ok(()) = &mut hangup => return Ok(ExitCode::SUCCESS),
+            next = wait => next,
         };
         let delivery = match next {
             Ok(delivery) => delivery,
@@ -105,25 +125,25 @@ async fn receive(
             }
             Err(e) => return Err(error::chan(e, &args.name)),
         };
-        // On a write error the delivery is dropped unacknowledged: the value goes back.
-        print(&delivery, json)?;
-        delivery.ack();
+        match stdout.write_taken(&line(&delivery, json)?).await? {
+            Fate::Taken => delivery.ack(),
+            // Dropped unacknowledged, the value goes back to the channel.
+            Fate::ReaderGone => return Ok(ExitCode::SUCCESS),
+        }
         printed += 1;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes one value and a newline to stdout, and flushes. The error is the bare `io::Error`,
-/// so that `main` can tell a reader that went away from a failure.
-fn print(value: &[u8], json: bool) -> io::Result<()> {
-    let mut out = io::stdout().lock();
-    if json {
-        out.write_all(serde_json::to_string(&String::from_utf8_lossy(value))?.as_bytes())?;
+/// One value as the line that is printed for it.
+fn line(value: &[u8], json: bool) -> serde_json::Result<Vec<u8>> {
+    let mut line = if json {
+        serde_json::to_vec(&String::from_utf8_lossy(value))?
     } else {
-        out.write_all(value)?;
-    }
-    out.write_all(b"\n")?;
-    out.flush()
+        value.to_vec()
+    };
+    line.push(b'\n');
+    Ok(line)
 }
 
 #[cfg(test)]
@@ -133,6 +153,7 @@ mod tests {
     #[test]
     fn help_states_the_prefetch_and_the_exit_status() {
         assert!(LONG_ABOUT.contains(&format!("up to {PREFETCH} values ahead")));
+        assert!(LONG_ABOUT.contains("`circuit recv q | head -1` takes exactly one value"));
         assert!(LONG_ABOUT.contains(&format!("{TIMEOUT_EXIT} when --timeout passed")));
     }
 }
