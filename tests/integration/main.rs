@@ -17,3 +17,4 @@ mod pipeline;
 mod recovery;
 mod security;
 mod supervision;
+mod suspicion;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use circuit_sdk::proto::MeshEvent;
 use circuit_sdk::secure::Keyring;
-use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec, Timer};
 use rand::rngs::StdRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +19,7 @@ use super::config::{size_bucket, swim_config, MAX_PACKET};
 use super::identity::NodeId;
 use super::meta::{Inbox, MetaBroadcasts, NodeMeta};
 use super::seal::{OpenError, Opener, Sealer};
+use super::suspicion::{Due, Schedule, Suspicions};
 use super::Shared;
 use crate::supervisor::now_ms;
 
@@ -46,6 +47,8 @@ pub(crate) struct Driver {
     pub shutdown: CancellationToken,
     pub meta: NodeMeta,
     pub sealer: Sealer,
+    /// The suspicions this node raised, so that one the suspect refuted does not reach foca.
+    pub suspicions: Suspicions,
 }
 
 /// Gossip refused per source address: the first refusal of an address is a warning, the
@@ -131,6 +134,17 @@ impl Driver {
                             break;
                         }
                         let timer = entry.remove();
+                        match self.suspicions.due(&timer, member_of(&swim, &timer)) {
+                            Due::Fire => {}
+                            Due::Refuted(id) => {
+                                tracing::info!(
+                                    node = %id.name,
+                                    "node refuted its suspicion in time: not declared dead"
+                                );
+                                continue;
+                            }
+                            Due::Drop => continue,
+                        }
                         if let Err(e) = swim.handle_timer(timer, &mut rt) {
                             tracing::debug!(error = %e, "gossip timer failed");
                         }
@@ -225,6 +239,15 @@ impl Driver {
             }
             let now = Instant::now();
             while let Some((after, timer)) = rt.to_schedule() {
+                match self.suspicions.schedule(&timer, member_of(swim, &timer)) {
+                    Schedule::Keep => {}
+                    Schedule::Suspected(id) => tracing::info!(
+                        node = %id.name,
+                        within = ?after,
+                        "node missed its probes: declared dead unless it refutes in time"
+                    ),
+                    Schedule::Drop => continue,
+                }
                 *timer_seq += 1;
                 timers.insert((now + after, *timer_seq), timer);
             }
@@ -275,6 +298,14 @@ impl Driver {
             let _ = self.shared.events.send(event);
         }
     }
+}
+
+/// foca's entry of the member a suspicion timer is about.
+fn member_of<'a>(swim: &'a Swim, timer: &Timer<NodeId>) -> Option<&'a Member<NodeId>> {
+    let Timer::ChangeSuspectToDown { member_id, .. } = timer else {
+        return None;
+    };
+    swim.iter_membership_state().find(|m| m.id() == member_id)
 }
 
 async fn sleep_until(at: Option<Instant>) {
