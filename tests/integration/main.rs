@@ -8,6 +8,7 @@ mod cli;
 mod cli_chan;
 mod cli_mesh;
 mod config_file;
+mod join_warnings;
 mod limits;
 mod mesh;
 mod netns_install;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{size_bucket, swim_config, MAX_PACKET};
 use super::identity::NodeId;
+use super::join_warning::{diagnose, Warnings};
 use super::meta::{Inbox, MetaBroadcasts, NodeMeta};
 use super::seal::{OpenError, Opener, Sealer};
 use super::suspicion::{Due, Schedule, Suspicions};
@@ -77,6 +78,8 @@ struct Joining {
     waiters: Vec<oneshot::Sender<()>>,
     next: Instant,
     backoff: Duration,
+    /// When to warn that no target has answered yet.
+    warnings: Warnings,
 }
 
 impl Driver {
@@ -99,7 +102,10 @@ impl Driver {
             waiters: Vec::new(),
             next: Instant::now(),
             backoff: JOIN_BACKOFF,
+            warnings: Warnings::new(Instant::now()),
         };
+        // Why a target does not answer, found out off the loop for a warning.
+        let (why_tx, mut why_rx) = mpsc::unbounded_channel::<(SocketAddr, Duration, String)>();
         let _ = swim.add_broadcast(&self.meta.to_broadcast());
         let mut buf = vec![0u8; MAX_PACKET + 64];
         let mut opener = Opener::new();
@@ -157,6 +163,24 @@ impl Driver {
                     joining.next = Instant::now() + joining.backoff;
                     joining.backoff = (joining.backoff * 2).min(JOIN_BACKOFF_MAX);
                 }
+                () = tokio::time::sleep_until(joining.warnings.next()), if joining_now => {
+                    let waited = joining.warnings.give(Instant::now());
+                    let key = self.keys.as_ref().map(Keyring::primary);
+                    for addr in joining.targets.clone() {
+                        let (why_tx, key) = (why_tx.clone(), key.clone());
+                        tokio::spawn(async move {
+                            let _ = why_tx.send((addr, waited, diagnose(addr, key).await));
+                        });
+                    }
+                }
+                Some((addr, waited, why)) = why_rx.recv() => {
+                    if joining.targets.contains(&addr) {
+                        tracing::warn!(
+                            "join: no answer from {addr} after {}s, still trying: {why}",
+                            waited.as_secs()
+                        );
+                    }
+                }
                 cmd = self.cmds.recv() => match cmd {
                     Some(Cmd::Join(addrs, waiter)) => {
                         for addr in addrs {
@@ -167,6 +191,7 @@ impl Driver {
                         joining.waiters.extend(waiter);
                         joining.next = Instant::now();
                         joining.backoff = JOIN_BACKOFF;
+                        joining.warnings = Warnings::new(Instant::now());
                     }
                     Some(Cmd::SetMeta(meta)) => self.set_meta(meta, &mut swim, &mut rt),
                     None => break,
@@ -176,6 +201,9 @@ impl Driver {
             self.drain(&mut swim, &mut rt, &mut timers, &mut timer_seq, &inbox)
                 .await;
             if swim.num_members() > 0 {
+                if !joining.targets.is_empty() && joining.warnings.warned() {
+                    tracing::info!("join: joined the mesh at last");
+                }
                 joining.targets.clear();
                 for waiter in joining.waiters.drain(..) {
                     let _ = waiter.send(());
