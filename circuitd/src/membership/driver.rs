@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use circuit_sdk::proto::MeshEvent;
 use circuit_sdk::secure::Keyring;
-use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec, Timer};
 use rand::rngs::StdRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{size_bucket, swim_config, MAX_PACKET};
 use super::identity::NodeId;
+use super::join_warning::{diagnose, Warnings};
 use super::meta::{Inbox, MetaBroadcasts, NodeMeta};
 use super::seal::{OpenError, Opener, Sealer};
+use super::suspicion::{Due, Schedule, Suspicions};
 use super::Shared;
 use crate::supervisor::now_ms;
 
@@ -46,6 +48,8 @@ pub(crate) struct Driver {
     pub shutdown: CancellationToken,
     pub meta: NodeMeta,
     pub sealer: Sealer,
+    /// The suspicions this node raised, so that one the suspect refuted does not reach foca.
+    pub suspicions: Suspicions,
 }
 
 /// Gossip refused per source address: the first refusal of an address is a warning, the
@@ -74,6 +78,8 @@ struct Joining {
     waiters: Vec<oneshot::Sender<()>>,
     next: Instant,
     backoff: Duration,
+    /// When to warn that no target has answered yet.
+    warnings: Warnings,
 }
 
 impl Driver {
@@ -96,7 +102,10 @@ impl Driver {
             waiters: Vec::new(),
             next: Instant::now(),
             backoff: JOIN_BACKOFF,
+            warnings: Warnings::new(Instant::now()),
         };
+        // Why a target does not answer, found out off the loop for a warning.
+        let (why_tx, mut why_rx) = mpsc::unbounded_channel::<(SocketAddr, Duration, String)>();
         let _ = swim.add_broadcast(&self.meta.to_broadcast());
         let mut buf = vec![0u8; MAX_PACKET + 64];
         let mut opener = Opener::new();
@@ -131,6 +140,17 @@ impl Driver {
                             break;
                         }
                         let timer = entry.remove();
+                        match self.suspicions.due(&timer, member_of(&swim, &timer)) {
+                            Due::Fire => {}
+                            Due::Refuted(id) => {
+                                tracing::info!(
+                                    node = %id.name,
+                                    "node refuted its suspicion in time: not declared dead"
+                                );
+                                continue;
+                            }
+                            Due::Drop => continue,
+                        }
                         if let Err(e) = swim.handle_timer(timer, &mut rt) {
                             tracing::debug!(error = %e, "gossip timer failed");
                         }
@@ -143,6 +163,24 @@ impl Driver {
                     joining.next = Instant::now() + joining.backoff;
                     joining.backoff = (joining.backoff * 2).min(JOIN_BACKOFF_MAX);
                 }
+                () = tokio::time::sleep_until(joining.warnings.next()), if joining_now => {
+                    let waited = joining.warnings.give(Instant::now());
+                    let key = self.keys.as_ref().map(Keyring::primary);
+                    for addr in joining.targets.clone() {
+                        let (why_tx, key) = (why_tx.clone(), key.clone());
+                        tokio::spawn(async move {
+                            let _ = why_tx.send((addr, waited, diagnose(addr, key).await));
+                        });
+                    }
+                }
+                Some((addr, waited, why)) = why_rx.recv() => {
+                    if joining.targets.contains(&addr) {
+                        tracing::warn!(
+                            "join: no answer from {addr} after {}s, still trying: {why}",
+                            waited.as_secs()
+                        );
+                    }
+                }
                 cmd = self.cmds.recv() => match cmd {
                     Some(Cmd::Join(addrs, waiter)) => {
                         for addr in addrs {
@@ -153,6 +191,7 @@ impl Driver {
                         joining.waiters.extend(waiter);
                         joining.next = Instant::now();
                         joining.backoff = JOIN_BACKOFF;
+                        joining.warnings = Warnings::new(Instant::now());
                     }
                     Some(Cmd::SetMeta(meta)) => self.set_meta(meta, &mut swim, &mut rt),
                     None => break,
@@ -162,6 +201,9 @@ impl Driver {
             self.drain(&mut swim, &mut rt, &mut timers, &mut timer_seq, &inbox)
                 .await;
             if swim.num_members() > 0 {
+                if !joining.targets.is_empty() && joining.warnings.warned() {
+                    tracing::info!("join: joined the mesh at last");
+                }
                 joining.targets.clear();
                 for waiter in joining.waiters.drain(..) {
                     let _ = waiter.send(());
@@ -225,6 +267,15 @@ impl Driver {
             }
             let now = Instant::now();
             while let Some((after, timer)) = rt.to_schedule() {
+                match self.suspicions.schedule(&timer, member_of(swim, &timer)) {
+                    Schedule::Keep => {}
+                    Schedule::Suspected(id) => tracing::info!(
+                        node = %id.name,
+                        within = ?after,
+                        "node missed its probes: declared dead unless it refutes in time"
+                    ),
+                    Schedule::Drop => continue,
+                }
                 *timer_seq += 1;
                 timers.insert((now + after, *timer_seq), timer);
             }
@@ -275,6 +326,14 @@ impl Driver {
             let _ = self.shared.events.send(event);
         }
     }
+}
+
+/// foca's entry of the member a suspicion timer is about.
+fn member_of<'a>(swim: &'a Swim, timer: &Timer<NodeId>) -> Option<&'a Member<NodeId>> {
+    let Timer::ChangeSuspectToDown { member_id, .. } = timer else {
+        return None;
+    };
+    swim.iter_membership_state().find(|m| m.id() == member_id)
 }
 
 async fn sleep_until(at: Option<Instant>) {

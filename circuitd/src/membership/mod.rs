@@ -6,15 +6,19 @@
 //! - `meta`: node metadata and its broadcasts.
 //! - `view`: the node table and the events its changes make (sans-IO).
 //! - `driver`: the task that runs foca over UDP.
+//! - `join_warning`: warnings about a join that does not succeed, and their reason.
+//! - `suspicion`: the timers that declare a suspect down, dropped once it refuted (sans-IO).
 //! - `seal`: gossip packets authenticated and encrypted with the cluster key, replays refused.
 //! - `publish`: this node's metadata republished on change, and push-pull.
 
 pub mod config;
 mod driver;
 pub mod identity;
+mod join_warning;
 pub mod meta;
 pub(crate) mod publish;
 pub mod seal;
+mod suspicion;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -126,6 +130,7 @@ impl Membership {
                         socket,
                         keys,
                         sealer: seal::Sealer::new(),
+                        suspicions: suspicion::Suspicions::default(),
                         cmds: cmd_rx,
                         shutdown,
                         meta,
