@@ -16,6 +16,25 @@ fn node(name: &str, join: Option<&str>) -> Daemon {
     Daemon::start_named(name, &args)
 }
 
+/// Nodes a, b and c on loopback, each seeing the others alive.
+fn three_nodes() -> (Daemon, Daemon, Daemon) {
+    let a = node("a", None);
+    let addr = a.mesh_addr();
+    let b = node("b", Some(&addr));
+    let c = node("c", Some(&addr));
+    wait_until(Duration::from_secs(10), "a, b, c converge", || {
+        converged(&[&a, &b, &c])
+    });
+    (a, b, c)
+}
+
+/// The owner of channel `name`, as `d` sees it.
+fn owner_of(d: &Daemon, name: &str) -> String {
+    let out = d.cli_ok(&["--json", "chan", "stat", name]);
+    let chan: serde_json::Value = serde_json::from_str(&out).expect("chan json");
+    chan["owner"].as_str().expect("owner").to_string()
+}
+
 fn state_of(d: &Daemon, name: &str) -> Option<NodeState> {
     d.nodes()
         .into_iter()
@@ -213,4 +232,48 @@ fn a_stopped_node_is_left_and_a_restarted_one_rejoins() {
             .into_iter()
             .any(|n| n.name == "b" && n.state == NodeState::Alive && n.generation > before)
     });
+}
+
+#[test]
+fn create_after_rival_create_and_rm_succeeds() {
+    let (a, b, c) = three_nodes();
+    assert_eq!(b.cli_ok(&["chan", "create", "x"]), "x\n");
+    b.cli_ok(&["chan", "rm", "x"]);
+    // b's create ended long ago: no node may still hold its claim.
+    assert_eq!(c.cli_ok(&["chan", "create", "x"]), "x\n");
+    assert_eq!(owner_of(&a, "x"), "c");
+    c.cli_ok(&["chan", "rm", "x"]);
+    assert_eq!(a.cli_ok(&["chan", "create", "x"]), "x\n");
+    assert_eq!(owner_of(&b, "x"), "a");
+}
+
+#[test]
+fn create_after_a_refused_rival_create_succeeds() {
+    let (a, b, c) = three_nodes();
+    a.cli_ok(&["chan", "create", "x"]);
+    // b claims the name with a and c, then learns that a owns it: its create fails.
+    let out = b.cli(&["chan", "create", "x"]);
+    assert!(!out.status.success(), "b created a second x");
+    assert!(
+        stderr(&out).contains("already exists on node a"),
+        "{}",
+        stderr(&out)
+    );
+    a.cli_ok(&["chan", "rm", "x"]);
+    assert_eq!(c.cli_ok(&["chan", "create", "x"]), "x\n");
+    assert_eq!(owner_of(&b, "x"), "c");
+}
+
+#[test]
+fn create_exist_ok_after_the_owner_died_succeeds() {
+    let (_a, mut b, c) = three_nodes();
+    assert_eq!(b.cli_ok(&["chan", "create", "y", "--cap", "4"]), "y\n");
+    b.kill9();
+    // b's y died with b; its create had ended, so nothing stands in the way of c's.
+    let made = c.cli_ok(&["--json", "chan", "create", "y", "--cap", "4", "--exist-ok"]);
+    let chan: serde_json::Value = serde_json::from_str(&made).expect("chan json");
+    assert_eq!(
+        (chan["owner"].as_str(), chan["capacity"].as_u64()),
+        (Some("c"), Some(4))
+    );
 }

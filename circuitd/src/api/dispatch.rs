@@ -122,6 +122,7 @@ pub(crate) async fn handle(
         }
         Request::ChanList if ctx.membership.meshed() => chans::list(ctx).await,
         Request::ChanClaim { name, node } => chans::claim(name, node, ctx).await,
+        Request::ChanRelease { name, node } => Ok(chans::release(&name, &node, ctx)),
         Request::Place(placement) => remote::place(placement, ctx).await,
         Request::ClusterList { all } => remote::cluster_list(all, ctx).await,
         Request::Nodes => Ok(Reply::Nodes(ctx.membership.nodes())),
@@ -216,7 +217,8 @@ pub(crate) async fn local(
         | Request::Join { .. }
         | Request::Events
         | Request::MeshSync { .. }
-        | Request::ChanClaim { .. } => return Box::pin(handle(id, request, ctx, outbox)).await,
+        | Request::ChanClaim { .. }
+        | Request::ChanRelease { .. } => return Box::pin(handle(id, request, ctx, outbox)).await,
     })
 }
 

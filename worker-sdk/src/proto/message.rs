@@ -228,6 +228,14 @@ pub enum Request {
         /// The node about to create it.
         node: String,
     },
+    /// Between daemons, after a create that claimed `name` ended (whether or not it made the
+    /// channel): the callee forgets `node`'s claim on it. Reply: `done`.
+    ChanRelease {
+        /// Channel name.
+        name: String,
+        /// The node whose create ended.
+        node: String,
+    },
     /// Nothing; keeps an idle connection open. Reply: `done`.
     Ping,
     /// The fingerprints of the cluster keys this daemon holds. Reply: `keys`.
