@@ -35,6 +35,17 @@ fn owner_of(d: &Daemon, name: &str) -> String {
     chan["owner"].as_str().expect("owner").to_string()
 }
 
+/// A loopback port nothing listens on: bound (TCP and UDP) to learn it, then let go.
+fn closed_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().expect("tcp address").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 fn state_of(d: &Daemon, name: &str) -> Option<NodeState> {
     d.nodes()
         .into_iter()
@@ -51,7 +62,7 @@ fn bad_mesh_input_gets_clear_errors_and_changes_nothing() {
         converged(&[&a, &b])
     });
 
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["spawn", "--node", "nosuch", "--", "true"],
             "no node named \"nosuch\"",
@@ -65,6 +76,10 @@ fn bad_mesh_input_gets_clear_errors_and_changes_nothing() {
             "no node named \"nosuch\"",
         ),
         (&["join", "no.such.host.invalid"], "cannot resolve"),
+        (
+            &["join", "--timeout", "0", "127.0.0.1:9"],
+            "a join timeout of 0s is out of range",
+        ),
         (
             &["chan", "create", "q", "--node", "nosuch"],
             "no node named \"nosuch\"",
@@ -275,5 +290,52 @@ fn create_exist_ok_after_the_owner_died_succeeds() {
     assert_eq!(
         (chan["owner"].as_str(), chan["capacity"].as_u64()),
         (Some("c"), Some(4))
+    );
+}
+
+#[test]
+fn join_to_a_closed_port_fails_with_the_reason() {
+    let a = node("a", None);
+    let b = node("b", Some(&a.mesh_addr()));
+    wait_until(Duration::from_secs(10), "a and b see each other", || {
+        converged(&[&a, &b])
+    });
+    // b has a member already; that is no sign of having joined through the closed port.
+    let closed = format!("127.0.0.1:{}", closed_port());
+    let out = b.cli(&["join", &closed]);
+    assert!(
+        !out.status.success(),
+        "joined through {closed}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("no node at {closed} answered within 10s: ")),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+}
+
+#[test]
+fn join_to_another_daemon_returns_once_it_is_a_member() {
+    let a = node("a", None);
+    let b = node("b", None);
+    let addr = a.mesh_addr();
+    assert_eq!(b.cli_ok(&["join", &addr]), format!("joined via {addr}\n"));
+    // No waiting here: join has waited for it.
+    assert_eq!(state_of(&b, "a").map(NodeState::is_up), Some(true));
+}
+
+#[test]
+fn join_to_the_nodes_own_address_fails() {
+    let a = node("a", None);
+    let addr = a.mesh_addr();
+    let out = a.cli(&["join", &addr]);
+    assert!(!out.status.success(), "a joined itself");
+    assert!(
+        stderr(&out).contains(&format!("{addr} answers as \"a\", this node's own name")),
+        "{}",
+        stderr(&out)
     );
 }

@@ -126,7 +126,7 @@ pub(crate) async fn handle(
         Request::Place(placement) => remote::place(placement, ctx).await,
         Request::ClusterList { all } => remote::cluster_list(all, ctx).await,
         Request::Nodes => Ok(Reply::Nodes(ctx.membership.nodes())),
-        Request::Join { addrs } => remote::join(addrs, ctx).await,
+        Request::Join { addrs, timeout_ms } => remote::join(addrs, timeout_ms, ctx).await,
         Request::Events => remote::events(id, ctx, outbox).await,
         Request::MeshSync { nodes } => remote::mesh_sync(nodes, ctx),
         other => local(id, other, ctx, outbox).await,
