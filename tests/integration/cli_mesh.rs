@@ -412,10 +412,27 @@ async fn join_sends_the_addresses() {
     assert_eq!(
         got,
         Request::Join {
-            addrs: vec!["10.0.0.1:7711".into()]
+            addrs: vec!["10.0.0.1:7711".into()],
+            timeout_ms: None,
         }
     );
     assert_eq!(text(&out.stdout), "joined via 10.0.0.1:7711\n");
+}
+
+#[tokio::test]
+async fn join_sends_its_timeout() {
+    let (got, _) = exchange(
+        &["join", "--timeout", "1m30s", "10.0.0.1:7711"],
+        Reply::Done,
+    )
+    .await;
+    assert_eq!(
+        got,
+        Request::Join {
+            addrs: vec!["10.0.0.1:7711".into()],
+            timeout_ms: Some(90_000),
+        }
+    );
 }
 
 #[tokio::test]

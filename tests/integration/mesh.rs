@@ -16,6 +16,36 @@ fn node(name: &str, join: Option<&str>) -> Daemon {
     Daemon::start_named(name, &args)
 }
 
+/// Nodes a, b and c on loopback, each seeing the others alive.
+fn three_nodes() -> (Daemon, Daemon, Daemon) {
+    let a = node("a", None);
+    let addr = a.mesh_addr();
+    let b = node("b", Some(&addr));
+    let c = node("c", Some(&addr));
+    wait_until(Duration::from_secs(10), "a, b, c converge", || {
+        converged(&[&a, &b, &c])
+    });
+    (a, b, c)
+}
+
+/// The owner of channel `name`, as `d` sees it.
+fn owner_of(d: &Daemon, name: &str) -> String {
+    let out = d.cli_ok(&["--json", "chan", "stat", name]);
+    let chan: serde_json::Value = serde_json::from_str(&out).expect("chan json");
+    chan["owner"].as_str().expect("owner").to_string()
+}
+
+/// A loopback port nothing listens on: bound (TCP and UDP) to learn it, then let go.
+fn closed_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().expect("tcp address").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 fn state_of(d: &Daemon, name: &str) -> Option<NodeState> {
     d.nodes()
         .into_iter()
@@ -32,7 +62,7 @@ fn bad_mesh_input_gets_clear_errors_and_changes_nothing() {
         converged(&[&a, &b])
     });
 
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["spawn", "--node", "nosuch", "--", "true"],
             "no node named \"nosuch\"",
@@ -46,6 +76,10 @@ fn bad_mesh_input_gets_clear_errors_and_changes_nothing() {
             "no node named \"nosuch\"",
         ),
         (&["join", "no.such.host.invalid"], "cannot resolve"),
+        (
+            &["join", "--timeout", "0", "127.0.0.1:9"],
+            "a join timeout of 0s is out of range",
+        ),
         (
             &["chan", "create", "q", "--node", "nosuch"],
             "no node named \"nosuch\"",
@@ -213,4 +247,95 @@ fn a_stopped_node_is_left_and_a_restarted_one_rejoins() {
             .into_iter()
             .any(|n| n.name == "b" && n.state == NodeState::Alive && n.generation > before)
     });
+}
+
+#[test]
+fn create_after_rival_create_and_rm_succeeds() {
+    let (a, b, c) = three_nodes();
+    assert_eq!(b.cli_ok(&["chan", "create", "x"]), "x\n");
+    b.cli_ok(&["chan", "rm", "x"]);
+    // b's create ended long ago: no node may still hold its claim.
+    assert_eq!(c.cli_ok(&["chan", "create", "x"]), "x\n");
+    assert_eq!(owner_of(&a, "x"), "c");
+    c.cli_ok(&["chan", "rm", "x"]);
+    assert_eq!(a.cli_ok(&["chan", "create", "x"]), "x\n");
+    assert_eq!(owner_of(&b, "x"), "a");
+}
+
+#[test]
+fn create_after_a_refused_rival_create_succeeds() {
+    let (a, b, c) = three_nodes();
+    a.cli_ok(&["chan", "create", "x"]);
+    // b claims the name with a and c, then learns that a owns it: its create fails.
+    let out = b.cli(&["chan", "create", "x"]);
+    assert!(!out.status.success(), "b created a second x");
+    assert!(
+        stderr(&out).contains("already exists on node a"),
+        "{}",
+        stderr(&out)
+    );
+    a.cli_ok(&["chan", "rm", "x"]);
+    assert_eq!(c.cli_ok(&["chan", "create", "x"]), "x\n");
+    assert_eq!(owner_of(&b, "x"), "c");
+}
+
+#[test]
+fn create_exist_ok_after_the_owner_died_succeeds() {
+    let (_a, mut b, c) = three_nodes();
+    assert_eq!(b.cli_ok(&["chan", "create", "y", "--cap", "4"]), "y\n");
+    b.kill9();
+    // b's y died with b; its create had ended, so nothing stands in the way of c's.
+    let made = c.cli_ok(&["--json", "chan", "create", "y", "--cap", "4", "--exist-ok"]);
+    let chan: serde_json::Value = serde_json::from_str(&made).expect("chan json");
+    assert_eq!(
+        (chan["owner"].as_str(), chan["capacity"].as_u64()),
+        (Some("c"), Some(4))
+    );
+}
+
+#[test]
+fn join_to_a_closed_port_fails_with_the_reason() {
+    let a = node("a", None);
+    let b = node("b", Some(&a.mesh_addr()));
+    wait_until(Duration::from_secs(10), "a and b see each other", || {
+        converged(&[&a, &b])
+    });
+    // b has a member already; that is no sign of having joined through the closed port.
+    let closed = format!("127.0.0.1:{}", closed_port());
+    let out = b.cli(&["join", &closed]);
+    assert!(
+        !out.status.success(),
+        "joined through {closed}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("no node at {closed} answered within 10s: ")),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+}
+
+#[test]
+fn join_to_another_daemon_returns_once_it_is_a_member() {
+    let a = node("a", None);
+    let b = node("b", None);
+    let addr = a.mesh_addr();
+    assert_eq!(b.cli_ok(&["join", &addr]), format!("joined via {addr}\n"));
+    // No waiting here: join has waited for it.
+    assert_eq!(state_of(&b, "a").map(NodeState::is_up), Some(true));
+}
+
+#[test]
+fn join_to_the_nodes_own_address_fails() {
+    let a = node("a", None);
+    let addr = a.mesh_addr();
+    let out = a.cli(&["join", &addr]);
+    assert!(!out.status.success(), "a joined itself");
+    assert!(
+        stderr(&out).contains(&format!("{addr} answers as \"a\", this node's own name")),
+        "{}",
+        stderr(&out)
+    );
 }

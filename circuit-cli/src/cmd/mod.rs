@@ -59,6 +59,10 @@ pub enum Command {
     /// List the nodes of the mesh.
     Nodes(nodes::Args),
     /// Join this node to a mesh through nodes already in it.
+    ///
+    /// Waits until this node sees the node at one of the addresses as a member of its mesh, for
+    /// --timeout (10s unless given). If none becomes one, it fails with the reason for each
+    /// address (a node with no other member goes on trying them in the background).
     Join(join::Args),
     /// Print membership events (joins, deaths, ...) as they happen.
     Events(events::Args),

@@ -2,57 +2,22 @@
 //! resolve the same way on both), stat/close/rm forwarded to the owner, and the cluster-wide
 //! list.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::time::Instant;
 
 use circuit_sdk::proto::{ChanInfo, Claim, ErrorCode, Reply, Request};
 use futures::future::join_all;
-use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
+use super::claims::Claims;
 use super::connection::Outbox;
 use super::dispatch::{local, Failure};
 use super::{remote, Context};
-
-/// How long a claim by another node is remembered.
-const CLAIM_TTL: Duration = Duration::from_secs(10);
-
-/// Names being created, here or (as far as they told us) on other nodes.
-#[derive(Default)]
-pub(crate) struct Claims(Mutex<HashMap<String, (String, Instant)>>);
-
-impl Claims {
-    /// The live claim on `name`, if any.
-    fn get(&self, name: &str) -> Option<String> {
-        let mut map = self.0.lock().expect("claims");
-        match map.get(name) {
-            Some((by, at)) if at.elapsed() < CLAIM_TTL => Some(by.clone()),
-            Some(_) => {
-                map.remove(name);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn set(&self, name: &str, by: &str) {
-        self.0
-            .lock()
-            .expect("claims")
-            .insert(name.to_string(), (by.to_string(), Instant::now()));
-    }
-
-    fn release(&self, name: &str, by: &str) {
-        let mut map = self.0.lock().expect("claims");
-        if map.get(name).is_some_and(|(b, _)| b == by) {
-            map.remove(name);
-        }
-    }
-}
+use crate::peer::Peers;
 
 /// `chan create` in a mesh: the name must be free on every live node. A node that is creating
 /// the same name, or told us first that it is, wins; between two that claimed at once, the
-/// lower node name wins. The loser gets `already_exists` saying which node won.
+/// lower node name wins. The loser gets `already_exists` saying which node won. However the
+/// create ends, its claim ends with it, here and on every node it was told to.
 pub(crate) async fn create(
     id: u64,
     name: String,
@@ -73,30 +38,35 @@ pub(crate) async fn create(
         return local(id, request, ctx, outbox).await;
     }
     // A node that told us it creates this name before we started wins over us.
-    let earlier = ctx.claims.get(&name).filter(|by| *by != me);
-    ctx.claims.set(&name, &me);
+    let earlier = ctx.claims.claim(&name, &me, Instant::now()).err();
+    let mut claiming = Claiming::new(&name, ctx);
     let result = async {
-        let peers = ctx.membership.live_peers();
-        let asks = peers.iter().map(|node| {
+        let asks = claiming.told.iter().map(|node| {
             let claim = Request::ChanClaim {
                 name: name.clone(),
                 node: me.clone(),
             };
-            async move { (node, ctx.peers.call_on(node, claim).await) }
+            async move { (node.clone(), ctx.peers.call_on(node, claim).await) }
         });
+        let answers = join_all(asks).await;
         let mut winner = earlier;
-        for (node, answer) in join_all(asks).await {
+        let mut owned = None;
+        for (node, answer) in answers {
             match answer {
-                Ok(Reply::Claim(Claim::Owned { chan })) => {
-                    return existing(chan, capacity, exist_ok)
-                }
+                Ok(Reply::Claim(Claim::Owned { chan })) => owned = owned.or(Some(chan)),
                 // Both claimed before hearing of the other: the lower node name wins.
                 Ok(Reply::Claim(Claim::Claimed { by })) if by < me => {
                     winner = winner.or(Some(by));
                 }
                 Ok(_) => {}
-                Err((_, why)) => tracing::debug!(%node, %why, "channel claim unanswered"),
+                Err((_, why)) => {
+                    tracing::debug!(%node, %why, "channel claim unanswered");
+                    claiming.unanswered(&node);
+                }
             }
+        }
+        if let Some(chan) = owned {
+            return existing(chan, capacity, exist_ok);
         }
         match winner {
             Some(by) => Err(lost_race(&name, &by)),
@@ -104,8 +74,90 @@ pub(crate) async fn create(
         }
     }
     .await;
-    ctx.claims.release(&name, &me);
+    claiming.end().await;
     result
+}
+
+/// This node's claim on a name while it creates it, and the nodes told of it. [`Claiming::end`]
+/// ends it everywhere before the create replies; a create dropped midway (its client went
+/// away) ends it when dropped, releasing the told nodes in a task of its own.
+struct Claiming {
+    name: String,
+    me: String,
+    claims: Claims,
+    peers: Peers,
+    tracker: TaskTracker,
+    /// The nodes asked, which may have recorded the claim.
+    told: Vec<String>,
+    /// Of those, the ones that did not answer: released in the background, so a dead node
+    /// does not hold up the reply a second time.
+    unanswered: Vec<String>,
+    ended: bool,
+}
+
+impl Claiming {
+    fn new(name: &str, ctx: &Context) -> Self {
+        Self {
+            name: name.to_string(),
+            me: ctx.config.name.clone(),
+            claims: ctx.claims.clone(),
+            peers: ctx.peers.clone(),
+            tracker: ctx.tracker.clone(),
+            told: ctx.membership.live_peers(),
+            unanswered: Vec::new(),
+            ended: false,
+        }
+    }
+
+    fn unanswered(&mut self, node: &str) {
+        self.told.retain(|n| n != node);
+        self.unanswered.push(node.to_string());
+    }
+
+    /// Ends the claim here and on the nodes that answered, and starts ending it on the others.
+    async fn end(mut self) {
+        self.ended = true;
+        self.claims.release(&self.name, &self.me);
+        let later = std::mem::take(&mut self.unanswered);
+        self.release_in_background(later);
+        release_on(&self.peers, &self.told, &self.name, &self.me).await;
+    }
+
+    fn release_in_background(&self, nodes: Vec<String>) {
+        if nodes.is_empty() {
+            return;
+        }
+        let (peers, name, me) = (self.peers.clone(), self.name.clone(), self.me.clone());
+        self.tracker
+            .spawn(async move { release_on(&peers, &nodes, &name, &me).await });
+    }
+}
+
+impl Drop for Claiming {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.claims.release(&self.name, &self.me);
+        let mut nodes = std::mem::take(&mut self.told);
+        nodes.append(&mut self.unanswered);
+        self.release_in_background(nodes);
+    }
+}
+
+/// Tells `nodes` that `me` no longer creates `name`. A node that cannot be told (gone, or a
+/// daemon too old to know `chan_release`) forgets the claim after [`super::claims::CLAIM_TTL`].
+async fn release_on(peers: &Peers, nodes: &[String], name: &str, me: &str) {
+    let asks = nodes.iter().map(|node| async move {
+        let release = Request::ChanRelease {
+            name: name.to_string(),
+            node: me.to_string(),
+        };
+        if let Err((_, why)) = peers.call_on(node, release).await {
+            tracing::debug!(%node, %why, "channel claim release unanswered");
+        }
+    });
+    join_all(asks).await;
 }
 
 fn lost_race(name: &str, by: &str) -> Failure {
@@ -135,14 +187,16 @@ pub(crate) async fn claim(name: String, by: String, ctx: &Context) -> Result<Rep
         return Ok(Reply::Claim(Claim::Owned { chan }));
     }
     let me = &ctx.config.name;
-    match ctx.claims.get(&name) {
-        Some(holder) if holder == *me => Ok(Reply::Claim(Claim::Claimed { by: holder })),
-        Some(_) => Ok(Reply::Claim(Claim::Free)),
-        None => {
-            ctx.claims.set(&name, &by);
-            Ok(Reply::Claim(Claim::Free))
-        }
+    match ctx.claims.claim(&name, &by, Instant::now()) {
+        Err(holder) if holder == *me => Ok(Reply::Claim(Claim::Claimed { by: holder })),
+        Ok(()) | Err(_) => Ok(Reply::Claim(Claim::Free)),
     }
+}
+
+/// Another node's create of `name` ended: its claim ends here too.
+pub(crate) fn release(name: &str, by: &str, ctx: &Context) -> Reply {
+    ctx.claims.release(name, by);
+    Reply::Done
 }
 
 /// `chan stat|close|rm NAME`: here if this node owns it, else on its owner.

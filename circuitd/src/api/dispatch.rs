@@ -122,10 +122,11 @@ pub(crate) async fn handle(
         }
         Request::ChanList if ctx.membership.meshed() => chans::list(ctx).await,
         Request::ChanClaim { name, node } => chans::claim(name, node, ctx).await,
+        Request::ChanRelease { name, node } => Ok(chans::release(&name, &node, ctx)),
         Request::Place(placement) => remote::place(placement, ctx).await,
         Request::ClusterList { all } => remote::cluster_list(all, ctx).await,
         Request::Nodes => Ok(Reply::Nodes(ctx.membership.nodes())),
-        Request::Join { addrs } => remote::join(addrs, ctx).await,
+        Request::Join { addrs, timeout_ms } => remote::join(addrs, timeout_ms, ctx).await,
         Request::Events => remote::events(id, ctx, outbox).await,
         Request::MeshSync { nodes } => remote::mesh_sync(nodes, ctx),
         other => local(id, other, ctx, outbox).await,
@@ -216,7 +217,8 @@ pub(crate) async fn local(
         | Request::Join { .. }
         | Request::Events
         | Request::MeshSync { .. }
-        | Request::ChanClaim { .. } => return Box::pin(handle(id, request, ctx, outbox)).await,
+        | Request::ChanClaim { .. }
+        | Request::ChanRelease { .. } => return Box::pin(handle(id, request, ctx, outbox)).await,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The API: one accept loop per listener (Unix socket and TCP alike), one task per connection.
 
 mod chans;
+mod claims;
 mod connection;
 mod dispatch;
 mod keys;
@@ -34,7 +35,7 @@ pub(crate) struct Context {
     pub membership: crate::membership::Membership,
     pub peers: crate::peer::Peers,
     /// Channel names being created, for resolving two creates of one name.
-    pub claims: chans::Claims,
+    pub claims: claims::Claims,
     /// Random per start; sent in the hello so reconnecting clients notice a restart.
     pub instance: u64,
     pub started_at_ms: u64,

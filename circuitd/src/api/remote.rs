@@ -2,6 +2,7 @@
 //! cluster-wide lists, finding which node has a worker, and the mesh requests themselves.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use circuit_sdk::proto::{
@@ -10,14 +11,23 @@ use circuit_sdk::proto::{
 };
 use circuit_sdk::Next;
 use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
 
 use super::connection::Outbox;
 use super::dispatch::{local, Failure};
 use super::Context;
 use crate::peer::next_on;
 
-/// Longest wait for `circuit join` to hear from a node.
-const JOIN_WAIT: Duration = Duration::from_secs(5);
+/// How long `join` waits for a node at one of its addresses to become a member, unless the
+/// request says otherwise.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
+/// The longest wait a `join` may ask for.
+const JOIN_WAIT_MAX: Duration = Duration::from_secs(3600);
+/// First pause before asking an address that did not answer again; doubles up to
+/// [`JOIN_RETRY_MAX`].
+const JOIN_RETRY: Duration = Duration::from_millis(100);
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Runs `request` on `node`: here, or there through the peer link, relaying its items.
 pub(crate) async fn on(
@@ -318,8 +328,25 @@ fn spread(nodes: &[&NodeInfo], n: usize) -> Vec<String> {
     out
 }
 
-/// `circuit join`.
-pub(crate) async fn join(addrs: Vec<String>, ctx: &Context) -> Result<Reply, Failure> {
+/// `circuit join`: starts joining through `addrs` (announces retried in the background until a
+/// node answers), then waits until the node answering at one of them is a member of this
+/// node's mesh, for `timeout_ms` (10 s by default). Fails with the reason for each address.
+pub(crate) async fn join(
+    addrs: Vec<String>,
+    timeout_ms: Option<u64>,
+    ctx: &Context,
+) -> Result<Reply, Failure> {
+    let wait = timeout_ms.map_or(JOIN_WAIT, Duration::from_millis);
+    if wait.is_zero() || wait > JOIN_WAIT_MAX {
+        return Err(Failure(
+            ErrorCode::InvalidArgument,
+            format!(
+                "a join timeout of {} is out of range: give 1ms to {}",
+                humantime::format_duration(wait),
+                humantime::format_duration(JOIN_WAIT_MAX)
+            ),
+        ));
+    }
     if addrs.is_empty() {
         return Err(Failure(
             ErrorCode::InvalidArgument,
@@ -333,13 +360,69 @@ pub(crate) async fn join(addrs: Vec<String>, ctx: &Context) -> Result<Reply, Fai
             format!("cannot resolve {}", addrs.join(", ")),
         ));
     }
-    match ctx.membership.join(resolved, Some(JOIN_WAIT)).await {
-        Ok(()) => Ok(Reply::Done),
+    match ctx.membership.join(resolved.clone(), None).await {
+        Ok(()) => {}
         Err(e @ crate::membership::JoinError::NoMesh) => {
-            Err(Failure(ErrorCode::InvalidState, e.to_string()))
+            return Err(Failure(ErrorCode::InvalidState, e.to_string()))
         }
-        Err(e) => Err(Failure(ErrorCode::Unreachable, e.to_string())),
+        Err(e) => return Err(Failure(ErrorCode::Unreachable, e.to_string())),
     }
+    let deadline = Instant::now() + wait;
+    let mut tries: FuturesUnordered<_> = resolved
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| async move { (i, reach(*addr, wait, deadline, ctx).await) })
+        .collect();
+    let mut failed = vec![String::new(); resolved.len()];
+    while let Some((i, result)) = tries.next().await {
+        match result {
+            Ok(()) => return Ok(Reply::Done),
+            Err(why) => failed[i] = why,
+        }
+    }
+    Err(Failure(ErrorCode::Unreachable, failed.join("; ")))
+}
+
+/// Asks `addr` for its node's name until `deadline`, then waits until this node sees that one
+/// alive in its mesh. The error says why not, for a person.
+async fn reach(
+    addr: SocketAddr,
+    wait: Duration,
+    deadline: Instant,
+    ctx: &Context,
+) -> Result<(), String> {
+    let within = humantime::format_duration(wait);
+    let mut why = "no answer".to_string();
+    let mut pause = JOIN_RETRY;
+    loop {
+        match tokio::time::timeout_at(deadline, ctx.peers.hello(addr)).await {
+            Err(_) => break,
+            Ok(Ok(node)) if node == ctx.config.name => {
+                return Err(format!(
+                    "{addr} answers as \"{node}\", this node's own name: join through another node"
+                ));
+            }
+            Ok(Ok(node)) => {
+                return tokio::time::timeout_at(deadline, ctx.membership.until_up(&node))
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "node \"{node}\" answers at {addr} but was not a member of this \
+                             node's mesh within {within}"
+                        )
+                    });
+            }
+            Ok(Err(e)) => why = e,
+        }
+        if tokio::time::timeout_at(deadline, tokio::time::sleep(pause))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        pause = (pause * 2).min(JOIN_RETRY_MAX);
+    }
+    Err(format!("no node at {addr} answered within {within}: {why}"))
 }
 
 /// `circuit events`: membership events until the client cancels.

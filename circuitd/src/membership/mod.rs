@@ -213,6 +213,20 @@ impl Membership {
         self.shared.events.subscribe()
     }
 
+    /// Resolves once node `name` is alive or suspect in the table (at once if it is). A node
+    /// comes up only through a change that makes an event, so this waits on the events.
+    pub async fn until_up(&self, name: &str) {
+        let mut events = self.subscribe();
+        loop {
+            if self.node(name).is_some_and(|(_, state)| state.is_up()) {
+                return;
+            }
+            if let Err(broadcast::error::RecvError::Closed) = events.recv().await {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Starts joining through `addrs` (retried with backoff until one answers). With `wait`,
     /// returns once joined or fails after that long (the attempts go on).
     pub async fn join(

@@ -4,6 +4,7 @@
 //! send windows), so a blocked channel never stalls the link.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -218,6 +219,22 @@ impl Peers {
                 format!("no channel named \"{chan}\" — see `circuit chan ls`"),
             )
         })
+    }
+
+    /// The name of the daemon answering at `addr` (over a connection opened for its hello,
+    /// with the cluster key as links are, and closed again), or why none answered.
+    pub async fn hello(&self, addr: SocketAddr) -> Result<String, String> {
+        let target = Target::Tcp(addr.to_string());
+        let key = self.keys.as_ref().map(Keyring::primary);
+        let attempt =
+            tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_with_key(&target, key)).await;
+        match attempt {
+            Ok(Ok(client)) => Ok(client.node().to_string()),
+            Ok(Err(circuit_sdk::Error::Connect { reason, .. })) => Err(reason.to_string()),
+            Ok(Err(circuit_sdk::Error::Handshake { error, .. })) => Err(error.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+        }
     }
 
     /// The open link to `node`, connecting if needed.

@@ -158,8 +158,9 @@ pub struct Placement {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Claim {
-    /// The node neither owns nor is creating the name; it remembers the asker's claim for a
-    /// while, so that its own create of the name loses to it.
+    /// The node neither owns nor is creating the name; it remembers the asker's claim, so
+    /// that its own create of the name loses to it, until the asker's create ends
+    /// ([`super::Request::ChanRelease`]) or, if the asker never says so, for 10 s.
     Free,
     /// The node owns a channel of that name.
     Owned {

@@ -212,11 +212,16 @@ pub enum Request {
     },
     /// List the nodes of the mesh. Reply: `nodes`.
     Nodes,
-    /// Join the mesh through nodes at these addresses (`host:port`). Reply: `done` once one of
-    /// them has answered.
+    /// Join the mesh through nodes at these addresses (`host:port`). Reply: `done` once the
+    /// node answering at one of them is a member of the daemon's mesh; `unreachable` when none
+    /// is within `timeout_ms`, saying why for each address.
     Join {
         /// Mesh addresses of nodes already in the mesh.
         addrs: Vec<String>,
+        /// How long to wait, in milliseconds (1 ms to 1 h; 10 s when absent, and left out
+        /// when absent so that daemons from before the field accept the request).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
     /// Stream membership events as they happen. Items: `event`. Ends when cancelled.
     Events,
@@ -226,6 +231,14 @@ pub enum Request {
         /// Channel name.
         name: String,
         /// The node about to create it.
+        node: String,
+    },
+    /// Between daemons, after a create that claimed `name` ended (whether or not it made the
+    /// channel): the callee forgets `node`'s claim on it. Reply: `done`.
+    ChanRelease {
+        /// Channel name.
+        name: String,
+        /// The node whose create ended.
         node: String,
     },
     /// Nothing; keeps an idle connection open. Reply: `done`.
@@ -351,6 +364,27 @@ mod tests {
             status,
             ClientMessage::Request {
                 request: Request::Status,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_join_without_a_timeout_keeps_the_shape_older_daemons_read() {
+        let join = Request::Join {
+            addrs: vec!["h1:7711".into()],
+            timeout_ms: None,
+        };
+        let json = r#"{"op":"join","args":{"addrs":["h1:7711"]}}"#;
+        assert_eq!(serde_json::to_string(&join).expect("serialize"), json);
+        assert_eq!(serde_json::from_str::<Request>(json).expect("parse"), join);
+        let timed: Request =
+            serde_json::from_str(r#"{"op":"join","args":{"addrs":["h1"],"timeout_ms":1500}}"#)
+                .expect("parse with a timeout");
+        assert!(matches!(
+            timed,
+            Request::Join {
+                timeout_ms: Some(1500),
                 ..
             }
         ));
