@@ -5,9 +5,11 @@
 //! - `cmd`: the subcommands, one file each (clap args + `run`), and the shared [`cmd::Ctx`].
 //! - `output`: tables, durations, times and JSON printing.
 //! - `parse`: value parsers for flags (`K=V`, durations, byte sizes).
+//! - `env_file`: `KEY=VALUE` environment files (`spawn --env-file`, a manifest's `env-file`).
 //! - `error`: how a failure is shown to the user, with hints.
 
 mod cmd;
+mod env_file;
 mod error;
 mod output;
 mod parse;

@@ -330,3 +330,57 @@ fn bad_manifests_are_refused_where_they_are_wrong_and_change_nothing() {
     assert_eq!(chans.len(), 1);
     assert_eq!((chans[0].0.as_str(), chans[0].1), ("jobs", 4));
 }
+
+#[test]
+fn a_manifest_env_file_sets_variables_and_a_changed_file_replaces_the_worker() {
+    let n1 = Daemon::start_named("n1", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("conf")).expect("mkdir");
+    let env_file = dir.path().join("conf/app.env");
+    std::fs::write(&env_file, "# the app\nLEVEL=info\nexport WHO=file\n").expect("write");
+    let file = dir.path().join("envy.toml");
+    std::fs::write(
+        &file,
+        "[workers.envy]\ncommand = \"sh\"\nargs = [\"-c\", \"echo $LEVEL/$WHO\"]\n\
+         env-file = \"conf/app.env\"\nenv = { WHO = \"manifest\" }\n",
+    )
+    .expect("write");
+    let shown = file.to_str().expect("utf-8 path");
+    let output = |want: &str| {
+        wait_until(LIMIT, "envy has printed", || {
+            ok(&n1, &["logs", "envy"]).lines().any(|l| !l.is_empty())
+        });
+        assert_eq!(ok(&n1, &["logs", "envy"]), want);
+    };
+
+    assert_eq!(
+        ok(&n1, &["apply", shown]),
+        "+ worker envy (any node: on n1)\napply: 1 created, 0 replaced, 0 removed, 0 unchanged\n"
+    );
+    output("info/manifest\n");
+    assert_eq!(
+        ok(&n1, &["apply", shown]),
+        "apply: no changes (1 unchanged)\n"
+    );
+
+    // The file's variables are part of the spec: a changed file replaces the worker.
+    std::fs::write(&env_file, "LEVEL=debug\n").expect("write");
+    assert_eq!(
+        ok(&n1, &["apply", shown]),
+        "~ worker envy (env changed)\napply: 0 created, 1 replaced, 0 removed, 0 unchanged\n"
+    );
+    output("debug/manifest\n");
+
+    // A bad line is refused at the manifest's env-file key, naming the file and line.
+    std::fs::write(&env_file, "LEVEL=debug\noops\n").expect("write");
+    let before = runs(&workers(&n1));
+    let err = stderr(&fails(&n1, &["apply", shown]));
+    assert_eq!(
+        err,
+        format!(
+            "error: {shown}:4:12: env-file {}:2: expected KEY=VALUE, got \"oops\"\n",
+            env_file.display()
+        )
+    );
+    assert_eq!(runs(&workers(&n1)), before);
+}

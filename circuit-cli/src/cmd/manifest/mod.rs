@@ -92,9 +92,10 @@ fn load(ctx: &Ctx, path: &Path) -> anyhow::Result<validate::Manifest> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::plain(format!("cannot read {shown}: {}", io_message(&e))))?;
     // With circuitd on this host, relative paths in the manifest mean what they mean from the
-    // manifest's directory; through --addr they go as written.
+    // manifest's directory; through --addr they go as written. Env files are read by us, from
+    // the manifest's directory, either way.
+    let dir = path.parent().unwrap_or(Path::new(""));
     let base = if ctx.is_local() {
-        let dir = path.parent().unwrap_or(Path::new(""));
         let dir = if dir.is_relative() {
             std::env::current_dir()
                 .map_err(|e| CliError::plain(format!("cannot read the current directory: {e}")))?
@@ -110,6 +111,7 @@ fn load(ctx: &Ctx, path: &Path) -> anyhow::Result<validate::Manifest> {
         file: &shown,
         text: &text,
         base: base.as_deref(),
+        dir,
     };
     validate::parse(source).map_err(CliError::plain)
 }

@@ -520,6 +520,7 @@ mod tests {
             file: "pipeline.toml",
             text,
             base: None,
+            dir: std::path::Path::new("."),
         })
         .expect("a good manifest")
     }
