@@ -5,10 +5,12 @@
 //! - `cmd`: the subcommands, one file each (clap args + `run`), and the shared [`cmd::Ctx`].
 //! - `output`: tables, durations, times and JSON printing.
 //! - `parse`: value parsers for flags (`K=V`, durations, byte sizes).
+//! - `env_file`: `KEY=VALUE` environment files (`spawn --env-file`, a manifest's `env-file`).
 //! - `error`: how a failure is shown to the user, with hints.
 //! - `stdout`: what stdout is, and whether the reader took what was written (`recv`).
 
 mod cmd;
+mod env_file;
 mod error;
 mod output;
 mod parse;

@@ -330,3 +330,141 @@ fn bad_manifests_are_refused_where_they_are_wrong_and_change_nothing() {
     assert_eq!(chans.len(), 1);
     assert_eq!((chans[0].0.as_str(), chans[0].1), ("jobs", 4));
 }
+
+#[test]
+fn a_manifest_env_file_sets_variables_and_a_changed_file_replaces_the_worker() {
+    let n1 = Daemon::start_named("n1", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("conf")).expect("mkdir");
+    let env_file = dir.path().join("conf/app.env");
+    std::fs::write(&env_file, "# the app\nLEVEL=info\nexport WHO=file\n").expect("write");
+    let file = dir.path().join("envy.toml");
+    std::fs::write(
+        &file,
+        "[workers.envy]\ncommand = \"sh\"\nargs = [\"-c\", \"echo $LEVEL/$WHO\"]\n\
+         env-file = \"conf/app.env\"\nenv = { WHO = \"manifest\" }\n",
+    )
+    .expect("write");
+    let shown = file.to_str().expect("utf-8 path");
+    let output = |want: &str| {
+        wait_until(LIMIT, "envy has printed", || {
+            ok(&n1, &["logs", "envy"]).lines().any(|l| !l.is_empty())
+        });
+        assert_eq!(ok(&n1, &["logs", "envy"]), want);
+    };
+
+    assert_eq!(
+        ok(&n1, &["apply", shown]),
+        "+ worker envy (any node: on n1)\napply: 1 created, 0 replaced, 0 removed, 0 unchanged\n"
+    );
+    output("info/manifest\n");
+    assert_eq!(
+        ok(&n1, &["apply", shown]),
+        "apply: no changes (1 unchanged)\n"
+    );
+
+    // The file's variables are part of the spec: a changed file replaces the worker.
+    std::fs::write(&env_file, "LEVEL=debug\n").expect("write");
+    assert_eq!(
+        ok(&n1, &["apply", shown]),
+        "~ worker envy (env changed)\napply: 0 created, 1 replaced, 0 removed, 0 unchanged\n"
+    );
+    output("debug/manifest\n");
+
+    // A bad line is refused at the manifest's env-file key, naming the file and line.
+    std::fs::write(&env_file, "LEVEL=debug\noops\n").expect("write");
+    let before = runs(&workers(&n1));
+    let err = stderr(&fails(&n1, &["apply", shown]));
+    assert_eq!(
+        err,
+        format!(
+            "error: {shown}:4:12: env-file {}:2: expected KEY=VALUE, got \"oops\"\n",
+            env_file.display()
+        )
+    );
+    assert_eq!(runs(&workers(&n1)), before);
+}
+
+/// A manifest of two long-running workers, `names`, applied to `d` from `file`.
+fn two_sleepers(d: &Daemon, file: &Path, names: [&str; 2]) -> String {
+    let text: String = names
+        .iter()
+        .map(|n| format!("[workers.{n}]\ncommand = \"sleep\"\nargs = [\"1000\"]\n\n"))
+        .collect();
+    std::fs::write(file, format!("name = \"sleepers\"\n\n{text}")).expect("write");
+    ok(d, &["apply", file.to_str().expect("utf-8 path")])
+}
+
+#[test]
+fn an_empty_manifest_is_refused_and_removes_nothing() {
+    let n1 = Daemon::start_named("n1", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("sleepers.toml");
+    let shown = file.to_str().expect("utf-8 path");
+    two_sleepers(&n1, &file, ["a", "b"]);
+    let before = runs(&workers(&n1));
+    assert_eq!(before.len(), 2);
+
+    // An empty file, and one cut short after its name: both would remove a and b.
+    for text in ["", "name = \"sleepers\"\n"] {
+        std::fs::write(&file, text).expect("write");
+        for args in [&["apply", shown][..], &["apply", "--dry-run", shown]] {
+            let out = fails(&n1, args);
+            assert_eq!(
+                stderr(&out),
+                format!(
+                    "error: {shown}: the manifest declares no channel and no worker, so applying \
+                     it could only remove; nothing was changed — to remove what manifest \
+                     \"sleepers\" made, use `circuit down {shown}`\n"
+                ),
+                "{text:?} {args:?}"
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        }
+        assert_eq!(runs(&workers(&n1)), before, "{text:?}");
+    }
+}
+
+#[test]
+fn a_plan_removing_every_worker_of_a_manifest_needs_prune() {
+    let n1 = Daemon::start_named("n1", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("sleepers.toml");
+    let shown = file.to_str().expect("utf-8 path");
+    two_sleepers(&n1, &file, ["a", "b"]);
+    let before = runs(&workers(&n1));
+
+    // Every worker renamed: the plan removes both old ones.
+    std::fs::write(
+        &file,
+        "name = \"sleepers\"\n[workers.c]\ncommand = \"sleep\"\nargs = [\"1000\"]\n\
+         [workers.d]\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
+    )
+    .expect("write");
+    let refusal = "error: this plan removes all 2 workers of manifest \"sleepers\" and keeps \
+                   none; pass --prune to do that\napply: nothing was changed\n";
+    for args in [&["apply", shown][..], &["apply", "--dry-run", shown]] {
+        let out = fails(&n1, args);
+        assert_eq!(stderr(&out), refusal, "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{args:?}");
+    }
+    assert_eq!(runs(&workers(&n1)), before);
+
+    let plan = "+ worker c (any node)\n+ worker d (any node)\n- worker a (no longer declared)\n\
+                - worker b (no longer declared)\n";
+    assert_eq!(
+        ok(&n1, &["apply", "--dry-run", "--prune", shown]),
+        format!(
+            "{plan}apply --dry-run: would create 2, replace 0, remove 2; 0 unchanged; nothing \
+             was changed\n"
+        )
+    );
+    assert_eq!(runs(&workers(&n1)), before);
+    let applied = ok(&n1, &["apply", "--prune", shown]);
+    assert!(
+        applied.ends_with("apply: 2 created, 0 replaced, 2 removed, 0 unchanged\n"),
+        "{applied}"
+    );
+    let names: Vec<String> = workers(&n1).into_iter().map(|w| w.name).collect();
+    assert_eq!(names, ["c", "d"]);
+}

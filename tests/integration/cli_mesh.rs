@@ -316,9 +316,12 @@ async fn spawn_places_the_spec_and_prints_each_worker() {
         "./analyze",
     ];
     let (got, out) = exchange(&args, Reply::Workers(workers.clone())).await;
+    // Through the Unix socket the worker runs where the caller stands (here, this test's cwd).
+    let here = std::env::current_dir().expect("cwd");
     let want = Placement {
         spec: SpawnSpec {
             command: "./analyze".into(),
+            cwd: Some(here.display().to_string()),
             name: Some("an".into()),
             labels: [("role".to_string(), "batch".to_string())].into(),
             ..SpawnSpec::default()

@@ -7,6 +7,7 @@ mod channels;
 mod cli;
 mod cli_chan;
 mod cli_mesh;
+mod cli_spawn;
 mod config_file;
 mod exits;
 mod join_warnings;

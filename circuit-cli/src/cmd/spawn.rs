@@ -2,8 +2,9 @@
 //! named node, on nodes with given labels, or on the least loaded node — in one or more copies.
 //! Flag defaults are the SDK's spec defaults, so `--help` shows what the daemon will use.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use circuit_sdk::proto::{
@@ -13,7 +14,7 @@ use circuit_sdk::proto::{
 
 use super::{expect_workers, Ctx};
 use crate::error::CliError;
-use crate::{output, parse};
+use crate::{env_file, output, parse};
 
 /// Arguments of `circuit spawn`.
 #[derive(Debug, clap::Args)]
@@ -22,7 +23,19 @@ use crate::{output, parse};
     circuit spawn --node h3 --chan in=jobs --chan out=results --env LEVEL=debug -- ./worker\n  \
     circuit spawn --label gpu=yes --replicas 4 --name analyzer -- ./analyze   # analyzer-1..4\n\n\
 On a terminal, spawn prints `started NAME on NODE (pid N)` for each worker; through a pipe,\n\
-only each worker's name, one per line: `circuit wait $(circuit spawn -- ./job)`.")]
+only each worker's name, one per line: `circuit wait $(circuit spawn -- ./job)`.\n\n\
+Directory: through the Unix socket (the default), a worker runs in the directory you run\n\
+`circuit spawn` from, so `-- ./run.sh` and `-- python3 app.py` mean what they mean in your\n\
+shell. That holds on whichever node it is placed (--node, --label or the least loaded): the\n\
+directory must exist there too, or the spawn fails naming the node and the directory.\n\
+Through --addr, it runs in circuitd's own directory on that host (your path means nothing\n\
+there). --cwd DIR overrides both; a relative DIR is taken from your directory (through\n\
+--addr, from circuitd's). A command with a `/` is resolved against the worker's directory;\n\
+a bare name is looked up in PATH.\n\n\
+Environment: circuitd's own (as circuitd was started, not your shell's), then the\n\
+--env-file files in order, then --env (a later one wins), then CIRCUIT_SOCKET, CIRCUIT_NODE,\n\
+CIRCUIT_WORKER and CIRCUIT_CHAN_<NAME> for each --chan, which override everything. With\n\
+--env-replace circuitd's environment is left out (PATH too, unless you set one).")]
 pub struct Args {
     /// Worker name, unique on the node [default: derived from the command]. With --replicas,
     /// copy i is named NAME-i.
@@ -48,15 +61,22 @@ pub struct Args {
     #[arg(long, value_name = "POLICY", default_value = "never")]
     pub restart: RestartPolicy,
 
-    /// Set an environment variable (repeatable).
+    /// Set an environment variable (repeatable); wins over --env-file.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse::key_value)]
     pub env: Vec<(String, String)>,
 
-    /// Start from an empty environment instead of circuitd's, plus the --env variables.
+    /// Set the variables of a file of KEY=VALUE lines (repeatable: a later file wins). Blank
+    /// lines and `#` comments are skipped, `export KEY=VALUE` is allowed. Read by circuit, on
+    /// this host.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+
+    /// Start from an empty environment instead of circuitd's: only --env-file, --env and the
+    /// CIRCUIT_* variables.
     #[arg(long)]
     pub env_replace: bool,
 
-    /// Working directory [default: circuitd's].
+    /// Working directory [default: the one you run circuit from; through --addr, circuitd's].
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<String>,
 
@@ -122,8 +142,11 @@ pub struct Args {
 
 /// Starts the workers and prints one line for each (one JSON object per line, with `--json`).
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let own_cwd = args.cwd.is_none();
     let placement = placement(args, ctx.is_local())?;
     let placed = placement.node.is_some() || !placement.selector.is_empty();
+    let relative_command =
+        placement.spec.command.contains('/') && Path::new(&placement.spec.command).is_relative();
     let client = ctx.connect().await?;
     let workers = match client.call(Request::Place(placement)).await {
         Ok(reply) => expect_workers(reply)?,
@@ -138,6 +161,18 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
                 e,
                 "see the nodes and their labels with `circuit nodes`",
             ))
+        }
+        Err(e) if own_cwd && e.code() == Some(ErrorCode::SpawnFailed) => {
+            let hint = if ctx.is_local() && e.to_string().contains("working directory") {
+                "without --cwd a worker runs in the directory circuit was run from, which must \
+                 exist on the worker's node: pass --cwd"
+            } else if !ctx.is_local() && relative_command {
+                "through --addr a worker runs in circuitd's directory: pass --cwd, or the \
+                 command's absolute path"
+            } else {
+                return Err(e.into());
+            };
+            return Err(CliError::hinted(e, hint));
         }
         Err(e) => return Err(e.into()),
     };
@@ -181,8 +216,11 @@ fn placement(mut args: Args, local: bool) -> anyhow::Result<Placement> {
     })
 }
 
-/// The spec the flags describe. A relative `--cwd` is made absolute when the daemon is local,
-/// since the user meant it relative to where they stand, not to where circuitd started.
+/// The spec the flags describe. When the daemon is local (its Unix socket), the worker runs
+/// where the user stands: the current directory is the default `cwd`, and a relative `--cwd`
+/// is made absolute against it. Through `--addr` both go as given (circuitd's directory when
+/// none). The `--env-file` files are read here, so a bad one stops the spawn before anything
+/// is sent.
 fn spec(args: Args, local: bool) -> anyhow::Result<SpawnSpec> {
     let mut words = args.command.into_iter();
     let command = words.next().unwrap_or_default();
@@ -195,17 +233,20 @@ fn spec(args: Args, local: bool) -> anyhow::Result<SpawnSpec> {
         ));
     }
     let cwd = match args.cwd {
-        Some(dir) if local && Path::new(&dir).is_relative() => {
-            let here = std::env::current_dir()
-                .map_err(|e| CliError::hinted(e, "pass an absolute --cwd"))?;
-            Some(here.join(dir).display().to_string())
-        }
+        Some(dir) if local && Path::new(&dir).is_relative() => Some(here(&dir)?),
+        None if local => Some(here("")?),
         other => other,
     };
+    let mut env = BTreeMap::new();
+    for file in &args.env_files {
+        let vars = env_file::read(file, &file.display().to_string()).map_err(CliError::plain)?;
+        env.extend(vars);
+    }
+    env.extend(args.env);
     Ok(SpawnSpec {
         command,
         args: words.collect(),
-        env: args.env.into_iter().collect(),
+        env,
         env_mode: if args.env_replace {
             EnvMode::Replace
         } else {
@@ -234,6 +275,24 @@ fn spec(args: Args, local: bool) -> anyhow::Result<SpawnSpec> {
     })
 }
 
+/// `dir` in the current directory, as text for the spec (`""`: the current directory itself).
+fn here(dir: &str) -> anyhow::Result<String> {
+    let here = std::env::current_dir().map_err(|e| {
+        CliError::hinted(
+            format!("cannot read the current directory: {e}"),
+            "pass an absolute --cwd",
+        )
+    })?;
+    let path = if dir.is_empty() { here } else { here.join(dir) };
+    match path.to_str() {
+        Some(text) => Ok(text.to_string()),
+        None => Err(CliError::hinted(
+            format!("the directory {} is not UTF-8", path.display()),
+            "pass --cwd with a UTF-8 path",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +314,69 @@ mod tests {
 
     fn spec_of(argv: &[&str]) -> SpawnSpec {
         placement_of(argv).spec
+    }
+
+    /// A file in the temp dir, unique to this test process; tests remove what they write.
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("circuit-spawn-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    #[test]
+    fn env_files_in_order_then_env_flags() {
+        let base = temp_file("base.env", "# shared\nA=base\nB=base\nC=base\n");
+        let app = temp_file("app.env", "\nexport B=app\nC=\"app\"\n");
+        let s = spec_of(&[
+            "--env-file",
+            base.to_str().expect("utf-8"),
+            "--env-file",
+            app.to_str().expect("utf-8"),
+            "--env",
+            "C=flag",
+            "--",
+            "true",
+        ]);
+        let _ = (std::fs::remove_file(base), std::fs::remove_file(app));
+        let want: BTreeMap<String, String> = [("A", "base"), ("B", "app"), ("C", "flag")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(s.env, want);
+    }
+
+    #[test]
+    fn a_bad_env_file_line_is_refused_with_its_file_and_line() {
+        let file = temp_file("bad.env", "A=1\n# fine\nnot an assignment\n");
+        let bad = file.to_str().expect("utf-8");
+        let args = parse(&["--env-file", bad, "--", "true"]).expect("parse");
+        let err = crate::error::render(&placement(args, false).unwrap_err());
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(
+            err,
+            format!("{bad}:3: expected KEY=VALUE, got \"not an assignment\"")
+        );
+        let args = parse(&["--env-file", "/definitely/not/here.env", "--", "true"]).expect("parse");
+        let err = crate::error::render(&placement(args, false).unwrap_err());
+        assert!(
+            err.starts_with("/definitely/not/here.env: cannot read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn through_the_socket_the_worker_runs_where_the_caller_stands() {
+        let here = std::env::current_dir().expect("cwd");
+        let local = |argv: &[&str]| placement(parse(argv).expect("parse"), true).expect("spec");
+        let s = local(&["--", "./run.sh"]).spec;
+        assert_eq!(s.cwd.as_deref(), here.to_str());
+        let s = local(&["--cwd", "data", "--", "./run.sh"]).spec;
+        assert_eq!(s.cwd, Some(here.join("data").display().to_string()));
+        let s = local(&["--cwd", "/srv", "--", "./run.sh"]).spec;
+        assert_eq!(s.cwd.as_deref(), Some("/srv"));
+        // Through --addr: circuitd's directory, and a relative --cwd as written.
+        assert_eq!(spec_of(&["--", "./run.sh"]).cwd, None);
     }
 
     #[test]

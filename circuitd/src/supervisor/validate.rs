@@ -88,7 +88,8 @@ pub fn spec(spec: &SpawnSpec) -> Result<(), SupervisorError> {
 }
 
 /// Checks that the working directory exists and the command can be found and executed,
-/// the way the child will look for it. Returns the working directory to use.
+/// the way the child will look for it. A command given as a relative path that cannot be run
+/// is reported with the directory it was resolved against.
 pub fn runnable(spec: &SpawnSpec) -> Result<(), SupervisorError> {
     let cwd = match &spec.cwd {
         Some(dir) => {
@@ -113,7 +114,20 @@ pub fn runnable(spec: &SpawnSpec) -> Result<(), SupervisorError> {
     if spec.command.contains('/') {
         let path = cwd.join(&spec.command);
         return executable(&path).map_err(|why| {
-            SupervisorError::SpawnFailed(format!("cannot run {}: {why}", spec.command))
+            // A relative path means nothing without the directory it was taken from, which
+            // may not be the one the user had in mind (circuitd's, through `--addr`).
+            let against = match (Path::new(&spec.command).is_relative(), &spec.cwd) {
+                (false, _) => String::new(),
+                (true, Some(_)) => format!(
+                    " (resolved against the worker's directory {})",
+                    cwd.display()
+                ),
+                (true, None) => format!(
+                    " (resolved against {}, circuitd's directory: no working directory was given)",
+                    cwd.display()
+                ),
+            };
+            SupervisorError::SpawnFailed(format!("cannot run {}: {why}{against}", spec.command))
         });
     }
     let search = match (spec.env.get("PATH"), spec.env_mode) {
@@ -203,6 +217,36 @@ mod tests {
         assert!(err.contains("not found in PATH"), "{err}");
         s.command = "sh".into();
         assert!(runnable(&s).is_ok());
+        s.command = "./definitely-not-here.sh".into();
+        let err = runnable(&s)
+            .expect_err("missing relative command")
+            .to_string();
+        let daemon_dir = std::env::current_dir().expect("cwd");
+        assert_eq!(
+            err,
+            format!(
+                "cannot run ./definitely-not-here.sh: no such file or directory (resolved \
+                 against {}, circuitd's directory: no working directory was given)",
+                daemon_dir.display()
+            )
+        );
+        s.cwd = Some("/".into());
+        let err = runnable(&s)
+            .expect_err("missing relative command")
+            .to_string();
+        assert!(
+            err.ends_with("(resolved against the worker's directory /)"),
+            "{err}"
+        );
+        s.command = "/definitely-not-here.sh".into();
+        let err = runnable(&s)
+            .expect_err("missing absolute command")
+            .to_string();
+        assert_eq!(
+            err,
+            "cannot run /definitely-not-here.sh: no such file or directory"
+        );
+        s.command = "sh".into();
         s.cwd = Some("/definitely/not/here".into());
         let err = runnable(&s).expect_err("missing cwd").to_string();
         assert_eq!(

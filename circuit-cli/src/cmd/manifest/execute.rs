@@ -204,7 +204,12 @@ impl Run<'_> {
 }
 
 /// Prints why a plan cannot be applied, one `error:` line per reason; changes nothing.
-pub fn refuse(ctx: &Ctx, manifest: &str, conflicts: &[String]) -> anyhow::Result<ExitCode> {
+pub fn refuse(
+    ctx: &Ctx,
+    manifest: &str,
+    dry_run: bool,
+    conflicts: &[String],
+) -> anyhow::Result<ExitCode> {
     for conflict in conflicts {
         error::print(&CliError::plain(conflict));
     }
@@ -213,7 +218,7 @@ pub fn refuse(ctx: &Ctx, manifest: &str, conflicts: &[String]) -> anyhow::Result
         output::json(&Report {
             command: Verb::Apply,
             manifest,
-            dry_run: false,
+            dry_run,
             ok: false,
             changes: Vec::new(),
             unchanged: &[],

@@ -58,9 +58,11 @@ pub struct WorkerTable {
     /// Channel bindings: `out = "docs"` gives the worker `CIRCUIT_CHAN_OUT=docs`.
     #[serde(default)]
     pub channels: BTreeMap<Spanned<Binding>, Spanned<ChanName>>,
-    /// Environment variables.
+    /// Environment variables; they win over `env-file`.
     #[serde(default)]
     pub env: BTreeMap<EnvKey, Text>,
+    /// Files of `KEY=VALUE` lines, relative to the manifest's directory (a later one wins).
+    pub env_file: Option<Spanned<Paths>>,
     /// Start from an empty environment plus `env` instead of the daemon's.
     #[serde(default)]
     pub env_replace: bool,
@@ -149,6 +151,42 @@ impl<'de> Deserialize<'de> for Restart {
         }
         d.deserialize_any(RestartVisitor)
     }
+}
+
+/// One path or an array of them: `env-file = "app.env"`, `env-file = ["base.env", "app.env"]`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Paths(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Paths {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PathsVisitor;
+        impl<'de> Visitor<'de> for PathsVisitor {
+            type Value = Paths;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a path, or an array of paths")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Paths, E> {
+                path(s).map_err(E::custom)?;
+                Ok(Paths(vec![s.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Paths, A::Error> {
+                let mut paths = Vec::new();
+                while let Some(p) = seq.next_element::<String>()? {
+                    path(&p).map_err(de::Error::custom)?;
+                    paths.push(p);
+                }
+                Ok(Paths(paths))
+            }
+        }
+        d.deserialize_any(PathsVisitor)
+    }
+}
+
+fn path(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("a path cannot be empty".into());
+    }
+    text(s)
 }
 
 /// A restart policy by name.

@@ -25,7 +25,9 @@ pub use status::run as status;
     circuit status pipeline.toml            # every declared channel and worker\n\n\
 Each change is one line: `+` created, `~` replaced (stopped, removed, started again), `-`\n\
 removed. Workers carry the label circuit.manifest=NAME; channels are never removed by apply.\n\
-The format: docs/MANIFESTS.md.")]
+A manifest that declares nothing is refused, and so is a plan that would remove every worker\n\
+the manifest made (all renamed, or a file cut short) unless --prune is given; `circuit down\n\
+FILE` is the way to remove everything. The format: docs/MANIFESTS.md.")]
 pub struct ApplyArgs {
     /// The manifest: a TOML file of [channels.NAME] and [workers.NAME] tables.
     #[arg(value_name = "FILE")]
@@ -34,6 +36,11 @@ pub struct ApplyArgs {
     /// Print what apply would do, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Allow a plan that removes every worker the manifest made (they are all renamed or no
+    /// longer declared); without it such a plan is refused.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// Arguments of `circuit down`.
@@ -54,12 +61,23 @@ pub struct DownArgs {
 }
 
 /// Creates what the manifest declares and is missing, replaces what differs, removes the
-/// workers it made and no longer declares. Nothing is done unless the whole plan can be.
+/// workers it made and no longer declares. Nothing is done unless the whole plan can be. A
+/// manifest that declares nothing is refused before circuitd is contacted: applied, it could
+/// only remove (an empty or cut-short file, most likely); `down` is the way to do that.
 pub async fn apply(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let manifest = load(ctx, &args.file)?;
+    if manifest.channels.is_empty() && manifest.workers.is_empty() {
+        let shown = args.file.display();
+        return Err(CliError::plain(format!(
+            "{shown}: the manifest declares no channel and no worker, so applying it could only \
+             remove; nothing was changed — to remove what manifest \"{}\" made, use `circuit \
+             down {shown}`",
+            manifest.name
+        )));
+    }
     let client = ctx.connect().await?;
     let mesh = mesh::observe(&client).await?;
-    match plan::apply(&manifest, &mesh) {
+    match plan::apply(&manifest, &mesh, args.prune) {
         Ok(plan) => {
             let run = execute::Run {
                 verb: execute::Verb::Apply,
@@ -68,7 +86,7 @@ pub async fn apply(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<ExitCode> {
             };
             run.execute(ctx, &client, plan).await
         }
-        Err(conflicts) => execute::refuse(ctx, &manifest.name, &conflicts),
+        Err(conflicts) => execute::refuse(ctx, &manifest.name, args.dry_run, &conflicts),
     }
 }
 
@@ -92,9 +110,10 @@ fn load(ctx: &Ctx, path: &Path) -> anyhow::Result<validate::Manifest> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::plain(format!("cannot read {shown}: {}", io_message(&e))))?;
     // With circuitd on this host, relative paths in the manifest mean what they mean from the
-    // manifest's directory; through --addr they go as written.
+    // manifest's directory; through --addr they go as written. Env files are read by us, from
+    // the manifest's directory, either way.
+    let dir = path.parent().unwrap_or(Path::new(""));
     let base = if ctx.is_local() {
-        let dir = path.parent().unwrap_or(Path::new(""));
         let dir = if dir.is_relative() {
             std::env::current_dir()
                 .map_err(|e| CliError::plain(format!("cannot read the current directory: {e}")))?
@@ -110,6 +129,7 @@ fn load(ctx: &Ctx, path: &Path) -> anyhow::Result<validate::Manifest> {
         file: &shown,
         text: &text,
         base: base.as_deref(),
+        dir,
     };
     validate::parse(source).map_err(CliError::plain)
 }

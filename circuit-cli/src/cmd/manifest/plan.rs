@@ -168,8 +168,9 @@ impl Plan {
 
 /// The plan that makes the mesh run what `m` declares, or every reason it cannot be applied
 /// (then nothing may be done): a channel whose capacity or owner differs, a worker of that
-/// name that this manifest did not create, a node that is not there.
-pub fn apply(m: &Manifest, mesh: &Mesh) -> Result<Plan, Vec<String>> {
+/// name that this manifest did not create, a node that is not there, or — unless `prune` —
+/// the removal of every worker the manifest made (all renamed, or a file cut short).
+pub fn apply(m: &Manifest, mesh: &Mesh, prune: bool) -> Result<Plan, Vec<String>> {
     let mut plan = Plan::default();
     let mut conflicts = Vec::new();
     for c in &m.channels {
@@ -248,11 +249,29 @@ pub fn apply(m: &Manifest, mesh: &Mesh) -> Result<Plan, Vec<String>> {
         }
     }
     // Workers this manifest made that it no longer declares.
+    let mut ours = 0;
     for have in &mesh.workers {
-        let ours = have.spec.labels.get(LABEL) == Some(&m.name);
-        if ours && have.state != WorkerState::Lost && !declared.contains(&have.name) {
-            plan.steps.push(remove_worker(have, "no longer declared"));
+        if have.spec.labels.get(LABEL) == Some(&m.name) && have.state != WorkerState::Lost {
+            ours += 1;
+            if !declared.contains(&have.name) {
+                plan.steps.push(remove_worker(have, "no longer declared"));
+            }
         }
+    }
+    let removed = plan
+        .changes()
+        .filter(|c| c.kind == Kind::Worker && c.op == Op::Remove)
+        .count();
+    if !prune && ours > 0 && removed == ours {
+        let all = if ours == 1 {
+            "the only worker".to_string()
+        } else {
+            format!("all {ours} workers")
+        };
+        conflicts.push(format!(
+            "this plan removes {all} of manifest \"{}\" and keeps none; pass --prune to do that",
+            m.name
+        ));
     }
     if conflicts.is_empty() {
         Ok(plan)
@@ -520,6 +539,7 @@ mod tests {
             file: "pipeline.toml",
             text,
             base: None,
+            dir: std::path::Path::new("."),
         })
         .expect("a good manifest")
     }
@@ -552,7 +572,7 @@ mod tests {
     #[test]
     fn an_empty_mesh_gets_everything_channels_first() {
         let m = manifest(PIPELINE);
-        let plan = apply(&m, &empty_mesh()).expect("plan");
+        let plan = apply(&m, &empty_mesh(), false).expect("plan");
         assert_eq!(
             lines(&plan),
             [
@@ -582,7 +602,7 @@ mod tests {
     #[test]
     fn applying_what_runs_changes_nothing_even_once_it_has_exited() {
         let m = manifest(PIPELINE);
-        let plan = apply(&m, &applied_mesh(&m)).expect("plan");
+        let plan = apply(&m, &applied_mesh(&m), false).expect("plan");
         assert!(plan.steps.is_empty(), "{:?}", lines(&plan));
         let counts = plan.counts();
         assert!(counts.none());
@@ -600,7 +620,7 @@ mod tests {
             )
             .replace("replicas = 3", "replicas = 2")
             + "\n[channels.extra]\ncapacity = 2\n";
-        let plan = apply(&manifest(&edited), &mesh).expect("plan");
+        let plan = apply(&manifest(&edited), &mesh, false).expect("plan");
         assert_eq!(
             lines(&plan),
             [
@@ -629,11 +649,47 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_that_removes_every_worker_of_the_manifest_needs_prune() {
+        let m = manifest(PIPELINE);
+        let mesh = applied_mesh(&m);
+        let refusal =
+            "this plan removes all 5 workers of manifest \"pipeline\" and keeps none; pass \
+             --prune to do that";
+        // A file cut short after its channels, and one whose workers were all renamed.
+        let cut = &PIPELINE[..PIPELINE.find("[workers.").expect("workers")];
+        let renamed = PIPELINE.replace("[workers.", "[workers.new-");
+        for text in [cut, &renamed] {
+            let conflicts = apply(&manifest(text), &mesh, false).expect_err("refused");
+            assert_eq!(conflicts, [refusal]);
+            let plan = apply(&manifest(text), &mesh, true).expect("with --prune");
+            assert_eq!(plan.counts().removed, 5);
+        }
+        // Removing some of them is an ordinary plan.
+        let fewer = PIPELINE.replace("replicas = 3", "replicas = 2");
+        assert!(apply(&manifest(&fewer), &mesh, false).is_ok());
+        // One worker: "the only worker".
+        let one = manifest("[workers.w]\ncommand = \"x\"\n");
+        let mut mesh = empty_mesh();
+        mesh.workers
+            .push(running(one.workers[0].spec_of("w"), "n1"));
+        let renamed = manifest("[workers.v]\ncommand = \"x\"\n");
+        assert_eq!(
+            apply(&renamed, &mesh, false).expect_err("refused"),
+            [
+                "this plan removes the only worker of manifest \"pipeline\" and keeps none; pass \
+              --prune to do that"
+            ]
+        );
+        // Nothing of the manifest runs yet: nothing to protect.
+        assert!(apply(&renamed, &empty_mesh(), false).is_ok());
+    }
+
+    #[test]
     fn a_missing_replica_is_started_alone() {
         let m = manifest(PIPELINE);
         let mut mesh = applied_mesh(&m);
         mesh.workers.retain(|w| w.name != "analyze-2");
-        let plan = apply(&m, &mesh).expect("plan");
+        let plan = apply(&m, &mesh, false).expect("plan");
         assert_eq!(
             lines(&plan),
             ["+ worker analyze-2 (node-labels role=compute)"]
@@ -654,7 +710,7 @@ mod tests {
             .find(|w| w.name == "store")
             .expect("store");
         store.node = "n2".into();
-        let plan = apply(&m, &mesh).expect("plan");
+        let plan = apply(&m, &mesh, false).expect("plan");
         assert_eq!(lines(&plan), ["~ worker store (node changed)"]);
         // An analyzer on a node without role=compute too.
         let mut mesh = applied_mesh(&m);
@@ -663,7 +719,7 @@ mod tests {
             .find(|w| w.name == "analyze-1")
             .expect("a1")
             .node = "n1".into();
-        let plan = apply(&m, &mesh).expect("plan");
+        let plan = apply(&m, &mesh, false).expect("plan");
         assert_eq!(lines(&plan), ["~ worker analyze-1 (node-labels changed)"]);
     }
 
@@ -684,7 +740,7 @@ mod tests {
         );
         mesh.workers.retain(|w| w.name != "store");
         mesh.workers.push(stranger.clone());
-        let conflicts = apply(&m, &mesh).expect_err("conflicts");
+        let conflicts = apply(&m, &mesh, false).expect_err("conflicts");
         assert_eq!(conflicts.len(), 3, "{conflicts:#?}");
         assert!(conflicts[0]
             .starts_with("channel \"docs\" exists with capacity 16, but the manifest says 64 — "));
@@ -701,7 +757,7 @@ mod tests {
         mesh.workers.retain(|w| w.name != "store");
         mesh.workers.push(stranger);
         mesh.chans = applied_mesh(&m).chans;
-        let conflicts = apply(&m, &mesh).expect_err("conflicts");
+        let conflicts = apply(&m, &mesh, false).expect_err("conflicts");
         assert_eq!(conflicts.len(), 1);
         assert!(
             conflicts[0].contains("belongs to manifest \"other\""),
@@ -716,7 +772,7 @@ mod tests {
         let mut mesh = empty_mesh();
         mesh.nodes.retain(|n| n.name != "n3");
         mesh.nodes[1].state = NodeState::Dead;
-        let conflicts = apply(&m, &mesh).expect_err("conflicts");
+        let conflicts = apply(&m, &mesh, false).expect_err("conflicts");
         assert_eq!(
             conflicts,
             [
@@ -733,7 +789,7 @@ mod tests {
     #[test]
     fn a_binding_to_an_unknown_channel_is_a_warning() {
         let m = manifest("[workers.w]\ncommand = \"x\"\nchannels = { in = \"elsewhere\" }\n");
-        let plan = apply(&m, &empty_mesh()).expect("plan");
+        let plan = apply(&m, &empty_mesh(), false).expect("plan");
         assert_eq!(plan.warnings.len(), 1);
         assert!(
             plan.warnings[0].contains("\"elsewhere\""),
@@ -742,7 +798,7 @@ mod tests {
         );
         let mut mesh = empty_mesh();
         mesh.chans.push(chan("elsewhere", 0, "n2"));
-        assert!(apply(&m, &mesh).expect("plan").warnings.is_empty());
+        assert!(apply(&m, &mesh, false).expect("plan").warnings.is_empty());
     }
 
     #[test]

@@ -198,6 +198,7 @@ mod tests {
             file: "m.toml",
             text,
             base: None,
+            dir: std::path::Path::new("."),
         })
         .expect("parse")
     }

@@ -11,6 +11,7 @@ use circuit_sdk::proto::{EnvMode, LogSpec, RestartSpec, SpawnSpec, StopSpec, MAX
 use toml::Spanned;
 
 use super::file::{self, File, WorkerTable};
+use crate::env_file;
 
 /// The label that marks the workers a manifest created; its value is the manifest's name.
 pub const LABEL: &str = "circuit.manifest";
@@ -141,6 +142,9 @@ pub struct Source<'a> {
     /// The manifest's directory (absolute) when circuitd runs on this host: relative commands
     /// with a `/` and relative `cwd`s are resolved against it. `None`: passed as written.
     pub base: Option<&'a Path>,
+    /// The manifest's directory as the CLI reaches it, local daemon or not: `env-file`s are
+    /// read from there (by the CLI, which sends their variables).
+    pub dir: &'a Path,
 }
 
 impl Source<'_> {
@@ -153,7 +157,8 @@ impl Source<'_> {
     }
 }
 
-/// Parses and checks a manifest. Nothing outside the text (and the path) is looked at.
+/// Parses and checks a manifest. Nothing outside the text, the path and the `env-file`s it
+/// names is looked at.
 pub fn parse(src: Source) -> Result<Manifest, ManifestError> {
     let file: File = toml::from_str(src.text).map_err(|e| src.error(e.span(), e.message()))?;
     let name = match file.name {
@@ -303,11 +308,13 @@ fn worker(
     }
     labels.insert(LABEL.to_string(), manifest.to_string());
     let restart = restart_spec(src, t.restart)?;
+    let mut env = env_files(src, t.env_file)?;
+    env.extend(t.env.into_iter().map(|(k, v)| (k.0, v.0)));
     let stop_default = StopSpec::default();
     let spec = SpawnSpec {
         command: resolve_command(t.command.into_inner().0, src.base),
         args: t.args.into_iter().map(|a| a.0).collect(),
-        env: t.env.into_iter().map(|(k, v)| (k.0, v.0)).collect(),
+        env,
         env_mode: if t.env_replace {
             EnvMode::Replace
         } else {
@@ -339,6 +346,26 @@ fn worker(
         place,
         spec,
     })
+}
+
+/// The variables of a worker's `env-file`s, read from the manifest's directory, a later file
+/// winning. A file that cannot be read or has a bad line is reported at the `env-file` key.
+fn env_files(
+    src: &Source,
+    files: Option<Spanned<file::Paths>>,
+) -> Result<BTreeMap<String, String>, ManifestError> {
+    let mut env = BTreeMap::new();
+    let Some(files) = files else {
+        return Ok(env);
+    };
+    let span = files.span();
+    for name in files.into_inner().0 {
+        let path = src.dir.join(&name);
+        let vars = env_file::read(&path, &path.display().to_string())
+            .map_err(|e| src.error(Some(span.clone()), format!("env-file {e}")))?;
+        env.extend(vars);
+    }
+    Ok(env)
 }
 
 /// The restart spec: the policy and timing given, `circuit spawn`'s defaults for the rest.
@@ -408,6 +435,7 @@ mod tests {
             file: "pipeline.toml",
             text,
             base: None,
+            dir: Path::new("."),
         })
     }
 
@@ -524,6 +552,7 @@ log-max-files = 2
             file: "m.toml",
             text,
             base: Some(Path::new("/srv/app")),
+            dir: Path::new("/srv/app"),
         })
         .expect("parse");
         let s = &m.workers[0].spec;
@@ -535,6 +564,62 @@ log-max-files = 2
             m.workers[1].spec.command, "sh",
             "a bare name is looked up in PATH"
         );
+    }
+
+    #[test]
+    fn env_files_are_read_from_the_manifest_directory_and_env_wins() {
+        let dir = std::env::temp_dir().join(format!("circuit-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf")).expect("temp dir");
+        std::fs::write(dir.join("conf/base.env"), "# base\nA=base\nB=base\n").expect("write");
+        std::fs::write(dir.join("app.env"), "export B=app\nC=app\n").expect("write");
+        std::fs::write(dir.join("bad.env"), "A=1\n\noops\n").expect("write");
+        let parse_in = |text: &str| {
+            parse(Source {
+                file: "m.toml",
+                text,
+                base: None,
+                dir: &dir,
+            })
+        };
+        let m = parse_in(
+            "[workers.w]\ncommand = \"x\"\nenv-file = [\"conf/base.env\", \"app.env\"]\n\
+             env = { C = \"env\" }\n[workers.v]\ncommand = \"x\"\nenv-file = \"app.env\"\n",
+        )
+        .expect("parse");
+        let env = |i: usize| {
+            let env = &m.workers[i].spec.env;
+            env.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(env(0), ["A=base", "B=app", "C=env"]);
+        assert_eq!(env(1), ["B=app", "C=app"]);
+        let err = parse_in("[workers.w]\ncommand = \"x\"\nenv-file = \"bad.env\"\n")
+            .expect_err("a bad line")
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "m.toml:3:12: env-file {}:3: expected KEY=VALUE, got \"oops\"",
+                dir.join("bad.env").display()
+            )
+        );
+        let err =
+            parse_in("[workers.w]\ncommand = \"x\"\nenv-file = [\"app.env\", \"gone.env\"]\n")
+                .expect_err("a missing file")
+                .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "m.toml:3:12: env-file {}: cannot read",
+                dir.join("gone.env").display()
+            )),
+            "{err}"
+        );
+        let err = parse_in("[workers.w]\ncommand = \"x\"\nenv-file = 3\n")
+            .expect_err("not a path")
+            .to_string();
+        assert!(err.starts_with("m.toml:3:12: invalid type"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -626,6 +711,7 @@ log-max-files = 2
             file,
             text: "",
             base: None,
+            dir: Path::new("."),
         };
         assert_eq!(parse(src("dir/web.toml")).expect("parse").name, "web");
         let err = parse(src("dir/my app.toml"))
