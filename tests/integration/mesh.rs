@@ -29,10 +29,29 @@ fn three_nodes() -> (Daemon, Daemon, Daemon) {
 }
 
 /// The owner of channel `name`, as `d` sees it.
-fn owner_of(d: &Daemon, name: &str) -> String {
-    let out = d.cli_ok(&["--json", "chan", "stat", name]);
-    let chan: serde_json::Value = serde_json::from_str(&out).expect("chan json");
-    chan["owner"].as_str().expect("owner").to_string()
+/// Waits until `d` sees channel `name` owned by `owner` (another node's channels reach it by
+/// gossip, so not at once); fails with what it saw last.
+fn wait_owner(d: &Daemon, name: &str, owner: &str) {
+    let mut seen = String::new();
+    let found = |seen: &mut String| {
+        let out = d.cli(&["--json", "chan", "stat", name]);
+        if !out.status.success() {
+            *seen = stderr(&out);
+            return false;
+        }
+        let chan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("chan json");
+        *seen = chan["owner"].as_str().unwrap_or_default().to_string();
+        seen == owner
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !found(&mut seen) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: channel {name} owned by {owner}? last seen: {seen}",
+            d.name
+        );
+        std::thread::park_timeout(Duration::from_millis(10));
+    }
 }
 
 /// A loopback port nothing listens on: bound (TCP and UDP) to learn it, then let go.
@@ -256,10 +275,10 @@ fn create_after_rival_create_and_rm_succeeds() {
     b.cli_ok(&["chan", "rm", "x"]);
     // b's create ended long ago: no node may still hold its claim.
     assert_eq!(c.cli_ok(&["chan", "create", "x"]), "x\n");
-    assert_eq!(owner_of(&a, "x"), "c");
+    wait_owner(&a, "x", "c");
     c.cli_ok(&["chan", "rm", "x"]);
     assert_eq!(a.cli_ok(&["chan", "create", "x"]), "x\n");
-    assert_eq!(owner_of(&b, "x"), "a");
+    wait_owner(&b, "x", "a");
 }
 
 #[test]
@@ -276,7 +295,7 @@ fn create_after_a_refused_rival_create_succeeds() {
     );
     a.cli_ok(&["chan", "rm", "x"]);
     assert_eq!(c.cli_ok(&["chan", "create", "x"]), "x\n");
-    assert_eq!(owner_of(&b, "x"), "c");
+    wait_owner(&b, "x", "c");
 }
 
 #[test]
