@@ -28,6 +28,9 @@ const JOIN_WAIT_MAX: Duration = Duration::from_secs(3600);
 /// [`JOIN_RETRY_MAX`].
 const JOIN_RETRY: Duration = Duration::from_millis(100);
 const JOIN_RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long an address may refuse connections (nothing listens there) before a join gives up
+/// on it: long enough for a daemon that is starting, much shorter than the join's timeout.
+const JOIN_REFUSED_FOR: Duration = Duration::from_secs(2);
 
 /// Runs `request` on `node`: here, or there through the peer link, relaying its items.
 pub(crate) async fn on(
@@ -394,9 +397,23 @@ async fn reach(
     let within = humantime::format_duration(wait);
     let mut why = "no answer".to_string();
     let mut pause = JOIN_RETRY;
+    // Since when every attempt was refused: nothing listens there.
+    let mut refused_since: Option<Instant> = None;
     loop {
         match tokio::time::timeout_at(deadline, ctx.peers.hello(addr)).await {
             Err(_) => break,
+            Ok(Err(no)) if no.refused => {
+                let since = *refused_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= JOIN_REFUSED_FOR {
+                    return Err(format!(
+                        "nothing listens at {addr}: {} (for {}) — is circuitd running there \
+                         with --listen on that address?",
+                        no.reason,
+                        humantime::format_duration(JOIN_REFUSED_FOR)
+                    ));
+                }
+                why = no.reason;
+            }
             Ok(Ok(node)) if node == ctx.config.name => {
                 return Err(format!(
                     "{addr} answers as \"{node}\", this node's own name: join through another node"
@@ -412,7 +429,10 @@ async fn reach(
                         )
                     });
             }
-            Ok(Err(e)) => why = e,
+            Ok(Err(no)) => {
+                refused_since = None;
+                why = no.reason;
+            }
         }
         if tokio::time::timeout_at(deadline, tokio::time::sleep(pause))
             .await

@@ -80,6 +80,15 @@ pub struct Peers {
     keys: Option<Keyring>,
 }
 
+/// Why an address did not answer [`Peers::hello`].
+#[derive(Debug, Clone)]
+pub struct NoHello {
+    /// Nothing listens there: the host refused the connection.
+    pub refused: bool,
+    /// What happened, for a person.
+    pub reason: String,
+}
+
 impl Peers {
     /// Links to the nodes `membership` knows.
     pub fn new(membership: Membership, keys: Option<Keyring>) -> Self {
@@ -223,17 +232,24 @@ impl Peers {
 
     /// The name of the daemon answering at `addr` (over a connection opened for its hello,
     /// with the cluster key as links are, and closed again), or why none answered.
-    pub async fn hello(&self, addr: SocketAddr) -> Result<String, String> {
+    pub async fn hello(&self, addr: SocketAddr) -> Result<String, NoHello> {
         let target = Target::Tcp(addr.to_string());
         let key = self.keys.as_ref().map(Keyring::primary);
         let attempt =
             tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_with_key(&target, key)).await;
+        let other = |reason: String| NoHello {
+            refused: false,
+            reason,
+        };
         match attempt {
             Ok(Ok(client)) => Ok(client.node().to_string()),
-            Ok(Err(circuit_sdk::Error::Connect { reason, .. })) => Err(reason.to_string()),
-            Ok(Err(circuit_sdk::Error::Handshake { error, .. })) => Err(error.to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+            Ok(Err(circuit_sdk::Error::Connect { reason, .. })) => Err(NoHello {
+                refused: reason.kind() == std::io::ErrorKind::ConnectionRefused,
+                reason: reason.to_string(),
+            }),
+            Ok(Err(circuit_sdk::Error::Handshake { error, .. })) => Err(other(error.to_string())),
+            Ok(Err(e)) => Err(other(e.to_string())),
+            Err(_) => Err(other(format!("no answer within {CONNECT_TIMEOUT:?}"))),
         }
     }
 
