@@ -350,6 +350,23 @@ fn join_to_another_daemon_returns_once_it_is_a_member() {
     assert_eq!(state_of(&b, "a").map(NodeState::is_up), Some(true));
 }
 
+/// `circuit join` on a node already in a mesh reaches a node outside it: the two meshes merge.
+#[test]
+fn join_from_a_meshed_node_merges_the_two_meshes() {
+    let a = node("a", None);
+    let b = node("b", Some(&a.mesh_addr()));
+    let c = node("c", None);
+    let d = node("d", Some(&c.mesh_addr()));
+    wait_until(Duration::from_secs(10), "two meshes of two", || {
+        converged(&[&a, &b]) && converged(&[&c, &d])
+    });
+    let addr = c.mesh_addr();
+    assert_eq!(b.cli_ok(&["join", &addr]), format!("joined via {addr}\n"));
+    wait_until(Duration::from_secs(15), "one mesh of four", || {
+        converged(&[&a, &b, &c, &d])
+    });
+}
+
 #[test]
 fn join_to_the_nodes_own_address_fails() {
     let a = node("a", None);

@@ -80,6 +80,25 @@ struct Joining {
     backoff: Duration,
     /// When to warn that no target has answered yet.
     warnings: Warnings,
+    /// Members this node had when the join was asked for: a node alone is joined once it has
+    /// any member; a node already in a mesh (joining another mesh, or a node outside it) once
+    /// a target is a member or the mesh grew.
+    members_before: usize,
+}
+
+impl Joining {
+    /// Whether the targets have been reached, given foca's members now.
+    fn reached(&self, swim: &Swim) -> bool {
+        let members = swim.num_members();
+        if members == 0 {
+            return false;
+        }
+        self.members_before == 0
+            || members > self.members_before
+            || swim
+                .iter_members()
+                .any(|m| self.targets.contains(&m.id().addr))
+    }
 }
 
 impl Driver {
@@ -103,6 +122,7 @@ impl Driver {
             next: Instant::now(),
             backoff: JOIN_BACKOFF,
             warnings: Warnings::new(Instant::now()),
+            members_before: 0,
         };
         // Why a target does not answer, found out off the loop for a warning.
         let (why_tx, mut why_rx) = mpsc::unbounded_channel::<(SocketAddr, Duration, String)>();
@@ -192,6 +212,7 @@ impl Driver {
                         joining.next = Instant::now();
                         joining.backoff = JOIN_BACKOFF;
                         joining.warnings = Warnings::new(Instant::now());
+                        joining.members_before = swim.num_members();
                     }
                     Some(Cmd::SetMeta(meta)) => self.set_meta(meta, &mut swim, &mut rt),
                     None => break,
@@ -200,7 +221,7 @@ impl Driver {
             // React: send, schedule, take notifications and broadcasts, update the table.
             self.drain(&mut swim, &mut rt, &mut timers, &mut timer_seq, &inbox)
                 .await;
-            if swim.num_members() > 0 {
+            if joining.reached(&swim) {
                 if !joining.targets.is_empty() && joining.warnings.warned() {
                     tracing::info!("join: joined the mesh at last");
                 }
