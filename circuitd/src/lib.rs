@@ -14,12 +14,14 @@
 
 mod api;
 mod broker;
+mod clock;
 pub mod config;
 pub mod listen;
 pub mod membership;
 mod peer;
 mod persist;
 mod pidfile;
+mod publish;
 pub mod supervisor;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -37,8 +39,8 @@ pub use supervisor::spawner::exec_trampoline_if_requested;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// A listener could not be bound.
-    #[error("{0}")]
-    Bind(String),
+    #[error(transparent)]
+    Bind(#[from] listen::BindError),
     /// The data directory is in use or unusable.
     #[error("{0}")]
     DataDir(String),
@@ -97,7 +99,7 @@ pub async fn run(
             return Err(e);
         }
     };
-    let started_at_ms = supervisor::now_ms();
+    let started_at_ms = clock::now_ms();
     let membership = start_membership(
         &config,
         listeners.udp.take(),
@@ -106,12 +108,12 @@ pub async fn run(
         &tracker,
     )?;
     let peers = peer::Peers::new(membership.clone(), config.keys.clone());
-    let fixed = membership::publish::Fixed {
+    let fixed = publish::Fixed {
         name: config.name.clone(),
         labels: config.labels.clone(),
         started_at_ms,
     };
-    tracker.spawn(membership::publish::publish(
+    tracker.spawn(publish::publish(
         membership.clone(),
         supervisor.clone(),
         broker.clone(),
@@ -121,12 +123,12 @@ pub async fn run(
     if membership.meshed() {
         tracker.spawn(peers.clone().watch(shutdown.clone()));
         tracker.spawn(peers.clone().follow_keys(shutdown.clone()));
-        tracker.spawn(membership::publish::anti_entropy(
+        tracker.spawn(publish::anti_entropy(
             membership.clone(),
             peers.clone(),
             shutdown.clone(),
         ));
-        let addrs = resolve_all(&config.join);
+        let addrs = listen::resolve_all(&config.join);
         if !addrs.is_empty() {
             let _ = membership.join(addrs, None).await;
         }
@@ -207,20 +209,6 @@ fn start_membership(
         tracker,
     )
     .map_err(|e| DaemonError::Mesh(e.to_string()))
-}
-
-/// Resolves `host[:port]` addresses, warning about those that do not resolve.
-pub(crate) fn resolve_all(addrs: &[String]) -> Vec<std::net::SocketAddr> {
-    use std::net::ToSocketAddrs;
-    let mut out = Vec::new();
-    for addr in addrs {
-        let full = listen::with_default_port(addr);
-        match full.to_socket_addrs() {
-            Ok(found) => out.extend(found.take(1)),
-            Err(e) => tracing::warn!(addr = %full, error = %e, "cannot resolve a join address"),
-        }
-    }
-    out
 }
 
 /// Creates the data directory (0700) and takes an exclusive lock on it for the daemon's life,

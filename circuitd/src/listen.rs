@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::DaemonError;
+/// Why a listener could not be bound, in one line for a person.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BindError(pub String);
 
 /// The mesh port when `--listen` names none.
 pub const DEFAULT_PORT: u16 = 7711;
@@ -29,20 +32,15 @@ impl Listeners {
     /// Binds the socket at `socket` and, if given, the mesh port at `listen` (TCP and UDP on
     /// one address; port 7711 when it names none). Without a cluster key (`keyed`), only
     /// loopback.
-    pub async fn bind(
-        socket: &Path,
-        listen: Option<&str>,
-        keyed: bool,
-    ) -> Result<Self, DaemonError> {
+    pub async fn bind(socket: &Path, listen: Option<&str>, keyed: bool) -> Result<Self, BindError> {
         let (tcp, udp) = match listen {
             Some(addr) => {
                 let tcp = bind_tcp(addr, keyed).await?;
-                let at = tcp.local_addr().map_err(|e| {
-                    DaemonError::Bind(format!("cannot read the listen address: {e}"))
-                })?;
-                let udp = std::net::UdpSocket::bind(at).map_err(|e| {
-                    DaemonError::Bind(format!("cannot bind UDP {at} for gossip: {e}"))
-                })?;
+                let at = tcp
+                    .local_addr()
+                    .map_err(|e| BindError(format!("cannot read the listen address: {e}")))?;
+                let udp = std::net::UdpSocket::bind(at)
+                    .map_err(|e| BindError(format!("cannot bind UDP {at} for gossip: {e}")))?;
                 (Some(tcp), Some(udp))
             }
             None => (None, None),
@@ -57,13 +55,13 @@ impl Listeners {
 }
 
 /// Resolves a listen address (with its port) to at least one address.
-pub fn resolve_listen(addr: &str) -> Result<Vec<SocketAddr>, DaemonError> {
+pub fn resolve_listen(addr: &str) -> Result<Vec<SocketAddr>, BindError> {
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
-        .map_err(|e| DaemonError::Bind(format!("cannot resolve listen address {addr}: {e}")))?
+        .map_err(|e| BindError(format!("cannot resolve listen address {addr}: {e}")))?
         .collect();
     if addrs.is_empty() {
-        return Err(DaemonError::Bind(format!(
+        return Err(BindError(format!(
             "listen address {addr} resolves to nothing"
         )));
     }
@@ -71,11 +69,11 @@ pub fn resolve_listen(addr: &str) -> Result<Vec<SocketAddr>, DaemonError> {
 }
 
 /// Without a cluster key only loopback addresses may be served; says why in one line.
-pub fn check_loopback(addr: &str, addrs: &[SocketAddr]) -> Result<(), DaemonError> {
+pub fn check_loopback(addr: &str, addrs: &[SocketAddr]) -> Result<(), BindError> {
     if addrs.iter().all(|a| a.ip().is_loopback()) {
         return Ok(());
     }
-    Err(DaemonError::Bind(format!(
+    Err(BindError(format!(
         "refusing to listen on {addr} without a cluster key: anyone who can reach it could run \
          processes here; create a key with `circuit keygen KEYFILE` and start circuitd with \
          --key-file KEYFILE (or CIRCUIT_KEY_FILE), or listen on a loopback address"
@@ -99,9 +97,23 @@ pub fn with_default_port(addr: &str) -> String {
     }
 }
 
+/// Resolves `host[:port]` addresses (port 7711 when absent) for joining, one address each,
+/// warning about those that do not resolve.
+pub fn resolve_all(addrs: &[String]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        let full = with_default_port(addr);
+        match full.to_socket_addrs() {
+            Ok(found) => out.extend(found.take(1)),
+            Err(e) => tracing::warn!(addr = %full, error = %e, "cannot resolve a join address"),
+        }
+    }
+    out
+}
+
 /// Binds the Unix socket, replacing a stale one.
-pub fn bind_unix(path: &Path) -> Result<UnixListener, DaemonError> {
-    let fail = |why: String| DaemonError::Bind(format!("cannot serve {}: {why}", path.display()));
+pub fn bind_unix(path: &Path) -> Result<UnixListener, BindError> {
+    let fail = |why: String| BindError(format!("cannot serve {}: {why}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         match std::fs::metadata(dir) {
             Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
@@ -134,7 +146,7 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, DaemonError> {
 
 /// Binds TCP, refusing any address that is not loopback without a cluster key (`keyed`):
 /// anyone who could reach the port could run processes here.
-pub async fn bind_tcp(addr: &str, keyed: bool) -> Result<TcpListener, DaemonError> {
+pub async fn bind_tcp(addr: &str, keyed: bool) -> Result<TcpListener, BindError> {
     let addr = with_default_port(addr);
     let addrs = resolve_listen(&addr)?;
     if !keyed {
@@ -142,7 +154,7 @@ pub async fn bind_tcp(addr: &str, keyed: bool) -> Result<TcpListener, DaemonErro
     }
     TcpListener::bind(&addrs[..])
         .await
-        .map_err(|e| DaemonError::Bind(format!("cannot listen on {addr}: {e}")))
+        .map_err(|e| BindError(format!("cannot listen on {addr}: {e}")))
 }
 
 #[cfg(test)]

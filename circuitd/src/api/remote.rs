@@ -356,7 +356,7 @@ pub(crate) async fn join(
             "no address to join".into(),
         ));
     }
-    let resolved = crate::resolve_all(&addrs);
+    let resolved = crate::listen::resolve_all(&addrs);
     if resolved.is_empty() {
         return Err(Failure(
             ErrorCode::InvalidArgument,

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::state::{ChanState, Effect, StreamKey};
-use crate::supervisor::now_ms;
+use crate::clock::now_ms;
 
 /// Inbox size of a channel actor; senders wait when it is full (backpressure on the reader).
 pub(crate) const INBOX: usize = 1024;

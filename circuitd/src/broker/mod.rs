@@ -163,7 +163,7 @@ impl Broker {
             name: name.to_string(),
             capacity,
             closed: false,
-            created_at_ms: crate::supervisor::now_ms(),
+            created_at_ms: crate::clock::now_ms(),
         };
         let existing = {
             let mut chans = self.inner.chans.lock().expect("broker lock");

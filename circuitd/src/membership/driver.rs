@@ -22,7 +22,7 @@ use super::meta::{Inbox, MetaBroadcasts, NodeMeta};
 use super::seal::{OpenError, Opener, Sealer};
 use super::suspicion::{Due, Schedule, Suspicions};
 use super::Shared;
-use crate::supervisor::now_ms;
+use crate::clock::now_ms;
 
 /// First wait between join attempts; doubles up to [`JOIN_BACKOFF_MAX`].
 const JOIN_BACKOFF: Duration = Duration::from_millis(200);

@@ -21,7 +21,7 @@ impl NodeId {
     /// The identity of a daemon starting now.
     pub fn new(name: String, addr: SocketAddr) -> Self {
         // Milliseconds since the epoch: a restart always starts higher than the last run.
-        let generation = crate::supervisor::now_ms();
+        let generation = crate::clock::now_ms();
         Self {
             name,
             addr,

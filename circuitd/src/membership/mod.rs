@@ -9,14 +9,12 @@
 //! - `join_warning`: warnings about a join that does not succeed, and their reason.
 //! - `suspicion`: the timers that declare a suspect down, dropped once it refuted (sans-IO).
 //! - `seal`: gossip packets authenticated and encrypted with the cluster key, replays refused.
-//! - `publish`: this node's metadata republished on change, and push-pull.
 
 pub mod config;
 mod driver;
 pub mod identity;
 mod join_warning;
 pub mod meta;
-pub(crate) mod publish;
 pub mod seal;
 mod suspicion;
 pub mod view;
@@ -80,7 +78,7 @@ impl Membership {
         let (events, _) = broadcast::channel(1024);
         Self {
             shared: Arc::new(Shared {
-                view: RwLock::new(View::new(&me, meta, crate::supervisor::now_ms())),
+                view: RwLock::new(View::new(&me, meta, crate::clock::now_ms())),
                 cmds,
                 events,
             }),

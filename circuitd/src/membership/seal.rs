@@ -84,7 +84,7 @@ impl Sealer {
         let mut id = [0u8; 8];
         // The OS random source; should it fail, the clock still makes ids differ per start.
         if getrandom::fill(&mut id).is_err() {
-            id = (crate::supervisor::now_ms() ^ u64::from(std::process::id()) << 40).to_be_bytes();
+            id = (crate::clock::now_ms() ^ u64::from(std::process::id()) << 40).to_be_bytes();
         }
         Self {
             sender: u64::from_be_bytes(id),

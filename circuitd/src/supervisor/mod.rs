@@ -14,7 +14,7 @@ pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use circuit_sdk::proto::{SpawnSpec, WorkerEnd, WorkerInfo, WorkerState};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -400,11 +400,4 @@ pub fn end_of(info: &WorkerInfo) -> WorkerEnd {
         exit: info.last_exit,
         reason: info.reason.clone(),
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

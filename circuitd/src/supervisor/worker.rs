@@ -24,7 +24,8 @@ use super::logs::{self, LogFile};
 use super::restart::{Decision, Restarts};
 use super::spawner::{self, WorkerEnv};
 use super::table::{Desired, JobRecord, ProcessIdentity};
-use super::{now_ms, validate, Shared};
+use super::{validate, Shared};
+use crate::clock::now_ms;
 
 /// How long the log pumps may keep reading after the process group is gone (a daemonised
 /// descendant that escaped the group can hold a pipe open forever).

@@ -1,5 +1,7 @@
-//! Keeping the mesh told: this node's metadata republished when it changes, and the periodic
-//! TCP push-pull (anti-entropy) that lets a late joiner learn everything broadcasts missed.
+//! Daemon wiring that keeps the mesh told: this node's metadata (its workers and channels)
+//! republished when it changes, and the periodic TCP push-pull (anti-entropy) over the peer
+//! links that lets a late joiner learn everything broadcasts missed. It sits above
+//! `membership`, which knows nothing of workers, channels or peer links.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,8 +10,8 @@ use circuit_sdk::proto::{EventKind, Reply, Request};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::{Membership, NodeMeta};
 use crate::broker::Broker;
+use crate::membership::{Membership, NodeMeta};
 use crate::peer::Peers;
 use crate::supervisor::Supervisor;
 
