@@ -22,6 +22,7 @@ mod peer;
 mod persist;
 mod pidfile;
 mod publish;
+mod stream;
 pub mod supervisor;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -148,6 +149,7 @@ pub async fn run(
         membership,
         peers,
         claims: Default::default(),
+        stream_keys: Default::default(),
         instance: fastrand::u64(1..),
         started_at_ms,
         started: std::time::Instant::now(),

@@ -34,7 +34,7 @@ pub(crate) async fn create(
     };
     circuit_sdk::proto::validate_chan_name(&name)
         .map_err(|why| Failure(ErrorCode::InvalidArgument, why))?;
-    if !ctx.membership.meshed() || ctx.broker.lookup(&name).is_ok() {
+    if !ctx.membership.meshed() || ctx.broker.owns(&name) {
         return local(id, request, ctx, outbox).await;
     }
     // A node that told us it creates this name before we started wins over us.
@@ -182,7 +182,7 @@ fn existing(chan: ChanInfo, capacity: u64, exist_ok: bool) -> Result<Reply, Fail
 
 /// Another node is about to create `name`.
 pub(crate) async fn claim(name: String, by: String, ctx: &Context) -> Result<Reply, Failure> {
-    if ctx.broker.lookup(&name).is_ok() {
+    if ctx.broker.owns(&name) {
         let chan = ctx.broker.stat(&name).await?;
         return Ok(Reply::Claim(Claim::Owned { chan }));
     }
@@ -207,7 +207,7 @@ pub(crate) async fn by_owner(
     ctx: &Context,
     outbox: &Outbox,
 ) -> Result<Reply, Failure> {
-    if !ctx.membership.meshed() || ctx.broker.lookup(name).is_ok() {
+    if !ctx.membership.meshed() || ctx.broker.owns(name) {
         return local(id, request, ctx, outbox).await;
     }
     match ctx.peers.owner_of(name).await {

@@ -19,8 +19,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::{dispatch, Context};
-use crate::broker::{BrokerError, ChanMsg, Out, StreamKey, StreamOut};
-use crate::peer::relay;
+use crate::broker::{BrokerError, ChanInbox};
+use crate::peer::relay::{self, RelayInbox};
+use crate::stream::{Out, StreamKey, StreamMsg, StreamOut};
 
 /// Replies waiting to be written, per connection.
 const OUTBOX: usize = 256;
@@ -46,7 +47,25 @@ pub(crate) struct Outbox {
 /// An open channel stream on this connection.
 struct Route {
     key: StreamKey,
-    chan: mpsc::Sender<ChanMsg>,
+    server: Server,
+}
+
+/// Whoever serves one of this connection's streams (the contract in [`crate::stream`]).
+enum Server {
+    /// The channel's actor: this node owns the channel.
+    Chan(ChanInbox),
+    /// A relay to the node that owns the channel.
+    Relay(RelayInbox),
+}
+
+impl Server {
+    /// Hands the server a message of the stream, waiting while its inbox is full.
+    async fn send(&self, msg: StreamMsg) -> bool {
+        match self {
+            Self::Chan(inbox) => inbox.send(msg).await,
+            Self::Relay(inbox) => inbox.send(msg).await,
+        }
+    }
 }
 
 impl Outbox {
@@ -228,12 +247,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     conn.flush_batch().await;
                     match conn.streams.get(&id) {
                         Some(route) => {
-                            let msg = ChanMsg::Signal {
+                            let msg = StreamMsg::Signal {
                                 stream: route.key,
                                 op,
                                 a,
                             };
-                            let _ = route.chan.send(msg).await;
+                            route.server.send(msg).await;
                         }
                         None => {
                             let why = format!("signal for request {id}, which is not a stream");
@@ -264,13 +283,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // give its streams' values back to their channels.
     connection.cancel();
     for (_, route) in conn.streams.drain() {
-        let _ = route
-            .chan
-            .send(ChanMsg::Gone {
-                stream: route.key,
-                cancelled: false,
-            })
-            .await;
+        let gone = StreamMsg::Gone {
+            stream: route.key,
+            cancelled: false,
+        };
+        route.server.send(gone).await;
     }
 }
 
@@ -360,11 +377,11 @@ impl Conn {
             return;
         };
         if let Some(route) = self.streams.get(&id) {
-            let msg = ChanMsg::Values {
+            let msg = StreamMsg::Values {
                 stream: route.key,
                 values,
             };
-            let _ = route.chan.send(msg).await;
+            route.server.send(msg).await;
         }
     }
 
@@ -398,13 +415,8 @@ impl Conn {
                 }
                 match request {
                     Request::ChanSend { name, sender } => {
-                        let out = self.stream_out(id, outbox, stream_done_tx);
-                        let relayed = Request::ChanSend {
-                            name: name.clone(),
-                            sender,
-                        };
-                        self.open_stream(id, &name, relayed, ctx, outbox, |stream| {
-                            ChanMsg::OpenSend {
+                        self.open_stream(id, &name, ctx, outbox, stream_done_tx, |stream, out| {
+                            StreamMsg::OpenSend {
                                 stream,
                                 sender,
                                 out,
@@ -413,10 +425,8 @@ impl Conn {
                         .await;
                     }
                     Request::ChanRecv { name } => {
-                        let out = self.stream_out(id, outbox, stream_done_tx);
-                        let relayed = Request::ChanRecv { name: name.clone() };
-                        self.open_stream(id, &name, relayed, ctx, outbox, |stream| {
-                            ChanMsg::OpenRecv { stream, out }
+                        self.open_stream(id, &name, ctx, outbox, stream_done_tx, |stream, out| {
+                            StreamMsg::OpenRecv { stream, out }
                         })
                         .await;
                     }
@@ -435,11 +445,11 @@ impl Conn {
                 if let Some(token) = self.requests.get(&id) {
                     token.cancel();
                 } else if let Some(route) = self.streams.remove(&id) {
-                    let msg = ChanMsg::Gone {
+                    let msg = StreamMsg::Gone {
                         stream: route.key,
                         cancelled: true,
                     };
-                    let _ = route.chan.send(msg).await;
+                    route.server.send(msg).await;
                 }
             }
             Ok(ClientMessage::Hello { .. }) => {
@@ -452,36 +462,22 @@ impl Conn {
         }
     }
 
-    fn stream_out(
-        &self,
-        id: u64,
-        outbox: &Outbox,
-        done: &mpsc::UnboundedSender<(u64, StreamKey)>,
-    ) -> StreamOut {
-        StreamOut {
-            id,
-            tx: outbox.streams.clone(),
-            done: done.clone(),
-        }
-    }
-
     /// Opens a send or receive stream on the named channel; the channel answers with the
-    /// stream's first item. A channel another node owns is reached through a relay, which
-    /// passes `relayed` on to the owner.
+    /// stream's first item. A channel another node owns is served by a relay to its owner.
     async fn open_stream(
         &mut self,
         id: u64,
         name: &str,
-        relayed: Request,
         ctx: &Context,
         outbox: &Outbox,
-        open: impl FnOnce(StreamKey) -> ChanMsg,
+        done: &mpsc::UnboundedSender<(u64, StreamKey)>,
+        open: impl FnOnce(StreamKey, StreamOut) -> StreamMsg,
     ) {
-        let chan = match ctx.broker.lookup(name) {
-            Ok(chan) => chan.tx,
-            Err(BrokerError::NotFound(_)) if ctx.membership.meshed() => {
-                relay::start(ctx.peers.clone(), name.to_string(), relayed, &ctx.tracker)
-            }
+        let server = match ctx.broker.inbox(name) {
+            Ok(inbox) => Server::Chan(inbox),
+            Err(BrokerError::NotFound(_)) if ctx.membership.meshed() => Server::Relay(
+                relay::start(ctx.peers.clone(), name.to_string(), &ctx.tracker),
+            ),
             Err(e) => {
                 let msg = ServerMessage::Error {
                     id: Some(id),
@@ -492,8 +488,9 @@ impl Conn {
                 return;
             }
         };
-        let key = ctx.broker.stream_key();
-        if chan.send(open(key)).await.is_err() {
+        let key = ctx.stream_keys.next();
+        let out = StreamOut::new(id, key, outbox.streams.clone(), done.clone());
+        if !server.send(open(key, out)).await {
             let msg = ServerMessage::Error {
                 id: Some(id),
                 code: ErrorCode::NotFound,
@@ -502,7 +499,7 @@ impl Conn {
             notify(outbox, msg, ctx).await;
             return;
         }
-        self.streams.insert(id, Route { key, chan });
+        self.streams.insert(id, Route { key, server });
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct Context {
     pub peers: crate::peer::Peers,
     /// Channel names being created, for resolving two creates of one name.
     pub claims: claims::Claims,
+    /// Keys for the channel streams of every connection.
+    pub stream_keys: crate::stream::Keys,
     /// Random per start; sent in the hello so reconnecting clients notice a restart.
     pub instance: u64,
     pub started_at_ms: u64,

@@ -1,68 +1,29 @@
-//! The task that owns one channel: it feeds stream events to the state machine and turns the
-//! resulting effects into frames on each stream's connection. It never waits on a client: its
-//! output queues are bounded by the credit and send windows the clients hold.
+//! The task that owns one channel: it serves the channel's streams (the contract in
+//! [`crate::stream`]), feeding their messages to the state machine and turning the resulting
+//! effects into frames, one batch per stream per turn, on each stream's [`StreamOut`]. It never
+//! waits on a client: its output queues are bounded by the credit and send windows the
+//! clients hold.
 
 use rustc_hash::FxHashMap as HashMap;
 
-use bytes::Bytes;
-use circuit_sdk::proto::{ChanInfo, ChanOpened, ErrorCode, Frame, Item, ServerMessage, SignalOp};
+use circuit_sdk::proto::{ChanInfo, ChanOpened, ErrorCode, Frame, Item, SignalOp};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::state::{ChanState, Effect, StreamKey};
+use super::state::{ChanState, Effect};
 use crate::clock::now_ms;
+use crate::stream::{StreamKey, StreamMsg, StreamOut};
 
 /// Inbox size of a channel actor; senders wait when it is full (backpressure on the reader).
 pub(crate) const INBOX: usize = 1024;
 /// Messages handled between two flushes of output.
 const BATCH: usize = 256;
 
-/// What a connection writer sends: a control message or a binary frame, in order.
-#[derive(Debug)]
-pub(crate) enum Out {
-    /// A JSON control message.
-    Msg(ServerMessage),
-    /// Frames for one stream, in order: what a channel produced for it in one turn.
-    Frames(Vec<Frame>),
-}
-
-/// Where a stream's output goes.
-#[derive(Debug, Clone)]
-pub(crate) struct StreamOut {
-    /// The request id of the stream on its connection.
-    pub id: u64,
-    /// The connection's stream queue.
-    pub tx: mpsc::UnboundedSender<Out>,
-    /// Told (request id, stream) when the channel ends the stream, so the connection forgets
-    /// it (the key tells a reused request id apart).
-    pub done: mpsc::UnboundedSender<(u64, StreamKey)>,
-}
-
 /// A message to a channel actor.
 #[derive(Debug)]
 pub(crate) enum ChanMsg {
-    /// A send stream opened.
-    OpenSend {
-        stream: StreamKey,
-        sender: u64,
-        out: StreamOut,
-    },
-    /// A receive stream opened.
-    OpenRecv { stream: StreamKey, out: StreamOut },
-    /// Values from a send stream, in order: (seq, payload).
-    Values {
-        stream: StreamKey,
-        values: Vec<(u64, Bytes)>,
-    },
-    /// A signal from a stream.
-    Signal {
-        stream: StreamKey,
-        op: SignalOp,
-        a: u64,
-    },
-    /// A stream ended on the client's side; `cancelled` when the client asked (it then gets a
-    /// terminal `cancelled`), else its connection is gone.
-    Gone { stream: StreamKey, cancelled: bool },
+    /// A message of one of the channel's streams, from its connection.
+    Stream(StreamMsg),
     /// Describe the channel.
     Stat(oneshot::Sender<ChanInfo>),
     /// Close the channel.
@@ -125,52 +86,7 @@ impl Actor {
 
     fn handle(&mut self, msg: ChanMsg) {
         match msg {
-            ChanMsg::OpenSend {
-                stream,
-                sender,
-                out,
-            } => {
-                self.opened(&out);
-                self.streams.insert(stream, out);
-                self.state.open_send(stream, sender, now_ms());
-            }
-            ChanMsg::OpenRecv { stream, out } => {
-                self.opened(&out);
-                self.streams.insert(stream, out);
-                self.state.open_recv(stream);
-            }
-            ChanMsg::Values { stream, values } => {
-                for (seq, payload) in values {
-                    self.state.send(stream, seq, payload);
-                }
-            }
-            ChanMsg::Signal { stream, op, a } => match op {
-                SignalOp::Credit => self.state.credit(stream, a),
-                SignalOp::Ack => self.state.ack(stream, a),
-                SignalOp::Return => self.state.give_back(stream, a),
-                SignalOp::TryRecv => self.state.try_recv(stream),
-                SignalOp::Withdraw => self.state.withdraw(stream),
-                SignalOp::TrySend => self.state.mark_try(stream, a),
-                SignalOp::CancelSend => self.state.cancel_send(stream, a),
-                other => self.fail(
-                    stream,
-                    ErrorCode::BadRequest,
-                    format!("signal {other:?} is not sent by clients"),
-                ),
-            },
-            ChanMsg::Gone { stream, cancelled } => {
-                self.state.stream_gone(stream, now_ms());
-                if let Some(out) = self.streams.remove(&stream) {
-                    if cancelled {
-                        let _ = out.tx.send(Out::Msg(ServerMessage::Error {
-                            id: Some(out.id),
-                            code: ErrorCode::Cancelled,
-                            message: "stream closed by the client".into(),
-                        }));
-                    }
-                    let _ = out.done.send((out.id, stream));
-                }
-            }
+            ChanMsg::Stream(msg) => self.stream(msg),
             ChanMsg::Stat(reply) => {
                 let _ = reply.send(self.info());
             }
@@ -193,14 +109,60 @@ impl Actor {
         }
     }
 
+    /// A message of one of the channel's streams.
+    fn stream(&mut self, msg: StreamMsg) {
+        match msg {
+            StreamMsg::OpenSend {
+                stream,
+                sender,
+                out,
+            } => {
+                self.opened(&out);
+                self.streams.insert(stream, out);
+                self.state.open_send(stream, sender, now_ms());
+            }
+            StreamMsg::OpenRecv { stream, out } => {
+                self.opened(&out);
+                self.streams.insert(stream, out);
+                self.state.open_recv(stream);
+            }
+            StreamMsg::Values { stream, values } => {
+                for (seq, payload) in values {
+                    self.state.send(stream, seq, payload);
+                }
+            }
+            StreamMsg::Signal { stream, op, a } => match op {
+                SignalOp::Credit => self.state.credit(stream, a),
+                SignalOp::Ack => self.state.ack(stream, a),
+                SignalOp::Return => self.state.give_back(stream, a),
+                SignalOp::TryRecv => self.state.try_recv(stream),
+                SignalOp::Withdraw => self.state.withdraw(stream),
+                SignalOp::TrySend => self.state.mark_try(stream, a),
+                SignalOp::CancelSend => self.state.cancel_send(stream, a),
+                other => self.fail(
+                    stream,
+                    ErrorCode::BadRequest,
+                    format!("signal {other:?} is not sent by clients"),
+                ),
+            },
+            StreamMsg::Gone { stream, cancelled } => {
+                self.state.stream_gone(stream, now_ms());
+                if let Some(out) = self.streams.remove(&stream) {
+                    if cancelled {
+                        out.fail(ErrorCode::Cancelled, "stream closed by the client".into());
+                    } else {
+                        out.end();
+                    }
+                }
+            }
+        }
+    }
+
     fn opened(&self, out: &StreamOut) {
-        let _ = out.tx.send(Out::Msg(ServerMessage::Item {
-            id: out.id,
-            item: Item::ChanOpened(ChanOpened {
-                capacity: self.state.capacity(),
-                max_payload: self.meta.max_payload,
-                owner: self.meta.owner.clone(),
-            }),
+        out.item(Item::ChanOpened(ChanOpened {
+            capacity: self.state.capacity(),
+            max_payload: self.meta.max_payload,
+            owner: self.meta.owner.clone(),
         }));
     }
 
@@ -208,12 +170,7 @@ impl Actor {
     fn fail(&mut self, stream: StreamKey, code: ErrorCode, message: String) {
         self.send_outgoing(stream);
         if let Some(out) = self.streams.remove(&stream) {
-            let _ = out.tx.send(Out::Msg(ServerMessage::Error {
-                id: Some(out.id),
-                code,
-                message,
-            }));
-            let _ = out.done.send((out.id, stream));
+            out.fail(code, message);
         }
         self.state.stream_gone(stream, now_ms());
     }
@@ -247,7 +204,7 @@ impl Actor {
         }
         for (stream, frames) in self.outgoing.drain() {
             if let Some(out) = self.streams.get(&stream) {
-                let _ = out.tx.send(Out::Frames(frames));
+                out.frames(frames);
             }
         }
     }
@@ -256,7 +213,7 @@ impl Actor {
     fn send_outgoing(&mut self, stream: StreamKey) {
         if let Some(frames) = self.outgoing.remove(&stream) {
             if let Some(out) = self.streams.get(&stream) {
-                let _ = out.tx.send(Out::Frames(frames));
+                out.frames(frames);
             }
         }
     }
@@ -273,8 +230,8 @@ impl Actor {
 
     fn signal(&mut self, stream: StreamKey, op: SignalOp, a: u64, b: u64) {
         if let Some(out) = self.streams.get(&stream) {
-            let id = out.id;
-            self.push_frame(stream, Frame::Signal { id, op, a, b });
+            let frame = out.signal(op, a, b);
+            self.push_frame(stream, frame);
         }
     }
 
@@ -295,11 +252,7 @@ impl Actor {
                 payload,
             } => {
                 if let Some(out) = self.streams.get(&stream) {
-                    let frame = Frame::Data {
-                        id: out.id,
-                        seq: id,
-                        payload,
-                    };
+                    let frame = out.data(id, payload);
                     self.push_frame(stream, frame);
                 }
             }

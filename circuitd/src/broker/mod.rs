@@ -1,9 +1,9 @@
 //! The broker: the channels this node owns, one actor per channel, behind a cloneable handle.
-//! Connections look a channel up by name and talk to its actor directly; nothing here sits on
-//! the data path.
+//! A connection looks a channel up by name once, when a stream opens, and from then on sends
+//! to its actor's [`ChanInbox`] directly; nothing here sits on the data path.
 //!
-//! Designed so the owner can be another node: a stream only needs a [`ChanHandle`] to send
-//! to, which the mesh will back with a peer link.
+//! The broker knows only this node's channels. A stream on a channel another node owns is
+//! served by a relay to the owner (`peer::relay`) under the same contract (`crate::stream`).
 
 pub(crate) mod actor;
 pub(crate) mod state;
@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-pub(crate) use actor::{ChanMsg, Out, StreamOut};
-pub(crate) use state::StreamKey;
+use crate::stream::StreamMsg;
+use actor::ChanMsg;
 use store::{ChanRecord, Store};
 
 /// Why a channel operation failed.
@@ -59,11 +59,24 @@ impl BrokerError {
     }
 }
 
-/// A channel's actor, as a connection sees it.
+/// A channel's actor, as the registry keeps it.
 #[derive(Debug, Clone)]
-pub(crate) struct ChanHandle {
-    pub tx: mpsc::Sender<ChanMsg>,
+struct ChanHandle {
+    tx: mpsc::Sender<ChanMsg>,
     record: ChanRecord,
+}
+
+/// Where a connection sends the messages of a stream that one of this node's channels serves:
+/// the channel actor's inbox.
+#[derive(Debug, Clone)]
+pub(crate) struct ChanInbox(mpsc::Sender<ChanMsg>);
+
+impl ChanInbox {
+    /// Hands a stream's message to the channel's actor, waiting while its inbox is full (so a
+    /// fast client is slowed to the channel's pace); false once the channel is gone.
+    pub async fn send(&self, msg: StreamMsg) -> bool {
+        self.0.send(ChanMsg::Stream(msg)).await.is_ok()
+    }
 }
 
 /// Handle to the broker. Cheap to clone.
@@ -81,7 +94,6 @@ struct Inner {
     store: Store,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-    next_stream: AtomicU64,
     /// Bumped when a channel is created or removed.
     changes: AtomicU64,
 }
@@ -105,7 +117,6 @@ impl Broker {
                 store,
                 tracker,
                 shutdown,
-                next_stream: AtomicU64::new(1),
                 changes: AtomicU64::new(1),
             }),
         };
@@ -133,13 +144,18 @@ impl Broker {
         ChanHandle { tx, record }
     }
 
-    /// A fresh stream key.
-    pub fn stream_key(&self) -> StreamKey {
-        self.inner.next_stream.fetch_add(1, Ordering::Relaxed)
+    /// Where to send the messages of a stream on channel `name`.
+    pub fn inbox(&self, name: &str) -> Result<ChanInbox, BrokerError> {
+        self.lookup(name).map(|handle| ChanInbox(handle.tx))
+    }
+
+    /// Whether this node owns channel `name`.
+    pub fn owns(&self, name: &str) -> bool {
+        self.lookup(name).is_ok()
     }
 
     /// The channel named `name`.
-    pub fn lookup(&self, name: &str) -> Result<ChanHandle, BrokerError> {
+    fn lookup(&self, name: &str) -> Result<ChanHandle, BrokerError> {
         validate_chan_name(name).map_err(BrokerError::InvalidName)?;
         self.inner
             .chans

@@ -10,8 +10,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use bytes::Bytes;
 use circuit_sdk::proto::ErrorCode;
 
-/// Identifies one open send or receive stream, unique in the daemon.
-pub(crate) type StreamKey = u64;
+use crate::stream::StreamKey;
 
 /// Most credit one receive stream may hold: a client asking for more is broken.
 pub(crate) const MAX_CREDIT: u64 = 1 << 20;

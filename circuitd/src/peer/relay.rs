@@ -1,6 +1,6 @@
-//! A channel stream whose owner is another node: the worker's connection talks to this relay
-//! as it would to a local channel actor, and the relay passes the stream on over the peer link
-//! to the owner, renaming stream ids both ways. Sequence numbers and sender ids pass through
+//! A channel stream whose owner is another node: the relay serves the stream contract
+//! ([`crate::stream`]) as a channel actor does, by passing the stream on over the peer link to
+//! the owner, renaming stream ids both ways. Sequence numbers and sender ids pass through
 //! untouched, so the owner's de-duplication and acknowledgements work end to end; flow control
 //! stays per stream (credit and send windows), so the link itself never blocks.
 
@@ -12,37 +12,52 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Peers;
-use crate::broker::{ChanMsg, Out, StreamKey, StreamOut};
+use crate::stream::{StreamMsg, StreamOut};
 
 /// Messages a relay may have queued from its connection.
 const INBOX: usize = 1024;
 
-/// Starts a relay for `request` (a `chan_send` or `chan_recv` on channel `chan`, which this
-/// node does not own); returns where the connection sends the stream's messages, exactly as
-/// it would to a channel actor. The relay finds the owner itself, so the connection never
-/// waits on the mesh.
+/// Where a connection sends the messages of a stream a relay serves.
+#[derive(Debug, Clone)]
+pub(crate) struct RelayInbox(mpsc::Sender<StreamMsg>);
+
+impl RelayInbox {
+    /// Hands a stream's message to the relay, waiting while its inbox is full; false once the
+    /// relay has ended.
+    pub async fn send(&self, msg: StreamMsg) -> bool {
+        self.0.send(msg).await.is_ok()
+    }
+}
+
+/// Starts a relay for a stream on channel `chan`, which this node does not own; returns where
+/// the connection sends the stream's messages, the first of which opens it. The relay finds
+/// the owner itself, so the connection never waits on the mesh.
 pub(crate) fn start(
     peers: Peers,
     chan: String,
-    request: Request,
     tracker: &tokio_util::task::TaskTracker,
-) -> mpsc::Sender<ChanMsg> {
+) -> RelayInbox {
     let (tx, rx) = mpsc::channel(INBOX);
-    tracker.spawn(run(peers, chan, request, rx));
-    tx
+    tracker.spawn(run(peers, chan, rx));
+    RelayInbox(tx)
 }
 
-async fn run(peers: Peers, chan: String, request: Request, mut rx: mpsc::Receiver<ChanMsg>) {
-    // The connection's first message opens the stream and says where its output goes.
-    let (key, out) = match rx.recv().await {
-        Some(ChanMsg::OpenSend { stream, out, .. } | ChanMsg::OpenRecv { stream, out }) => {
-            (stream, out)
-        }
+async fn run(peers: Peers, chan: String, mut rx: mpsc::Receiver<StreamMsg>) {
+    // The connection's first message opens the stream and says where its output goes; the
+    // owner is asked for the same stream.
+    let (request, out) = match rx.recv().await {
+        Some(StreamMsg::OpenSend { sender, out, .. }) => (
+            Request::ChanSend {
+                name: chan.clone(),
+                sender,
+            },
+            out,
+        ),
+        Some(StreamMsg::OpenRecv { out, .. }) => (Request::ChanRecv { name: chan.clone() }, out),
         _ => return,
     };
     let mut back = Back {
         out,
-        key,
         node: String::new(),
         chan: chan.clone(),
     };
@@ -82,7 +97,7 @@ async fn run(peers: Peers, chan: String, request: Request, mut rx: mpsc::Receive
 async fn forward(
     client: &Client,
     remote: u64,
-    rx: &mut mpsc::Receiver<ChanMsg>,
+    rx: &mut mpsc::Receiver<StreamMsg>,
     lost: &CancellationToken,
     back: &Back,
 ) {
@@ -100,7 +115,7 @@ async fn forward(
             }
         };
         match msg {
-            Some(ChanMsg::Values { values, .. }) => {
+            Some(StreamMsg::Values { values, .. }) => {
                 for (seq, payload) in values {
                     client.send_frame(Frame::Data {
                         id: remote,
@@ -109,7 +124,7 @@ async fn forward(
                     });
                 }
             }
-            Some(ChanMsg::Signal { op, a, .. }) => {
+            Some(StreamMsg::Signal { op, a, .. }) => {
                 client.send_frame(Frame::Signal {
                     id: remote,
                     op,
@@ -119,25 +134,26 @@ async fn forward(
             }
             // The worker's side ended: end the owner's side, which gives back what the stream
             // held. The terminal reply, if the worker asked for one, comes back from the owner.
-            Some(ChanMsg::Gone {
+            Some(StreamMsg::Gone {
                 cancelled: true, ..
             }) => {
                 client.cancel_stream(remote);
                 return;
             }
-            Some(ChanMsg::Gone { .. }) | None => {
+            Some(StreamMsg::Gone { .. }) | None => {
                 client.close_stream(remote);
                 return;
             }
-            Some(_) => {}
+            // Opened already: the connection sends one open per stream.
+            Some(StreamMsg::OpenSend { .. } | StreamMsg::OpenRecv { .. }) => {}
         }
     }
 }
 
 /// After failing the stream, wait for the connection to let go of it.
-async fn drain_until_gone(rx: &mut mpsc::Receiver<ChanMsg>) {
+async fn drain_until_gone(rx: &mut mpsc::Receiver<StreamMsg>) {
     while let Some(msg) = rx.recv().await {
-        if matches!(msg, ChanMsg::Gone { .. }) {
+        if matches!(msg, StreamMsg::Gone { .. }) {
             return;
         }
     }
@@ -146,7 +162,6 @@ async fn drain_until_gone(rx: &mut mpsc::Receiver<ChanMsg>) {
 /// The owner's side of the stream, passed back to the worker's connection.
 struct Back {
     out: StreamOut,
-    key: StreamKey,
     node: String,
     chan: String,
 }
@@ -154,45 +169,17 @@ struct Back {
 impl Back {
     /// Ends the worker's stream with an error.
     fn fail(&self, code: ErrorCode, message: String) {
-        let _ = self.out.tx.send(Out::Msg(ServerMessage::Error {
-            id: Some(self.out.id),
-            code,
-            message,
-        }));
-        let _ = self.out.done.send((self.out.id, self.key));
+        self.out.fail(code, message);
     }
 }
 
 impl StreamHandler for Back {
     fn on_message(&self, msg: ServerMessage) {
-        let id = self.out.id;
-        let (msg, terminal) = match msg {
-            ServerMessage::Item { item, .. } => (ServerMessage::Item { id, item }, false),
-            ServerMessage::Ok { reply, .. } => (ServerMessage::Ok { id, reply }, true),
-            ServerMessage::Error { code, message, .. } => (
-                ServerMessage::Error {
-                    id: Some(id),
-                    code,
-                    message,
-                },
-                true,
-            ),
-            ServerMessage::Hello { .. } => return,
-        };
-        let _ = self.out.tx.send(Out::Msg(msg));
-        if terminal {
-            let _ = self.out.done.send((id, self.key));
-        }
+        self.out.pass(msg);
     }
 
-    fn on_frames(&self, mut frames: Vec<Frame>) {
-        for frame in &mut frames {
-            match frame {
-                Frame::Data { id, .. } | Frame::Signal { id, .. } => *id = self.out.id,
-                Frame::Control(_) => {}
-            }
-        }
-        let _ = self.out.tx.send(Out::Frames(frames));
+    fn on_frames(&self, frames: Vec<Frame>) {
+        self.out.pass_frames(frames);
     }
 
     fn on_lost(&self, error: circuit_sdk::Error) {
