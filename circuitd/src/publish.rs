@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use circuit_sdk::proto::{EventKind, Reply, Request};
+use circuit_sdk::proto::{EventKind, Reply};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::membership::{Membership, NodeMeta};
-use crate::peer::Peers;
+use crate::peer::{PeerRequest, Peers};
 use crate::supervisor::Supervisor;
 
 /// How often this node's metadata is looked at for changes.
@@ -135,10 +135,10 @@ fn pick(membership: &Membership) -> Option<String> {
 
 async fn sync_with(membership: &Membership, peers: &Peers, node: &str) -> Result<(), String> {
     let client = peers.client(node).await.map_err(|e| e.to_string())?;
-    let request = Request::MeshSync {
+    let request = PeerRequest::MeshSync {
         nodes: membership.metas(),
     };
-    match tokio::time::timeout(SYNC_TIMEOUT, client.call(request)).await {
+    match tokio::time::timeout(SYNC_TIMEOUT, client.call(request.into())).await {
         Ok(Ok(Reply::Nodes(nodes))) => {
             membership.merge(nodes);
             Ok(())

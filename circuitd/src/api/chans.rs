@@ -1,52 +1,44 @@
-//! Channel requests across the mesh: create with claims (two nodes creating one name at once
-//! resolve the same way on both), stat/close/rm forwarded to the owner, and the cluster-wide
-//! list.
+//! Channel requests on this node: create (in a mesh, with claims, so two nodes creating one
+//! name at once resolve the same way on both), close and remove, the cluster-wide list, and
+//! the claims of other nodes. Which node runs stat, close and rm (the owner) is the router's
+//! business; a create asks the other nodes itself, through the peer links.
 
 use std::time::Instant;
 
-use circuit_sdk::proto::{ChanInfo, Claim, ErrorCode, Reply, Request};
+use circuit_sdk::proto::{ChanInfo, Claim, Reply, Request};
 use futures::future::join_all;
 use tokio_util::task::TaskTracker;
 
 use super::claims::Claims;
-use super::connection::Outbox;
-use super::dispatch::{local, Failure};
-use super::{remote, Context};
-use crate::peer::Peers;
+use super::error::ApiError;
+use super::Context;
+use crate::peer::{PeerRequest, Peers};
 
 /// `chan create` in a mesh: the name must be free on every live node. A node that is creating
 /// the same name, or told us first that it is, wins; between two that claimed at once, the
 /// lower node name wins. The loser gets `already_exists` saying which node won. However the
 /// create ends, its claim ends with it, here and on every node it was told to.
 pub(crate) async fn create(
-    id: u64,
     name: String,
     capacity: u64,
     exist_ok: bool,
     ctx: &Context,
-    outbox: &Outbox,
-) -> Result<Reply, Failure> {
+) -> Result<Reply, ApiError> {
     let me = ctx.config.name.clone();
-    let request = Request::ChanCreate {
-        name: name.clone(),
-        capacity,
-        exist_ok,
-    };
-    circuit_sdk::proto::validate_chan_name(&name)
-        .map_err(|why| Failure(ErrorCode::InvalidArgument, why))?;
+    circuit_sdk::proto::validate_chan_name(&name).map_err(ApiError::InvalidArgument)?;
     if !ctx.membership.meshed() || ctx.broker.owns(&name) {
-        return local(id, request, ctx, outbox).await;
+        return create_here(&name, capacity, exist_ok, ctx).await;
     }
     // A node that told us it creates this name before we started wins over us.
     let earlier = ctx.claims.claim(&name, &me, Instant::now()).err();
     let mut claiming = Claiming::new(&name, ctx);
     let result = async {
         let asks = claiming.told.iter().map(|node| {
-            let claim = Request::ChanClaim {
+            let claim = PeerRequest::ChanClaim {
                 name: name.clone(),
                 node: me.clone(),
             };
-            async move { (node.clone(), ctx.peers.call_on(node, claim).await) }
+            async move { (node.clone(), ctx.peers.call_on(node, claim.into()).await) }
         });
         let answers = join_all(asks).await;
         let mut winner = earlier;
@@ -59,7 +51,7 @@ pub(crate) async fn create(
                     winner = winner.or(Some(by));
                 }
                 Ok(_) => {}
-                Err((_, why)) => {
+                Err(why) => {
                     tracing::debug!(%node, %why, "channel claim unanswered");
                     claiming.unanswered(&node);
                 }
@@ -70,12 +62,24 @@ pub(crate) async fn create(
         }
         match winner {
             Some(by) => Err(lost_race(&name, &by)),
-            None => local(id, request, ctx, outbox).await,
+            None => create_here(&name, capacity, exist_ok, ctx).await,
         }
     }
     .await;
     claiming.end().await;
     result
+}
+
+/// Creates the channel on this node's broker.
+async fn create_here(
+    name: &str,
+    capacity: u64,
+    exist_ok: bool,
+    ctx: &Context,
+) -> Result<Reply, ApiError> {
+    Ok(Reply::Chan(
+        ctx.broker.create(name, capacity, exist_ok).await?,
+    ))
 }
 
 /// This node's claim on a name while it creates it, and the nodes told of it. [`Claiming::end`]
@@ -149,39 +153,35 @@ impl Drop for Claiming {
 /// daemon too old to know `chan_release`) forgets the claim after [`super::claims::CLAIM_TTL`].
 async fn release_on(peers: &Peers, nodes: &[String], name: &str, me: &str) {
     let asks = nodes.iter().map(|node| async move {
-        let release = Request::ChanRelease {
+        let release = PeerRequest::ChanRelease {
             name: name.to_string(),
             node: me.to_string(),
         };
-        if let Err((_, why)) = peers.call_on(node, release).await {
+        if let Err(why) = peers.call_on(node, release.into()).await {
             tracing::debug!(%node, %why, "channel claim release unanswered");
         }
     });
     join_all(asks).await;
 }
 
-fn lost_race(name: &str, by: &str) -> Failure {
-    Failure(
-        ErrorCode::AlreadyExists,
-        format!("channel \"{name}\" is being created on node {by} at the same time, which wins"),
-    )
-}
-
-fn existing(chan: ChanInfo, capacity: u64, exist_ok: bool) -> Result<Reply, Failure> {
-    if exist_ok && chan.capacity == capacity {
-        return Ok(Reply::Chan(chan));
-    }
-    Err(Failure(
-        ErrorCode::AlreadyExists,
-        format!(
-            "channel \"{}\" already exists on node {} (capacity {})",
-            chan.name, chan.owner, chan.capacity
-        ),
+fn lost_race(name: &str, by: &str) -> ApiError {
+    ApiError::AlreadyExists(format!(
+        "channel \"{name}\" is being created on node {by} at the same time, which wins"
     ))
 }
 
+fn existing(chan: ChanInfo, capacity: u64, exist_ok: bool) -> Result<Reply, ApiError> {
+    if exist_ok && chan.capacity == capacity {
+        return Ok(Reply::Chan(chan));
+    }
+    Err(ApiError::AlreadyExists(format!(
+        "channel \"{}\" already exists on node {} (capacity {})",
+        chan.name, chan.owner, chan.capacity
+    )))
+}
+
 /// Another node is about to create `name`.
-pub(crate) async fn claim(name: String, by: String, ctx: &Context) -> Result<Reply, Failure> {
+pub(crate) async fn claim(name: String, by: String, ctx: &Context) -> Result<Reply, ApiError> {
     if ctx.broker.owns(&name) {
         let chan = ctx.broker.stat(&name).await?;
         return Ok(Reply::Claim(Claim::Owned { chan }));
@@ -199,26 +199,30 @@ pub(crate) fn release(name: &str, by: &str, ctx: &Context) -> Reply {
     Reply::Done
 }
 
-/// `chan stat|close|rm NAME`: here if this node owns it, else on its owner.
-pub(crate) async fn by_owner(
-    id: u64,
-    name: &str,
-    request: Request,
-    ctx: &Context,
-    outbox: &Outbox,
-) -> Result<Reply, Failure> {
-    if !ctx.membership.meshed() || ctx.broker.owns(name) {
-        return local(id, request, ctx, outbox).await;
-    }
-    match ctx.peers.owner_of(name).await {
-        Ok(node) => remote::on(id, &node, request, ctx, outbox).await,
-        Err((ErrorCode::NotFound, _)) => local(id, request, ctx, outbox).await,
-        Err(failure) => Err(failure.into()),
-    }
+/// `chan ls` of this node: the channels it owns.
+pub(crate) async fn list(ctx: &Context) -> Reply {
+    Reply::Chans(ctx.broker.list().await)
 }
 
-/// `chan ls`: the channels of every live node.
-pub(crate) async fn list(ctx: &Context) -> Result<Reply, Failure> {
+/// `chan stat NAME` of a channel this node owns.
+pub(crate) async fn stat(name: &str, ctx: &Context) -> Result<Reply, ApiError> {
+    Ok(Reply::Chan(ctx.broker.stat(name).await?))
+}
+
+/// `chan close NAME` of a channel this node owns.
+pub(crate) async fn close(name: &str, ctx: &Context) -> Result<Reply, ApiError> {
+    ctx.broker.close(name).await?;
+    Ok(Reply::Done)
+}
+
+/// `chan rm NAME` of a channel this node owns.
+pub(crate) async fn remove(name: &str, ctx: &Context) -> Result<Reply, ApiError> {
+    ctx.broker.remove(name).await?;
+    Ok(Reply::Done)
+}
+
+/// `chan ls` in a mesh: the channels of this node and of every live node.
+pub(crate) async fn list_all(ctx: &Context) -> Result<Reply, ApiError> {
     let mut chans = ctx.broker.list().await;
     let peers = ctx.membership.live_peers();
     let asks = peers

@@ -9,40 +9,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use circuit_sdk::proto::{
-    ClientMessage, ErrorCode, Frame, FrameCodec, Request, ServerMessage, PROTOCOL_VERSION,
+    ClientMessage, Frame, FrameCodec, Request, ServerMessage, PROTOCOL_VERSION,
 };
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::{dispatch, Context};
+use super::error::ApiError;
+use super::outbox::Outbox;
+use super::{router, Context};
 use crate::broker::{BrokerError, ChanInbox};
 use crate::peer::relay::{self, RelayInbox};
-use crate::stream::{Out, StreamKey, StreamMsg, StreamOut};
-
-/// Replies waiting to be written, per connection.
-const OUTBOX: usize = 256;
+use crate::stream::{StreamKey, StreamMsg, StreamOut};
 
 /// How long a connection's last replies may take to drain once the daemon is stopping.
 const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Data frames read before they are handed to a channel in one batch.
 const DATA_BATCH: usize = 256;
-
-/// Bytes buffered by the writer before it writes them out without waiting for more.
-const WRITE_BUFFER: usize = 256 * 1024;
-
-/// Where a request task sends its replies. Channel streams have their own unbounded queue:
-/// what a channel sends there is bounded by the credit and windows the client holds, and a
-/// channel must never wait for one slow client.
-#[derive(Clone)]
-pub(crate) struct Outbox {
-    tx: mpsc::Sender<ServerMessage>,
-    streams: mpsc::UnboundedSender<Out>,
-}
 
 /// An open channel stream on this connection.
 struct Route {
@@ -68,38 +55,21 @@ impl Server {
     }
 }
 
-impl Outbox {
-    /// Queues a message; false when the connection is gone.
-    pub async fn send(&self, msg: ServerMessage) -> bool {
-        self.tx.send(msg).await.is_ok()
-    }
-
-    /// Queues a message if there is room, never waiting for a client that does not read.
-    pub fn try_send(&self, msg: ServerMessage) {
-        let _ = self.tx.try_send(msg);
-    }
-}
-
 pub(crate) async fn serve<R, W>(read: R, write: W, peer: String, ctx: Arc<Context>)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut reader = FramedRead::new(read, FrameCodec::new(ctx.config.max_frame));
-    let (tx, rx) = mpsc::channel(OUTBOX);
-    let (streams, streams_rx) = mpsc::unbounded_channel();
-    let mut framed = FramedWrite::new(write, FrameCodec::new(ctx.config.max_frame));
-    framed.set_backpressure_boundary(WRITE_BUFFER);
-    let writer = tokio::spawn(write_loop(framed, rx, streams_rx));
-    let outbox = Outbox { tx, streams };
+    let (outbox, writer) = Outbox::start(write, ctx.config.max_frame);
     match handshake(&mut reader, &outbox, &ctx).await {
         Ok(client) => {
             tracing::debug!(%peer, %client, "client connected");
             read_loop(reader, &outbox, &ctx, &peer).await;
         }
-        Err((code, message)) => {
-            tracing::debug!(%peer, %message, "handshake refused");
-            outbox.send(connection_error(code, message)).await;
+        Err(refused) => {
+            tracing::debug!(%peer, %refused, "handshake refused");
+            outbox.send(refused.reply(None)).await;
         }
     }
     drop(outbox);
@@ -119,27 +89,25 @@ async fn handshake<R: AsyncRead + Unpin>(
     reader: &mut FramedRead<R, FrameCodec>,
     outbox: &Outbox,
     ctx: &Context,
-) -> Result<String, (ErrorCode, String)> {
+) -> Result<String, ApiError> {
     let first = tokio::select! {
         first = tokio::time::timeout(ctx.config.handshake_timeout, reader.next()) => first,
         () = ctx.shutdown.cancelled() => {
-            return Err((ErrorCode::ShuttingDown, "circuitd is shutting down".into()))
+            return Err(ApiError::ShuttingDown)
         }
     };
     let frame = match first {
         Err(_) => {
-            return Err((
-                ErrorCode::HandshakeRequired,
+            return Err(ApiError::HandshakeRequired(
                 "no hello within the handshake timeout".into(),
             ))
         }
-        Ok(None) => return Err((ErrorCode::HandshakeRequired, "closed before hello".into())),
-        Ok(Some(Err(e))) => return Err((ErrorCode::BadFrame, e.to_string())),
+        Ok(None) => return Err(ApiError::HandshakeRequired("closed before hello".into())),
+        Ok(Some(Err(e))) => return Err(ApiError::BadFrame(e.to_string())),
         Ok(Some(Ok(frame))) => frame,
     };
     let Frame::Control(body) = frame else {
-        return Err((
-            ErrorCode::HandshakeRequired,
+        return Err(ApiError::HandshakeRequired(
             "expected a hello, got a data frame".into(),
         ));
     };
@@ -155,15 +123,11 @@ async fn handshake<R: AsyncRead + Unpin>(
                 .await;
             Ok(client)
         }
-        Ok(ClientMessage::Hello { version, .. }) => Err((
-            ErrorCode::VersionMismatch,
-            format!(
-                "protocol version mismatch: client speaks {version}, circuitd {} speaks {PROTOCOL_VERSION}",
-                env!("CARGO_PKG_VERSION")
-            ),
-        )),
-        Ok(_) | Err(_) => Err((
-            ErrorCode::HandshakeRequired,
+        Ok(ClientMessage::Hello { version, .. }) => Err(ApiError::VersionMismatch(format!(
+            "protocol version mismatch: client speaks {version}, circuitd {} speaks {PROTOCOL_VERSION}",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        Ok(_) | Err(_) => Err(ApiError::HandshakeRequired(
             "the first message must be a hello".into(),
         )),
     }
@@ -213,13 +177,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     None => {
                         let timeout = ctx.config.idle_timeout;
                         tracing::debug!(%peer, ?timeout, "closing an idle connection");
-                        outbox.try_send(connection_error(
-                            ErrorCode::LimitReached,
-                            format!(
-                                "closed after {} with nothing sent and nothing open (--idle-timeout)",
-                                humantime::format_duration(timeout)
-                            ),
+                        let idle = ApiError::LimitReached(format!(
+                            "closed after {} with nothing sent and nothing open (--idle-timeout)",
+                            humantime::format_duration(timeout)
                         ));
+                        outbox.try_send(idle.reply(None));
                         break;
                     }
                 }
@@ -233,7 +195,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 None => break 'read,
                 Some(Err(e)) => {
                     conn.flush_batch().await;
-                    let msg = connection_error(ErrorCode::BadFrame, e.to_string());
+                    let msg = ApiError::BadFrame(e.to_string()).reply(None);
                     notify(outbox, msg, ctx).await;
                     break 'read;
                 }
@@ -347,11 +309,7 @@ impl Conn {
     /// if no accepted request has that id: a request gets exactly one terminal reply, its own.
     /// Without an id it is a connection-level notice; the connection stays open.
     fn reject(&self, id: Option<u64>, message: String) -> ServerMessage {
-        ServerMessage::Error {
-            id: id.filter(|id| !self.in_use(*id)),
-            code: ErrorCode::BadRequest,
-            message,
-        }
+        ApiError::BadRequest(message).reply(id.filter(|id| !self.in_use(*id)))
     }
 
     /// A value for a send stream: batched until the next frame of another kind or stream.
@@ -403,14 +361,10 @@ impl Conn {
                 }
                 let limit = ctx.config.max_requests_per_connection;
                 if self.requests.len() + self.streams.len() >= limit {
-                    let msg = ServerMessage::Error {
-                        id: Some(id),
-                        code: ErrorCode::TooManyRequests,
-                        message: format!(
-                            "more than {limit} requests outstanding on one connection"
-                        ),
-                    };
-                    notify(outbox, msg, ctx).await;
+                    let many = ApiError::TooManyRequests(format!(
+                        "more than {limit} requests outstanding on one connection"
+                    ));
+                    notify(outbox, many.reply(Some(id)), ctx).await;
                     return;
                 }
                 match request {
@@ -435,7 +389,7 @@ impl Conn {
                         self.requests.insert(id, cancel.clone());
                         let (ctx2, outbox2, done) = (ctx.clone(), outbox.clone(), done_tx.clone());
                         ctx.tracker.spawn(async move {
-                            dispatch::run(id, request, &ctx2, &outbox2, &cancel).await;
+                            router::run(id, request, &ctx2, &outbox2, &cancel).await;
                             let _ = done.send(id);
                         });
                     }
@@ -479,24 +433,15 @@ impl Conn {
                 relay::start(ctx.peers.clone(), name.to_string(), &ctx.tracker),
             ),
             Err(e) => {
-                let msg = ServerMessage::Error {
-                    id: Some(id),
-                    code: e.code(),
-                    message: e.to_string(),
-                };
-                notify(outbox, msg, ctx).await;
+                notify(outbox, ApiError::from(e).reply(Some(id)), ctx).await;
                 return;
             }
         };
         let key = ctx.stream_keys.next();
-        let out = StreamOut::new(id, key, outbox.streams.clone(), done.clone());
+        let out = StreamOut::new(id, key, outbox.streams(), done.clone());
         if !server.send(open(key, out)).await {
-            let msg = ServerMessage::Error {
-                id: Some(id),
-                code: ErrorCode::NotFound,
-                message: format!("channel \"{name}\" was removed"),
-            };
-            notify(outbox, msg, ctx).await;
+            let removed = ApiError::NotFound(format!("channel \"{name}\" was removed"));
+            notify(outbox, removed.reply(Some(id)), ctx).await;
             return;
         }
         self.streams.insert(id, Route { key, server });
@@ -520,75 +465,6 @@ fn parse(body: &Bytes) -> Result<ClientMessage, (Option<u64>, String)> {
             .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64));
         (id, format!("bad request: {e}"))
     })
-}
-
-fn connection_error(code: ErrorCode, message: String) -> ServerMessage {
-    ServerMessage::Error {
-        id: None,
-        code,
-        message,
-    }
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: FramedWrite<W, FrameCodec>,
-    mut rx: mpsc::Receiver<ServerMessage>,
-    mut streams: mpsc::UnboundedReceiver<Out>,
-) {
-    let mut control_open = true;
-    let mut streams_open = true;
-    while control_open || streams_open {
-        let first = tokio::select! {
-            msg = rx.recv(), if control_open => match msg {
-                Some(msg) => Out::Msg(msg),
-                None => { control_open = false; continue; }
-            },
-            out = streams.recv(), if streams_open => match out {
-                Some(out) => out,
-                None => { streams_open = false; continue; }
-            },
-        };
-        let mut next = Some(first);
-        while let Some(out) = next {
-            let frame = match out {
-                Out::Frames(frames) => {
-                    for frame in frames {
-                        if writer.feed(frame).await.is_err() {
-                            return;
-                        }
-                    }
-                    next = take_ready(&mut rx, &mut streams);
-                    continue;
-                }
-                Out::Msg(msg) => match serde_json::to_vec(&msg) {
-                    Ok(json) => Frame::Control(Bytes::from(json)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot encode a reply");
-                        next = take_ready(&mut rx, &mut streams);
-                        continue;
-                    }
-                },
-            };
-            if writer.feed(frame).await.is_err() {
-                return;
-            }
-            next = take_ready(&mut rx, &mut streams);
-        }
-        if writer.flush().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// The next queued output, if any is ready: stream traffic first, it is what clients wait on.
-fn take_ready(
-    rx: &mut mpsc::Receiver<ServerMessage>,
-    streams: &mut mpsc::UnboundedReceiver<Out>,
-) -> Option<Out> {
-    streams
-        .try_recv()
-        .ok()
-        .or_else(|| rx.try_recv().ok().map(Out::Msg))
 }
 
 #[cfg(test)]

@@ -1,29 +1,26 @@
 //! `key_list` and `key_rotate`: the cluster keys this daemon holds, by fingerprint, and the
 //! steps of a rotation (`circuit key rotate`).
 
-use circuit_sdk::proto::{ErrorCode, KeyStatus, KeyStep, Reply, Request};
+use circuit_sdk::proto::{KeyStatus, KeyStep, Reply, Request};
 use circuit_sdk::secure::{Key, Keyring};
 
-use super::dispatch::Failure;
+use super::error::ApiError;
 use super::Context;
 
 /// Answers `key_list` and `key_rotate`.
-pub(crate) fn handle(request: Request, ctx: &Context) -> Result<Reply, Failure> {
+pub(crate) fn handle(request: Request, ctx: &Context) -> Result<Reply, ApiError> {
     let keys = ctx.config.keys.as_ref();
     let Request::KeyRotate { step, key } = request else {
         return Ok(Reply::Keys(status(ctx, keys)));
     };
     let Some(ring) = keys else {
-        return Err(Failure(
-            ErrorCode::InvalidState,
-            format!(
-                "node {} runs without a cluster key; restart it with --key-file to use one",
-                ctx.config.name
-            ),
-        ));
+        return Err(ApiError::InvalidState(format!(
+            "node {} runs without a cluster key; restart it with --key-file to use one",
+            ctx.config.name
+        )));
     };
-    let new = Key::from_hex(&key, "the new key")
-        .map_err(|e| Failure(ErrorCode::InvalidArgument, e.to_string()))?;
+    let new =
+        Key::from_hex(&key, "the new key").map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     let now: Vec<Key> = ring.keys().to_vec();
     let held = now.contains(&new);
     let next = match step {
@@ -50,21 +47,18 @@ pub(crate) fn handle(request: Request, ctx: &Context) -> Result<Reply, Failure> 
     };
     if next != now {
         ring.set(next)
-            .map_err(|e| Failure(ErrorCode::Internal, e.to_string()))?;
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         tracing::info!(?step, keys = ?ring.fingerprints(), "cluster keys changed");
     }
     Ok(Reply::Keys(status(ctx, Some(ring))))
 }
 
-fn refused(ctx: &Context, key: &Key, why: &str) -> Failure {
-    Failure(
-        ErrorCode::InvalidState,
-        format!(
-            "on node {}: the key {} {why}",
-            ctx.config.name,
-            key.fingerprint()
-        ),
-    )
+fn refused(ctx: &Context, key: &Key, why: &str) -> ApiError {
+    ApiError::InvalidState(format!(
+        "on node {}: the key {} {why}",
+        ctx.config.name,
+        key.fingerprint()
+    ))
 }
 
 fn status(ctx: &Context, keys: Option<&Keyring>) -> KeyStatus {

@@ -2,17 +2,22 @@
 
 mod chans;
 mod claims;
+mod cluster;
 mod connection;
-mod dispatch;
+mod error;
 mod keys;
+mod logs;
+mod outbox;
 mod remote;
+mod router;
+mod workers;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use circuit_sdk::proto::{ErrorCode, Frame, FrameCodec, ServerMessage};
+use circuit_sdk::proto::{Frame, FrameCodec};
 use circuit_sdk::secure::noise::{self, Accepted, HandshakeError, Status};
 use circuit_sdk::secure::Keyring;
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -26,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::supervisor::Supervisor;
+use error::ApiError;
 
 /// What every connection needs.
 pub(crate) struct Context {
@@ -103,11 +109,10 @@ pub(crate) async fn serve_unix(listener: UnixListener, ctx: Arc<Context>) {
                             .clone()
                             .try_acquire_owned()
                             .map_err(|_| busy(&ctx)),
-                        Ok(uid) => Err((
-                            ErrorCode::PermissionDenied,
+                        Ok(uid) => Err(ApiError::PermissionDenied(
                             format!("uid {uid} may not use this circuitd (it serves uid {me} and root only)"),
                         )),
-                        Err(ref e) => Err((ErrorCode::PermissionDenied, format!("cannot check the caller's uid: {e}"))),
+                        Err(ref e) => Err(ApiError::PermissionDenied(format!("cannot check the caller's uid: {e}"))),
                     };
                     let (r, w) = stream.into_split();
                     match admitted {
@@ -115,9 +120,9 @@ pub(crate) async fn serve_unix(listener: UnixListener, ctx: Arc<Context>) {
                             ctx.tracker.spawn(connection::serve(r, w, "unix".to_string(), ctx.clone())
                                 .map(move |()| drop(permit)));
                         }
-                        Err((code, message)) => {
-                            tracing::debug!(uid = ?uid.as_ref().ok(), %message, "unix connection refused");
-                            ctx.tracker.spawn(refuse_framed(r, w, code, message));
+                        Err(refused) => {
+                            tracing::debug!(uid = ?uid.as_ref().ok(), %refused, "unix connection refused");
+                            ctx.tracker.spawn(refuse_framed(r, w, refused));
                         }
                     }
                 }
@@ -132,18 +137,15 @@ pub(crate) async fn serve_unix(listener: UnixListener, ctx: Arc<Context>) {
 }
 
 /// The refusal of a connection over the limit.
-fn busy(ctx: &Context) -> (ErrorCode, String) {
-    (
-        ErrorCode::LimitReached,
-        format!(
-            "circuitd serves {} connections, its limit (--max-connections)",
-            ctx.config.max_connections
-        ),
-    )
+fn busy(ctx: &Context) -> ApiError {
+    ApiError::LimitReached(format!(
+        "circuitd serves {} connections, its limit (--max-connections)",
+        ctx.config.max_connections
+    ))
 }
 
 /// Answers a connection's hello with an error and closes it.
-async fn refuse_framed<R, W>(read: R, write: W, code: ErrorCode, message: String)
+async fn refuse_framed<R, W>(read: R, write: W, refused: ApiError)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -152,12 +154,7 @@ where
     let mut writer = FramedWrite::new(write, FrameCodec::new(64 * 1024));
     // Read the hello first, so closing does not reset the connection under the reply.
     let _ = tokio::time::timeout(REFUSE_WAIT, reader.next()).await;
-    let msg = ServerMessage::Error {
-        id: None,
-        code,
-        message,
-    };
-    if let Ok(body) = serde_json::to_vec(&msg) {
+    if let Ok(body) = serde_json::to_vec(&refused.reply(None)) {
         let _ = tokio::time::timeout(REFUSE_WAIT, writer.send(Frame::Control(body.into()))).await;
     }
 }

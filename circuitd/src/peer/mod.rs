@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::membership::Membership;
 
 pub(crate) mod relay;
+pub(crate) mod request;
+
+pub(crate) use request::{Incoming, PeerRequest};
 
 /// Longest wait for a peer's answer to a short request (a lookup, a list).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -29,7 +32,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Why a peer could not be reached.
+/// Why a request to another node failed: it could not be reached, or it answered with an error.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PeerError {
     /// No node of that name is known.
@@ -41,15 +44,56 @@ pub enum PeerError {
     /// The connection failed (or failed recently and is backing off).
     #[error("cannot reach node \"{0}\": {1}")]
     Unreachable(String, String),
+    /// The link broke while the request ran.
+    #[error("lost the link to node \"{node}\": {why}")]
+    LinkLost {
+        /// The node.
+        node: String,
+        /// What the link said.
+        why: String,
+    },
+    /// No answer within [`CALL_TIMEOUT`].
+    #[error("node \"{0}\" did not answer within {CALL_TIMEOUT:?}")]
+    Timeout(String),
+    /// The node ran the request and it failed there: its own code and message, as they are.
+    #[error("{message}")]
+    Remote {
+        /// The node's code.
+        code: ErrorCode,
+        /// The node's message.
+        message: String,
+    },
+    /// The node that owns a channel is dead or left.
+    #[error("channel \"{chan}\" is owned by node {node}, which is {state}")]
+    OwnerDown {
+        /// The channel.
+        chan: String,
+        /// Its owner.
+        node: String,
+        /// The owner's state.
+        state: NodeState,
+    },
+    /// No live node owns a channel of that name.
+    #[error("no channel named \"{0}\" — see `circuit chan ls`")]
+    NoChannel(String),
 }
 
 impl PeerError {
     /// The code a request failing this way ends with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unknown(_) => ErrorCode::NotFound,
-            Self::Down(..) | Self::Unreachable(..) => ErrorCode::Unreachable,
+            Self::Unknown(_) | Self::NoChannel(_) => ErrorCode::NotFound,
+            Self::Down(..) | Self::Unreachable(..) | Self::LinkLost { .. } | Self::Timeout(_) => {
+                ErrorCode::Unreachable
+            }
+            Self::Remote { code, .. } => *code,
+            Self::OwnerDown { .. } => ErrorCode::OwnerLost,
         }
+    }
+
+    /// True when what the request named does not exist (there, or anywhere in the mesh).
+    pub fn is_not_found(&self) -> bool {
+        self.code() == ErrorCode::NotFound
     }
 }
 
@@ -138,15 +182,8 @@ impl Peers {
 
     /// Starts `request` on `node`, wrapped in `on` so that the node runs it itself rather
     /// than searching the mesh again; read its replies with [`next_on`].
-    pub async fn open_on(
-        &self,
-        node: &str,
-        request: Request,
-    ) -> Result<ReplyStream, (ErrorCode, String)> {
-        let client = self
-            .client(node)
-            .await
-            .map_err(|e| (e.code(), e.to_string()))?;
+    pub async fn open_on(&self, node: &str, request: Request) -> Result<ReplyStream, PeerError> {
+        let client = self.client(node).await?;
         let request = Request::On {
             node: node.to_string(),
             request: Box::new(request),
@@ -156,11 +193,7 @@ impl Peers {
 
     /// Runs `request` on `node` and returns its terminal reply, ignoring items, within
     /// [`CALL_TIMEOUT`].
-    pub async fn call_on(
-        &self,
-        node: &str,
-        request: Request,
-    ) -> Result<Reply, (ErrorCode, String)> {
+    pub async fn call_on(&self, node: &str, request: Request) -> Result<Reply, PeerError> {
         let call = async {
             let mut stream = self.open_on(node, request).await?;
             loop {
@@ -171,12 +204,7 @@ impl Peers {
         };
         tokio::time::timeout(CALL_TIMEOUT, call)
             .await
-            .unwrap_or_else(|_| {
-                Err((
-                    ErrorCode::Unreachable,
-                    format!("node \"{node}\" did not answer within {CALL_TIMEOUT:?}"),
-                ))
-            })
+            .unwrap_or_else(|_| Err(PeerError::Timeout(node.to_string())))
     }
 
     /// Asks every live node `request` (made per node by `make`); returns, sorted, the nodes
@@ -204,15 +232,16 @@ impl Peers {
 
     /// The node that owns channel `chan` (not this one): from the node table, or by asking
     /// every live node when the table does not know it yet.
-    pub async fn owner_of(&self, chan: &str) -> Result<String, (ErrorCode, String)> {
+    pub async fn owner_of(&self, chan: &str) -> Result<String, PeerError> {
         let me = self.membership.me().name;
         if let Some((node, state)) = self.membership.owner_of(chan) {
             if node != me {
                 if !state.is_up() {
-                    return Err((
-                        ErrorCode::OwnerLost,
-                        format!("channel \"{chan}\" is owned by node {node}, which is {state}"),
-                    ));
+                    return Err(PeerError::OwnerDown {
+                        chan: chan.to_string(),
+                        node,
+                        state,
+                    });
                 }
                 return Ok(node);
             }
@@ -222,12 +251,10 @@ impl Peers {
         };
         let found = self.ask_all(make, |r| matches!(r, Reply::Chan(_))).await;
         // Two owners (made during a partition): the lowest node name wins, as everywhere.
-        found.into_iter().next().ok_or_else(|| {
-            (
-                ErrorCode::NotFound,
-                format!("no channel named \"{chan}\" — see `circuit chan ls`"),
-            )
-        })
+        found
+            .into_iter()
+            .next()
+            .ok_or_else(|| PeerError::NoChannel(chan.to_string()))
     }
 
     /// The name of the daemon answering at `addr` (over a connection opened for its hello,
@@ -358,17 +385,19 @@ impl Peers {
 
 /// The next reply of a request started with [`Peers::open_on`], its failures as wire codes: the
 /// node's own error as it is, a broken link as `unreachable`.
-pub async fn next_on(node: &str, stream: &mut ReplyStream) -> Result<Next, (ErrorCode, String)> {
+pub async fn next_on(node: &str, stream: &mut ReplyStream) -> Result<Next, PeerError> {
     match stream.next().await {
         Ok(next) => Ok(next),
-        Err(circuit_sdk::Error::Remote { code, message }) => Err((code, message)),
+        Err(circuit_sdk::Error::Remote { code, message }) => {
+            Err(PeerError::Remote { code, message })
+        }
         Err(e) => Err(link_lost(node, e)),
     }
 }
 
-fn link_lost(node: &str, e: circuit_sdk::Error) -> (ErrorCode, String) {
-    (
-        ErrorCode::Unreachable,
-        format!("lost the link to node \"{node}\": {e}"),
-    )
+fn link_lost(node: &str, e: circuit_sdk::Error) -> PeerError {
+    PeerError::LinkLost {
+        node: node.to_string(),
+        why: e.to_string(),
+    }
 }

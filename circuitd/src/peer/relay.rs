@@ -63,8 +63,8 @@ async fn run(peers: Peers, chan: String, mut rx: mpsc::Receiver<StreamMsg>) {
     };
     let node = match peers.owner_of(&chan).await {
         Ok(node) => node,
-        Err((code, why)) => {
-            back.fail(code, why);
+        Err(e) => {
+            back.fail(e.code(), e.to_string());
             drain_until_gone(&mut rx).await;
             return;
         }
