@@ -2,13 +2,23 @@
 //! listeners it has bound, so tests can run a daemon on temp paths and `127.0.0.1:0`.
 //!
 //! # Layout
+//! Dependencies go one way (`python3 ../shared/tools/modcycles.py circuitd/src` finds no
+//! cycle): `main → lib → {api, publish}; api, publish → {broker, supervisor, membership, peer};
+//! api, broker, peer → stream; peer → membership; broker, membership, supervisor → clock`;
+//! `config`, `listen` and `persist` use nothing of the daemon.
 //! - [`config`]: every setting and its default.
-//! - [`listen`]: binding the Unix socket and the TCP listener.
-//! - `api`: accept loops, connections (hello, framing, dispatch).
+//! - [`listen`]: binding the Unix socket and the mesh port; resolving join addresses.
+//! - `api`: accept loops and connections; the router that decides where a request runs; one
+//!   handler per area (workers, logs, channels, cluster, keys).
+//! - `stream`: the contract between a connection and whoever serves one of its channel
+//!   streams (stream keys, messages in, frames out).
+//! - `broker`: the channels this node owns, one actor each, serving their streams.
+//! - `peer`: links to other daemons: requests run on another node, relays of channel streams
+//!   whose owner is another node, the requests only daemons send each other.
 //! - [`supervisor`]: workers: spawning, restart policy, stop, logs, the job table, recovery.
-//! - `broker`: the channels this node owns, one actor each.
-//! - [`membership`]: SWIM gossip, the node table, metadata and push-pull.
-//! - `peer`: links to other daemons, for remote requests and channels.
+//! - [`membership`]: SWIM gossip and the node table (state and metadata of every node).
+//! - `publish`: this node's metadata (workers, channels) published to the mesh, and push-pull.
+//! - `clock`: the wall clock in milliseconds.
 //! - `persist`: atomic file replacement for the tables in the data dir.
 //! - `pidfile`: the `--pidfile`, written once the data dir is ours, removed at exit.
 
@@ -64,8 +74,10 @@ pub enum DaemonError {
     },
 }
 
-/// Runs a daemon until `shutdown` is cancelled: restores the job table, serves the listeners,
-/// then stops every worker within its grace period and removes the socket.
+/// Runs a daemon until `shutdown` is cancelled: restores the job table and the channel table,
+/// starts gossip and the peer links when there is a mesh port (joining the `join` addresses),
+/// serves the listeners, then stops every worker within its grace period and removes the
+/// socket.
 pub async fn run(
     config: Config,
     mut listeners: Listeners,

@@ -1,7 +1,9 @@
-//! One client connection: the hello, then control messages read and dispatched concurrently,
-//! replies written by one writer task. Bad input is answered with an error; bytes that cannot be
-//! framed close the connection, and so does silence past the idle timeout. Nothing a client
-//! sends can stop the daemon serving others.
+//! One client connection: the hello, then the read loop. Each request runs in a task of its own
+//! (the router's); each channel stream's frames, batched, go to whoever serves the stream (the
+//! channel's actor, or a relay to its owner); replies are written by the outbox's writer task.
+//! Bad input is answered with an error; bytes that cannot be framed close the connection, and
+//! so does silence past the idle timeout. Nothing a client sends can stop the daemon serving
+//! others.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,4 +1,16 @@
-//! The API: one accept loop per listener (Unix socket and TCP alike), one task per connection.
+//! The API: one accept loop per listener (Unix socket and TCP alike), one task per connection,
+//! and the connection limits (`Gate`).
+//!
+//! A request's path, one file per step; each file uses only those after it:
+//! - `connection`: the hello and the read loop; each request goes to the router in a task of
+//!   its own, each channel stream's messages to whoever serves the stream ([`crate::stream`]).
+//! - `router`: decides once where a request runs (here, on node N, per node, fan-out) and
+//!   sends its one terminal reply.
+//! - `remote`: running a request on another node; finding which node has a worker.
+//! - the leaf handlers, one per area: `workers`, `logs`, `chans` (with `claims`), `cluster`,
+//!   `keys`. They never call back into the router; those that ask other nodes use the peer
+//!   links directly.
+//! - `outbox`: the connection's output queues and its writer task; `error`: `ApiError`.
 
 mod chans;
 mod claims;
