@@ -1,7 +1,8 @@
 //! Channel requests on this node: create (in a mesh, with claims, so two nodes creating one
-//! name at once resolve the same way on both), close and remove, the cluster-wide list, and
-//! the claims of other nodes. Which node runs stat, close and rm (the owner) is the router's
-//! business; a create asks the other nodes itself, through the peer links.
+//! name at once resolve the same way on both), list, stat, close and remove, the cluster-wide
+//! list, and the claims of other nodes. Which node runs stat, close and rm (the owner) is the
+//! router's business; a create and the cluster-wide list ask the other nodes themselves,
+//! through the peer links.
 
 use std::time::Instant;
 
