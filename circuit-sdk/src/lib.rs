@@ -3,7 +3,11 @@
 //!
 //! # Layout
 //! - [`proto`]: frames, control messages, shared types, error codes (see `docs/PROTOCOL.md`).
-//! - [`client`]: [`Client`], one multiplexed connection to a daemon.
+//! - [`client`]: the client API: [`Client`] (requests, [`ReplyStream`]), how to reach a daemon
+//!   ([`Target`], [`ConnectOptions`]: key, handshake timeout, keepalive), and the low-level
+//!   stream API relays use ([`StreamHandler`], `Client::open_stream`, …).
+//! - `connection` (private): one connection: the hello, the reader that routes what the daemon
+//!   sends, the writer, the keepalive; and the contract with the streams it carries.
 //! - [`chan`]: named channels: [`chan::Chan`], [`chan::Sender`], [`chan::Receiver`], codecs.
 //! - [`paths`]: default socket path and the `CIRCUIT_*` environment variables.
 //! - [`error`]: [`Error`], the SDK's one error type.
@@ -20,6 +24,7 @@
 
 pub mod chan;
 pub mod client;
+mod connection;
 pub mod error;
 pub mod paths;
 pub mod proto;

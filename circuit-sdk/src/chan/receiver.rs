@@ -17,7 +17,8 @@ use tokio::sync::oneshot;
 
 use super::codec::{Codec, Json};
 use super::{open_stream, reopen, ChanError, Opening, RecvOptions, StreamKind};
-use crate::client::{Client, Pull, StreamHandler};
+use crate::client::{Client, StreamHandler};
+use crate::connection::Pull;
 use crate::proto::{ChanOpened, Frame, ServerMessage, SignalOp};
 
 /// The receiving half of a channel, for values of `T` decoded with `C`. It is also a
