@@ -44,22 +44,24 @@ impl Place {
 }
 
 /// The send window: values and bytes submitted and not yet answered, and the submits waiting
-/// for room, served in the order they came.
+/// for room, served in the order they came. Each waiting submit leaves a `K` (its waker, in
+/// the SDK) to be woken by when it is first in line and room may have come.
 #[derive(Debug)]
-struct Window {
+struct Window<K> {
     max_values: u32,
     /// The byte window, in units of 1 KiB.
     max_units: u32,
     values: u32,
     units: u32,
-    /// Places of the submits waiting for room, oldest first.
-    line: VecDeque<u64>,
+    /// The submits waiting for room, oldest first: their place, and whom to wake (taken when
+    /// woken, left again when they wait on).
+    line: VecDeque<(u64, Option<K>)>,
     next_place: u64,
-    /// Room was freed (or the head of the line moved) while submits wait: wake them.
-    freed: bool,
+    /// The head of the line, woken: room was freed, or it just became the head.
+    wake: Option<K>,
 }
 
-impl Window {
+impl<K: Clone> Window<K> {
     /// The units a value of `size` bytes takes: its size in KiB plus one, at most the whole
     /// window, so that any value fits an empty window.
     fn units_for(&self, size: u64) -> u32 {
@@ -70,10 +72,11 @@ impl Window {
     }
 
     /// Takes room for one value of `units`, unless it does not fit or other submits wait ahead
-    /// of `place`; then `place` joins the line (once) and false is returned.
-    fn take(&mut self, units: u32, place: &mut Place) -> bool {
+    /// of `place`; then `place` joins the line (once), leaving `room` to be woken by, and
+    /// false is returned.
+    fn take(&mut self, units: u32, place: &mut Place, room: &K) -> bool {
         let first = match place.0 {
-            Some(p) => self.line.front() == Some(&p),
+            Some(p) => self.line.front().is_some_and(|(q, _)| *q == p),
             None => self.line.is_empty(),
         };
         if first && self.values < self.max_values && self.units + units <= self.max_units {
@@ -82,14 +85,21 @@ impl Window {
             if place.0.take().is_some() {
                 self.line.pop_front();
                 // The next in line may fit too.
-                self.freed |= !self.line.is_empty();
+                self.wake_head();
             }
             return true;
         }
-        if place.0.is_none() {
-            place.0 = Some(self.next_place);
-            self.line.push_back(self.next_place);
-            self.next_place += 1;
+        match place.0 {
+            Some(p) => {
+                if let Some(entry) = self.line.iter_mut().find(|(q, _)| *q == p) {
+                    entry.1 = Some(room.clone());
+                }
+            }
+            None => {
+                place.0 = Some(self.next_place);
+                self.line.push_back((self.next_place, Some(room.clone())));
+                self.next_place += 1;
+            }
         }
         false
     }
@@ -98,15 +108,24 @@ impl Window {
     fn give(&mut self, units: u32) {
         self.values -= 1;
         self.units -= units;
-        self.freed |= !self.line.is_empty();
+        self.wake_head();
     }
 
     /// A submit leaves the line (given up, or refused).
     fn leave(&mut self, place: &mut Place) {
         if let Some(p) = place.0.take() {
-            let was_first = self.line.front() == Some(&p);
-            self.line.retain(|q| *q != p);
-            self.freed |= was_first && !self.line.is_empty();
+            let was_first = self.line.front().is_some_and(|(q, _)| *q == p);
+            self.line.retain(|(q, _)| *q != p);
+            if was_first {
+                self.wake_head();
+            }
+        }
+    }
+
+    /// Wakes the first in line, unless it is awake already.
+    fn wake_head(&mut self) {
+        if let Some(room) = self.line.front_mut().and_then(|(_, room)| room.take()) {
+            self.wake = Some(room);
         }
     }
 }
@@ -125,10 +144,10 @@ struct Pending<W> {
 
 /// One sender's side of its send stream.
 #[derive(Debug)]
-pub(crate) struct SendState<W> {
+pub(crate) struct SendState<W, K> {
     /// The stream it speaks on.
     pub stream: StreamState,
-    window: Window,
+    window: Window<K>,
     /// The channel's payload limit, told by the owner when the stream opens.
     max_payload: u64,
     next_seq: u64,
@@ -145,7 +164,7 @@ pub(crate) struct SendState<W> {
     pub effects: Vec<Effect>,
 }
 
-impl<W: Waiter> SendState<W> {
+impl<W: Waiter, K: Clone> SendState<W, K> {
     /// A sender with a window of `window` values and `window_bytes` bytes (clamped to what
     /// the owner allows: 65,536 values, 256 MiB).
     pub fn new(window: u32, window_bytes: u64) -> Self {
@@ -159,7 +178,7 @@ impl<W: Waiter> SendState<W> {
                 units: 0,
                 line: VecDeque::new(),
                 next_place: 0,
-                freed: false,
+                wake: None,
             },
             max_payload: 0,
             next_seq: 1,
@@ -188,24 +207,23 @@ impl<W: Waiter> SendState<W> {
         self.next_seq
     }
 
-    /// Whether to wake the submits waiting for room, and those waiting for answers (`flush`);
-    /// both are reset.
-    pub fn take_wakes(&mut self) -> (bool, bool) {
-        (
-            std::mem::take(&mut self.window.freed),
-            std::mem::take(&mut self.settled),
-        )
+    /// Whom to wake: the submit first in line for window room, if room may have come for it,
+    /// and whether values were answered (for `flush`). Both are reset.
+    pub fn take_wakes(&mut self) -> (Option<K>, bool) {
+        (self.window.wake.take(), std::mem::take(&mut self.settled))
     }
 
     /// Submits a value: refused if it is too large or the sender is closed or failed; else it
-    /// takes room in the window (or waits for it in line, from `place`), gets the next seq and
-    /// goes out (unless a reconnect is under way: then it goes out with the resend).
+    /// takes room in the window (or waits for it in line, from `place`, to be woken by `room`),
+    /// gets the next seq and goes out (unless a reconnect is under way: then it goes out with
+    /// the resend).
     pub fn submit(
         &mut self,
         payload: Bytes,
         try_send: bool,
         waiter: W,
         place: &mut Place,
+        room: &K,
     ) -> Submit<W> {
         let size = payload.len() as u64;
         let refused = if size > self.max_payload {
@@ -223,7 +241,7 @@ impl<W: Waiter> SendState<W> {
             return Submit::Refused(e);
         }
         let units = self.window.units_for(size);
-        if !self.window.take(units, place) {
+        if !self.window.take(units, place, room) {
             return Submit::Wait(payload, waiter);
         }
         let seq = self.next_seq;
@@ -447,7 +465,7 @@ mod tests {
 
     const STREAM: u64 = 5;
 
-    fn sender() -> SendState<Seen> {
+    fn sender() -> SendState<Seen, u32> {
         let mut st = SendState::new(4096, 64 << 20);
         st.opened(STREAM, 1024);
         st
@@ -458,15 +476,15 @@ mod tests {
     }
 
     /// Submits a value that must be sent; returns its seq and waiter.
-    fn send(st: &mut SendState<Seen>, value: &'static str) -> (u64, Seen) {
+    fn send(st: &mut SendState<Seen, u32>, value: &'static str) -> (u64, Seen) {
         let seen = Seen::default();
-        match st.submit(v(value), false, seen.clone(), &mut Place::default()) {
+        match st.submit(v(value), false, seen.clone(), &mut Place::default(), &0) {
             Submit::Sent(seq) => (seq, seen),
             other => panic!("not sent: {other:?}"),
         }
     }
 
-    fn effects(st: &mut SendState<Seen>) -> Vec<Effect> {
+    fn effects(st: &mut SendState<Seen, u32>) -> Vec<Effect> {
         std::mem::take(&mut st.effects)
     }
 
@@ -501,7 +519,7 @@ mod tests {
         st.on_frames(1, from_owner(SignalOp::Accepted, seq, 1));
         assert_eq!(seen.outcome(), Some(Ok(())));
         assert_eq!(st.pending(), 0);
-        assert_eq!(st.take_wakes(), (false, true), "flush is woken");
+        assert_eq!(st.take_wakes(), (None, true), "flush is woken");
     }
 
     #[test]
@@ -532,7 +550,7 @@ mod tests {
         assert_eq!(accepted.outcome(), Some(Ok(())));
         assert_eq!(waiting.outcome(), Some(Err(ChanError::Closed)));
         effects(&mut st);
-        let later = st.submit(v("c"), false, Seen::default(), &mut Place::default());
+        let later = st.submit(v("c"), false, Seen::default(), &mut Place::default(), &0);
         assert!(matches!(later, Submit::Refused(ChanError::Closed)));
         assert!(effects(&mut st).is_empty(), "a refused value is not sent");
     }
@@ -565,7 +583,7 @@ mod tests {
         let mut st = sender();
         let seen = Seen::default();
         assert!(matches!(
-            st.submit(v("a"), true, seen, &mut Place::default()),
+            st.submit(v("a"), true, seen, &mut Place::default(), &0),
             Submit::Sent(1)
         ));
         assert_eq!(
@@ -584,7 +602,7 @@ mod tests {
     fn rule_11_try_send_is_announced_and_full_refuses_it_and_changes_nothing() {
         let mut st = sender();
         let seen = Seen::default();
-        st.submit(v("a"), true, seen.clone(), &mut Place::default());
+        st.submit(v("a"), true, seen.clone(), &mut Place::default(), &0);
         assert_eq!(
             effects(&mut st),
             [signal(STREAM, SignalOp::TrySend, 1), data(STREAM, 1, "a")]
@@ -615,7 +633,7 @@ mod tests {
     fn rule_13_a_value_over_the_payload_limit_is_refused_before_it_is_sent() {
         let mut st = sender();
         let big = Bytes::from(vec![0u8; 1025]);
-        let refused = st.submit(big, false, Seen::default(), &mut Place::default());
+        let refused = st.submit(big, false, Seen::default(), &mut Place::default(), &0);
         assert!(matches!(
             refused,
             Submit::Refused(ChanError::TooLarge {
@@ -667,81 +685,110 @@ mod tests {
                 .outcome()
                 .is_some_and(|r| r.is_err_and(|e| e.is_owner_lost())));
         }
-        assert_eq!(st.take_wakes(), (false, true));
-        let later = st.submit(v("c"), false, Seen::default(), &mut Place::default());
+        assert_eq!(st.take_wakes(), (None, true));
+        let later = st.submit(v("c"), false, Seen::default(), &mut Place::default(), &0);
         assert!(matches!(later, Submit::Refused(ChanError::OwnerLost(_))));
         assert!(!st.resumed(1, 9), "a late reopen is ended");
     }
 
     #[test]
-    fn the_window_holds_submits_in_line_and_serves_them_in_order() {
-        let mut st = SendState::<Seen>::new(2, 64 << 20);
+    fn the_window_holds_submits_in_line_and_wakes_the_first_when_room_comes() {
+        let mut st = SendState::<Seen, u32>::new(2, 64 << 20);
         st.opened(STREAM, 1024);
         send(&mut st, "a");
         send(&mut st, "b");
-        let mut first = Place::default();
-        let mut second = Place::default();
-        let Submit::Wait(p1, w1) = st.submit(v("c"), false, Seen::default(), &mut first) else {
+        let (mut first, mut second) = (Place::default(), Place::default());
+        let Submit::Wait(p1, w1) = st.submit(v("c"), false, Seen::default(), &mut first, &1) else {
             panic!("the window is full");
         };
-        let Submit::Wait(p2, w2) = st.submit(v("d"), false, Seen::default(), &mut second) else {
+        let Submit::Wait(p2, w2) = st.submit(v("d"), false, Seen::default(), &mut second, &2)
+        else {
             panic!("the window is full");
         };
         assert!(first.is_waiting() && second.is_waiting());
-        assert_eq!(st.take_wakes(), (false, false));
+        assert_eq!(st.take_wakes(), (None, false));
         st.on_frames(1, from_owner(SignalOp::Accepted, 1, 1));
-        assert_eq!(st.take_wakes(), (true, true), "room for those in line");
-        // The second in line may not overtake the first.
-        let Submit::Wait(p2, w2) = st.submit(p2, false, w2, &mut second) else {
+        assert_eq!(
+            st.take_wakes(),
+            (Some(1), true),
+            "only the first in line is woken"
+        );
+        // The second in line may not overtake the first, even with room.
+        let Submit::Wait(p2, w2) = st.submit(p2, false, w2, &mut second, &2) else {
             panic!("the first in line goes first");
         };
         assert!(matches!(
-            st.submit(p1, false, w1, &mut first),
+            st.submit(p1, false, w1, &mut first, &1),
             Submit::Sent(3)
         ));
         assert!(!first.is_waiting());
-        // The window is full again; the second waits on, then goes.
-        assert!(matches!(
-            st.submit(p2.clone(), false, w2.clone(), &mut second),
-            Submit::Wait(..)
-        ));
+        assert_eq!(st.take_wakes(), (Some(2), false), "then the next");
+        // The window is full again: the second waits on, and goes when room comes.
+        let Submit::Wait(p2, w2) = st.submit(p2, false, w2, &mut second, &2) else {
+            panic!("the window is full");
+        };
         st.on_frames(1, from_owner(SignalOp::Accepted, 2, 1));
+        assert_eq!(st.take_wakes(), (Some(2), true));
         assert!(matches!(
-            st.submit(p2, false, w2, &mut second),
+            st.submit(p2, false, w2, &mut second, &2),
             Submit::Sent(4)
         ));
+        assert_eq!(st.take_wakes(), (None, false), "nobody left in line");
     }
 
     #[test]
-    fn a_submit_that_gives_up_its_place_lets_the_next_in_line_go() {
-        let mut st = SendState::<Seen>::new(1, 64 << 20);
+    fn a_submit_that_gives_up_its_place_wakes_the_next_in_line() {
+        let mut st = SendState::<Seen, u32>::new(1, 64 << 20);
         st.opened(STREAM, 1024);
         send(&mut st, "a");
         let (mut first, mut second) = (Place::default(), Place::default());
-        st.submit(v("b"), false, Seen::default(), &mut first);
-        st.submit(v("c"), false, Seen::default(), &mut second);
+        st.submit(v("b"), false, Seen::default(), &mut first, &1);
+        st.submit(v("c"), false, Seen::default(), &mut second, &2);
         st.on_frames(1, from_owner(SignalOp::Accepted, 1, 1));
-        st.take_wakes();
+        assert_eq!(st.take_wakes(), (Some(1), true));
         st.leave_line(&mut first);
-        assert_eq!(st.take_wakes(), (true, false), "the next in line is woken");
+        assert_eq!(
+            st.take_wakes(),
+            (Some(2), false),
+            "the next in line is woken"
+        );
         assert!(matches!(
-            st.submit(v("c"), false, Seen::default(), &mut second),
+            st.submit(v("c"), false, Seen::default(), &mut second, &2),
             Submit::Sent(2)
         ));
     }
 
     #[test]
+    fn a_failure_wakes_the_submits_in_line_to_be_refused() {
+        let mut st = SendState::<Seen, u32>::new(1, 64 << 20);
+        st.opened(STREAM, 1024);
+        send(&mut st, "a");
+        let mut place = Place::default();
+        st.submit(v("b"), false, Seen::default(), &mut place, &1);
+        st.fail(1, ChanError::OwnerLost("gone".into()));
+        assert_eq!(st.take_wakes(), (Some(1), true));
+        let refused = st.submit(v("b"), false, Seen::default(), &mut place, &1);
+        assert!(matches!(refused, Submit::Refused(ChanError::OwnerLost(_))));
+        assert!(!place.is_waiting(), "a refused submit leaves the line");
+    }
+
+    #[test]
     fn the_byte_window_counts_kib_and_any_value_fits_an_empty_window() {
-        let mut st = SendState::<Seen>::new(100, 4 * 1024);
+        let mut st = SendState::<Seen, u32>::new(100, 4 * 1024);
         st.opened(STREAM, 1 << 20);
         let big = Bytes::from(vec![0u8; 100 * 1024]);
-        let Submit::Sent(_) = st.submit(big.clone(), false, Seen::default(), &mut Place::default())
-        else {
+        let Submit::Sent(_) = st.submit(
+            big.clone(),
+            false,
+            Seen::default(),
+            &mut Place::default(),
+            &0,
+        ) else {
             panic!("a value larger than the window fits an empty one");
         };
         let mut place = Place::default();
         assert!(matches!(
-            st.submit(v("x"), false, Seen::default(), &mut place),
+            st.submit(v("x"), false, Seen::default(), &mut place, &0),
             Submit::Wait(..)
         ));
     }
@@ -749,7 +796,7 @@ mod tests {
     #[test]
     fn flush_reports_the_first_failure_of_a_value_nobody_waited_for() {
         let mut st = sender();
-        let seq = match st.submit(v("a"), true, Seen::gone(), &mut Place::default()) {
+        let seq = match st.submit(v("a"), true, Seen::gone(), &mut Place::default(), &0) {
             Submit::Sent(seq) => seq,
             other => panic!("{other:?}"),
         };

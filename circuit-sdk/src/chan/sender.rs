@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -95,15 +95,14 @@ pub(crate) struct SendCore {
     capacity: AtomicU64,
     reconnect_for: Duration,
     slot: Mutex<Slot>,
-    /// Woken when window room is freed, for submits waiting in line.
-    room: Notify,
     /// Woken whenever pending values are answered, for `flush`.
     settled: Notify,
 }
 
-/// The state machine and the connection its stream is on.
+/// The state machine (its submits waiting for window room leave their task's waker) and the
+/// connection its stream is on.
 struct Slot {
-    state: SendState<Done>,
+    state: SendState<Done, Waker>,
     client: Client,
 }
 
@@ -123,7 +122,6 @@ impl<T, C: Codec<T>> Sender<T, C> {
                 state: SendState::new(opts.window, opts.window_bytes),
                 client: client.clone(),
             }),
-            room: Notify::new(),
             settled: Notify::new(),
         });
         let (id, opened) = stream::open(&core, client, 1).await?;
@@ -268,7 +266,7 @@ impl SendCore {
     }
 
     /// Runs `f` on the slot, then carries out what the state machine recorded and wakes the
-    /// submits and flushes it freed.
+    /// submit first in line for room and the flushes, if it says so.
     fn with<R>(&self, f: impl FnOnce(&mut Slot) -> R) -> R {
         let mut slot = self.lock();
         let result = f(&mut slot);
@@ -277,8 +275,8 @@ impl SendCore {
         stream::apply(Some(client), &mut state.effects, |_, _| {});
         let (room, settled) = state.take_wakes();
         drop(slot);
-        if room {
-            self.room.notify_waiters();
+        if let Some(room) = room {
+            room.wake();
         }
         if settled {
             self.settled.notify_waiters();
@@ -297,25 +295,28 @@ impl SendCore {
             core: self,
             place: Place::default(),
         };
-        let (mut payload, mut done) = (payload, done);
-        loop {
-            // A submit waiting for room registers for a wake-up before it looks again, so room
-            // freed in between is not missed. The common case, room in the window, never waits.
-            let room = line.place.is_waiting().then(|| self.room.notified());
-            tokio::pin!(room);
-            if let Some(room) = room.as_mut().as_pin_mut() {
-                room.enable();
-            }
+        let mut value = Some((payload, done));
+        // The common case, room in the window, is ready at the first poll; otherwise the
+        // submit waits in line with its waker, which the state machine gives back to be woken
+        // when it is first in line and room has come.
+        let seq = std::future::poll_fn(|cx| {
+            let (payload, done) = value.take().expect("a submit is not polled after it ends");
             let place = &mut line.place;
-            match self.with(|slot| slot.state.submit(payload, try_send, done, place)) {
-                Submit::Sent(seq) => return Ok((seq, rx)),
-                Submit::Refused(e) => return Err(e),
-                Submit::Wait(p, d) => (payload, done) = (p, d),
+            let submit = |slot: &mut Slot| {
+                slot.state
+                    .submit(payload, try_send, done, place, cx.waker())
+            };
+            match self.with(submit) {
+                Submit::Sent(seq) => Poll::Ready(Ok(seq)),
+                Submit::Refused(e) => Poll::Ready(Err(e)),
+                Submit::Wait(payload, done) => {
+                    value = Some((payload, done));
+                    Poll::Pending
+                }
             }
-            if let Some(room) = room.as_pin_mut() {
-                room.await;
-            }
-        }
+        })
+        .await?;
+        Ok((seq, rx))
     }
 
     async fn flush(&self) -> Result<(), ChanError> {
