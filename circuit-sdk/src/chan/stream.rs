@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::stream_state::Effect;
+use super::stream_state::{restarted, Effect};
 use super::ChanError;
 use crate::client::{Client, StreamHandler};
 use crate::proto::{ChanOpened, Frame, Item, Request, ServerMessage};
@@ -210,19 +210,17 @@ where
     let mut delay = Duration::from_millis(20);
     loop {
         let why = match old.reconnect().await {
-            Ok(client) if client.instance() != old.instance() => {
-                let at = old
-                    .target()
-                    .map_or_else(String::new, |t| format!(" at {t}"));
-                return Err(ChanError::OwnerLost(format!(
-                    "circuitd{at} restarted; channel \"{chan}\" lost what it held"
-                )));
+            Ok(client) => {
+                if let Some(lost) = restarted(chan, old.target(), old.instance(), client.instance())
+                {
+                    return Err(lost);
+                }
+                match open(client.clone()).await {
+                    Ok((stream, _)) => return Ok((client, stream)),
+                    Err(e @ (ChanError::NotFound(_) | ChanError::InvalidName(_))) => return Err(e),
+                    Err(e) => e.to_string(),
+                }
             }
-            Ok(client) => match open(client.clone()).await {
-                Ok((stream, _)) => return Ok((client, stream)),
-                Err(e @ (ChanError::NotFound(_) | ChanError::InvalidName(_))) => return Err(e),
-                Err(e) => e.to_string(),
-            },
             Err(e) => e.to_string(),
         };
         if tokio::time::Instant::now() + delay > deadline {

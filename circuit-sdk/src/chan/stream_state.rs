@@ -1,9 +1,11 @@
 //! What both channel halves know about their stream, sans-IO: its id on the connection, its
 //! generation (bumped by each reopen, so that late events of an old stream are told apart),
-//! and whether it is open, being reopened or over; plus [`Effect`], what a half's state machine
-//! asks its stream shell (`stream.rs`) to do. No I/O, no locks, no clock.
+//! and whether it is open, being reopened or over; whether a new connection may resume it
+//! (the same daemon instance only); and [`Effect`], what a half's state machine asks its stream
+//! shell (`stream.rs`) to do. No I/O, no locks, no clock.
 
 use super::ChanError;
+use crate::client::Target;
 use crate::proto::{Frame, SignalOp};
 
 /// What a half's state machine asks of its stream; `stream::apply` carries it out.
@@ -97,6 +99,18 @@ impl StreamState {
     }
 }
 
+/// Whether a stream lost with its connection may be resumed on a new connection to `at`: only
+/// on the same daemon instance (`was`), since a restarted daemon (`now`) lost what the channel
+/// held. The error the half fails with otherwise.
+pub(crate) fn restarted(chan: &str, at: Option<&Target>, was: u64, now: u64) -> Option<ChanError> {
+    (was != now).then(|| {
+        let at = at.map_or_else(String::new, |t| format!(" at {t}"));
+        ChanError::OwnerLost(format!(
+            "circuitd{at} restarted; channel \"{chan}\" lost what it held"
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +129,18 @@ mod tests {
         assert_eq!(st.lost(1), Lost::Ignore);
         assert!(!st.fail(1, ChanError::Closed));
         assert!(st.failed.is_none());
+    }
+
+    #[test]
+    fn rule_17_only_the_same_daemon_instance_resumes_a_stream() {
+        let at = Target::Unix("/s".into());
+        assert_eq!(restarted("jobs", Some(&at), 42, 42), None);
+        let lost = restarted("jobs", Some(&at), 42, 43).expect("another instance");
+        assert!(lost.is_owner_lost());
+        assert_eq!(
+            lost.to_string(),
+            "lost the channel's owner: circuitd at /s restarted; channel \"jobs\" lost what it held"
+        );
     }
 
     #[test]
