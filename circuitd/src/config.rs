@@ -43,6 +43,10 @@ pub struct Config {
     /// channel stream open, is closed: it holds a task and buffers for nobody. The SDK sends
     /// a ping after 30 s of silence, so healthy clients stay connected.
     pub idle_timeout: Duration,
+    /// How long this daemon's own clients may stay silent before they ping (`None`: never):
+    /// its peer links, and its workers, told in `CIRCUIT_KEEPALIVE_MS` when it is not the
+    /// SDK's default. Below a third of the mesh's idle timeout (`circuitd` sets a quarter).
+    pub keepalive: Option<Duration>,
     /// The mesh address other nodes use for this one (default: the listen address).
     pub advertise: Option<SocketAddr>,
     /// Mesh addresses to join through at start, retried until one answers.
@@ -77,6 +81,7 @@ impl Default for Config {
             max_channels: 100_000,
             max_workers: 10_000,
             idle_timeout: Duration::from_secs(120),
+            keepalive: Some(circuit_sdk::client::KEEPALIVE_DEFAULT),
             advertise: None,
             join: Vec::new(),
             labels: BTreeMap::new(),

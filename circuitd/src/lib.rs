@@ -120,7 +120,7 @@ pub async fn run(
         &shutdown,
         &tracker,
     )?;
-    let peers = peer::Peers::new(membership.clone(), config.keys.clone());
+    let peers = peer::Peers::new(membership.clone(), config.keys.clone(), config.keepalive);
     let fixed = publish::Fixed {
         name: config.name.clone(),
         labels: config.labels.clone(),

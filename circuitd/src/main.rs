@@ -206,16 +206,14 @@ fn start(args: Args) -> anyhow::Result<()> {
     config.max_requests_per_connection = args.max_requests_per_connection as usize;
     config.handshake_timeout = args.handshake_timeout;
     config.idle_timeout = args.idle_timeout;
-    // This daemon's clients must ping within its idle timeout: its workers (which inherit its
-    // environment) and its peer links (the mesh shares one setting). Set while the process
-    // has one thread: the runtime starts below.
-    let keepalive = args.idle_timeout / 4;
-    let keepalive_env = circuit_sdk::client::KEEPALIVE_ENV;
-    if keepalive < circuit_sdk::client::KEEPALIVE_DEFAULT
-        && std::env::var_os(keepalive_env).is_none_or(|v| v.is_empty())
-    {
-        std::env::set_var(keepalive_env, keepalive.as_millis().max(1).to_string());
-    }
+    // This daemon's clients must ping within its idle timeout: its peer links (the mesh shares
+    // one setting) and its workers. A quarter of it, at most the SDK's default, unless
+    // CIRCUIT_KEEPALIVE_MS (in this daemon's environment) says otherwise.
+    let quarter = (args.idle_timeout / 4).min(circuit_sdk::client::KEEPALIVE_DEFAULT);
+    config.keepalive = circuit_sdk::ConnectOptions::default()
+        .keepalive(Some(quarter))
+        .keepalive_from_env()
+        .keepalive;
     // A frame carries one value plus its headers.
     config.max_frame = config.max_frame.max(args.max_payload as usize + 64 * 1024);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -180,7 +180,9 @@ impl Ctx {
 
     /// Connects to the daemon, with a hint on what to check when nobody answers.
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        let options = ConnectOptions::default().handshake_timeout(self.connect_timeout);
+        let options = ConnectOptions::default()
+            .handshake_timeout(self.connect_timeout)
+            .keepalive_from_env();
         let result = match &self.target {
             Target::Unix(path) => {
                 let target = circuit_sdk::Target::Unix(path.clone());

@@ -32,22 +32,24 @@
 mod codec;
 mod error;
 mod receiver;
+mod recv_state;
+mod send_state;
 mod sender;
+mod stream;
+mod stream_state;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
 
 pub use codec::{Binary, Codec, Json, Raw};
 pub use error::ChanError;
 pub use receiver::{Delivery, Receiver};
 pub use sender::{Sender, Ticket};
 
-use crate::client::{Client, StreamHandler};
-use crate::proto::{ChanInfo, ChanOpened, Reply, Request};
+use crate::client::Client;
+use crate::proto::{ChanInfo, Reply, Request};
 
 /// How a sender behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,117 +261,4 @@ impl Client {
 
 fn unexpected(reply: Reply) -> ChanError {
     ChanError::Protocol(format!("unexpected reply {reply:?}"))
-}
-
-/// Which stream to open.
-pub(crate) enum StreamKind {
-    Send { name: String, sender: u64 },
-    Recv { name: String },
-}
-
-/// Connects again the way `old` connected and reopens a stream with `open`, retrying with
-/// backoff for up to `within`. Fails with `OwnerLost` when the daemon that answers is a restarted
-/// one (the channel lost what it held) or none answers in time, and with the owner's error when
-/// the channel is gone.
-pub(crate) async fn reopen<F, Fut>(
-    old: &Client,
-    chan: &str,
-    within: Duration,
-    mut open: F,
-) -> Result<(Client, u64), ChanError>
-where
-    F: FnMut(Client) -> Fut,
-    Fut: std::future::Future<Output = Result<(u64, ChanOpened), ChanError>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    let mut delay = Duration::from_millis(20);
-    loop {
-        let why = match old.reconnect().await {
-            Ok(client) if client.instance() != old.instance() => {
-                let at = old
-                    .target()
-                    .map_or_else(String::new, |t| format!(" at {t}"));
-                return Err(ChanError::OwnerLost(format!(
-                    "circuitd{at} restarted; channel \"{chan}\" lost what it held"
-                )));
-            }
-            Ok(client) => match open(client.clone()).await {
-                Ok((stream, _)) => return Ok((client, stream)),
-                Err(e @ (ChanError::NotFound(_) | ChanError::InvalidName(_))) => return Err(e),
-                Err(e) => e.to_string(),
-            },
-            Err(e) => e.to_string(),
-        };
-        if tokio::time::Instant::now() + delay > deadline {
-            return Err(ChanError::OwnerLost(why));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
-    }
-}
-
-/// The opening of a stream: answered by the owner's first item, or by an error.
-pub(crate) struct Opening(std::sync::Mutex<Option<oneshot::Sender<Result<ChanOpened, ChanError>>>>);
-
-impl Opening {
-    /// Settles the opening with a control message for the stream. Returns the error that ends
-    /// a stream already open, if the message is one.
-    pub(crate) fn message(
-        &self,
-        msg: crate::proto::ServerMessage,
-        what: &str,
-    ) -> Option<ChanError> {
-        use crate::proto::{Item, ServerMessage};
-        let opening = self.0.lock().expect("opening lock").take();
-        let result = match msg {
-            ServerMessage::Item {
-                item: Item::ChanOpened(opened),
-                ..
-            } => Ok(opened),
-            ServerMessage::Error { code, message, .. } => {
-                Err(ChanError::from_remote(code, message))
-            }
-            other => Err(ChanError::Protocol(format!(
-                "unexpected message on a {what} stream: {other:?}"
-            ))),
-        };
-        match (opening, result) {
-            (Some(tx), result) => {
-                let _ = tx.send(result);
-                None
-            }
-            (None, Ok(_)) => None,
-            (None, Err(e)) => Some(e),
-        }
-    }
-
-    /// The connection was lost; true if that ended the opening (not a stream already open).
-    pub(crate) fn lost(&self, error: crate::Error) -> bool {
-        match self.0.lock().expect("opening lock").take() {
-            Some(tx) => {
-                let _ = tx.send(Err(error.into()));
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// Opens a stream with the handler `make` builds and waits for the owner's first item.
-pub(crate) async fn open_stream(
-    client: &Client,
-    kind: StreamKind,
-    make: impl FnOnce(Opening) -> Arc<dyn StreamHandler>,
-) -> Result<(u64, ChanOpened), ChanError> {
-    let request = match kind {
-        StreamKind::Send { name, sender } => Request::ChanSend { name, sender },
-        StreamKind::Recv { name } => Request::ChanRecv { name },
-    };
-    let (tx, opened) = oneshot::channel();
-    let id = client.open_stream(request, make(Opening(std::sync::Mutex::new(Some(tx)))))?;
-    match opened.await {
-        Ok(Ok(info)) => Ok((id, info)),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(ChanError::OwnerLost("connection to circuitd lost".into())),
-    }
 }

@@ -1,13 +1,15 @@
 //! [`Receiver`]: the receiving half of a channel. The receiver asks the owner for values with
 //! credit (by default one per waiting `recv`, like a Go receiver; more with `prefetch`) and
 //! acknowledges each value when the application takes it — only then does the value leave the
-//! channel. Values not yet taken go back to the channel if the receiver goes away.
+//! channel. Values not yet taken go back to the channel if the receiver goes away. The rules
+//! live in the state machine (`recv_state.rs`) and the stream's life in the shell
+//! (`stream.rs`); this file is the async API over them.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -16,9 +18,13 @@ use futures::Stream;
 use tokio::sync::oneshot;
 
 use super::codec::{Codec, Json};
-use super::{open_stream, reopen, ChanError, Opening, RecvOptions, StreamKind};
-use crate::client::{Client, Pull, StreamHandler};
-use crate::proto::{ChanOpened, Frame, ServerMessage, SignalOp};
+use super::recv_state::RecvState;
+use super::stream::{self, Half};
+use super::stream_state::Lost;
+use super::{ChanError, RecvOptions};
+use crate::client::Client;
+use crate::connection::Pull;
+use crate::proto::{Frame, Request};
 
 /// The receiving half of a channel, for values of `T` decoded with `C`. It is also a
 /// [`Stream`] of values that ends when the channel is closed and drained.
@@ -38,54 +44,25 @@ impl<T, C> std::fmt::Debug for Receiver<T, C> {
     }
 }
 
+/// What a `Receiver`, its deliveries, its stream's handler and its reconnect task share.
 pub(crate) struct RecvCore {
     chan: String,
-    prefetch: u64,
-    capacity: std::sync::atomic::AtomicU64,
+    /// Told by the owner when the stream opens.
+    capacity: AtomicU64,
     reconnect_for: Duration,
-    state: Mutex<RecvState>,
+    slot: Mutex<Slot>,
 }
 
-#[derive(Default)]
-struct RecvState {
+/// The state machine, the connection its stream is on, and who waits.
+struct Slot {
+    state: RecvState,
+    /// `None` once this side ended the stream, so that a connection nobody else uses can
+    /// close.
     client: Option<Client>,
-    stream: u64,
-    gen: u64,
-    /// Delivered values the application has not taken yet, oldest first.
-    buf: VecDeque<Bytes>,
-    /// Credit the owner holds for us.
-    credit: u64,
-    /// Acknowledgements to send (a count: values leave in the order they were delivered).
-    to_ack: u64,
-    /// Values the application has taken on this stream: the index of the next take.
-    taken: u64,
-    /// Every take below this index is acknowledged (or counted in `to_ack`).
-    ack_upto: u64,
-    /// Takes acknowledged ahead of an older, unacknowledged [`Delivery`].
-    acked_ahead: std::collections::BTreeSet<u64>,
-    /// Credit to grant.
-    to_credit: u64,
-    /// Outstanding credit to withdraw.
-    withdraw: bool,
-    /// A pull is queued on the writer.
-    pull_queued: bool,
-    /// A try-receive is waiting for its answer.
-    trying: bool,
-    /// The owner answered a try-receive with nothing.
-    empty: bool,
-    /// The channel is closed and drained.
-    drained: bool,
-    failed: Option<ChanError>,
-    reconnecting: bool,
+    /// The waiting receive.
     waker: Option<Waker>,
     /// Told when the owner has ended the stream we asked to close.
     closing: Option<oneshot::Sender<()>>,
-}
-
-struct Handler {
-    core: Arc<RecvCore>,
-    gen: u64,
-    opening: Opening,
 }
 
 impl<T, C: Codec<T>> Receiver<T, C> {
@@ -97,19 +74,18 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     ) -> Result<Self, ChanError> {
         let core = Arc::new(RecvCore {
             chan: chan.to_string(),
-            prefetch: u64::from(opts.prefetch.clamp(1, 1 << 16)),
-            capacity: Default::default(),
+            capacity: AtomicU64::new(0),
             reconnect_for: opts.reconnect_for,
-            state: Mutex::new(RecvState {
+            slot: Mutex::new(Slot {
+                state: RecvState::new(opts.prefetch),
                 client: Some(client.clone()),
-                gen: 1,
-                ..Default::default()
+                waker: None,
+                closing: None,
             }),
         });
-        let (stream, opened) = core.clone().open_on(client, 1).await?;
-        core.capacity
-            .store(opened.capacity, std::sync::atomic::Ordering::Relaxed);
-        core.lock().stream = stream;
+        let (id, opened) = stream::open(&core, client, 1).await?;
+        core.capacity.store(opened.capacity, Ordering::Relaxed);
+        core.lock().state.opened(id);
         Ok(Self {
             core,
             codec,
@@ -125,9 +101,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
 
     /// The channel's capacity.
     pub fn capacity(&self) -> u64 {
-        self.core
-            .capacity
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.core.capacity.load(Ordering::Relaxed)
     }
 
     /// Receives the oldest value, waiting while the channel is empty. Fails with
@@ -168,7 +142,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
             done: false,
         }
         .await?;
-        let gen = self.core.lock().gen;
+        let gen = self.core.lock().state.stream.gen;
         let mut delivery = Delivery {
             value: None,
             core: self.core.clone(),
@@ -201,23 +175,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// (or [`ChanError::Closed`] once closed and drained). Asks the owner, so it takes one
     /// round trip but never waits for a sender.
     pub async fn try_recv(&mut self) -> Result<T, ChanError> {
-        {
-            let mut state = self.core.lock();
-            if state.buf.is_empty() && state.failed.is_none() && !state.drained {
-                state.trying = true;
-                state.empty = false;
-                if let Some(client) = &state.client {
-                    if !state.reconnecting {
-                        client.send_frame(Frame::Signal {
-                            id: state.stream,
-                            op: SignalOp::TryRecv,
-                            a: 0,
-                            b: 0,
-                        });
-                    }
-                }
-            }
-        }
+        self.core.with(RecvState::try_recv);
         let payload = std::future::poll_fn(|cx| self.core.poll_try(cx)).await?;
         self.codec.decode(payload)
     }
@@ -236,13 +194,15 @@ impl<T> Delivery<T> {
     /// Acknowledges the value: it leaves the channel.
     pub fn ack(mut self) {
         self.settled = true;
-        self.core.ack_take(self.gen, self.index);
+        let (gen, index) = (self.gen, self.index);
+        self.core.with(|state| state.ack_take(gen, index));
     }
 
     /// Acknowledges the value and returns it.
     pub fn into_inner(mut self) -> T {
         self.settled = true;
-        self.core.ack_take(self.gen, self.index);
+        let (gen, index) = (self.gen, self.index);
+        self.core.with(|state| state.ack_take(gen, index));
         self.value.take().expect("a delivery holds its value")
     }
 }
@@ -266,7 +226,8 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Delivery<T> {
 impl<T> Drop for Delivery<T> {
     fn drop(&mut self) {
         if !self.settled {
-            self.core.give_back(self.gen, self.index);
+            let (gen, index) = (self.gen, self.index);
+            self.core.with(|state| state.give_back(gen, index));
         }
     }
 }
@@ -293,7 +254,7 @@ impl Future for RecvFuture<'_> {
 impl Drop for RecvFuture<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.core.cancel_demand();
+            self.core.with(RecvState::cancel_demand);
         }
     }
 }
@@ -329,25 +290,13 @@ impl<T, C> Receiver<T, C> {
     /// value delivered again.
     pub async fn close(self) {
         let rx = {
-            let mut state = self.core.lock();
-            if state.reconnecting || state.failed.is_some() {
+            let mut slot = self.core.lock();
+            if !slot.state.close() {
                 return;
             }
-            let Some(client) = state.client.take() else {
-                return;
-            };
-            state.failed = Some(ChanError::Protocol("receiver closed".into()));
             let (tx, rx) = oneshot::channel();
-            state.closing = Some(tx);
-            if state.to_ack > 0 {
-                client.send_frame(Frame::Signal {
-                    id: state.stream,
-                    op: SignalOp::Ack,
-                    a: std::mem::take(&mut state.to_ack),
-                    b: 0,
-                });
-            }
-            client.cancel_stream(state.stream);
+            slot.closing = Some(tx);
+            self.core.finish(slot, false);
             rx
         };
         // The owner answers the cancel once it has handled everything sent before it.
@@ -357,48 +306,39 @@ impl<T, C> Receiver<T, C> {
 
 impl<T, C> Drop for Receiver<T, C> {
     fn drop(&mut self) {
-        let mut state = self.core.lock();
-        state
-            .failed
-            .get_or_insert(ChanError::Protocol("receiver dropped".into()));
-        if state.reconnecting {
-            return;
-        }
-        if let Some(client) = state.client.take() {
-            // Acknowledge what the application took, then end the stream: the owner puts
-            // everything else this receiver held back at the head of the queue.
-            if state.to_ack > 0 {
-                client.send_frame(Frame::Signal {
-                    id: state.stream,
-                    op: SignalOp::Ack,
-                    a: std::mem::take(&mut state.to_ack),
-                    b: 0,
-                });
-            }
-            client.close_stream(state.stream);
-        }
+        self.core.with(RecvState::dropped);
     }
 }
 
 impl RecvCore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, RecvState> {
-        self.state.lock().expect("recv lock")
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().expect("recv lock")
     }
 
-    async fn open_on(
-        self: Arc<Self>,
-        client: &Client,
-        gen: u64,
-    ) -> Result<(u64, ChanOpened), ChanError> {
-        let core = self.clone();
-        open_stream(
-            client,
-            StreamKind::Recv {
-                name: self.chan.clone(),
-            },
-            |opening| Arc::new(Handler { core, gen, opening }),
-        )
-        .await
+    /// Runs `f` on the state machine, then carries out what it recorded.
+    fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut RecvState) -> R) -> R {
+        let mut slot = self.lock();
+        let result = f(&mut slot.state);
+        self.finish(slot, false);
+        result
+    }
+
+    /// Carries out what the state machine recorded (a pull goes to the writer with this core
+    /// as its source), lets the client go once this side ended the stream, and wakes the
+    /// waiting receive if `wake`, after the lock is released.
+    fn finish(self: &Arc<Self>, mut slot: MutexGuard<'_, Slot>, wake: bool) {
+        let Slot { state, client, .. } = &mut *slot;
+        stream::apply(client.as_ref(), &mut state.effects, |client, gen| {
+            client.schedule(self.clone(), gen);
+        });
+        if state.ended() {
+            *client = None;
+        }
+        let waker = if wake { slot.waker.take() } else { None };
+        drop(slot);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Takes the oldest delivered value (acknowledging it unless `manual`), or asks for one and
@@ -408,296 +348,86 @@ impl RecvCore {
         cx: &mut Context<'_>,
         manual: bool,
     ) -> Poll<Result<(Bytes, u64), ChanError>> {
-        let mut state = self.lock();
-        if let Some(payload) = state.buf.pop_front() {
-            let index = take(&mut state, manual);
-            // With prefetch, keep the owner's credit topped up while the application reads.
-            if self.prefetch > 1 {
-                let held = state.buf.len() as u64 + state.credit;
-                if held <= self.prefetch / 2 {
-                    let more = self.prefetch - held;
-                    state.to_credit += more;
-                    state.credit += more;
-                }
-            }
-            if state.to_credit > 0 || state.buf.is_empty() || state.to_ack >= self.prefetch / 4 {
-                self.schedule(&mut state);
-            }
-            return Poll::Ready(Ok((payload, index)));
+        let mut slot = self.lock();
+        let poll = slot.state.take(manual);
+        if poll.is_pending() {
+            slot.waker = Some(cx.waker().clone());
         }
-        if let Some(e) = &state.failed {
-            return Poll::Ready(Err(e.clone()));
-        }
-        if state.drained {
-            return Poll::Ready(Err(ChanError::Closed));
-        }
-        if state.credit == 0 && !state.reconnecting {
-            state.credit = self.prefetch;
-            state.to_credit += self.prefetch;
-            state.withdraw = false;
-            self.schedule(&mut state);
-        }
-        state.waker = Some(cx.waker().clone());
-        Poll::Pending
+        self.finish(slot, false);
+        poll
     }
 
+    /// The answer to a try-receive, or waits for it.
     fn poll_try(self: &Arc<Self>, cx: &mut Context<'_>) -> Poll<Result<Bytes, ChanError>> {
-        let mut state = self.lock();
-        if let Some(payload) = state.buf.pop_front() {
-            state.trying = false;
-            take(&mut state, false);
-            self.schedule(&mut state);
-            return Poll::Ready(Ok(payload));
+        let mut slot = self.lock();
+        let poll = slot.state.try_take();
+        if poll.is_pending() {
+            slot.waker = Some(cx.waker().clone());
         }
-        if let Some(e) = &state.failed {
-            return Poll::Ready(Err(e.clone()));
-        }
-        if state.drained {
-            return Poll::Ready(Err(ChanError::Closed));
-        }
-        if state.empty || !state.trying {
-            state.trying = false;
-            state.empty = false;
-            return Poll::Ready(Err(ChanError::Empty));
-        }
-        state.waker = Some(cx.waker().clone());
-        Poll::Pending
-    }
-
-    /// The application acknowledged take `index` of stream generation `gen`.
-    fn ack_take(self: &Arc<Self>, gen: u64, index: u64) {
-        let mut state = self.lock();
-        if state.gen != gen {
-            // The stream it came from is gone; the owner has put the value back already.
-            return;
-        }
-        mark_acked(&mut state, index);
-        self.schedule(&mut state);
-    }
-
-    /// A delivery was dropped unacknowledged: if it is the newest take, it goes back to the
-    /// channel with everything delivered after it.
-    fn give_back(self: &Arc<Self>, gen: u64, index: u64) {
-        let mut state = self.lock();
-        if state.gen != gen || state.reconnecting || index + 1 != state.taken {
-            return;
-        }
-        let Some(client) = state.client.clone() else {
-            return;
-        };
-        let n = state.buf.len() as u64 + 1;
-        state.buf.clear();
-        state.taken -= 1;
-        client.send_frame(Frame::Signal {
-            id: state.stream,
-            op: SignalOp::Return,
-            a: n,
-            b: 0,
-        });
-    }
-
-    /// A waiting `recv` was dropped: with one-at-a-time credit (no prefetch), take the demand
-    /// back so this receiver does not hold a value it is not waiting for.
-    fn cancel_demand(self: &Arc<Self>) {
-        if self.prefetch > 1 {
-            return;
-        }
-        let mut state = self.lock();
-        if state.credit > 0 {
-            state.credit = 0;
-            state.to_credit = 0;
-            state.withdraw = true;
-            self.schedule(&mut state);
-        }
-    }
-
-    fn schedule(self: &Arc<Self>, state: &mut RecvState) {
-        if state.pull_queued || state.reconnecting {
-            return;
-        }
-        if let Some(client) = &state.client {
-            state.pull_queued = true;
-            client.schedule(self.clone(), state.gen);
-        }
-    }
-
-    fn on_frames(&self, gen: u64, frames: Vec<Frame>) {
-        let mut state = self.lock();
-        if state.gen != gen {
-            return;
-        }
-        for frame in frames {
-            if let Err(e) = on_frame(&mut state, frame) {
-                drop(state);
-                return self.fail(gen, e);
-            }
-        }
-        if let Some(waker) = state.waker.take() {
-            drop(state);
-            waker.wake();
-        }
-    }
-
-    fn fail(&self, gen: u64, error: ChanError) {
-        let mut state = self.lock();
-        if state.gen != gen || state.failed.is_some() {
-            return;
-        }
-        state.failed = Some(error);
-        state.reconnecting = false;
-        if let Some(waker) = state.waker.take() {
-            drop(state);
-            waker.wake();
-        }
-    }
-
-    fn lost(self: &Arc<Self>, gen: u64) {
-        let mut state = self.lock();
-        if state.gen != gen || state.failed.is_some() || state.reconnecting {
-            return;
-        }
-        state.reconnecting = true;
-        let Some(old) = state.client.clone() else {
-            return;
-        };
-        drop(state);
-        let core = self.clone();
-        tokio::spawn(async move { core.reconnect(old, gen).await });
-    }
-
-    async fn reconnect(self: Arc<Self>, old: Client, gen: u64) {
-        let core = self.clone();
-        let open = |client: Client| {
-            let core = core.clone();
-            async move { core.open_on(&client, gen + 1).await }
-        };
-        let (client, stream) = match reopen(&old, &self.chan, self.reconnect_for, open).await {
-            Ok(reopened) => reopened,
-            Err(e) => return self.fail(gen, e),
-        };
-        let mut state = self.lock();
-        if state.gen != gen || state.failed.is_some() {
-            client.close_stream(stream);
-            return;
-        }
-        // What we held went back to the channel with the old connection.
-        state.buf.clear();
-        state.credit = 0;
-        state.to_ack = 0;
-        state.taken = 0;
-        state.ack_upto = 0;
-        state.acked_ahead.clear();
-        state.to_credit = 0;
-        state.withdraw = false;
-        state.pull_queued = false;
-        state.trying = false;
-        state.client = Some(client);
-        state.stream = stream;
-        state.gen = gen + 1;
-        state.reconnecting = false;
-        // A waiting recv asks again.
-        if let Some(waker) = state.waker.take() {
-            drop(state);
-            waker.wake();
-        }
-    }
-}
-
-/// Applies one frame from the owner to the receive state.
-fn on_frame(state: &mut RecvState, frame: Frame) -> Result<(), ChanError> {
-    match frame {
-        Frame::Data { payload, .. } => {
-            state.buf.push_back(payload);
-            state.credit = state.credit.saturating_sub(1);
-        }
-        Frame::Signal {
-            op: SignalOp::Empty,
-            ..
-        } => state.empty = true,
-        Frame::Signal {
-            op: SignalOp::Drained,
-            ..
-        } => {
-            state.drained = true;
-            state.credit = 0;
-        }
-        other => {
-            return Err(ChanError::Protocol(format!(
-                "unexpected frame on a receive stream: {other:?}"
-            )))
-        }
-    }
-    Ok(())
-}
-
-/// Counts a take; unless `manual`, it is acknowledged at once. Returns its index.
-fn take(state: &mut RecvState, manual: bool) -> u64 {
-    let index = state.taken;
-    state.taken += 1;
-    if !manual {
-        mark_acked(state, index);
-    }
-    index
-}
-
-/// Acknowledges take `index`; acknowledgements go out in take order, as the owner counts them.
-fn mark_acked(state: &mut RecvState, index: u64) {
-    if index != state.ack_upto {
-        state.acked_ahead.insert(index);
-        return;
-    }
-    state.ack_upto += 1;
-    state.to_ack += 1;
-    while state.acked_ahead.remove(&state.ack_upto) {
-        state.ack_upto += 1;
-        state.to_ack += 1;
+        self.finish(slot, false);
+        poll
     }
 }
 
 impl Pull for RecvCore {
     fn pull(&self, token: u64, out: &mut Vec<Frame>) {
-        let mut state = self.lock();
-        if state.gen != token {
-            return;
-        }
-        state.pull_queued = false;
-        let id = state.stream;
-        let signal = |op, a| Frame::Signal { id, op, a, b: 0 };
-        if state.to_ack > 0 {
-            out.push(signal(SignalOp::Ack, std::mem::take(&mut state.to_ack)));
-        }
-        if std::mem::take(&mut state.withdraw) {
-            out.push(signal(SignalOp::Withdraw, 0));
-        }
-        if state.to_credit > 0 {
-            out.push(signal(
-                SignalOp::Credit,
-                std::mem::take(&mut state.to_credit),
-            ));
-        }
+        self.lock().state.pull(token, out);
     }
 }
 
-impl StreamHandler for Handler {
-    fn on_message(&self, msg: ServerMessage) {
-        let closing = self.core.lock().closing.take();
-        if let Some(done) = closing {
-            // The owner ended the stream we asked to close: it has handled all we sent.
-            let _ = done.send(());
-            return;
-        }
-        if let Some(error) = self.opening.message(msg, "receive") {
-            self.core.fail(self.gen, error);
+impl Half for RecvCore {
+    const KIND: &'static str = "receive";
+
+    fn chan(&self) -> &str {
+        &self.chan
+    }
+
+    fn reconnect_for(&self) -> Duration {
+        self.reconnect_for
+    }
+
+    fn request(&self) -> Request {
+        Request::ChanRecv {
+            name: self.chan.clone(),
         }
     }
 
-    fn on_frames(&self, frames: Vec<Frame>) {
-        self.core.on_frames(self.gen, frames);
+    fn on_frames(self: &Arc<Self>, gen: u64, frames: Vec<Frame>) {
+        let mut slot = self.lock();
+        let wake = slot.state.on_frames(gen, frames);
+        self.finish(slot, wake);
     }
 
-    fn on_lost(&self, error: crate::Error) {
-        if !self.opening.lost(error) {
-            self.core.lost(self.gen);
+    fn closed_by_owner(&self) -> bool {
+        // The owner ended the stream we asked to close: it has handled all we sent.
+        let closing = self.lock().closing.take();
+        closing.map(|done| done.send(())).is_some()
+    }
+
+    fn lost(self: &Arc<Self>, gen: u64) -> Option<Client> {
+        let mut slot = self.lock();
+        let old = match slot.state.lost(gen) {
+            Lost::Reconnect => slot.client.clone(),
+            Lost::Ignore => None,
+        };
+        self.finish(slot, false);
+        old
+    }
+
+    fn resumed(self: &Arc<Self>, gen: u64, client: Client, id: u64) -> bool {
+        let mut slot = self.lock();
+        let taken = slot.state.resumed(gen, id);
+        if taken {
+            slot.client = Some(client);
         }
+        // A waiting receive asks again, on the new stream.
+        self.finish(slot, taken);
+        taken
+    }
+
+    fn fail(self: &Arc<Self>, gen: u64, error: ChanError) {
+        let mut slot = self.lock();
+        let wake = slot.state.fail(gen, error);
+        self.finish(slot, wake);
     }
 }

@@ -2,23 +2,27 @@
 //! confirms acceptance per value, so many sends can be in flight at once (pipelining) while
 //! each `send` still completes only when its value is in the channel. After a lost connection
 //! the sender reconnects and sends again what was not confirmed; the owner drops duplicates.
+//! The rules live in the state machine (`send_state.rs`) and the stream's life in the shell
+//! (`stream.rs`); this file is the async API over them.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{oneshot, Notify};
 
 use super::codec::{Codec, Json};
-use super::{open_stream, reopen, ChanError, Opening, SendOptions, StreamKind};
-use crate::client::{Client, StreamHandler};
-use crate::proto::{ChanOpened, Frame, ServerMessage, SignalOp};
+use super::send_state::{Place, SendState, Submit, Waiter};
+use super::stream::{self, Half};
+use super::stream_state::Lost;
+use super::{ChanError, SendOptions};
+use crate::client::Client;
+use crate::proto::{Frame, Request};
 
 /// The sending half of a channel, for values of `T` encoded with `C`. Cloning is cheap; clones
 /// share one stream and one window, and keep the order of the values each of them sends.
@@ -63,6 +67,15 @@ impl Future for Ticket {
     }
 }
 
+/// What a ticket's other end is: told the value's outcome by the state machine.
+type Done = oneshot::Sender<Result<(), ChanError>>;
+
+impl Waiter for Done {
+    fn settle(self, result: Result<(), ChanError>) -> Result<(), Result<(), ChanError>> {
+        self.send(result)
+    }
+}
+
 /// Dropped when the last `Sender` clone is: the stream closes once nothing is pending.
 struct SendHandle {
     core: Arc<SendCore>,
@@ -70,58 +83,27 @@ struct SendHandle {
 
 impl Drop for SendHandle {
     fn drop(&mut self) {
-        self.core.release();
+        self.core.with(|slot| slot.state.release());
     }
 }
 
+/// What the clones of one `Sender`, its stream's handler and its reconnect task share.
 pub(crate) struct SendCore {
     chan: String,
     sender_id: u64,
     /// Told by the owner when the stream opens.
     capacity: AtomicU64,
-    max_payload: AtomicU64,
-    count_window: Semaphore,
-    byte_window: Semaphore,
-    /// Units (KiB) in the byte window.
-    byte_units: u32,
     reconnect_for: Duration,
-    state: Mutex<SendState>,
-    /// Woken whenever pending values are resolved, for `flush`.
-    resolved: Notify,
+    slot: Mutex<Slot>,
+    /// Woken whenever pending values are answered, for `flush`.
+    settled: Notify,
 }
 
-struct SendState {
+/// The state machine (its submits waiting for window room leave their task's waker) and the
+/// connection its stream is on.
+struct Slot {
+    state: SendState<Done, Waker>,
     client: Client,
-    stream: u64,
-    /// Which stream's frames count: bumped on reconnect, so frames of the old one are ignored.
-    gen: u64,
-    next_seq: u64,
-    pending: BTreeMap<u64, Pending>,
-    /// The channel was closed: sends fail at once.
-    closed: bool,
-    /// The stream failed for good.
-    failed: Option<ChanError>,
-    /// A failure of a value whose ticket was dropped, reported by the next `flush`.
-    unreported: Option<ChanError>,
-    reconnecting: bool,
-    /// Every `Sender` is gone: close the stream once nothing is pending.
-    released: bool,
-}
-
-struct Pending {
-    payload: Bytes,
-    try_send: bool,
-    /// `None` once nobody waits (a cancelled send).
-    done: Option<oneshot::Sender<Result<(), ChanError>>>,
-    /// Byte-window units it holds (it also holds one unit of the count window).
-    units: u32,
-}
-
-/// Routes a stream's traffic to its core; one per stream generation.
-struct Handler {
-    core: Arc<SendCore>,
-    gen: u64,
-    opening: Opening,
 }
 
 impl<T, C: Codec<T>> Sender<T, C> {
@@ -131,37 +113,20 @@ impl<T, C: Codec<T>> Sender<T, C> {
         codec: C,
         opts: SendOptions,
     ) -> Result<Self, ChanError> {
-        let sender_id = fastrand::u64(1..);
-        let window = opts.window.clamp(1, 1 << 16) as usize;
-        let byte_units = (opts.window_bytes / 1024).clamp(1, 1 << 18) as u32;
         let core = Arc::new(SendCore {
             chan: chan.to_string(),
-            sender_id,
+            sender_id: fastrand::u64(1..),
             capacity: AtomicU64::new(0),
-            max_payload: AtomicU64::new(0),
-            count_window: Semaphore::new(window),
-            byte_window: Semaphore::new(byte_units as usize),
-            byte_units,
             reconnect_for: opts.reconnect_for,
-            state: Mutex::new(SendState {
+            slot: Mutex::new(Slot {
+                state: SendState::new(opts.window, opts.window_bytes),
                 client: client.clone(),
-                stream: 0,
-                gen: 1,
-                next_seq: 1,
-                pending: BTreeMap::new(),
-                closed: false,
-                failed: None,
-                unreported: None,
-                reconnecting: false,
-                released: false,
             }),
-            resolved: Notify::new(),
+            settled: Notify::new(),
         });
-        let (stream, opened) = core.clone().open_on(client, 1).await?;
+        let (id, opened) = stream::open(&core, client, 1).await?;
         core.capacity.store(opened.capacity, Ordering::Relaxed);
-        core.max_payload
-            .store(opened.max_payload, Ordering::Relaxed);
-        core.lock().stream = stream;
+        core.with(|slot| slot.state.opened(id, opened.max_payload));
         Ok(Self {
             handle: Arc::new(SendHandle { core }),
             codec: Arc::new(codec),
@@ -181,7 +146,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
 
     /// Values submitted and not yet accepted (or refused).
     pub fn pending(&self) -> usize {
-        self.handle.core.lock().pending.len()
+        self.handle.core.lock().state.pending()
     }
 
     /// Sends a value and waits until it is in the channel: buffered (capacity > 0) or taken by
@@ -231,7 +196,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
             result = &mut ticket => result,
             () = tokio::time::sleep(timeout) => {
                 // Ask for it back; the owner answers withdrawn (timeout) or accepted.
-                core.request_cancel(seq);
+                core.with(|slot| slot.state.request_cancel(seq));
                 ticket.await
             }
         };
@@ -275,353 +240,140 @@ struct CancelGuard<'a> {
 impl Drop for CancelGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.core.abandon(self.seq);
+            self.core.with(|slot| slot.state.abandon(self.seq));
+        }
+    }
+}
+
+/// A submit's place in line for window room, given up if the submit is dropped while waiting.
+struct InLine<'a> {
+    core: &'a SendCore,
+    place: Place,
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        if self.place.is_waiting() {
+            self.core
+                .with(|slot| slot.state.leave_line(&mut self.place));
         }
     }
 }
 
 impl SendCore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SendState> {
-        self.state.lock().expect("send lock")
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().expect("send lock")
     }
 
-    /// Opens a send stream on `client` and waits for the owner to confirm it.
-    async fn open_on(
-        self: Arc<Self>,
-        client: &Client,
-        gen: u64,
-    ) -> Result<(u64, ChanOpened), ChanError> {
-        let core = self.clone();
-        open_stream(
-            client,
-            StreamKind::Send {
-                name: self.chan.clone(),
-                sender: self.sender_id,
-            },
-            |opening| Arc::new(Handler { core, gen, opening }),
-        )
-        .await
+    /// Runs `f` on the slot, then carries out what the state machine recorded and wakes the
+    /// submit first in line for room and the flushes, if it says so.
+    fn with<R>(&self, f: impl FnOnce(&mut Slot) -> R) -> R {
+        let mut slot = self.lock();
+        let result = f(&mut slot);
+        let Slot { state, client } = &mut *slot;
+        // A sender never asks for pulls.
+        stream::apply(Some(client), &mut state.effects, |_, _| {});
+        let (room, settled) = state.take_wakes();
+        drop(slot);
+        if let Some(room) = room {
+            room.wake();
+        }
+        if settled {
+            self.settled.notify_waiters();
+        }
+        result
     }
 
+    /// Submits a payload: its seq and the receiving end of its ticket, once it is on its way.
     async fn submit(
         &self,
         payload: Bytes,
         try_send: bool,
     ) -> Result<(u64, oneshot::Receiver<Result<(), ChanError>>), ChanError> {
-        let size = payload.len() as u64;
-        let max = self.max_payload.load(Ordering::Relaxed);
-        if size > max {
-            return Err(ChanError::TooLarge { size, max });
-        }
-        // Window units are given back in bulk as values resolve (see `give_room`); the common
-        // case, room in the window, takes no future.
-        let closed = |_| ChanError::Protocol("send window closed".into());
-        match self.count_window.try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(_) => {
-                self.check()?;
-                self.count_window.acquire().await.map_err(closed)?.forget();
-            }
-        }
-        let units = ((size / 1024) as u32 + 1).min(self.byte_units);
-        let bytes = match self.byte_window.try_acquire_many(units) {
-            Ok(permit) => Ok(permit),
-            Err(_) => self.byte_window.acquire_many(units).await,
+        let (done, rx) = oneshot::channel();
+        let mut line = InLine {
+            core: self,
+            place: Place::default(),
         };
-        match bytes {
-            Ok(permit) => permit.forget(),
-            Err(e) => {
-                self.give_room(1, 0);
-                return Err(closed(e));
+        let mut value = Some((payload, done));
+        // The common case, room in the window, is ready at the first poll; otherwise the
+        // submit waits in line with its waker, which the state machine gives back to be woken
+        // when it is first in line and room has come.
+        let seq = std::future::poll_fn(|cx| {
+            let (payload, done) = value.take().expect("a submit is not polled after it ends");
+            let place = &mut line.place;
+            let submit = |slot: &mut Slot| {
+                slot.state
+                    .submit(payload, try_send, done, place, cx.waker())
+            };
+            match self.with(submit) {
+                Submit::Sent(seq) => Poll::Ready(Ok(seq)),
+                Submit::Refused(e) => Poll::Ready(Err(e)),
+                Submit::Wait(payload, done) => {
+                    value = Some((payload, done));
+                    Poll::Pending
+                }
             }
-        }
-        let mut state = self.lock();
-        let refused = if state.closed {
-            Some(ChanError::Closed)
-        } else {
-            state.failed.clone()
-        };
-        if let Some(e) = refused {
-            drop(state);
-            self.give_room(1, units as usize);
-            return Err(e);
-        }
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        let (tx, rx) = oneshot::channel();
-        if !state.reconnecting {
-            write_value(&state, seq, &payload, try_send);
-        }
-        state.pending.insert(
-            seq,
-            Pending {
-                payload,
-                try_send,
-                done: Some(tx),
-                units,
-            },
-        );
+        })
+        .await?;
         Ok((seq, rx))
     }
 
-    fn check(&self) -> Result<(), ChanError> {
-        let state = self.lock();
-        if state.closed {
-            return Err(ChanError::Closed);
-        }
-        match &state.failed {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
-    }
-
-    /// Nobody waits for `seq` any more: withdraw it if it is still waiting.
-    fn abandon(&self, seq: u64) {
-        let mut state = self.lock();
-        if let Some(p) = state.pending.get_mut(&seq) {
-            p.done = None;
-            signal(&state, SignalOp::CancelSend, seq);
-        }
-    }
-
-    /// Asks the owner to withdraw `seq`; its ticket learns the outcome.
-    fn request_cancel(&self, seq: u64) {
-        let state = self.lock();
-        if state.pending.contains_key(&seq) {
-            signal(&state, SignalOp::CancelSend, seq);
-        }
-    }
-
     async fn flush(&self) -> Result<(), ChanError> {
-        let upto = self.lock().next_seq;
+        let upto = self.lock().state.next_seq();
         loop {
-            let notified = self.resolved.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut state = self.lock();
-                if state.pending.range(..upto).next().is_none() {
-                    return match state.unreported.take() {
-                        Some(e) => Err(e),
-                        None => Ok(()),
-                    };
-                }
-                if let Some(e) = &state.failed {
-                    return Err(e.clone());
-                }
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if let Some(result) = self.lock().state.flushed(upto) {
+                return result;
             }
-            notified.await;
+            settled.await;
         }
-    }
-
-    fn release(&self) {
-        let mut state = self.lock();
-        state.released = true;
-        self.close_if_idle(&mut state);
-    }
-
-    fn close_if_idle(&self, state: &mut SendState) {
-        if state.released && state.pending.is_empty() && state.failed.is_none() {
-            state.client.close_stream(state.stream);
-            state.failed = Some(ChanError::Protocol("sender dropped".into()));
-        }
-    }
-
-    /// Settles value `seq`; adds what it held of the windows to `freed` (values, units).
-    fn resolve(
-        &self,
-        state: &mut SendState,
-        seq: u64,
-        result: Result<(), ChanError>,
-        freed: &mut (usize, usize),
-    ) {
-        if let Some(p) = state.pending.remove(&seq) {
-            freed.0 += 1;
-            freed.1 += p.units as usize;
-            if let Some(done) = p.done {
-                if let Err(Err(e)) = done.send(result) {
-                    state.unreported.get_or_insert(e);
-                }
-            }
-        }
-    }
-
-    /// Gives window room back.
-    fn give_room(&self, values: usize, units: usize) {
-        if values > 0 {
-            self.count_window.add_permits(values);
-        }
-        if units > 0 {
-            self.byte_window.add_permits(units);
-        }
-    }
-
-    /// Handles the signals the owner sent in one batch.
-    fn on_signals(&self, gen: u64, signals: impl Iterator<Item = (SignalOp, u64, u64)>) {
-        let mut freed = (0, 0);
-        let mut state = self.lock();
-        if state.gen != gen {
-            return;
-        }
-        for (op, a, b) in signals {
-            if let Err(e) = self.on_signal(&mut state, op, a, b, &mut freed) {
-                drop(state);
-                self.give_room(freed.0, freed.1);
-                return self.fail(gen, e);
-            }
-        }
-        self.close_if_idle(&mut state);
-        drop(state);
-        self.give_room(freed.0, freed.1);
-        self.resolved.notify_waiters();
-    }
-
-    fn on_signal(
-        &self,
-        state: &mut SendState,
-        op: SignalOp,
-        a: u64,
-        b: u64,
-        freed: &mut (usize, usize),
-    ) -> Result<(), ChanError> {
-        match op {
-            SignalOp::Accepted | SignalOp::Closed => {
-                let seqs: Vec<u64> = state
-                    .pending
-                    .range(a..a.saturating_add(b))
-                    .map(|(s, _)| *s)
-                    .collect();
-                if op == SignalOp::Closed {
-                    state.closed = true;
-                }
-                for seq in seqs {
-                    let result = match op {
-                        SignalOp::Accepted => Ok(()),
-                        _ => Err(ChanError::Closed),
-                    };
-                    self.resolve(state, seq, result, freed);
-                }
-            }
-            SignalOp::Full => self.resolve(state, a, Err(ChanError::Full), freed),
-            SignalOp::Withdrawn => self.resolve(state, a, Err(ChanError::Timeout), freed),
-            SignalOp::TooLarge => {
-                let size = state.pending.get(&a).map_or(0, |p| p.payload.len() as u64);
-                self.resolve(state, a, Err(ChanError::TooLarge { size, max: b }), freed);
-            }
-            other => {
-                return Err(ChanError::Protocol(format!(
-                    "unexpected signal {other:?} on a send stream"
-                )))
-            }
-        }
-        Ok(())
-    }
-
-    /// The stream failed for good: every pending value fails with `error`.
-    fn fail(&self, gen: u64, error: ChanError) {
-        let mut state = self.lock();
-        if state.gen != gen || state.failed.is_some() {
-            return;
-        }
-        state.failed = Some(error.clone());
-        state.reconnecting = false;
-        let seqs: Vec<u64> = state.pending.keys().copied().collect();
-        let mut freed = (0, 0);
-        for seq in seqs {
-            self.resolve(&mut state, seq, Err(error.clone()), &mut freed);
-        }
-        drop(state);
-        self.give_room(freed.0, freed.1);
-        self.resolved.notify_waiters();
-    }
-
-    /// The connection is gone: reconnect and send again what was not confirmed.
-    fn lost(self: &Arc<Self>, gen: u64) {
-        let mut state = self.lock();
-        if state.gen != gen || state.failed.is_some() || state.reconnecting {
-            return;
-        }
-        if state.released && state.pending.is_empty() {
-            state.failed = Some(ChanError::Protocol("sender dropped".into()));
-            return;
-        }
-        state.reconnecting = true;
-        let old = state.client.clone();
-        drop(state);
-        let core = self.clone();
-        tokio::spawn(async move { core.reconnect(old, gen).await });
-    }
-
-    async fn reconnect(self: Arc<Self>, old: Client, gen: u64) {
-        let core = self.clone();
-        let open = |client: Client| {
-            let core = core.clone();
-            async move { core.open_on(&client, gen + 1).await }
-        };
-        let (client, stream) = match reopen(&old, &self.chan, self.reconnect_for, open).await {
-            Ok(reopened) => reopened,
-            Err(e) => return self.fail(gen, e),
-        };
-        let mut state = self.lock();
-        if state.gen != gen || state.failed.is_some() {
-            client.close_stream(stream);
-            return;
-        }
-        state.client = client;
-        state.stream = stream;
-        state.gen = gen + 1;
-        state.reconnecting = false;
-        for (seq, p) in &state.pending {
-            write_value(&state, *seq, &p.payload, p.try_send);
-        }
-        tracing::debug!(chan = %self.chan, "send stream reconnected");
     }
 }
 
-fn write_value(state: &SendState, seq: u64, payload: &Bytes, try_send: bool) {
-    if try_send {
-        signal(state, SignalOp::TrySend, seq);
-    }
-    state.client.send_frame(Frame::Data {
-        id: state.stream,
-        seq,
-        payload: payload.clone(),
-    });
-}
+impl Half for SendCore {
+    const KIND: &'static str = "send";
 
-fn signal(state: &SendState, op: SignalOp, a: u64) {
-    if !state.reconnecting {
-        state.client.send_frame(Frame::Signal {
-            id: state.stream,
-            op,
-            a,
-            b: 0,
-        });
+    fn chan(&self) -> &str {
+        &self.chan
     }
-}
 
-impl StreamHandler for Handler {
-    fn on_message(&self, msg: ServerMessage) {
-        if let Some(error) = self.opening.message(msg, "send") {
-            self.core.fail(self.gen, error);
+    fn reconnect_for(&self) -> Duration {
+        self.reconnect_for
+    }
+
+    fn request(&self) -> Request {
+        Request::ChanSend {
+            name: self.chan.clone(),
+            sender: self.sender_id,
         }
     }
 
-    fn on_frames(&self, frames: Vec<Frame>) {
-        if frames.iter().any(|f| !matches!(f, Frame::Signal { .. })) {
-            let e = ChanError::Protocol("data frame on a send stream".into());
-            return self.core.fail(self.gen, e);
-        }
-        let signals = frames.into_iter().filter_map(|f| match f {
-            Frame::Signal { op, a, b, .. } => Some((op, a, b)),
-            _ => None,
-        });
-        self.core.on_signals(self.gen, signals);
+    fn on_frames(self: &Arc<Self>, gen: u64, frames: Vec<Frame>) {
+        self.with(|slot| slot.state.on_frames(gen, frames));
     }
 
-    fn on_lost(&self, error: crate::Error) {
-        if !self.opening.lost(error) {
-            self.core.lost(self.gen);
-        }
+    fn lost(self: &Arc<Self>, gen: u64) -> Option<Client> {
+        self.with(|slot| match slot.state.lost(gen) {
+            Lost::Reconnect => Some(slot.client.clone()),
+            Lost::Ignore => None,
+        })
+    }
+
+    fn resumed(self: &Arc<Self>, gen: u64, client: Client, id: u64) -> bool {
+        self.with(|slot| {
+            let taken = slot.state.resumed(gen, id);
+            if taken {
+                // The resend goes out on the new connection.
+                slot.client = client;
+            }
+            taken
+        })
+    }
+
+    fn fail(self: &Arc<Self>, gen: u64, error: ChanError) {
+        self.with(|slot| slot.state.fail(gen, error));
     }
 }

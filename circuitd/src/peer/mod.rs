@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use circuit_sdk::proto::{ErrorCode, EventKind, NodeState, Reply, Request};
 use circuit_sdk::secure::Keyring;
-use circuit_sdk::{Client, Next, ReplyStream, Target};
+use circuit_sdk::{Client, ConnectOptions, Next, ReplyStream, Target};
 use futures::future::join_all;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -122,6 +122,8 @@ pub struct Peers {
     lost: Arc<Mutex<HashMap<String, CancellationToken>>>,
     /// The cluster keys; links authenticate with the first.
     keys: Option<Keyring>,
+    /// How long a link may stay silent before it pings (`Config::keepalive`).
+    keepalive: Option<Duration>,
 }
 
 /// Why an address did not answer [`Peers::hello`].
@@ -134,11 +136,12 @@ pub struct NoHello {
 }
 
 impl Peers {
-    /// Links to the nodes `membership` knows.
-    pub fn new(membership: Membership, keys: Option<Keyring>) -> Self {
+    /// Links to the nodes `membership` knows, pinging after `keepalive` of silence.
+    pub fn new(membership: Membership, keys: Option<Keyring>, keepalive: Option<Duration>) -> Self {
         Self {
             membership,
             keys,
+            keepalive,
             links: Arc::default(),
             connecting: Arc::default(),
             lost: Arc::default(),
@@ -261,9 +264,11 @@ impl Peers {
     /// with the cluster key as links are, and closed again), or why none answered.
     pub async fn hello(&self, addr: SocketAddr) -> Result<String, NoHello> {
         let target = Target::Tcp(addr.to_string());
-        let key = self.keys.as_ref().map(Keyring::primary);
-        let attempt =
-            tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_with_key(&target, key)).await;
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Client::connect_with(&target, self.options()),
+        )
+        .await;
         let other = |reason: String| NoHello {
             refused: false,
             reason,
@@ -278,6 +283,13 @@ impl Peers {
             Ok(Err(e)) => Err(other(e.to_string())),
             Err(_) => Err(other(format!("no answer within {CONNECT_TIMEOUT:?}"))),
         }
+    }
+
+    /// How links connect: with the cluster key and this daemon's keepalive.
+    fn options(&self) -> ConnectOptions {
+        ConnectOptions::default()
+            .key(self.keys.as_ref().map(Keyring::primary))
+            .keepalive(self.keepalive)
     }
 
     /// The open link to `node`, connecting if needed.
@@ -305,9 +317,11 @@ impl Peers {
             return Ok(client);
         }
         let target = Target::Tcp(id.addr.to_string());
-        let key = self.keys.as_ref().map(Keyring::primary);
-        let attempt =
-            tokio::time::timeout(CONNECT_TIMEOUT, Client::connect_with_key(&target, key)).await;
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Client::connect_with(&target, self.options()),
+        )
+        .await;
         let mut links = self.links.lock().expect("links");
         let link = links.entry(node.to_string()).or_default();
         match attempt {

@@ -15,6 +15,7 @@ use std::io;
 use std::process::Stdio;
 use std::sync::{mpsc, Mutex};
 
+use circuit_sdk::client::{KEEPALIVE_DEFAULT, KEEPALIVE_ENV};
 use circuit_sdk::paths::{CHAN_ENV_PREFIX, NODE_ENV, SOCKET_ENV, WORKER_ENV};
 use circuit_sdk::proto::{EnvMode, SpawnSpec};
 use tokio::process::{Child, Command};
@@ -71,6 +72,8 @@ pub struct WorkerEnv<'a> {
     pub node: &'a str,
     /// The worker's name.
     pub worker: &'a str,
+    /// The daemon's keepalive (`Config::keepalive`), for the worker's SDK.
+    pub keepalive: Option<std::time::Duration>,
 }
 
 /// First argument that makes the circuitd binary act as the exec trampoline:
@@ -94,6 +97,10 @@ pub fn command(spec: &SpawnSpec, env: &WorkerEnv<'_>) -> Command {
         .args(&spec.args);
     if spec.env_mode == EnvMode::Replace {
         cmd.env_clear();
+    } else if env.keepalive != Some(KEEPALIVE_DEFAULT) {
+        // As if inherited from the daemon: the spec's own environment wins.
+        let ms = env.keepalive.map_or(0, |k| k.as_millis().max(1));
+        cmd.env(KEEPALIVE_ENV, ms.to_string());
     }
     cmd.envs(&spec.env)
         .envs(circuit_env(spec, env))

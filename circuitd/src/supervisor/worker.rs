@@ -193,6 +193,7 @@ impl Worker {
             socket: &self.shared.socket,
             node: &self.shared.config.name,
             worker: &self.info.borrow().name.clone(),
+            keepalive: self.shared.config.keepalive,
         };
         let command = spawner::command(&self.spec, &env);
         let mut child = self.shared.spawner.spawn(command).await.map_err(|e| {
