@@ -8,7 +8,7 @@ use bytes::Bytes;
 use circuit_sdk::chan::{Chan, ChanError, Raw, Receiver, RecvOptions, SendOptions, Sender};
 use circuit_sdk::proto::ChanInfo;
 use circuit_sdk::Client;
-use circuit_tests::{wait_until_async, Daemon};
+use circuit_testkit::{wait_until_async, Daemon};
 use futures::StreamExt;
 
 const SOON: Duration = Duration::from_secs(10);

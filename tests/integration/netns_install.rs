@@ -10,8 +10,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use circuit_sdk::proto::{NodeInfo, NodeState};
-use circuit_tests::netns::{NetnsCluster, UpOptions, MESH_PORT};
-use circuit_tests::{alive, bin, keygen};
+use circuit_testkit::netns::{NetnsCluster, UpOptions, MESH_PORT};
+use circuit_testkit::{alive, bin, keygen};
 use serde_json::Value;
 
 /// How long the mesh may take to look the same from every host after an install returned.
