@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use circuit_bench::Daemon;
+use circuit_bench::procfs;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -21,8 +21,9 @@ async fn main() -> anyhow::Result<()> {
     let binary = std::env::var_os("CIRCUITD")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/circuitd"));
-    let (mut daemon, client) = Daemon::start(&binary, Duration::from_secs(10)).await?;
-    let idle = daemon.rss_bytes()?;
+    let mut daemon = circuit_bench::bench_daemon(&binary).start()?;
+    let client = daemon.connect().await?;
+    let idle = procfs::daemon_rss(&mut daemon)?;
     println!("| channels | daemon RSS | per channel (over an idle daemon) | create rate |");
     println!("|---:|---:|---:|---:|");
     println!("| 0 | {:.1} MiB | | |", mib(idle));
@@ -51,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let rate = batch as f64 / start.elapsed().as_secs_f64();
         created = step;
-        let rss = daemon.rss_bytes()?;
+        let rss = procfs::daemon_rss(&mut daemon)?;
         println!(
             "| {step} | {:.1} MiB | {:.2} KiB | {:.0}/s |",
             mib(rss),

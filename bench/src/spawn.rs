@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use circuit_bench::procfs;
 use circuit_bench::report::{markdown, Samples};
-use circuit_bench::{procfs, Daemon};
 use circuit_sdk::proto::{ExitStatus, Reply, Request, SpawnSpec, WorkerInfo, WorkerState};
 use circuit_sdk::Client;
+use circuit_testkit::Daemon;
 use futures::StreamExt as _;
 use tokio::task::JoinSet;
 
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
 /// `Ok(None)` for `--help`.
 fn parse_args(mut argv: impl Iterator<Item = String>) -> anyhow::Result<Option<Args>> {
     let mut args = Args {
-        circuitd: circuit_bench::daemon::circuitd_binary(None)?,
+        circuitd: circuit_testkit::bin_dir()?.join("circuitd"),
         workers: 500,
         trials: 5,
         concurrency: 64,
@@ -137,9 +138,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         rss_after: Samples::new("RSS after each trial, workers removed (MiB)", 1),
         findings: Vec::new(),
     };
-    let (mut daemon, client) = runtime
-        .block_on(Daemon::start(&args.circuitd, Duration::from_secs(10)))
+    let mut daemon = circuit_bench::bench_daemon(&args.circuitd)
+        .start()
         .context("cannot start circuitd")?;
+    let client = runtime.block_on(daemon.connect())?;
     let version = client.daemon_version().to_string();
     let outcome = runtime.block_on(measure(&mut daemon, &client, args, &mut results));
     drop(client);
@@ -211,17 +213,19 @@ async fn measure(
     let Reply::Status(status) = client.call(Request::Status).await? else {
         bail!("status: unexpected reply");
     };
-    if status.pid != daemon.pid() {
+    if i64::from(status.pid) != i64::from(daemon.pid()) {
         bail!(
             "the daemon on the socket has pid {}, not our child's {}",
             status.pid,
             daemon.pid()
         );
     }
-    results.idle_rss.push(daemon.rss_bytes()? as f64 / MIB);
+    results
+        .idle_rss
+        .push(procfs::daemon_rss(daemon)? as f64 / MIB);
     let mut waiters = Vec::new();
     for _ in 0..args.workers.div_ceil(WAITS_PER_CONNECTION) {
-        waiters.push(daemon.connect(Duration::from_secs(5)).await?);
+        waiters.push(daemon.connect().await?);
     }
     // Generous: a slow daemon should show up in the numbers, not as a timeout.
     let deadline = Duration::from_secs(60) + Duration::from_millis(20) * args.workers as u32;
@@ -230,14 +234,14 @@ async fn measure(
         let names: Vec<String> = (0..args.workers)
             .map(|i| format!("t{trial}-true-{i}"))
             .collect();
-        let cpu_before = daemon.cpu_time()?;
+        let cpu_before = procfs::daemon_cpu(daemon)?;
         let client_cpu_before = procfs::cpu_time(std::process::id())?;
         let (replied, exited) =
             spawn_until_exited(client, &waiters, &names, args.concurrency, deadline)
                 .await
                 .with_context(|| format!("trial {}: spawning `true` workers", trial + 1))?;
         let n = names.len() as f64;
-        let cpu = daemon.cpu_time()?.saturating_sub(cpu_before);
+        let cpu = procfs::daemon_cpu(daemon)?.saturating_sub(cpu_before);
         results.cpu_per_spawn.push(cpu.as_secs_f64() * 1000.0 / n);
         let client_cpu = procfs::cpu_time(std::process::id())?.saturating_sub(client_cpu_before);
         results
@@ -256,7 +260,9 @@ async fn measure(
         let pids = spawn_until_running(client, &names, args.concurrency, deadline)
             .await
             .with_context(|| format!("trial {}: spawning `sleep` workers", trial + 1))?;
-        results.live_rss.push(daemon.rss_bytes()? as f64 / MIB);
+        results
+            .live_rss
+            .push(procfs::daemon_rss(daemon)? as f64 / MIB);
         let took = stop_all(client, &names, &pids, deadline, &mut results.findings)
             .await
             .with_context(|| format!("trial {}: stopping `sleep` workers", trial + 1))?;
@@ -266,7 +272,9 @@ async fn measure(
             .with_context(|| format!("trial {}: removing `sleep` workers", trial + 1))?;
 
         check_clean(daemon, client, trial, &mut results.findings).await?;
-        results.rss_after.push(daemon.rss_bytes()? as f64 / MIB);
+        results
+            .rss_after
+            .push(procfs::daemon_rss(daemon)? as f64 / MIB);
     }
     Ok(())
 }
@@ -561,7 +569,7 @@ async fn check_clean(
             sample(&names)
         );
     }
-    let table = daemon.data_dir().join("jobs.json");
+    let table = daemon.data_dir.join("jobs.json");
     let jobs = std::fs::read(&table)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
@@ -579,7 +587,7 @@ async fn check_clean(
             table.display()
         )),
     }
-    let dirs = std::fs::read_dir(daemon.data_dir().join("workers"))
+    let dirs = std::fs::read_dir(daemon.data_dir.join("workers"))
         .map(|entries| entries.count())
         .unwrap_or(0);
     if dirs > 0 {

@@ -3,27 +3,18 @@
 //! what was measured.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
-use super::chans::{ChanResult, Placement};
-use super::cluster::Tools;
-use super::failure::KillResult;
+use super::chans::{ChanResult, Placement, TARGET_CROSS_RATIO};
+use super::failure::{KillResult, TARGET_DEAD_AT, TARGET_DEAD_P99_MS};
 use super::idle::IdleResult;
-use super::join::JoinResult;
+use super::join::{JoinResult, TARGET_JOIN_P50_MS};
 use super::machine;
 use super::soak::SoakResult;
 use super::RunArgs;
 use crate::chanbench::protocol::quantile;
 use crate::chanbench::table::size_label;
-
-/// Target: dead on every live daemon, p99 at 20 daemons.
-pub const TARGET_DEAD_P99_MS: u64 = 5_000;
-/// Target: join convergence, p50.
-pub const TARGET_JOIN_P50_MS: u64 = 1_000;
-/// Target: cross-node throughput as a share of same-node.
-pub const TARGET_CROSS_RATIO: f64 = 0.5;
-/// The cluster size the failure-detection target is stated at.
-const TARGET_DEAD_AT: usize = 20;
 
 /// Everything measured, and the circumstances.
 #[derive(Debug)]
@@ -48,7 +39,7 @@ pub struct Report {
 
 impl Report {
     /// Notes the date, the machine, the build and the command line now, before the run.
-    pub fn new(args: &RunArgs, tools: &Tools) -> Self {
+    pub fn new(args: &RunArgs, bin_dir: &Path) -> Self {
         let argv: Vec<String> = std::env::args().skip(1).collect();
         let header = format!(
             "`bench-mesh {}` — {}; {}; {}; circuitd {} from `{}`. One circuitd per network \
@@ -59,7 +50,7 @@ impl Report {
             machine::machine(),
             machine::commit(),
             env!("CARGO_PKG_VERSION"),
-            tools.bin.display(),
+            bin_dir.display(),
         );
         Self {
             header,

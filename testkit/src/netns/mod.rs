@@ -33,6 +33,7 @@ use nix::unistd::Pid;
 
 pub use forming::Forming;
 pub use lock::{MachineLock, LOCK_PATH};
+pub use script::free_id;
 
 use crate::bin::binary_in;
 use crate::error::{Error, Result};

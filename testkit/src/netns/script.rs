@@ -94,6 +94,28 @@ pub fn next_id() -> u32 {
     1 + std::process::id().wrapping_mul(64).wrapping_add(n) % MAX_ID
 }
 
+/// A cluster ID, from this process's pid, that nothing on this machine uses yet: no state
+/// directory, no namespace `c<ID>-h*`, no bridge `cb<ID>`. For a caller that brings up
+/// clusters one after another under one ID.
+pub fn free_id() -> Option<u32> {
+    let netns: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let root = state_root();
+    (0..MAX_ID)
+        .map(|k| 1 + std::process::id().wrapping_add(k) % MAX_ID)
+        .find(|id| {
+            let prefix = format!("c{id}-h");
+            !root.join(id.to_string()).exists()
+                && !Path::new(&format!("/sys/class/net/cb{id}")).exists()
+                && !netns.iter().any(|n| n.starts_with(&prefix))
+        })
+}
+
 /// Parses a host line of the script: `h<i> <ip> <socket> <pid>` (pid `-`: no daemon, 0).
 pub fn parse_host(line: &str) -> Result<Host> {
     let bad = |what: &str| Error::State(format!("netns-cluster.sh printed {line:?}: {what}"));
