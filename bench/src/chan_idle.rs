@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use circuit_bench::procfs;
+use circuit_bench::report::Table;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -24,9 +25,21 @@ async fn main() -> anyhow::Result<()> {
     let mut daemon = circuit_bench::bench_daemon(&binary).start()?;
     let client = daemon.connect().await?;
     let idle = procfs::daemon_rss(&mut daemon)?;
-    println!("| channels | daemon RSS | per channel (over an idle daemon) | create rate |");
-    println!("|---:|---:|---:|---:|");
-    println!("| 0 | {:.1} MiB | | |", mib(idle));
+    let mut table = Table::new("What an idle channel costs")
+        .caption(
+            "Channels of capacity 16 created in steps, 512 create requests in flight; the \
+             daemon's RSS after each step.",
+        )
+        .right("channels")
+        .right("daemon RSS")
+        .right("per channel (over an idle daemon)")
+        .right("create rate");
+    table.row([
+        "0".to_string(),
+        format!("{:.1} MiB", mib(idle)),
+        String::new(),
+        String::new(),
+    ]);
     let mut created = 0;
     for step in steps {
         let start = Instant::now();
@@ -53,13 +66,17 @@ async fn main() -> anyhow::Result<()> {
         let rate = batch as f64 / start.elapsed().as_secs_f64();
         created = step;
         let rss = procfs::daemon_rss(&mut daemon)?;
-        println!(
-            "| {step} | {:.1} MiB | {:.2} KiB | {:.0}/s |",
-            mib(rss),
-            (rss.saturating_sub(idle)) as f64 / 1024.0 / step as f64,
-            rate
-        );
+        table.row([
+            step.to_string(),
+            format!("{:.1} MiB", mib(rss)),
+            format!(
+                "{:.2} KiB",
+                (rss.saturating_sub(idle)) as f64 / 1024.0 / step as f64
+            ),
+            format!("{rate:.0}/s"),
+        ]);
     }
+    print!("## bench-chan-idle\n\n{table}");
     daemon.stop(Duration::from_secs(10))?;
     Ok(())
 }

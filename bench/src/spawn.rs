@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use circuit_bench::procfs;
-use circuit_bench::report::{markdown, Samples};
+use circuit_bench::report::{samples_table, Samples};
 use circuit_sdk::proto::{ExitStatus, Reply, Request, SpawnSpec, WorkerInfo, WorkerState};
 use circuit_sdk::Client;
 use circuit_testkit::Daemon;
@@ -182,10 +182,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
         results.stop_n,
         results.rss_after,
     ];
-    print!("{}", markdown(&rows));
+    let caption = format!(
+        "Per trial: {n} `true` workers spawned ({} requests in flight) until all exited, then \
+         {n} `sleep 1000` workers, the RSS, one stop of them all, and their removal.",
+        args.concurrency
+    );
+    print!(
+        "{}",
+        samples_table("Spawn rate and daemon memory", &caption, &rows)
+    );
     let verdict = |pass: bool| if pass { "PASS" } else { "FAIL" };
     println!(
-        "\ntarget: ≥ {TARGET_SPAWNS_PER_S:.0} spawns/s, idle RSS ≤ {TARGET_IDLE_RSS_MIB:.0} MiB"
+        "target: ≥ {TARGET_SPAWNS_PER_S:.0} spawns/s, idle RSS ≤ {TARGET_IDLE_RSS_MIB:.0} MiB"
     );
     println!(
         "- spawns/s (median {spawns:.0}): {}",

@@ -290,7 +290,7 @@ async fn bench(args: &RunArgs) -> anyhow::Result<()> {
                     eprintln!(
                         "trial {trial}/{}: {} {scenario} {system}: {}",
                         args.trials,
-                        table::size_label(size),
+                        crate::report::size_label(size),
                         table::summary(&outcome)
                     );
                     results.record(*system, scenario, size, outcome);
