@@ -7,7 +7,8 @@
 //! - [`cryptobench`]: `bench-crypto`, cross-node channels with the cluster key against without.
 //! - [`meshbench`]: `bench-mesh`, the mesh on real daemons in network namespaces.
 //! - [`procfs`]: resident memory and CPU time of a process, from `/proc`.
-//! - [`report`]: [`Samples`] and the Markdown table a benchmark prints.
+//! - [`report`]: [`report::Table`], the one table type every benchmark prints, and [`Samples`].
+//! - [`spawnbench`]: `bench-spawn`, spawn rate and daemon memory.
 //! - [`swimsim`]: `bench-swim-sim`, SWIM membership at 100–2,000 members on a virtual clock.
 
 pub mod chanbench;
@@ -15,6 +16,7 @@ pub mod cryptobench;
 pub mod meshbench;
 pub mod procfs;
 pub mod report;
+pub mod spawnbench;
 pub mod swimsim;
 
 pub use report::Samples;
