@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use circuit_bench::Daemon;
+use circuit_bench::procfs;
+use circuit_bench::report::Table;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -21,11 +22,24 @@ async fn main() -> anyhow::Result<()> {
     let binary = std::env::var_os("CIRCUITD")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/circuitd"));
-    let (mut daemon, client) = Daemon::start(&binary, Duration::from_secs(10)).await?;
-    let idle = daemon.rss_bytes()?;
-    println!("| channels | daemon RSS | per channel (over an idle daemon) | create rate |");
-    println!("|---:|---:|---:|---:|");
-    println!("| 0 | {:.1} MiB | | |", mib(idle));
+    let mut daemon = circuit_bench::bench_daemon(&binary).start()?;
+    let client = daemon.connect().await?;
+    let idle = procfs::daemon_rss(&mut daemon)?;
+    let mut table = Table::new("What an idle channel costs")
+        .caption(
+            "Channels of capacity 16 created in steps, 512 create requests in flight; the \
+             daemon's RSS after each step.",
+        )
+        .right("channels")
+        .right("daemon RSS")
+        .right("per channel (over an idle daemon)")
+        .right("create rate");
+    table.row([
+        "0".to_string(),
+        format!("{:.1} MiB", mib(idle)),
+        String::new(),
+        String::new(),
+    ]);
     let mut created = 0;
     for step in steps {
         let start = Instant::now();
@@ -51,14 +65,18 @@ async fn main() -> anyhow::Result<()> {
         }
         let rate = batch as f64 / start.elapsed().as_secs_f64();
         created = step;
-        let rss = daemon.rss_bytes()?;
-        println!(
-            "| {step} | {:.1} MiB | {:.2} KiB | {:.0}/s |",
-            mib(rss),
-            (rss.saturating_sub(idle)) as f64 / 1024.0 / step as f64,
-            rate
-        );
+        let rss = procfs::daemon_rss(&mut daemon)?;
+        table.row([
+            step.to_string(),
+            format!("{:.1} MiB", mib(rss)),
+            format!(
+                "{:.2} KiB",
+                (rss.saturating_sub(idle)) as f64 / 1024.0 / step as f64
+            ),
+            format!("{rate:.0}/s"),
+        ]);
     }
+    print!("## bench-chan-idle\n\n{table}");
     daemon.stop(Duration::from_secs(10))?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use circuit_bench::chanbench::{self, role::RoleArgs, RunArgs};
+use circuit_bench::chanbench::{self, ctx::RoleArgs, RunArgs};
 use clap::{Parser, Subcommand};
 
 /// Circuit's channels against NATS core and a raw Unix socket, side by side. Prints Markdown

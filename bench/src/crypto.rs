@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use circuit_bench::chanbench::role::RoleArgs;
-use circuit_bench::cryptobench::{self, trial, RunArgs};
+use circuit_bench::chanbench::{self, ctx::RoleArgs};
+use circuit_bench::cryptobench::{self, RunArgs};
 use clap::{Parser, Subcommand};
 
 /// What encryption costs a cross-node channel. Starts two pairs of circuitd on 127.0.0.1
@@ -37,7 +37,7 @@ enum Role {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Role::Role(args)) = cli.role {
-        return trial::role_main(args);
+        return chanbench::role::main(args);
     }
     match cryptobench::run(&cli.run) {
         Ok(()) => ExitCode::SUCCESS,

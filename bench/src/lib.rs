@@ -1,23 +1,36 @@
-//! Harness for circuit's benchmarks: run a real `circuitd` as a child process, sample it, and
-//! print the results as Markdown tables. Each benchmark is a binary under `src/`.
+//! circuit's benchmarks: real `circuitd` daemons (started, clustered and stopped by the test
+//! kit, `circuit_testkit`), sampled, and the results printed as Markdown tables. Each benchmark
+//! is a binary under `src/`.
 //!
 //! # Layout
 //! - [`chanbench`]: `bench-channels`, circuit's channels beside NATS and a raw socket.
 //! - [`cryptobench`]: `bench-crypto`, cross-node channels with the cluster key against without.
-//! - [`daemon`]: [`Daemon`], a `circuitd` child on a temp dir (with any flags), stopped by pid;
-//!   where the `circuitd` binary is.
 //! - [`meshbench`]: `bench-mesh`, the mesh on real daemons in network namespaces.
 //! - [`procfs`]: resident memory and CPU time of a process, from `/proc`.
-//! - [`report`]: [`Samples`] and the Markdown table a benchmark prints.
+//! - [`report`]: [`report::Table`], the one table type every benchmark prints, and [`Samples`].
+//! - [`spawnbench`]: `bench-spawn`, spawn rate and daemon memory.
 //! - [`swimsim`]: `bench-swim-sim`, SWIM membership at 100–2,000 members on a virtual clock.
 
 pub mod chanbench;
 pub mod cryptobench;
-pub mod daemon;
 pub mod meshbench;
 pub mod procfs;
 pub mod report;
+pub mod spawnbench;
 pub mod swimsim;
 
-pub use daemon::Daemon;
 pub use report::Samples;
+
+use std::path::Path;
+
+use circuit_testkit::DaemonBuilder;
+
+/// How every benchmark starts `binary`: node `bench`, warnings only in its log (kept apart
+/// from the tables), no colours; add flags to it as needed.
+pub fn bench_daemon(binary: &Path) -> DaemonBuilder {
+    circuit_testkit::Daemon::builder()
+        .binary(binary)
+        .name("bench")
+        .log_level("warn")
+        .env("NO_COLOR", "1")
+}

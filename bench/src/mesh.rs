@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use circuit_bench::chanbench::role::RoleArgs;
+use circuit_bench::chanbench::{self, ctx::RoleArgs};
 use circuit_bench::meshbench::{self, RunArgs};
 use clap::{Parser, Subcommand};
 
@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Role {
-    /// A channel sender or receiver of a trial; the harness starts these itself.
+    /// A channel sender or receiver of a trial, run in its host's namespace; the harness starts
+    /// these itself.
     #[command(hide = true)]
     Role(RoleArgs),
 }
@@ -30,7 +31,7 @@ enum Role {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Role::Role(args)) = cli.role {
-        return meshbench::chans::role_main(args);
+        return chanbench::role::main(args);
     }
     match meshbench::run(&cli.run) {
         Ok(()) => ExitCode::SUCCESS,

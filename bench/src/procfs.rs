@@ -1,8 +1,10 @@
-//! What a benchmark reads about a process from `/proc`: resident memory and CPU time.
+//! What a benchmark reads about a process from `/proc`: resident memory and CPU time, of any
+//! pid or of a kit [`Daemon`].
 
 use std::time::Duration;
 
 use anyhow::Context as _;
+use circuit_testkit::Daemon;
 
 /// Clock ticks per second in `/proc/PID/stat`: Linux's USER_HZ, 100 on every mainstream
 /// architecture (`getconf CLK_TCK`).
@@ -19,6 +21,23 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
         .and_then(|n| n.trim().parse::<u64>().ok())
         .with_context(|| format!("no VmRSS line in {path}"))?;
     Ok(kib * 1024)
+}
+
+/// Resident set size of a daemon, which must still run.
+pub fn daemon_rss(daemon: &mut Daemon) -> anyhow::Result<u64> {
+    daemon.check_alive()?;
+    rss_bytes(daemon_pid(daemon)?)
+}
+
+/// CPU time (user + system, all threads, live and exited) a daemon, which must still run, has
+/// used so far.
+pub fn daemon_cpu(daemon: &mut Daemon) -> anyhow::Result<Duration> {
+    daemon.check_alive()?;
+    cpu_time(daemon_pid(daemon)?)
+}
+
+fn daemon_pid(daemon: &Daemon) -> anyhow::Result<u32> {
+    u32::try_from(daemon.pid()).context("a negative pid")
 }
 
 /// CPU time (user + system) of `pid`: all its threads, live and exited, but not its children.

@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use circuit_sdk::proto::{ChanInfo, WorkerInfo};
-use circuit_tests::{bin, converged, stderr, wait_until, Daemon};
+use circuit_testkit::{bin, converged, stderr, wait_until, Daemon};
 
 /// The manifest as shipped.
 fn shipped() -> PathBuf {
@@ -30,14 +30,17 @@ fn mesh() -> [Daemon; 3] {
         .display()
         .to_string();
     let path = format!("{dir}:{}", std::env::var("PATH").unwrap_or_default());
-    let env = [("PATH", path.as_str())];
     let start = |name: &str, role: &str, join: Option<&str>| {
         let label = format!("role={role}");
-        let mut args = vec!["--listen", "127.0.0.1:0", "--label", &label];
+        let mut daemon = Daemon::builder()
+            .name(name)
+            .listen("127.0.0.1:0")
+            .flags(["--label", &label])
+            .env("PATH", &path);
         if let Some(addr) = join {
-            args.extend(["--join", addr]);
+            daemon = daemon.join(addr);
         }
-        Daemon::start_named_env(name, &args, &env)
+        daemon.start().unwrap_or_else(|e| panic!("{e}"))
     };
     let n1 = start("n1", "ingest", None);
     let addr = n1.mesh_addr();

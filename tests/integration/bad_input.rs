@@ -7,7 +7,7 @@ use bytes::Bytes;
 use circuit_sdk::proto::{
     ErrorCode, Frame, FrameCodec, Reply, Request, ServerMessage, WorkerState,
 };
-use circuit_tests::{inspect, list, sh, spawn, Daemon};
+use circuit_testkit::{inspect, list, sh, spawn, Daemon};
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use circuit_tests::{alive, wait_until, Daemon};
+use circuit_testkit::{alive, wait_until, Daemon};
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -172,7 +172,7 @@ fn mistakes_get_one_clear_line_and_a_non_zero_exit() {
     // Nothing above changed the worker.
     assert!(daemon.cli_ok(&["ps"]).contains("running"));
 
-    let out = std::process::Command::new(circuit_tests::bin("circuit"))
+    let out = std::process::Command::new(circuit_testkit::bin("circuit"))
         .args(["ps"])
         .env("CIRCUIT_SOCKET", daemon.dir.path().join("nobody-here.sock"))
         .output()
@@ -303,7 +303,7 @@ fn the_socket_is_private_and_tcp_is_loopback_only() {
         "{addr}"
     );
     daemon.cli_ok(&["spawn", "--name", "viatcp", "--", "sleep", "1000"]);
-    let out = std::process::Command::new(circuit_tests::bin("circuit"))
+    let out = std::process::Command::new(circuit_testkit::bin("circuit"))
         .args(["--addr", &addr, "ps"])
         .env_remove("CIRCUIT_SOCKET")
         .output()
@@ -313,7 +313,7 @@ fn the_socket_is_private_and_tcp_is_loopback_only() {
 
     // Without a cluster key, a non-loopback address is refused with one line saying why.
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = std::process::Command::new(circuit_tests::bin("circuitd"))
+    let out = std::process::Command::new(circuit_testkit::bin("circuitd"))
         .arg("--socket")
         .arg(dir.path().join("s.sock"))
         .arg("--data-dir")
@@ -370,7 +370,7 @@ fn addr_to_a_server_that_does_not_speak_circuit_fails_within_the_handshake_timeo
 
     // The default timeout (5 s) against the silent server.
     let started = Instant::now();
-    let out = circuit_tests::cli_raw(&["--addr", &silent_addr, "ps"]);
+    let out = circuit_testkit::cli_raw(&["--addr", &silent_addr, "ps"]);
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = stderr_of(&out);
@@ -383,10 +383,11 @@ fn addr_to_a_server_that_does_not_speak_circuit_fails_within_the_handshake_timeo
     assert!(err.contains("within 5s"), "{err}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
     // A shorter bound is honoured.
-    let out = circuit_tests::cli_raw(&["--connect-timeout", "300ms", "--addr", &silent_addr, "ps"]);
+    let out =
+        circuit_testkit::cli_raw(&["--connect-timeout", "300ms", "--addr", &silent_addr, "ps"]);
     assert!(stderr_of(&out).contains("within 300ms"), "{out:?}");
     // Another protocol's answer is named as such, at once.
-    let out = circuit_tests::cli_raw(&["--addr", &http_addr, "ps"]);
+    let out = circuit_testkit::cli_raw(&["--addr", &http_addr, "ps"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = stderr_of(&out);
     assert!(

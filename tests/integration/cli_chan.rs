@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use circuit_tests::{wait_until, Daemon};
+use circuit_testkit::{wait_until, Daemon};
 use serde_json::Value;
 
 /// How long anything here may take before the test fails.
@@ -603,7 +603,7 @@ fn recv_into_head_takes_only_the_value_head_read() {
     let values: String = (1..=20).map(|i| format!("{i}\n")).collect();
     send_lines(&d, "q", &values);
     for (head, want_out, want_len) in [(1, "1\n", 19), (3, "2\n3\n4\n", 16)] {
-        let circuit = circuit_tests::bin("circuit");
+        let circuit = circuit_testkit::bin("circuit");
         let script = format!("'{}' recv q | head -{head}", circuit.display());
         let started = Instant::now();
         let out = std::process::Command::new("sh")
@@ -623,7 +623,7 @@ fn recv_into_head_takes_only_the_value_head_read() {
         );
     }
     // A reader that never reads and then goes away: the value it did not take goes back.
-    let circuit = circuit_tests::bin("circuit");
+    let circuit = circuit_testkit::bin("circuit");
     let script = format!(
         "'{}' recv q | (read -r _ </dev/null; exit 0)",
         circuit.display()

@@ -51,7 +51,7 @@ impl Fake {
 
     /// Starts `circuit args` against this socket; it is killed if the test fails.
     fn circuit(&self, args: &[&str]) -> Child {
-        Command::new(circuit_tests::bin("circuit"))
+        Command::new(circuit_testkit::bin("circuit"))
             .args(args)
             .env("CIRCUIT_SOCKET", &self.socket)
             .stdin(Stdio::null())

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use circuit_tests::{bin, stderr, Daemon};
+use circuit_testkit::{bin, stderr, Daemon};
 
 /// Writes an executable shell script.
 fn script(path: &Path, body: &str) {

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use circuit_sdk::proto::NodeInfo;
-use circuit_tests::{alive, bin, stderr, wait_until};
+use circuit_testkit::{alive, bin, stderr, wait_until};
 
 /// A config file with relative paths (resolved against its directory), a name, labels and a
 /// loopback mesh port.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use circuit_tests::{bin, wait_until, Daemon};
+use circuit_testkit::{bin, wait_until, Daemon};
 use serde_json::Value;
 
 /// 100 short-lived workers each take one value with `recv()` and return from `main` without

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use circuit_tests::{keygen, wait_until, Daemon};
+use circuit_testkit::{keygen, wait_until, Daemon};
 
 /// How soon a failed join must be reported.
 const WARNED_WITHIN: Duration = Duration::from_secs(10);

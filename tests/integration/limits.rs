@@ -10,7 +10,7 @@ use circuit_sdk::proto::{
     PROTOCOL_VERSION,
 };
 use circuit_sdk::{Client, Error};
-use circuit_tests::{inspect, list, sh, spawn, wait_until_async, Daemon};
+use circuit_testkit::{inspect, list, sh, spawn, wait_until_async, Daemon};
 use futures::{SinkExt, StreamExt};
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
@@ -319,7 +319,7 @@ async fn a_short_idle_timeout_sets_the_keepalive_its_workers_inherit() {
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "500".into());
-    let lines = circuit_tests::log_lines(&client, "env").await;
+    let lines = circuit_testkit::log_lines(&client, "env").await;
     assert_eq!(lines, [format!("keepalive={expected}")]);
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use circuit_sdk::proto::{NodeState, Reply, Request};
-use circuit_tests::{converged, stderr, wait_until, Daemon};
+use circuit_testkit::{converged, stderr, wait_until, Daemon};
 
 /// A daemon with a mesh port on loopback, joined to `join` if given.
 fn node(name: &str, join: Option<&str>) -> Daemon {
@@ -148,7 +148,7 @@ fn daemon_flags_for_the_mesh_are_checked() {
     let keys = tempfile::tempdir().expect("tempdir");
     let key = keys.path().join("cluster.key");
     let key = key.to_str().expect("utf-8 path");
-    assert!(circuit_tests::cli_raw(&["keygen", key]).status.success());
+    assert!(circuit_testkit::cli_raw(&["keygen", key]).status.success());
     let missing = keys.path().join("missing.key");
     let missing = missing.to_str().expect("utf-8 path");
     let bad: [(&[&str], &str); 5] = [
@@ -169,7 +169,7 @@ fn daemon_flags_for_the_mesh_are_checked() {
     ];
     for (args, want) in bad {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = std::process::Command::new(circuit_tests::bin("circuitd"))
+        let out = std::process::Command::new(circuit_testkit::bin("circuitd"))
             .arg("--socket")
             .arg(dir.path().join("s.sock"))
             .arg("--data-dir")

@@ -3,6 +3,10 @@
 //! that runs remote workers; running it again changes nothing; a new binary upgrades every
 //! host in place; a wrong host key, an unreachable host and a node that cannot join fail
 //! loudly without touching anything else; uninstall leaves the hosts clean, and is idempotent.
+//!
+//! A cluster of hosts with sshd is slow to set up, so the scenarios are named steps of one test
+//! on one cluster ([`Steps`]): a step that fails is reported by name and the later steps still
+//! run, so one failure does not hide the others.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
@@ -10,8 +14,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use circuit_sdk::proto::{NodeInfo, NodeState};
-use circuit_tests::netns::{NetnsCluster, UpOptions, MESH_PORT};
-use circuit_tests::{alive, bin, keygen};
+use circuit_testkit::netns::{NetnsCluster, UpOptions, MESH_PORT};
+use circuit_testkit::{alive, bin, keygen, Steps};
 use serde_json::Value;
 
 /// How long the mesh may take to look the same from every host after an install returned.
@@ -194,122 +198,7 @@ fn install_upgrade_and_uninstall_over_ssh() {
     let key = keygen(dir.path(), "cluster.key");
     let targets: Vec<String> = (1..=3).map(|i| cluster.ssh_target(i)).collect();
     let hosts: Vec<&str> = targets.iter().map(String::as_str).collect();
-
-    // A fresh install: the default binary (the circuitd beside circuit), the table on stdout,
-    // plain progress lines on stderr (it is not a terminal).
-    let out = run(
-        &cluster,
-        Some(&key),
-        false,
-        "install",
-        &and(&hosts, &["--label", "zone=lab"]),
-    );
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "install failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let installed: Vec<&str> = stdout
-        .lines()
-        .skip(1)
-        .filter(|l| l.split_whitespace().nth(2) == Some("installed"))
-        .collect();
-    assert_eq!(installed.len(), 3, "installed ×3 in the summary:\n{stdout}");
-    for i in 1..=3 {
-        assert!(
-            stdout
-                .lines()
-                .any(|l| l.starts_with(&cluster.ssh_target(i)) && l.contains(&format!(" h{i} "))),
-            "h{i} in the summary:\n{stdout}"
-        );
-    }
-    assert!(
-        stderr.contains(&format!("{}: uploading circuitd (", hosts[0])),
-        "{stderr}"
-    );
-    eprintln!("fresh install of 3 hosts done at {:?}", started.elapsed());
-    wait_mesh(&cluster, &key);
-    let layout = cluster.ssh(2, "stat -c '%a %n' /opt/circuit/etc/cluster.key /opt/circuit/bin/circuitd; cat /opt/circuit/etc/circuitd.toml");
-    let layout = String::from_utf8_lossy(&layout.stdout);
-    assert!(
-        layout.contains("600 /opt/circuit/etc/cluster.key"),
-        "{layout}"
-    );
-    assert!(
-        layout.contains(&format!("advertise = \"{}:{MESH_PORT}\"", cluster.ip(2))),
-        "{layout}"
-    );
-
-    // A worker spawned on h3 through h1 runs in h3 (its hostname) and its logs come back.
-    let addr1 = format!("{}:{MESH_PORT}", cluster.ip(1));
-    let k = key.to_str().unwrap();
-    let spawn = circuit(&[
-        "--addr",
-        &addr1,
-        "--key-file",
-        k,
-        "spawn",
-        "--node",
-        "h3",
-        "--name",
-        "hello",
-        "--",
-        "sh",
-        "-c",
-        "echo hello from $(hostname)",
-    ]);
-    assert!(
-        spawn.status.success(),
-        "spawn: {}",
-        String::from_utf8_lossy(&spawn.stderr)
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let logs = circuit(&[
-            "--addr",
-            &addr1,
-            "--key-file",
-            k,
-            "logs",
-            "--node",
-            "h3",
-            "hello",
-        ]);
-        if String::from_utf8_lossy(&logs.stdout).contains("hello from h3") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no `hello from h3` in the worker's logs: {logs:?}"
-        );
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
-
-    // The same install again: nothing to do, the same daemons keep running.
-    let pids: Vec<u64> = (1..=3).map(|i| remote_pid(&cluster, i)).collect();
-    let again = run(
-        &cluster,
-        Some(&key),
-        true,
-        "install",
-        &and(&hosts, &["--label", "zone=lab"]),
-    );
-    let reports = all(&again, "unchanged");
-    for (i, r) in reports.iter().enumerate() {
-        assert_eq!(
-            r["pid"].as_u64(),
-            Some(pids[i]),
-            "h{} kept its daemon: {r}",
-            i + 1
-        );
-        assert_eq!(remote_pid(&cluster, i + 1), pids[i]);
-    }
-
-    // Upgrade in place: a different binary (circuitd with bytes appended still runs).
+    // A different binary to upgrade to (circuitd with bytes appended still runs).
     let v2 = dir.path().join("circuitd-v2");
     std::fs::copy(bin("circuitd"), &v2).expect("copy circuitd");
     std::fs::OpenOptions::new()
@@ -323,230 +212,383 @@ fn install_upgrade_and_uninstall_over_ssh() {
             .output()
             .expect("sha256sum"),
     );
-    let upgrade = run(
-        &cluster,
-        Some(&key),
-        true,
-        "install",
-        &and(
-            &hosts,
-            &["--label", "zone=lab", "--binary", v2.to_str().unwrap()],
-        ),
-    );
-    let reports = all(&upgrade, "upgraded");
-    for (i, r) in reports.iter().enumerate() {
-        let host = i + 1;
-        assert_eq!(r["sha256"].as_str(), Some(v2_sha.as_str()));
-        let pid = remote_pid(&cluster, host);
-        assert_ne!(pid, pids[i], "h{host} runs a new daemon");
-        assert_eq!(r["pid"].as_u64(), Some(pid));
-        assert_eq!(
-            sha256(cluster.ssh(host, "sha256sum /opt/circuit/bin/circuitd")),
-            v2_sha,
-            "h{host}'s binary"
-        );
-        // The hosts share this machine's pid space (their own UTS and mount namespaces only).
-        let old = i32::try_from(pids[i]).expect("a pid");
-        assert!(!alive(old), "h{host}'s old daemon {old} is gone");
-    }
-    wait_mesh(&cluster, &key);
-    let pids: Vec<u64> = (1..=3).map(|i| remote_pid(&cluster, i)).collect();
-
-    // A host key that does not match known_hosts: refused, loudly, and the host is untouched
-    // (the new label would have reconfigured it).
     let known = std::fs::read_to_string(cluster.ssh_known_hosts()).expect("known_hosts");
-    let h2_key = known
-        .lines()
-        .find(|l| l.starts_with(&format!("{} ", cluster.ip(2))))
-        .expect("h2's line");
-    let forged = dir.path().join("known_hosts");
-    let h2_key_fields = h2_key.split_once(' ').expect("fields").1;
-    std::fs::write(
-        &forged,
-        format!("# forged\n{} {h2_key_fields}\n", cluster.ip(1)),
-    )
-    .expect("write");
-    let config_before = sha256(cluster.ssh(1, "sha256sum /opt/circuit/etc/circuitd.toml"));
-    let mismatch = run(
-        &cluster,
-        Some(&key),
-        false,
-        "install",
-        &[
-            hosts[0],
-            "--label",
-            "zone=other",
-            "--known-hosts",
-            forged.to_str().unwrap(),
-        ],
-    );
-    let err = String::from_utf8_lossy(&mismatch.stderr);
-    assert!(!mismatch.status.success(), "a forged host key was accepted");
-    assert!(
-        err.contains("HOST KEY MISMATCH") && err.contains(&format!("{} line 2", forged.display())),
-        "{err}"
-    );
-    assert_eq!(remote_pid(&cluster, 1), pids[0]);
-    assert_eq!(
-        sha256(cluster.ssh(1, "sha256sum /opt/circuit/etc/circuitd.toml")),
-        config_before
-    );
-
-    // A host that is not in known_hosts: refused without --accept-new-host-keys, untouched.
+    // A known_hosts file that starts empty: refused below, then trusted on first use.
     let fresh = dir.path().join("fresh_known_hosts");
     std::fs::write(&fresh, "").expect("write");
     let fresh_path = fresh.to_str().unwrap();
-    let args = [
-        hosts[0],
-        "--label",
-        "zone=other",
-        "--known-hosts",
-        fresh_path,
-    ];
-    let unknown = run(&cluster, Some(&key), false, "install", &args);
-    let err = String::from_utf8_lossy(&unknown.stderr);
-    assert!(
-        !unknown.status.success(),
-        "an unknown host key was accepted"
-    );
-    assert!(
-        err.contains("is not in") && err.contains("--accept-new-host-keys"),
-        "{err}"
-    );
-    assert_eq!(std::fs::read_to_string(&fresh).expect("read"), "");
-    assert_eq!(remote_pid(&cluster, 1), pids[0]);
+    let all_pids = || (1..=3).map(|i| remote_pid(&cluster, i)).collect::<Vec<_>>();
 
-    // An unreachable host among good ones: the others succeed (unchanged), the exit code says
-    // one failed.
-    let lost = format!("root@{}", nobody(&cluster));
-    let mixed = run(
-        &cluster,
-        Some(&key),
-        true,
-        "install",
-        &and(
-            &hosts,
-            &[
-                "--label",
-                "zone=lab",
-                "--binary",
-                v2.to_str().unwrap(),
-                "--ssh-timeout",
-                "2s",
-                &lost,
-            ],
-        ),
-    );
-    assert!(
-        !mixed.status.success(),
-        "an unreachable host must fail the command"
-    );
-    let reports = json_reports(&mixed);
-    let results: Vec<(&str, &str)> = reports
-        .iter()
-        .map(|r| (r["host"].as_str().unwrap(), r["result"].as_str().unwrap()))
-        .collect();
-    let mut want: Vec<(&str, &str)> = hosts.iter().map(|h| (*h, "unchanged")).collect();
-    want.push((&lost, "failed"));
-    assert_eq!(results, want);
-    assert!(
-        reports[3]["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("cannot connect"),
-        "{}",
-        reports[3]
-    );
-    assert_eq!(
-        (1..=3).map(|i| remote_pid(&cluster, i)).collect::<Vec<_>>(),
-        pids
-    );
+    // Each step checks one scenario and says what it leaves; a failed step is reported by
+    // name and the next steps still run (they can fail because of it: the first failure
+    // named is the one to read first).
+    let mut steps = Steps::new("install_upgrade_and_uninstall_over_ssh");
 
-    // Bad input fails before any host is touched.
-    let cases: [(Option<&Path>, Vec<&str>, &str); 4] = [
-        (None, and(&hosts, &[]), "circuit keygen"),
-        (
+    steps.run("a fresh install forms a mesh", || {
+        // The default binary (the circuitd beside circuit), the table on stdout, plain
+        // progress lines on stderr (it is not a terminal).
+        let out = run(
+            &cluster,
             Some(&key),
-            and(&hosts, &["--prefix", "opt/c"]),
-            "not an absolute path",
-        ),
-        (Some(&key), vec!["root@"], "USER@HOST"),
-        (
-            Some(&key),
-            and(&hosts, &["--label", "nolabel"]),
-            "KEY=VALUE",
-        ),
-    ];
-    for (key, args, want) in cases {
-        let out = run(&cluster, key, false, "install", &args);
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains(want),
-            "{args:?}: {out:?}"
+            false,
+            "install",
+            &and(&hosts, &["--label", "zone=lab"]),
         );
-    }
-    assert_eq!(
-        (1..=3).map(|i| remote_pid(&cluster, i)).collect::<Vec<_>>(),
-        pids
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success(),
+            "install failed ({}):\n{stdout}\n{stderr}",
+            out.status
+        );
+        let installed: Vec<&str> = stdout
+            .lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(2) == Some("installed"))
+            .collect();
+        assert_eq!(installed.len(), 3, "installed ×3 in the summary:\n{stdout}");
+        for i in 1..=3 {
+            assert!(
+                stdout.lines().any(
+                    |l| l.starts_with(&cluster.ssh_target(i)) && l.contains(&format!(" h{i} "))
+                ),
+                "h{i} in the summary:\n{stdout}"
+            );
+        }
+        assert!(
+            stderr.contains(&format!("{}: uploading circuitd (", hosts[0])),
+            "{stderr}"
+        );
+        eprintln!("fresh install of 3 hosts done at {:?}", started.elapsed());
+        wait_mesh(&cluster, &key);
+        let layout = cluster.ssh(2, "stat -c '%a %n' /opt/circuit/etc/cluster.key /opt/circuit/bin/circuitd; cat /opt/circuit/etc/circuitd.toml");
+        let layout = String::from_utf8_lossy(&layout.stdout);
+        assert!(
+            layout.contains("600 /opt/circuit/etc/cluster.key"),
+            "{layout}"
+        );
+        assert!(
+            layout.contains(&format!("advertise = \"{}:{MESH_PORT}\"", cluster.ip(2))),
+            "{layout}"
+        );
+    });
+
+    steps.run(
+        "a worker spawned on h3 through h1 runs there and its logs come back",
+        || {
+            // It runs in h3: its hostname says so.
+            let addr1 = format!("{}:{MESH_PORT}", cluster.ip(1));
+            let k = key.to_str().unwrap();
+            let spawn = circuit(&[
+                "--addr",
+                &addr1,
+                "--key-file",
+                k,
+                "spawn",
+                "--node",
+                "h3",
+                "--name",
+                "hello",
+                "--",
+                "sh",
+                "-c",
+                "echo hello from $(hostname)",
+            ]);
+            assert!(
+                spawn.status.success(),
+                "spawn: {}",
+                String::from_utf8_lossy(&spawn.stderr)
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let logs = circuit(&[
+                    "--addr",
+                    &addr1,
+                    "--key-file",
+                    k,
+                    "logs",
+                    "--node",
+                    "h3",
+                    "hello",
+                ]);
+                if String::from_utf8_lossy(&logs.stdout).contains("hello from h3") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no `hello from h3` in the worker's logs: {logs:?}"
+                );
+                std::thread::park_timeout(Duration::from_millis(50));
+            }
+        },
     );
 
-    // Uninstall: every host clean, then again: nothing there.
-    let removed = run(&cluster, Some(&key), true, "uninstall", &and(&hosts, &[]));
-    all(&removed, "removed");
-    assert_clean(&cluster);
-    let absent = run(&cluster, Some(&key), true, "uninstall", &and(&hosts, &[]));
-    all(&absent, "absent");
+    steps.run("the same install again changes nothing", || {
+        // Nothing to do: the same daemons keep running.
+        let pids = all_pids();
+        let again = run(
+            &cluster,
+            Some(&key),
+            true,
+            "install",
+            &and(&hosts, &["--label", "zone=lab"]),
+        );
+        let reports = all(&again, "unchanged");
+        for (i, r) in reports.iter().enumerate() {
+            assert_eq!(
+                r["pid"].as_u64(),
+                Some(pids[i]),
+                "h{} kept its daemon: {r}",
+                i + 1
+            );
+            assert_eq!(remote_pid(&cluster, i + 1), pids[i]);
+        }
+    });
 
-    // A node that cannot join fails its host after --wait-timeout, showing its log.
-    let join = format!("{}:{MESH_PORT}", nobody(&cluster));
-    // It is a new host for `fresh`: trusted on first use and recorded, with the key the
-    // cluster's own known_hosts has for it.
-    let lonely = run(
-        &cluster,
-        Some(&key),
-        true,
-        "install",
-        &[
-            hosts[0],
-            "--join",
-            &join,
-            "--wait-timeout",
-            "3s",
-            "--known-hosts",
-            fresh_path,
-            "--accept-new-host-keys",
-        ],
+    steps.run("a new binary upgrades every host in place", || {
+        let pids = all_pids();
+        let upgrade = run(
+            &cluster,
+            Some(&key),
+            true,
+            "install",
+            &and(
+                &hosts,
+                &["--label", "zone=lab", "--binary", v2.to_str().unwrap()],
+            ),
+        );
+        let reports = all(&upgrade, "upgraded");
+        for (i, r) in reports.iter().enumerate() {
+            let host = i + 1;
+            assert_eq!(r["sha256"].as_str(), Some(v2_sha.as_str()));
+            let pid = remote_pid(&cluster, host);
+            assert_ne!(pid, pids[i], "h{host} runs a new daemon");
+            assert_eq!(r["pid"].as_u64(), Some(pid));
+            assert_eq!(
+                sha256(cluster.ssh(host, "sha256sum /opt/circuit/bin/circuitd")),
+                v2_sha,
+                "h{host}'s binary"
+            );
+            // The hosts share this machine's pid space (their own UTS and mount namespaces
+            // only).
+            let old = i32::try_from(pids[i]).expect("a pid");
+            assert!(!alive(old), "h{host}'s old daemon {old} is gone");
+        }
+        wait_mesh(&cluster, &key);
+    });
+
+    steps.run(
+        "a host key that does not match known_hosts is refused, the host untouched",
+        || {
+            // The new label would have reconfigured it.
+            let pid = remote_pid(&cluster, 1);
+            let h2_key = known
+                .lines()
+                .find(|l| l.starts_with(&format!("{} ", cluster.ip(2))))
+                .expect("h2's line");
+            let forged = dir.path().join("known_hosts");
+            let h2_key_fields = h2_key.split_once(' ').expect("fields").1;
+            std::fs::write(
+                &forged,
+                format!("# forged\n{} {h2_key_fields}\n", cluster.ip(1)),
+            )
+            .expect("write");
+            let config_before = sha256(cluster.ssh(1, "sha256sum /opt/circuit/etc/circuitd.toml"));
+            let mismatch = run(
+                &cluster,
+                Some(&key),
+                false,
+                "install",
+                &[
+                    hosts[0],
+                    "--label",
+                    "zone=other",
+                    "--known-hosts",
+                    forged.to_str().unwrap(),
+                ],
+            );
+            let err = String::from_utf8_lossy(&mismatch.stderr);
+            assert!(!mismatch.status.success(), "a forged host key was accepted");
+            assert!(
+                err.contains("HOST KEY MISMATCH")
+                    && err.contains(&format!("{} line 2", forged.display())),
+                "{err}"
+            );
+            assert_eq!(remote_pid(&cluster, 1), pid);
+            assert_eq!(
+                sha256(cluster.ssh(1, "sha256sum /opt/circuit/etc/circuitd.toml")),
+                config_before
+            );
+        },
     );
-    let reports = json_reports(&lonely);
-    assert!(!lonely.status.success());
-    let error = reports[0]["error"].as_str().unwrap_or_default();
-    assert!(
-        error.contains("not in the mesh after 3s") && error.contains("the end of its log"),
-        "{error}"
+
+    steps.run(
+        "a host not in known_hosts is refused without --accept-new-host-keys",
+        || {
+            let pid = remote_pid(&cluster, 1);
+            let args = [
+                hosts[0],
+                "--label",
+                "zone=other",
+                "--known-hosts",
+                fresh_path,
+            ];
+            let unknown = run(&cluster, Some(&key), false, "install", &args);
+            let err = String::from_utf8_lossy(&unknown.stderr);
+            assert!(
+                !unknown.status.success(),
+                "an unknown host key was accepted"
+            );
+            assert!(
+                err.contains("is not in") && err.contains("--accept-new-host-keys"),
+                "{err}"
+            );
+            assert_eq!(std::fs::read_to_string(&fresh).expect("read"), "");
+            assert_eq!(remote_pid(&cluster, 1), pid);
+        },
     );
-    let recorded = std::fs::read_to_string(&fresh).expect("read");
-    let h1_line = known
-        .lines()
-        .find(|l| l.starts_with(&format!("{} ", cluster.ip(1))))
-        .expect("h1's line");
-    let fields = |line: &str| {
-        line.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    assert_eq!(fields(&recorded), fields(h1_line), "recorded: {recorded}");
-    assert_eq!(recorded.lines().count(), 1, "recorded: {recorded}");
-    // The recorded key lets the next command in without the flag.
-    let args = [hosts[0], "--known-hosts", fresh_path];
-    all(
-        &run(&cluster, Some(&key), true, "uninstall", &args),
-        "removed",
+
+    steps.run("an unreachable host among good ones fails alone", || {
+        // The others succeed (unchanged); the exit code says one failed.
+        let pids = all_pids();
+        let lost = format!("root@{}", nobody(&cluster));
+        let mixed = run(
+            &cluster,
+            Some(&key),
+            true,
+            "install",
+            &and(
+                &hosts,
+                &[
+                    "--label",
+                    "zone=lab",
+                    "--binary",
+                    v2.to_str().unwrap(),
+                    "--ssh-timeout",
+                    "2s",
+                    &lost,
+                ],
+            ),
+        );
+        assert!(
+            !mixed.status.success(),
+            "an unreachable host must fail the command"
+        );
+        let reports = json_reports(&mixed);
+        let results: Vec<(&str, &str)> = reports
+            .iter()
+            .map(|r| (r["host"].as_str().unwrap(), r["result"].as_str().unwrap()))
+            .collect();
+        let mut want: Vec<(&str, &str)> = hosts.iter().map(|h| (*h, "unchanged")).collect();
+        want.push((&lost, "failed"));
+        assert_eq!(results, want);
+        assert!(
+            reports[3]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("cannot connect"),
+            "{}",
+            reports[3]
+        );
+        assert_eq!(all_pids(), pids);
+    });
+
+    steps.run("bad input fails before any host is touched", || {
+        let pids = all_pids();
+        let cases: [(Option<&Path>, Vec<&str>, &str); 4] = [
+            (None, and(&hosts, &[]), "circuit keygen"),
+            (
+                Some(&key),
+                and(&hosts, &["--prefix", "opt/c"]),
+                "not an absolute path",
+            ),
+            (Some(&key), vec!["root@"], "USER@HOST"),
+            (
+                Some(&key),
+                and(&hosts, &["--label", "nolabel"]),
+                "KEY=VALUE",
+            ),
+        ];
+        for (key, args, want) in cases {
+            let out = run(&cluster, key, false, "install", &args);
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(want),
+                "{args:?}: {out:?}"
+            );
+        }
+        assert_eq!(all_pids(), pids);
+    });
+
+    steps.run(
+        "uninstall leaves every host clean, and again finds nothing",
+        || {
+            let removed = run(&cluster, Some(&key), true, "uninstall", &and(&hosts, &[]));
+            all(&removed, "removed");
+            assert_clean(&cluster);
+            let absent = run(&cluster, Some(&key), true, "uninstall", &and(&hosts, &[]));
+            all(&absent, "absent");
+        },
     );
-    assert_clean(&cluster);
+
+    steps.run(
+        "a node that cannot join fails its host after --wait-timeout",
+        || {
+            // It shows its log. It is a new host for `fresh`: trusted on first use and recorded,
+            // with the key the cluster's own known_hosts has for it.
+            let join = format!("{}:{MESH_PORT}", nobody(&cluster));
+            let lonely = run(
+                &cluster,
+                Some(&key),
+                true,
+                "install",
+                &[
+                    hosts[0],
+                    "--join",
+                    &join,
+                    "--wait-timeout",
+                    "3s",
+                    "--known-hosts",
+                    fresh_path,
+                    "--accept-new-host-keys",
+                ],
+            );
+            let reports = json_reports(&lonely);
+            assert!(!lonely.status.success());
+            let error = reports[0]["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains("not in the mesh after 3s") && error.contains("the end of its log"),
+                "{error}"
+            );
+            let recorded = std::fs::read_to_string(&fresh).expect("read");
+            let h1_line = known
+                .lines()
+                .find(|l| l.starts_with(&format!("{} ", cluster.ip(1))))
+                .expect("h1's line");
+            let fields = |line: &str| {
+                line.split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            assert_eq!(fields(&recorded), fields(h1_line), "recorded: {recorded}");
+            assert_eq!(recorded.lines().count(), 1, "recorded: {recorded}");
+            // The recorded key lets the next command in without the flag.
+            let args = [hosts[0], "--known-hosts", fresh_path];
+            all(
+                &run(&cluster, Some(&key), true, "uninstall", &args),
+                "removed",
+            );
+            assert_clean(&cluster);
+        },
+    );
+
     eprintln!(
         "install, upgrade, failures and uninstall took {:?}",
         started.elapsed()
     );
+    steps.finish();
 }
 
 /// No circuitd in any host's namespace, no /opt/circuit, nothing listening on the mesh port.

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use circuit_sdk::chan::{Binary, ChanError, RecvOptions, SendOptions};
 use circuit_sdk::proto::{ChanInfo, NodeState, WorkerInfo, WorkerState};
 use circuit_sdk::Client;
-use circuit_tests::netns::NetnsCluster;
-use circuit_tests::{alive, bin};
+use circuit_testkit::netns::NetnsCluster;
+use circuit_testkit::{alive, bin};
 
 /// How long a fresh cluster may take until every host sees every other alive.
 const CONVERGE: Duration = Duration::from_secs(10);

@@ -6,8 +6,8 @@
 use std::process::Command;
 use std::time::Instant;
 
-use circuit_tests::alive;
-use circuit_tests::netns::{NetnsCluster, UpOptions, MESH_PORT};
+use circuit_testkit::alive;
+use circuit_testkit::netns::{NetnsCluster, UpOptions, MESH_PORT};
 
 /// Exit code of `timeout` when the command ran out of time.
 const TIMED_OUT: i32 = 124;

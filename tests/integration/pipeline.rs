@@ -5,7 +5,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use circuit_sdk::proto::{ExitStatus, Reply, Request, WorkerState};
-use circuit_tests::{bin, inspect, list, wait_until_async, Daemon};
+use circuit_testkit::{bin, inspect, list, wait_until_async, Daemon};
 
 /// The corpus and the pipeline's shape, the same for every run here.
 const SHAPE: &str = "--docs 300 --seed 7 --analyzers 3";

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use circuit_sdk::proto::{RestartPolicy, WorkerState};
-use circuit_tests::{alive, inspect, log_lines, sh, spawn, wait_until, wait_until_async, Daemon};
+use circuit_testkit::{alive, inspect, log_lines, sh, spawn, wait_until, wait_until_async, Daemon};
 
 #[tokio::test]
 async fn sigkill_and_restart_recovers_the_job_table_and_leaves_no_old_process() {
@@ -146,7 +146,7 @@ async fn sigterm_stops_workers_gracefully_and_removes_the_socket() {
 #[tokio::test]
 async fn a_second_daemon_on_the_same_data_dir_or_socket_is_refused() {
     let daemon = Daemon::start();
-    let out = std::process::Command::new(circuit_tests::bin("circuitd"))
+    let out = std::process::Command::new(circuit_testkit::bin("circuitd"))
         .arg("--socket")
         .arg(daemon.dir.path().join("other.sock"))
         .arg("--data-dir")
@@ -157,7 +157,7 @@ async fn a_second_daemon_on_the_same_data_dir_or_socket_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("in use by another circuitd"), "{stderr}");
 
-    let out = std::process::Command::new(circuit_tests::bin("circuitd"))
+    let out = std::process::Command::new(circuit_testkit::bin("circuitd"))
         .arg("--socket")
         .arg(&daemon.socket)
         .arg("--data-dir")
@@ -176,7 +176,7 @@ async fn a_second_daemon_on_the_same_data_dir_or_socket_is_refused() {
 
 #[test]
 fn the_exec_trampoline_refuses_a_foreign_parent_and_reports_exec_failures() {
-    let circuitd = circuit_tests::bin("circuitd");
+    let circuitd = circuit_testkit::bin("circuitd");
     let me = std::process::id().to_string();
     // Started by us with our pid: it execs the program in place.
     let out = std::process::Command::new(&circuitd)

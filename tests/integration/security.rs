@@ -13,7 +13,7 @@ use circuit_sdk::chan::{ChanError, Json, RecvOptions};
 use circuit_sdk::proto::{EventKind, Item, NodeState, Reply, Request};
 use circuit_sdk::secure::{read_key_file, Key};
 use circuit_sdk::{Client, Next, Target};
-use circuit_tests::{converged, keygen, stderr, wait_until, wait_until_async, Daemon};
+use circuit_testkit::{converged, keygen, stderr, wait_until, wait_until_async, Daemon};
 
 /// A daemon on `127.0.0.1:0` with its own copy (in `dir`) of the key file `key` (daemons
 /// write their key file during a rotation), joined to `join` if given.
@@ -125,7 +125,7 @@ async fn a_keyed_mesh_works_and_other_keys_are_shut_out() {
             args.extend(["--key-file", f.to_str().expect("utf-8")]);
         }
         args.extend(["spawn", "--name", "intruder", "--", "true"]);
-        let out = circuit_tests::cli_raw(&args);
+        let out = circuit_testkit::cli_raw(&args);
         assert!(!out.status.success(), "{name}: spawn accepted");
         assert!(stderr(&out).contains(AUTH), "{name}: {}", stderr(&out));
         let sdk = connect(&a_tcp, file.map(|f| first_key(f))).await;
@@ -141,7 +141,7 @@ async fn a_keyed_mesh_works_and_other_keys_are_shut_out() {
         .count();
     assert_eq!(warns, 1, "one warning per peer address:\n{}", a.log());
     // The right key works over TCP.
-    let out = circuit_tests::cli_raw(&[
+    let out = circuit_testkit::cli_raw(&[
         "--addr",
         &a_tcp,
         "--key-file",
@@ -533,7 +533,7 @@ fn the_unix_socket_serves_only_its_own_user() {
     std::fs::set_permissions(exe_dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod");
     let circuit = exe_dir.path().join("circuit");
-    std::fs::copy(circuit_tests::bin("circuit"), &circuit).expect("copy circuit");
+    std::fs::copy(circuit_testkit::bin("circuit"), &circuit).expect("copy circuit");
     let out = std::process::Command::new(&circuit)
         .args([
             "--socket",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use circuit_sdk::proto::{
     EnvMode, ExitStatus, Reply, Request, RestartPolicy, RestartSpec, SpawnSpec, WorkerState,
 };
-use circuit_tests::{alive, inspect, list, log_lines, sh, spawn, stop, wait_until_async, Daemon};
+use circuit_testkit::{alive, inspect, list, log_lines, sh, spawn, stop, wait_until_async, Daemon};
 
 fn restart(policy: RestartPolicy, initial_ms: u64, max_restarts: u32) -> RestartSpec {
     RestartSpec {
@@ -387,7 +387,10 @@ async fn remove_refuses_a_running_worker_unless_forced_and_deletes_its_logs() {
 #[tokio::test]
 async fn workers_get_default_signal_actions_whatever_the_daemon_inherited() {
     let ignoring = ["sh", "-c", "trap '' HUP INT QUIT; exec \"$0\" \"$@\""];
-    let daemon = Daemon::start_via(&ignoring, "test", &[], &[]);
+    let daemon = Daemon::builder()
+        .launcher(ignoring)
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).expect("status");
     let ignored = status
         .lines()

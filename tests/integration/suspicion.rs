@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use circuit_sdk::proto::{EventKind, Item, MeshEvent, NodeState, Reply, Request};
 use circuit_sdk::{Client, Next};
-use circuit_tests::{converged, wait_until, wait_until_async, Daemon};
+use circuit_testkit::{converged, wait_until, wait_until_async, Daemon};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

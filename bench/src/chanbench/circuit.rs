@@ -1,4 +1,4 @@
-//! The circuit contender: circuitd as a child ([`Daemon`]) and roles driving its channels
+//! The circuit contender: circuitd as a child (the kit's [`Daemon`]) and roles driving its channels
 //! through the SDK — a pipelining sender, prefetching receivers, ping-pong over two channels.
 
 use std::path::Path;
@@ -8,14 +8,14 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use circuit_sdk::chan::{Raw, Receiver, RecvOptions, SendOptions, Sender};
 use circuit_sdk::Client;
+use circuit_testkit::Daemon;
 use futures::future::LocalBoxFuture;
 
-use super::host::Server;
+use super::ctx::{Ctx, Span};
 use super::protocol::{now_ns, ping_name, pong_name, read_stamp};
-use super::role::{Ctx, Span};
+use super::server::Server;
 use super::tally::Inbox;
 use super::Scenario;
-use crate::Daemon;
 
 /// Values a throughput receiver lets the daemon stream ahead of `recv`.
 const PREFETCH: u32 = 1024;
@@ -32,7 +32,10 @@ pub struct CircuitServer {
 impl CircuitServer {
     /// Starts `binary` on a fresh temp dir and connects to it.
     pub async fn start(binary: &Path, ready_within: Duration) -> anyhow::Result<Self> {
-        let (daemon, client) = Daemon::start(binary, ready_within).await?;
+        let daemon = crate::bench_daemon(binary)
+            .ready_within(ready_within)
+            .start()?;
+        let client = daemon.connect().await?;
         let version = client.daemon_version().to_string();
         Ok(Self {
             client,
@@ -52,11 +55,11 @@ fn channels(name: &str, scenario: Scenario) -> Vec<String> {
 
 impl Server for CircuitServer {
     fn endpoint(&self) -> String {
-        self.daemon.socket().display().to_string()
+        self.daemon.socket.display().to_string()
     }
 
     fn pid(&self) -> Option<u32> {
-        Some(self.daemon.pid())
+        u32::try_from(self.daemon.pid()).ok()
     }
 
     fn describe(&self) -> String {
@@ -67,7 +70,7 @@ impl Server for CircuitServer {
     }
 
     fn check_alive(&mut self) -> anyhow::Result<()> {
-        self.daemon.check_alive()
+        Ok(self.daemon.check_alive()?)
     }
 
     fn open<'a>(

@@ -1,42 +1,17 @@
 //! The harness side of one trial: start the role processes (receivers first), wait until each
 //! is ready, say `go`, follow their progress with deadlines, and check what arrived.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
 use tokio::time::Instant;
 
+use super::ctx::Kind;
 use super::fleet::Fleet;
 use super::protocol::{Line, Received, RoundTrips, Sent};
-use super::role::Kind;
 use super::tally::{merge, Merged};
-use super::System;
+use super::trial::Trial;
 use crate::procfs;
-
-/// What every role of one trial shares.
-#[derive(Debug, Clone)]
-pub struct Trial {
-    /// This binary, re-executed as each role.
-    pub exe: PathBuf,
-    /// The contender.
-    pub system: System,
-    /// Where its roles connect.
-    pub endpoint: String,
-    /// Subject, channel or socket name, unique to the trial.
-    pub name: String,
-    /// Payload size in bytes.
-    pub size: usize,
-    /// Runtime threads per role.
-    pub threads: usize,
-    /// The server whose CPU time is measured from `go` until everything arrived.
-    pub server_pid: Option<u32>,
-    /// When the whole trial must have finished.
-    pub deadline: Instant,
-    /// How long receivers may make no progress, once every sender is done, before the missing
-    /// messages count as lost.
-    pub stall: Duration,
-}
 
 /// What one trial measured.
 #[derive(Debug, Clone)]
@@ -96,14 +71,14 @@ pub async fn stream(
     let mut fleet = Fleet::new(trial);
     let mut recv_ids = Vec::new();
     for i in 0..receivers {
-        let args = role_args(Kind::Recv, 0, senders, per_sender, 0);
-        recv_ids.push(fleet.spawn(format!("receiver {i}"), args)?);
+        let args = role_args(0, senders, per_sender, 0);
+        recv_ids.push(fleet.spawn(format!("receiver {i}"), Kind::Recv, args)?);
     }
     fleet.until_ready(&recv_ids).await?;
     let mut send_ids = Vec::new();
     for i in 0..senders {
-        let args = role_args(Kind::Send, i, senders, per_sender, 0);
-        send_ids.push(fleet.spawn(format!("sender {i}"), args)?);
+        let args = role_args(i, senders, per_sender, 0);
+        send_ids.push(fleet.spawn(format!("sender {i}"), Kind::Send, args)?);
     }
     fleet.until_ready(&send_ids).await?;
 
@@ -197,9 +172,9 @@ pub async fn stream(
 /// One pinger and one echo: `warmup + count` sequential round trips.
 pub async fn round_trip(trial: &Trial, count: u64, warmup: u64) -> anyhow::Result<RttOutcome> {
     let mut fleet = Fleet::new(trial);
-    let echo = fleet.spawn("echo".into(), role_args(Kind::Echo, 0, 1, count, warmup))?;
+    let echo = fleet.spawn("echo".into(), Kind::Echo, role_args(0, 1, count, warmup))?;
     fleet.until_ready(&[echo]).await?;
-    let pinger = fleet.spawn("pinger".into(), role_args(Kind::Ping, 0, 1, count, warmup))?;
+    let pinger = fleet.spawn("pinger".into(), Kind::Ping, role_args(0, 1, count, warmup))?;
     fleet.until_ready(&[pinger]).await?;
 
     let cpu_before = server_cpu(trial)?;
@@ -265,16 +240,9 @@ pub async fn round_trip(trial: &Trial, count: u64, warmup: u64) -> anyhow::Resul
     })
 }
 
-/// The role-specific flags; [`Fleet::spawn`] adds the trial's.
-fn role_args(kind: Kind, index: u32, senders: u32, count: u64, warmup: u64) -> Vec<String> {
-    let kind = match kind {
-        Kind::Send => "send",
-        Kind::Recv => "recv",
-        Kind::Echo => "echo",
-        Kind::Ping => "ping",
-    };
+/// The role-specific flags; [`Fleet::spawn`] adds its kind and the trial's.
+fn role_args(index: u32, senders: u32, count: u64, warmup: u64) -> Vec<String> {
     [
-        ("--kind", kind.to_string()),
         ("--index", index.to_string()),
         ("--senders", senders.to_string()),
         ("--count", count.to_string()),

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::driver::Trial;
+use super::ctx::Kind;
 use super::protocol::{Line, GO};
+use super::trial::Trial;
 
 /// Lines of a role's stderr kept for an error message.
 const STDERR_LINES: usize = 20;
@@ -74,19 +75,24 @@ impl Fleet {
         &self.procs[id].role
     }
 
-    /// Starts this binary as a role with the trial's flags and `args`; returns its id.
-    pub fn spawn(&mut self, role: String, args: Vec<String>) -> anyhow::Result<usize> {
+    /// Starts this binary as a role of `kind`, on its side of the trial, with the trial's
+    /// flags and `args`; returns its id.
+    pub fn spawn(&mut self, role: String, kind: Kind, args: Vec<String>) -> anyhow::Result<usize> {
         let t = &self.trial;
         let system = t.system.flag();
-        let mut child = Command::new(&t.exe)
+        let side = t.side(kind);
+        let mut child = side
+            .command(&t.exe)
             .arg("role")
             .args([
                 "--system",
                 system,
                 "--endpoint",
-                &t.endpoint,
+                &side.endpoint,
                 "--name",
                 &t.name,
+                "--kind",
+                kind.flag(),
             ])
             .args(["--size", &t.size.to_string()])
             .args(["--threads", &t.threads.to_string()])

@@ -1,54 +1,16 @@
-//! Each contender's server side in the harness: the process the roles talk to (nats-server,
-//! circuitd, or none for the raw floor) and what a trial needs created before its roles start.
+//! Starting each contender's [`Server`] for a run.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures::future::LocalBoxFuture;
-
 use super::circuit::CircuitServer;
 use super::nats::{self, NatsServer};
 use super::rawsock::RawDir;
-use super::{RunArgs, Scenario, System};
+use super::server::Server;
+use super::{RunArgs, System};
 
 /// How long a server may take to start accepting clients.
 const READY_WITHIN: Duration = Duration::from_secs(10);
-
-/// One contender's server for the whole run. Dropping it stops the server process by pid and
-/// deletes its temp dir.
-pub trait Server {
-    /// What roles connect to: a NATS URL, circuitd's socket path, or the raw sockets' dir.
-    fn endpoint(&self) -> String;
-
-    /// The server process whose CPU time the tables report; `None` when there is none.
-    fn pid(&self) -> Option<u32>;
-
-    /// Name and version, for the table header.
-    fn describe(&self) -> String;
-
-    /// Fails, with the end of its log, if the server has exited.
-    fn check_alive(&mut self) -> anyhow::Result<()>;
-
-    /// Creates what the trial `name` of `scenario` needs (circuit: its channels, with room
-    /// for `capacity` values). Nothing by default.
-    fn open<'a>(
-        &'a self,
-        _name: &'a str,
-        _scenario: Scenario,
-        _capacity: u64,
-    ) -> LocalBoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    /// Removes what [`Server::open`] created. Nothing by default.
-    fn close<'a>(
-        &'a self,
-        _name: &'a str,
-        _scenario: Scenario,
-    ) -> LocalBoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
-}
 
 /// Starts `system`'s server.
 pub async fn start(system: System, args: &RunArgs) -> anyhow::Result<Box<dyn Server>> {
@@ -69,5 +31,8 @@ pub async fn start(system: System, args: &RunArgs) -> anyhow::Result<Box<dyn Ser
 
 /// The `circuitd` binary: `--circuitd`, else the one next to this binary (`target/release/`).
 pub fn circuitd(args: &RunArgs) -> anyhow::Result<PathBuf> {
-    crate::daemon::circuitd_binary(args.circuitd.as_deref())
+    match &args.circuitd {
+        Some(path) => Ok(path.clone()),
+        None => Ok(circuit_testkit::bin_dir()?.join("circuitd")),
+    }
 }

@@ -4,17 +4,22 @@
 //! # Layout
 //! - [`protocol`]: the JSON lines roles print, the stamp each payload carries, the clock.
 //! - [`tally`]: which messages a receiver took; the check for lost and duplicated ones.
-//! - [`role`]: a role process (`bench-channels role …`) and its dispatch to a contender.
-//! - [`driver`]: one trial from the harness's side: start roles, `go`, follow, check.
-//! - `fleet`: the role processes of a trial, their output, and their end.
-//! - [`host`]: each contender's server ([`host::Server`]) and per-trial setup.
+//! - [`ctx`]: what a role is given ([`ctx::RoleArgs`]) and its view of the harness
+//!   ([`ctx::Ctx`]); [`server`]: a contender's server ([`server::Server`]).
 //! - [`circuit`], [`nats`], [`rawsock`]: each contender's server and roles.
-//! - [`table`]: medians, ratios and the Markdown tables.
+//! - [`role`]: a role process (`bench-channels role …`) and its dispatch to a contender;
+//!   [`host`]: starting each contender's server.
+//! - [`trial`]: what the roles of one trial share, and where each side runs.
+//! - `fleet`: the role processes of a trial, their output, and their end.
+//! - [`driver`]: one trial from the harness's side: start roles, `go`, follow, check.
+//! - [`table`]: medians, ratios and the tables.
 //!
-//! Each system has a role function per [`role::Kind`] and a [`host::Server`]; adding one is a
-//! variant here, an arm in [`host::start`] and one in each `match system` of [`role`].
+//! Dependencies point down this list. Each system has a role function per [`ctx::Kind`] and a
+//! [`server::Server`]; adding one is a variant here, an arm in [`host::start`] and one in each
+//! `match system` of [`role`].
 
 pub mod circuit;
+pub mod ctx;
 pub mod driver;
 mod fleet;
 pub mod host;
@@ -22,8 +27,10 @@ pub mod nats;
 pub mod protocol;
 pub mod rawsock;
 pub mod role;
+pub mod server;
 pub mod table;
 pub mod tally;
+pub mod trial;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,10 +39,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use driver::{Outcome, Trial};
-use host::Server;
+use driver::Outcome;
 use protocol::STAMP_LEN;
+use server::Server;
 use table::Results;
+use trial::Trial;
 
 /// Largest payload: the raw reader's frames must fit its buffer, and NATS's default limit is
 /// 1 MB.
@@ -282,7 +290,7 @@ async fn bench(args: &RunArgs) -> anyhow::Result<()> {
                     eprintln!(
                         "trial {trial}/{}: {} {scenario} {system}: {}",
                         args.trials,
-                        table::size_label(size),
+                        crate::report::size_label(size),
                         table::summary(&outcome)
                     );
                     results.record(*system, scenario, size, outcome);
@@ -322,10 +330,12 @@ async fn one(
         .open(&name, scenario, capacity)
         .await
         .context("cannot set the trial up")?;
+    let (sender, receiver) = Trial::same_side(server.endpoint());
     let t = Trial {
         exe: exe.to_path_buf(),
         system,
-        endpoint: server.endpoint(),
+        sender,
+        receiver,
         name: name.clone(),
         size,
         threads: args.client_threads,

@@ -12,9 +12,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
-use super::host::Server;
+use super::ctx::{Ctx, Notes, Span};
 use super::protocol::{now_ns, read_stamp};
-use super::role::{Ctx, Notes, Span};
+use super::server::Server;
 use super::tally::Inbox;
 
 /// The queue group every subscriber joins, so each message goes to one of them.

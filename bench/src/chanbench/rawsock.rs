@@ -9,9 +9,9 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::host::Server;
+use super::ctx::{Ctx, Span};
 use super::protocol::{now_ns, read_stamp, Payload};
-use super::role::{Ctx, Span};
+use super::server::Server;
 use super::tally::Inbox;
 
 /// Bytes a reader takes per `read` and a writer gathers per `write`.

@@ -1,4 +1,4 @@
-//! The run's results as Markdown: throughput, round-trip latency and CPU per million messages,
+//! The run's results as tables: throughput, round-trip latency and CPU per million messages,
 //! medians over trials with ratio rows, then the targets and anything odd that happened.
 
 use std::collections::{BTreeMap, HashMap};
@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::driver::{Outcome, RttOutcome, StreamOutcome};
 use super::{RunArgs, Scenario, System};
-use crate::report::Samples;
+use crate::report::{fmt_rate, size_label, Samples, Table};
 
 /// Pairs compared in ratio rows, when both took part: the target first, then the floor.
 const RATIOS: [(System, System); 3] = [
@@ -98,7 +98,7 @@ impl Results {
 
     /// The median delivery rate, when at least one trial succeeded.
     fn rate(&self, key: Key) -> Option<f64> {
-        let rates = samples(self.streams(key).iter().map(|s| s.rate()));
+        let rates = Samples::of(self.streams(key).iter().map(|s| s.rate()));
         (!rates.values.is_empty()).then(|| rates.median())
     }
 
@@ -109,7 +109,7 @@ impl Results {
             let ns = if p99 { r.rtts.p99_ns } else { r.rtts.p50_ns };
             ns as f64 / 1000.0
         });
-        let us = samples(us);
+        let us = Samples::of(us);
         (!us.values.is_empty()).then(|| us.median())
     }
 
@@ -141,21 +141,21 @@ impl Results {
                 })
                 .collect(),
         };
-        let values = samples(values.into_iter());
+        let values = Samples::of(values);
         (!values.values.is_empty()).then(|| values.median())
     }
 
-    /// Every table, the targets and the notes.
+    /// The run's header, every table, the targets and the notes.
     pub fn markdown(&self, args: &RunArgs, described: &[String]) -> String {
         let mut out = String::new();
         self.header(&mut out, args, described);
         if self.stream_scenarios().next().is_some() {
-            self.throughput(&mut out);
+            let _ = write!(out, "{}", self.throughput());
         }
         if self.has_rtt() {
-            self.round_trips(&mut out);
+            let _ = write!(out, "{}", self.round_trips());
         }
-        self.cpu(&mut out);
+        let _ = write!(out, "{}", self.cpu());
         self.targets(&mut out);
         self.notes(&mut out);
         out
@@ -191,32 +191,31 @@ impl Results {
         out.push('\n');
     }
 
-    fn throughput(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "### Throughput\n\nMessages delivered per second, from the first sender's first \
-             message to the last receiver's last (median; slowest trial in brackets), and \
-             payload MB/s.\n"
-        );
-        let mut head = String::from("| system | scenario |");
-        let mut rule = String::from("|---|---|");
+    fn throughput(&self) -> Table {
+        let mut table = Table::new("Throughput")
+            .caption(
+                "Messages delivered per second, from the first sender's first message to the \
+                 last receiver's last (median; slowest trial in brackets), and payload MB/s.",
+            )
+            .left("system")
+            .left("scenario");
         for &size in &self.sizes {
             let label = size_label(size);
-            let _ = write!(head, " {label} msgs/s | {label} MB/s |");
-            rule.push_str("---:|---:|");
+            table = table
+                .right(format!("{label} msgs/s"))
+                .right(format!("{label} MB/s"));
         }
-        let _ = writeln!(out, "{head}\n{rule}");
         for &system in &self.systems {
             for scenario in self.stream_scenarios() {
                 if !system.runs(scenario) {
                     continue;
                 }
-                let _ = write!(out, "| {system} | {scenario} |");
+                let mut row = vec![system.to_string(), scenario.to_string()];
                 for &size in &self.sizes {
                     let (rate, mbs) = self.throughput_cells((system, scenario, size));
-                    let _ = write!(out, " {rate} | {mbs} |");
+                    row.extend([rate, mbs]);
                 }
-                out.push('\n');
+                table.row(row);
             }
         }
         for (a, b) in RATIOS {
@@ -224,18 +223,18 @@ impl Results {
                 if !(self.takes_part(a, scenario) && self.takes_part(b, scenario)) {
                     continue;
                 }
-                let _ = write!(out, "| **{a} ÷ {b}** | {scenario} |");
+                let mut row = vec![format!("**{a} ÷ {b}**"), scenario.to_string()];
                 for &size in &self.sizes {
                     let ratio = ratio(
                         self.rate((a, scenario, size)),
                         self.rate((b, scenario, size)),
                     );
-                    let _ = write!(out, " {ratio} | |");
+                    row.extend([ratio, String::new()]);
                 }
-                out.push('\n');
+                table.row(row);
             }
         }
-        out.push('\n');
+        table
     }
 
     fn throughput_cells(&self, key: Key) -> (String, String) {
@@ -245,7 +244,7 @@ impl Results {
             let reason = failed.first().map_or("no trial", |r| r);
             return (format!("failed: {}", short(reason)), String::new());
         }
-        let rates = samples(ok.iter().map(|s| s.rate()));
+        let rates = Samples::of(ok.iter().map(|s| s.rate()));
         let mut cell = format!("{} ({})", fmt_rate(rates.median()), fmt_rate(rates.min()));
         if !failed.is_empty() {
             let _ = write!(
@@ -272,23 +271,21 @@ impl Results {
         (cell, format!("{mbs:.1}"))
     }
 
-    fn round_trips(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "### Round trip\n\nOne message in flight: the pinger sends, the echo sends it back \
-             (circuit: over two channels; NATS: request/reply). Latency in µs, median over \
-             trials of each trial's p50 and p99.\n"
-        );
-        let mut head = String::from("| system |");
-        let mut rule = String::from("|---|");
+    fn round_trips(&self) -> Table {
+        let mut table = Table::new("Round trip")
+            .caption(
+                "One message in flight (circuit: over two channels; NATS: request/reply); \
+                 latency in µs, median over trials of each trial's p50 and p99.",
+            )
+            .left("system");
         for &size in &self.sizes {
             let label = size_label(size);
-            let _ = write!(head, " {label} p50 | {label} p99 |");
-            rule.push_str("---:|---:|");
+            table = table
+                .right(format!("{label} p50"))
+                .right(format!("{label} p99"));
         }
-        let _ = writeln!(out, "{head}\n{rule}");
         for &system in &self.systems {
-            let _ = write!(out, "| {system} |");
+            let mut row = vec![system.to_string()];
             for &size in &self.sizes {
                 let key = (system, Scenario::RoundTrip, size);
                 let (p50, p99) = (self.latency(key, false), self.latency(key, true));
@@ -299,85 +296,80 @@ impl Results {
                         if failed > 0 {
                             let _ = write!(p99, " · {failed} failed");
                         }
-                        let _ = write!(out, " {p50:.1} | {p99} |");
+                        row.extend([format!("{p50:.1}"), p99]);
                     }
                     _ => {
                         let failures = self.failures(key);
                         let reason = failures.first().copied().unwrap_or("no trial");
-                        let _ = write!(out, " failed: {} | |", short(reason));
+                        row.extend([format!("failed: {}", short(reason)), String::new()]);
                     }
                 }
             }
-            out.push('\n');
+            table.row(row);
         }
         for (a, b) in RATIOS {
             if !(self.systems.contains(&a) && self.systems.contains(&b)) {
                 continue;
             }
-            let _ = write!(out, "| **{a} ÷ {b}** |");
+            let mut row = vec![format!("**{a} ÷ {b}**")];
             for &size in &self.sizes {
                 let (ka, kb) = (
                     (a, Scenario::RoundTrip, size),
                     (b, Scenario::RoundTrip, size),
                 );
-                let p50 = ratio(self.latency(ka, false), self.latency(kb, false));
-                let p99 = ratio(self.latency(ka, true), self.latency(kb, true));
-                let _ = write!(out, " {p50} | {p99} |");
+                row.push(ratio(self.latency(ka, false), self.latency(kb, false)));
+                row.push(ratio(self.latency(ka, true), self.latency(kb, true)));
             }
-            out.push('\n');
+            table.row(row);
         }
-        out.push('\n');
+        table
     }
 
-    fn cpu(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "### CPU per million messages\n\nCPU-seconds (user + system, from /proc) per million \
-             messages delivered — per million round trips in the round-trip rows. Server: from \
-             `go` until everything arrived. Clients: all role processes, from `ready` to their \
-             report. /proc counts in 10 ms ticks, so short trials read coarse.\n"
-        );
-        let mut head = String::from("| process | scenario |");
-        let mut rule = String::from("|---|---|");
+    fn cpu(&self) -> Table {
+        let mut table = Table::new("CPU per million messages")
+            .caption(
+                "CPU-seconds (user + system, from /proc) per million messages delivered (per \
+                 million round trips in the round-trip rows).",
+            )
+            .left("process")
+            .left("scenario");
         for &size in &self.sizes {
-            let _ = write!(head, " {} |", size_label(size));
-            rule.push_str("---:|");
+            table = table.right(size_label(size));
         }
-        let _ = writeln!(out, "{head}\n{rule}");
-        let row = |out: &mut String, label: &str, key: &dyn Fn(usize) -> Option<f64>| {
-            let _ = write!(out, "| {label} |");
-            for &size in &self.sizes {
-                match key(size) {
-                    Some(v) => {
-                        let _ = write!(out, " {v:.2} |");
-                    }
-                    None => out.push_str(" — |"),
-                }
-            }
-            out.push('\n');
+        let row = |table: &mut Table,
+                   label: String,
+                   scenario: Scenario,
+                   key: &dyn Fn(usize) -> Option<f64>| {
+            let mut row = vec![label, scenario.to_string()];
+            row.extend(self.sizes.iter().map(|&size| match key(size) {
+                Some(v) => format!("{v:.2}"),
+                None => "—".into(),
+            }));
+            table.row(row);
         };
         for &system in &self.systems {
             let Some(server) = system.server() else {
                 continue;
             };
             for &scenario in &self.scenarios {
-                let label = format!("{server} | {scenario}");
-                row(out, &label, &|size| {
+                row(&mut table, server.to_string(), scenario, &|size| {
                     self.cpu_per_million((system, scenario, size), false)
                 });
             }
         }
         if self.systems.contains(&System::Circuit) && self.systems.contains(&System::Nats) {
             for &scenario in &self.scenarios {
-                let _ = write!(out, "| **circuitd ÷ nats-server** | {scenario} |");
+                let mut cells = vec![
+                    "**circuitd ÷ nats-server**".to_string(),
+                    scenario.to_string(),
+                ];
                 for &size in &self.sizes {
-                    let r = ratio(
+                    cells.push(ratio(
                         self.cpu_per_million((System::Circuit, scenario, size), false),
                         self.cpu_per_million((System::Nats, scenario, size), false),
-                    );
-                    let _ = write!(out, " {r} |");
+                    ));
                 }
-                out.push('\n');
+                table.row(cells);
             }
         }
         for &system in &self.systems {
@@ -385,18 +377,17 @@ impl Results {
                 if !system.runs(scenario) {
                     continue;
                 }
-                let label = format!("{system} clients | {scenario}");
-                row(out, &label, &|size| {
+                row(&mut table, format!("{system} clients"), scenario, &|size| {
                     self.cpu_per_million((system, scenario, size), true)
                 });
             }
         }
-        out.push('\n');
+        table
     }
 
     fn targets(&self, out: &mut String) {
         let (c, n) = (System::Circuit, System::Nats);
-        let _ = writeln!(out, "### Targets\n");
+        let _ = writeln!(out, "#### Targets\n");
         let mut worst: Option<(f64, String)> = None;
         for scenario in self.stream_scenarios() {
             for &size in &self.sizes {
@@ -488,7 +479,7 @@ impl Results {
         for (text, place) in found {
             grouped.entry(text).or_default().extend(place);
         }
-        let _ = writeln!(out, "### Notes\n");
+        let _ = writeln!(out, "#### Notes\n");
         for (text, places) in grouped {
             let text = text.replace('\n', "\n  ");
             let _ = match places.len() {
@@ -503,15 +494,6 @@ impl Results {
             };
         }
         out.push('\n');
-    }
-}
-
-/// A payload size as the tables print it: `16 B`, `4 KiB`.
-pub fn size_label(size: usize) -> String {
-    if size >= 1024 && size.is_multiple_of(1024) {
-        format!("{} KiB", size / 1024)
-    } else {
-        format!("{size} B")
     }
 }
 
@@ -538,22 +520,6 @@ pub fn summary(outcome: &Result<Outcome, String>) -> String {
     }
 }
 
-fn samples(values: impl Iterator<Item = f64>) -> Samples {
-    let mut s = Samples::new("", 0);
-    values.for_each(|v| s.push(v));
-    s
-}
-
-/// `1.23M`, `812k`, `950`.
-fn fmt_rate(rate: f64) -> String {
-    match rate {
-        r if r >= 1e6 => format!("{:.2}M", r / 1e6),
-        r if r >= 1e4 => format!("{:.0}k", r / 1e3),
-        r if r >= 1e3 => format!("{:.1}k", r / 1e3),
-        r => format!("{r:.0}"),
-    }
-}
-
 /// `a ÷ b` as `0.85×`, or `—` when either is missing.
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
@@ -577,13 +543,6 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(fmt_rate(1_234_567.0), "1.23M");
-        assert_eq!(fmt_rate(812_345.0), "812k");
-        assert_eq!(fmt_rate(5_432.0), "5.4k");
-        assert_eq!(fmt_rate(950.0), "950");
-        assert_eq!(size_label(16), "16 B");
-        assert_eq!(size_label(4096), "4 KiB");
-        assert_eq!(size_label(1500), "1500 B");
         assert_eq!(ratio(Some(1.0), Some(4.0)), "0.25×");
         assert_eq!(ratio(None, Some(4.0)), "—");
         assert_eq!(short("a | b\nsecond line"), "a / b");

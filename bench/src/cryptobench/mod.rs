@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - [`node`]: a `circuitd` child with a mesh port ([`node::Node`]) and a joined [`node::Pair`].
-//! - [`trial`]: one trial — channel on a, receiver on a, sender on b — and its roles' endpoint.
+//! - [`trial`]: one trial — channel on a, receiver on a, sender on b.
 //! - [`micro`]: `SecureWrite` → `SecureRead` over loopback TCP and in memory, beside plain TCP.
 //! - [`table`]: medians, per-trial cost ratios, the target, and the Markdown.
 
@@ -107,7 +107,10 @@ impl RunArgs {
 
     /// The `circuitd` binary: `--circuitd`, else the one next to this binary.
     fn circuitd(&self) -> anyhow::Result<PathBuf> {
-        crate::daemon::circuitd_binary(self.circuitd.as_deref())
+        match &self.circuitd {
+            Some(path) => Ok(path.clone()),
+            None => Ok(circuit_testkit::bin_dir()?.join("circuitd")),
+        }
     }
 }
 

@@ -2,7 +2,6 @@
 //! port on `127.0.0.1:0`, and a [`Pair`] is node a (which owns the channels) joined by node b,
 //! with or without a cluster key. Everything is stopped by pid and deleted when dropped.
 
-use std::ffi::OsString;
 use std::fmt;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -12,10 +11,10 @@ use anyhow::{bail, Context as _};
 use circuit_sdk::proto::{Reply, Request};
 use circuit_sdk::secure::{write_key_file, Key};
 use circuit_sdk::Client;
+use circuit_testkit::Daemon;
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-use crate::daemon::Daemon;
 use crate::procfs;
 
 /// How often joining checks its condition.
@@ -74,14 +73,19 @@ impl Node {
         key_file: Option<&Path>,
         within: Duration,
     ) -> anyhow::Result<Self> {
-        let mut extra: Vec<OsString> = vec!["--listen".into(), "127.0.0.1:0".into()];
+        let mut daemon = crate::bench_daemon(binary)
+            .name(name)
+            .listen("127.0.0.1:0")
+            .ready_within(within);
         if let Some(addr) = join {
-            extra.extend(["--join".into(), addr.into()]);
+            daemon = daemon.join(addr);
         }
         if let Some(file) = key_file {
-            extra.extend(["--key-file".into(), file.into()]);
+            daemon = daemon.key_file(file);
         }
-        let (daemon, client) = Daemon::start_as(binary, name, &extra, within)
+        let daemon = daemon.start().with_context(|| format!("node {name}"))?;
+        let client = daemon
+            .connect()
             .await
             .with_context(|| format!("node {name}"))?;
         let addr = match client.call(Request::Status).await {
@@ -106,12 +110,12 @@ impl Node {
 
     /// The Unix socket its roles connect to.
     pub fn socket(&self) -> &Path {
-        self.daemon.socket()
+        &self.daemon.socket
     }
 
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
-        self.daemon.pid()
+        u32::try_from(self.daemon.pid()).expect("a pid")
     }
 
     /// Fails, with the end of its log, if the daemon has exited.

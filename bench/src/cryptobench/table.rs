@@ -1,4 +1,4 @@
-//! The run's results as Markdown: throughput plain beside encrypted with the cost of encryption
+//! The run's results as tables: throughput plain beside encrypted with the cost of encryption
 //! (between medians and per trial pair) and the verdict at the target size, daemon CPU per
 //! million messages, the transport microbenchmark, then notes.
 
@@ -10,8 +10,7 @@ use super::micro::{Row, Via};
 use super::node::Config;
 use super::trial::Sample;
 use super::RunArgs;
-use crate::chanbench::table::size_label;
-use crate::report::Samples;
+use crate::report::{size_label, Samples, Table};
 
 /// The payload size the target is about.
 pub const TARGET_SIZE: usize = 256;
@@ -105,7 +104,8 @@ impl Results {
         s
     }
 
-    /// The tables, notes and verdict; `micro` is the transport microbenchmark, if it ran.
+    /// The run's header, the tables, the notes and the verdict; `micro` is the transport
+    /// microbenchmark, if it ran.
     pub fn markdown(
         &self,
         args: &RunArgs,
@@ -117,118 +117,17 @@ impl Results {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         let _ = writeln!(
             out,
-            "## Cross-node channel throughput: encrypted vs plain\n\n\
-             Two daemons on loopback: the sender on node b, the channel and its receiver on \
-             node a, so every value crosses the a↔b peer link (TCP). *plain*: no cluster key \
-             (loopback development mode); *encrypted*: both daemons hold the same key (Noise \
-             NNpsk0, AES-256-GCM records; sealed gossip). One pipelining SDK sender, one \
-             receiver prefetching 1024, channel capacity {}; {} trials per cell, plain and \
-             encrypted alternating; medians. **{cores} cores** for both daemons and both \
-             roles.\n",
+            "## bench-crypto: cross-node channel throughput, encrypted vs plain\n\n\
+             {cores} cores for both daemons and both roles · channel capacity {} · {} trials per \
+             cell, plain and encrypted alternating · medians\n",
             args.capacity, args.trials
         );
-        out.push_str(
-            "| size | messages/trial | plain msgs/s | encrypted msgs/s | plain MB/s | \
-             encrypted MB/s | cost (of medians) | cost (median of pairs) | cost min–max | \
-             target |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
-        );
-        let mut verdict = None;
-        for &size in &self.sizes {
-            let plain = self.samples(size, Config::Plain, |s| s.rate);
-            let enc = self.samples(size, Config::Encrypted, |s| s.rate);
-            let costs = self.costs(size);
-            let of_medians = 1.0 - enc.median() / plain.median();
-            let target = if size == TARGET_SIZE && !costs.values.is_empty() {
-                let pass = costs.median() <= TARGET_COST;
-                verdict = Some((costs.median(), of_medians, pass));
-                format!(
-                    "≤ {:.0} %: **{}**",
-                    TARGET_COST * 100.0,
-                    if pass { "PASS" } else { "FAIL" }
-                )
-            } else {
-                "—".into()
-            };
-            let mb = |rate: f64| rate * size as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} – {} | {target} |",
-                size_label(size),
-                thousands(self.messages(size) as f64),
-                thousands(plain.median()),
-                thousands(enc.median()),
-                mb(plain.median()),
-                mb(enc.median()),
-                pct(of_medians),
-                pct(costs.median()),
-                pct(costs.min()),
-                pct(costs.max()),
-            );
-        }
-        match verdict {
-            Some((paired, of_medians, pass)) => {
-                let _ = writeln!(
-                    out,
-                    "\n**{}: encryption costs {} of throughput at {} (median of the per-trial \
-                     pairs; {} between the medians) — {} against the ≤ {:.0} % target.**",
-                    if pass { "PASS" } else { "FAIL" },
-                    pct(paired),
-                    size_label(TARGET_SIZE),
-                    pct(of_medians),
-                    if pass { "within" } else { "over" },
-                    TARGET_COST * 100.0
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "\nNo verdict: {} was not measured (or every pair failed).",
-                    size_label(TARGET_SIZE)
-                );
-            }
-        }
-
-        out.push_str(
-            "\n### CPU per million messages\n\n\
-             CPU seconds (user + system, from `/proc`) per million messages delivered: both \
-             daemons over the whole trial, and the sender and receiver processes. *CPU-bound \
-             cost* is what encryption would cost if throughput were set by CPU alone, \
-             1 − (plain CPU / encrypted CPU) per message, daemons and roles together; *cores \
-             busy* is that CPU over the trial's streaming time. Medians.\n\n\
-             | size | daemons plain | daemons encrypted | increase | roles plain | \
-             roles encrypted | CPU-bound cost | cores busy plain / encrypted | trial s plain / \
-             encrypted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        );
-        for &size in &self.sizes {
-            let med = |c, f: fn(&Sample) -> f64| self.samples(size, c, f).median();
-            let (dp, de) = (
-                med(Config::Plain, Sample::cpu_per_million),
-                med(Config::Encrypted, Sample::cpu_per_million),
-            );
-            let (rp, re) = (
-                med(Config::Plain, Sample::roles_cpu_per_million),
-                med(Config::Encrypted, Sample::roles_cpu_per_million),
-            );
-            let secs = |s: &Sample| s.elapsed.as_secs_f64();
-            let _ = writeln!(
-                out,
-                "| {} | {dp:.2} | {de:.2} | {} | {rp:.2} | {re:.2} | {} | {:.2} / {:.2} | \
-                 {:.2} / {:.2} |",
-                size_label(size),
-                signed_pct(de / dp - 1.0),
-                pct(1.0 - (dp + rp) / (de + re)),
-                med(Config::Plain, Sample::cores_busy),
-                med(Config::Encrypted, Sample::cores_busy),
-                med(Config::Plain, secs),
-                med(Config::Encrypted, secs),
-            );
-        }
-
+        let _ = write!(out, "{}", self.throughput());
+        let _ = write!(out, "{}", self.cpu());
         if let Some(rows) = micro {
-            micro_markdown(&mut out, rows, args);
+            let _ = write!(out, "{}", micro_table(rows, args));
         }
-
-        out.push_str("\nNotes:\n");
+        out.push_str("#### Notes\n\n");
         let _ = writeln!(
             out,
             "- {cores} cores: each trial runs two daemons (2 runtime threads each) and the two \
@@ -274,20 +173,136 @@ impl Results {
         let _ = writeln!(out, "- The run took {:.0} s.", took.as_secs_f64());
         out
     }
+
+    fn throughput(&self) -> Table {
+        let mut table = Table::new("Throughput, plain and encrypted")
+            .caption(
+                "Messages per second and payload MB/s, medians; cost = 1 − encrypted ÷ plain, \
+                 of the medians and the median of the per-trial pairs.",
+            )
+            .left("size")
+            .right("messages/trial")
+            .right("plain msgs/s")
+            .right("encrypted msgs/s")
+            .right("plain MB/s")
+            .right("encrypted MB/s")
+            .right("cost (of medians)")
+            .right("cost (median of pairs)")
+            .right("cost min–max")
+            .left("target");
+        let mut verdict = None;
+        for &size in &self.sizes {
+            let plain = self.samples(size, Config::Plain, |s| s.rate);
+            let enc = self.samples(size, Config::Encrypted, |s| s.rate);
+            let costs = self.costs(size);
+            let of_medians = 1.0 - enc.median() / plain.median();
+            let target = if size == TARGET_SIZE && !costs.values.is_empty() {
+                let pass = costs.median() <= TARGET_COST;
+                verdict = Some((costs.median(), of_medians, pass));
+                format!(
+                    "≤ {:.0} %: **{}**",
+                    TARGET_COST * 100.0,
+                    if pass { "PASS" } else { "FAIL" }
+                )
+            } else {
+                "—".into()
+            };
+            let mb = |rate: f64| rate * size as f64 / 1e6;
+            table.row([
+                size_label(size),
+                thousands(self.messages(size) as f64),
+                thousands(plain.median()),
+                thousands(enc.median()),
+                format!("{:.1}", mb(plain.median())),
+                format!("{:.1}", mb(enc.median())),
+                pct(of_medians),
+                pct(costs.median()),
+                format!("{} – {}", pct(costs.min()), pct(costs.max())),
+                target,
+            ]);
+        }
+        table.note(match verdict {
+            Some((paired, of_medians, pass)) => format!(
+                "**{}: encryption costs {} of throughput at {} (median of the per-trial pairs; \
+                 {} between the medians) — {} against the ≤ {:.0} % target.**",
+                if pass { "PASS" } else { "FAIL" },
+                pct(paired),
+                size_label(TARGET_SIZE),
+                pct(of_medians),
+                if pass { "within" } else { "over" },
+                TARGET_COST * 100.0
+            ),
+            None => format!(
+                "No verdict: {} was not measured (or every pair failed).",
+                size_label(TARGET_SIZE)
+            ),
+        });
+        table
+    }
+
+    fn cpu(&self) -> Table {
+        let mut table = Table::new("CPU per million messages")
+            .caption(
+                "CPU seconds (user + system, from `/proc`) per million messages delivered: both \
+                 daemons over the whole trial, and the sender and receiver processes; medians.",
+            )
+            .left("size")
+            .right("daemons plain")
+            .right("daemons encrypted")
+            .right("increase")
+            .right("roles plain")
+            .right("roles encrypted")
+            .right("CPU-bound cost")
+            .right("cores busy plain / encrypted")
+            .right("trial s plain / encrypted");
+        for &size in &self.sizes {
+            let med = |c, f: fn(&Sample) -> f64| self.samples(size, c, f).median();
+            let (dp, de) = (
+                med(Config::Plain, Sample::cpu_per_million),
+                med(Config::Encrypted, Sample::cpu_per_million),
+            );
+            let (rp, re) = (
+                med(Config::Plain, Sample::roles_cpu_per_million),
+                med(Config::Encrypted, Sample::roles_cpu_per_million),
+            );
+            let secs = |s: &Sample| s.elapsed.as_secs_f64();
+            table.row([
+                size_label(size),
+                format!("{dp:.2}"),
+                format!("{de:.2}"),
+                signed_pct(de / dp - 1.0),
+                format!("{rp:.2}"),
+                format!("{re:.2}"),
+                pct(1.0 - (dp + rp) / (de + re)),
+                format!(
+                    "{:.2} / {:.2}",
+                    med(Config::Plain, Sample::cores_busy),
+                    med(Config::Encrypted, Sample::cores_busy)
+                ),
+                format!(
+                    "{:.2} / {:.2}",
+                    med(Config::Plain, secs),
+                    med(Config::Encrypted, secs)
+                ),
+            ]);
+        }
+        table
+    }
 }
 
-fn micro_markdown(out: &mut String, rows: &[Row], args: &RunArgs) {
-    let _ = writeln!(
-        out,
-        "\n### The transport alone\n\n\
-         `circuit_sdk::secure::noise`: `SecureWrite` → `SecureRead` over a loopback TCP pair \
-         (writer and reader tasks, {:?} per trial) beside plain TCP with the same writes; and \
-         the records sealed into a buffer then opened from it on one thread, no socket (the \
-         cipher and record handling alone). Medians of {} trials; MB/s of payload.\n\n\
-         | path | write size | plain MB/s | Noise MB/s | cost | Noise µs per write |\n\
-         |---|---:|---:|---:|---:|---:|",
-        args.micro_duration, args.trials
-    );
+fn micro_table(rows: &[Row], args: &RunArgs) -> Table {
+    let mut table = Table::new("The transport alone")
+        .caption(format!(
+            "`SecureWrite` → `SecureRead` over loopback TCP ({:?} per trial) beside plain TCP, \
+             and sealed then opened in memory; MB/s of payload, medians of {} trials.",
+            args.micro_duration, args.trials
+        ))
+        .left("path")
+        .right("write size")
+        .right("plain MB/s")
+        .right("Noise MB/s")
+        .right("cost")
+        .right("Noise µs per write");
     for row in rows {
         let path = match row.via {
             Via::Tcp => "loopback TCP",
@@ -300,13 +315,16 @@ fn micro_markdown(out: &mut String, rows: &[Row], args: &RunArgs) {
             let plain = row.plain.median();
             (format!("{plain:.0}"), pct(1.0 - secure / plain))
         };
-        let _ = writeln!(
-            out,
-            "| {path} | {} | {plain} | {secure:.0} | {cost} | {:.2} |",
+        table.row([
+            path.to_string(),
             size_label(row.write),
-            row.write as f64 / secure,
-        );
+            plain,
+            format!("{secure:.0}"),
+            cost,
+            format!("{:.2}", row.write as f64 / secure),
+        ]);
     }
+    table
 }
 
 /// One line about a trial for the progress log.

@@ -1,51 +1,17 @@
 //! One cross-node trial on a [`Pair`]: a channel created on node a, the channel benchmark's
-//! receiver on a and its pipelining sender on b (so every value crosses the peer link), the
-//! daemons' CPU time around it, and the role processes' split endpoint.
+//! receiver on a and its pipelining sender on b (so every value crosses the peer link), and the
+//! daemons' CPU time around it.
 
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::node::Pair;
-use crate::chanbench::driver::{self, StreamOutcome, Trial};
-use crate::chanbench::role::{self, Kind, RoleArgs};
+use crate::chanbench::driver::{self, StreamOutcome};
+use crate::chanbench::trial::{Side, Trial};
 use crate::chanbench::System;
-
-/// How a split endpoint starts.
-const SPLIT: &str = "pair:";
-
-/// The sockets of the two roles: the driver gives every role one endpoint, so it carries both.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Split {
-    /// Node b's socket, where the sender connects.
-    send: PathBuf,
-    /// Node a's socket, where the receiver connects.
-    recv: PathBuf,
-}
-
-/// The hidden `role` subcommand: picks its socket from a split endpoint, then plays the channel
-/// benchmark's role.
-pub fn role_main(mut args: RoleArgs) -> ExitCode {
-    if let Some(json) = args.endpoint.strip_prefix(SPLIT) {
-        let split: Split = match serde_json::from_str(json) {
-            Ok(split) => split,
-            Err(e) => {
-                eprintln!("bench-crypto role: bad split endpoint: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let socket = match args.kind {
-            Kind::Send | Kind::Ping => split.send,
-            Kind::Recv | Kind::Echo => split.recv,
-        };
-        args.endpoint = socket.display().to_string();
-    }
-    role::main(args)
-}
 
 /// What one trial measured.
 #[derive(Debug, Clone)]
@@ -133,7 +99,8 @@ pub async fn run(
     let trial = Trial {
         exe: setup.exe.clone(),
         system: System::Circuit,
-        endpoint: endpoint(pair.b.socket(), pair.a.socket())?,
+        sender: Side::local(pair.b.socket().display().to_string()),
+        receiver: Side::local(pair.a.socket().display().to_string()),
         name: name.to_string(),
         size,
         threads: 1,
@@ -153,25 +120,4 @@ pub async fn run(
     let outcome = outcome?;
     closed.with_context(|| format!("cannot remove channel {name}"))?;
     Ok(Sample::new(&outcome, cpu))
-}
-
-fn endpoint(send: &Path, recv: &Path) -> anyhow::Result<String> {
-    let split = Split {
-        send: send.to_path_buf(),
-        recv: recv.to_path_buf(),
-    };
-    Ok(format!("{SPLIT}{}", serde_json::to_string(&split)?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_split_endpoint_round_trips() {
-        let text = endpoint(Path::new("/b.sock"), Path::new("/a.sock")).unwrap();
-        let split: Split = serde_json::from_str(text.strip_prefix(SPLIT).unwrap()).unwrap();
-        assert_eq!(split.send, Path::new("/b.sock"));
-        assert_eq!(split.recv, Path::new("/a.sock"));
-    }
 }

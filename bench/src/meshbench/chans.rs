@@ -2,32 +2,26 @@
 //! (`chanbench`, a pipelining SDK sender and a receiver prefetching 1024), each run inside a
 //! host's namespace on that host's daemon, against a channel owned by the same or another host.
 //!
-//! The roles are this binary's hidden `role` subcommand. The harness gives them a placed
-//! endpoint (`netns:{json}` naming a namespace and socket for the sender and for the receiver);
-//! a role given one re-executes itself in its namespace through `ip netns exec` with the plain
-//! socket (same pid), and from there is exactly `bench-channels`' role.
+//! The roles are this binary's hidden `role` subcommand, started through the cluster's
+//! launcher for their host (`netns-cluster.sh exec`), so each runs in its host's namespace and
+//! connects to its host's daemon; from there it is exactly `bench-channels`' role.
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
-use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use circuit_sdk::Client;
-use serde::{Deserialize, Serialize};
+use circuit_testkit::NetnsCluster;
 use tokio::time::Instant;
 
-use super::cluster::Cluster;
 use super::RunArgs;
-use crate::chanbench::driver::{self, Trial};
-use crate::chanbench::role::{self, Kind, RoleArgs};
+use crate::chanbench::driver;
+use crate::chanbench::trial::{Side, Trial};
 use crate::chanbench::System;
 use crate::procfs;
 
-/// How a placed endpoint starts.
-const PLACED: &str = "netns:";
+/// Target: cross-node throughput as a share of same-node.
+pub const TARGET_CROSS_RATIO: f64 = 0.5;
 /// Once the sender is done, how long the receiver may make no progress before what is
 /// missing counts as lost.
 const STALL: Duration = Duration::from_secs(3);
@@ -74,84 +68,6 @@ impl Placement {
     }
 }
 
-/// One role's namespace and daemon socket.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Spot {
-    netns: String,
-    socket: PathBuf,
-}
-
-/// A placed endpoint: where the sender runs and where the receiver runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Placed {
-    send: Spot,
-    recv: Spot,
-}
-
-/// The hidden `role` subcommand: re-executes in its namespace if its endpoint is placed, else
-/// plays the channel benchmark's role.
-pub fn role_main(args: RoleArgs) -> ExitCode {
-    let Some(json) = args.endpoint.strip_prefix(PLACED) else {
-        return role::main(args);
-    };
-    let placed: Placed = match serde_json::from_str(json) {
-        Ok(placed) => placed,
-        Err(e) => {
-            eprintln!("bench-mesh role: bad placed endpoint: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let spot = match args.kind {
-        Kind::Send | Kind::Ping => placed.send,
-        Kind::Recv | Kind::Echo => placed.recv,
-    };
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("bench-mesh role: cannot find this binary: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let argv = with_endpoint(
-        std::env::args_os().skip(1).collect(),
-        spot.socket.as_os_str(),
-    );
-    // `exec` replaces this process (the harness keeps its pid); it returns only on failure.
-    let err = std::process::Command::new("ip")
-        .args(["netns", "exec", &spot.netns])
-        .arg(exe)
-        .args(argv)
-        .env("CIRCUIT_SOCKET", &spot.socket)
-        .exec();
-    eprintln!(
-        "bench-mesh role: cannot run ip netns exec {}: {err}",
-        spot.netns
-    );
-    ExitCode::FAILURE
-}
-
-/// `argv` with the value of `--endpoint` replaced.
-fn with_endpoint(argv: Vec<OsString>, endpoint: &OsStr) -> Vec<OsString> {
-    let mut out = Vec::with_capacity(argv.len());
-    let mut replace_next = false;
-    for arg in argv {
-        if replace_next {
-            out.push(endpoint.to_os_string());
-            replace_next = false;
-        } else if arg == "--endpoint" {
-            out.push(arg);
-            replace_next = true;
-        } else if arg.to_string_lossy().starts_with("--endpoint=") {
-            let mut joined = OsString::from("--endpoint=");
-            joined.push(endpoint);
-            out.push(joined);
-        } else {
-            out.push(arg);
-        }
-    }
-    out
-}
-
 /// One placement at one size, over the trials.
 #[derive(Debug, Clone, Default)]
 pub struct Cell {
@@ -180,8 +96,8 @@ pub struct ChanResult {
 
 /// Runs every placement at every size, `args.chan_trials` times, interleaved so that they
 /// share the machine's mood.
-pub async fn run(cluster: &Cluster, args: &RunArgs) -> anyhow::Result<ChanResult> {
-    let n = cluster.n();
+pub async fn run(cluster: &NetnsCluster, args: &RunArgs) -> anyhow::Result<ChanResult> {
+    let n = cluster.hosts().len();
     let exe = std::env::current_exe().context("cannot find this binary's path")?;
     let mut owners: BTreeMap<usize, Client> = BTreeMap::new();
     let mut result = ChanResult {
@@ -196,7 +112,7 @@ pub async fn run(cluster: &Cluster, args: &RunArgs) -> anyhow::Result<ChanResult
                 let client = match owners.get(&owner) {
                     Some(client) => client.clone(),
                     None => {
-                        let client = Client::connect_unix(cluster.socket(owner))
+                        let client = Client::connect_unix(&cluster.host(owner).socket)
                             .await
                             .with_context(|| format!("cannot connect to h{owner}'s daemon"))?;
                         owners.insert(owner, client.clone());
@@ -208,18 +124,15 @@ pub async fn run(cluster: &Cluster, args: &RunArgs) -> anyhow::Result<ChanResult
                     .chan_create(&name, args.chan_capacity)
                     .await
                     .with_context(|| format!("cannot create channel {name} on h{owner}"))?;
-                let spot = |i: usize| Spot {
-                    netns: cluster.netns(i),
-                    socket: cluster.socket(i),
-                };
-                let placed = Placed {
-                    send: spot(send),
-                    recv: spot(recv),
+                let side = |i: usize| Side {
+                    endpoint: cluster.host(i).socket.display().to_string(),
+                    launcher: cluster.launcher(i),
                 };
                 let spec = Trial {
                     exe: exe.clone(),
                     system: System::Circuit,
-                    endpoint: format!("{PLACED}{}", serde_json::to_string(&placed)?),
+                    sender: side(send),
+                    receiver: side(recv),
                     name: name.clone(),
                     size,
                     threads: 1,
@@ -276,33 +189,17 @@ pub async fn run(cluster: &Cluster, args: &RunArgs) -> anyhow::Result<ChanResult
 }
 
 /// CPU time so far of the daemons on `hosts`.
-fn daemons_cpu(cluster: &Cluster, hosts: &[usize]) -> Duration {
+fn daemons_cpu(cluster: &NetnsCluster, hosts: &[usize]) -> Duration {
     hosts
         .iter()
         .filter_map(|&i| cluster.daemon_pid(i))
-        .filter_map(|pid| procfs::cpu_time(pid as u32).ok())
+        .filter_map(|pid| procfs::cpu_time(pid.unsigned_abs()).ok())
         .sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_endpoint_is_replaced_in_either_form() {
-        let argv = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
-        assert_eq!(
-            with_endpoint(
-                argv(&["role", "--endpoint", "netns:{}", "--size", "16"]),
-                OsStr::new("/s")
-            ),
-            argv(&["role", "--endpoint", "/s", "--size", "16"])
-        );
-        assert_eq!(
-            with_endpoint(argv(&["role", "--endpoint=netns:{}"]), OsStr::new("/s")),
-            argv(&["role", "--endpoint=/s"])
-        );
-    }
 
     #[test]
     fn placements_name_distinct_hosts() {

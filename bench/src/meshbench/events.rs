@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use circuit_sdk::proto::{EventKind, MeshEvent};
+use circuit_testkit::NetnsCluster;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::Child;
+use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
-
-use super::cluster::Cluster;
 
 /// One event and the host whose daemon reported it.
 #[derive(Debug, Clone)]
@@ -24,37 +23,31 @@ pub struct Seen {
 }
 
 /// A `circuit events` per host, killed by pid when stopped or dropped.
-pub struct Watchers<'a> {
-    cluster: &'a Cluster,
+#[derive(Default)]
+pub struct Watchers {
     procs: HashMap<usize, Child>,
     log: Arc<Mutex<Vec<Seen>>>,
     readers: JoinSet<()>,
 }
 
-impl<'a> Watchers<'a> {
+impl Watchers {
     /// None running yet.
-    pub fn new(cluster: &'a Cluster) -> Self {
-        Self {
-            cluster,
-            procs: HashMap::new(),
-            log: Arc::default(),
-            readers: JoinSet::new(),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Starts `circuit --json events` in host `i`'s namespace, on its daemon, replacing one
-    /// that ran before (whose daemon died).
-    pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
+    /// Starts `circuit --json events` in host `i`'s namespace of `cluster`, on its daemon,
+    /// replacing one that ran before (whose daemon died).
+    pub fn start(&mut self, cluster: &NetnsCluster, i: usize) -> anyhow::Result<()> {
         self.stop(i);
-        let mut child = self
-            .cluster
-            .exec(i, self.cluster.tools().cli(), ["--json", "events"])
-            .stdout(Stdio::piped())
-            // It says `error: …` when its daemon is killed; that is expected.
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start `circuit events` on h{i}"))?;
+        let mut child =
+            Command::from(cluster.exec_command(i, cluster.cli_path(), &["--json", "events"]))
+                .stdout(Stdio::piped())
+                // It says `error: …` when its daemon is killed; that is expected.
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("cannot start `circuit events` on h{i}"))?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
         let log = self.log.clone();
         self.readers.spawn(async move {
@@ -90,7 +83,7 @@ impl<'a> Watchers<'a> {
     }
 }
 
-impl Drop for Watchers<'_> {
+impl Drop for Watchers {
     fn drop(&mut self) {
         for (_, mut child) in self.procs.drain() {
             let _ = child.start_kill();

@@ -8,13 +8,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use circuit_sdk::proto::EventKind;
+use circuit_testkit::NetnsCluster;
 use tokio::time::Instant;
 
-use super::cluster::Cluster;
 use super::events::Watchers;
-use super::tables::TARGET_DEAD_P99_MS;
 use super::views::{Expect, Views};
 use super::{now_ms, RunArgs};
+
+/// Target: dead on every live daemon, p99, at [`TARGET_DEAD_AT`] daemons.
+pub const TARGET_DEAD_P99_MS: u64 = 5_000;
+/// The cluster size the failure-detection target is stated at.
+pub const TARGET_DEAD_AT: usize = 20;
 
 /// How often the event log is looked at while waiting for the dead events.
 const LOOK_EVERY: Duration = Duration::from_millis(10);
@@ -46,12 +50,12 @@ pub struct KillResult {
 /// Runs `args.trials` kills on `cluster`, converged, with a watcher on every host. Victims
 /// rotate over h2..hN (h1 is the seed the others join through on restart).
 pub async fn run(
-    cluster: &Cluster,
+    cluster: &mut NetnsCluster,
     views: &mut Views,
-    watch: &mut Watchers<'_>,
+    watch: &mut Watchers,
     args: &RunArgs,
 ) -> anyhow::Result<KillResult> {
-    let n = cluster.n();
+    let n = cluster.hosts().len();
     let mut result = KillResult {
         n,
         first_suspect: Vec::new(),
@@ -68,7 +72,7 @@ pub async fn run(
     let mut killed: BTreeSet<(String, u64)> = BTreeSet::new();
     for trial in 1..=args.trials {
         let victim = 2 + (trial - 1) % (n - 1);
-        let name = cluster.name(victim);
+        let name = cluster.host(victim).name.clone();
         views.ask(victim).await?;
         let generation = views
             .own(victim)
@@ -77,7 +81,7 @@ pub async fn run(
         killed.insert((name.clone(), generation));
 
         let kill_ms = now_ms();
-        cluster.kill(victim).await?;
+        cluster.try_kill(victim)?;
         watch.stop(victim);
         let live: Vec<usize> = (1..=n).filter(|&i| i != victim).collect();
         let deadline = Instant::now() + args.deadline;
@@ -147,8 +151,8 @@ pub async fn run(
             }
         }
 
-        cluster.start(victim).await?;
-        watch.start(victim)?;
+        tokio::task::block_in_place(|| cluster.try_start(victim))?;
+        watch.start(cluster, victim)?;
         views.ask(victim).await?;
         let started = views
             .own(victim)

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use circuit_testkit::NetnsCluster;
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use super::cluster::Cluster;
 use super::events::{Counts, Watchers};
 use super::{now_ms, RunArgs};
 
@@ -50,11 +50,11 @@ struct Counters {
 
 /// Lets the cluster settle, then counts its traffic over `args.idle`.
 pub async fn run(
-    cluster: &Cluster,
-    watch: &Watchers<'_>,
+    cluster: &NetnsCluster,
+    watch: &Watchers,
     args: &RunArgs,
 ) -> anyhow::Result<IdleResult> {
-    let n = cluster.n();
+    let n = cluster.hosts().len();
     eprintln!(
         "idle {n} daemons: settling {:?}, then counting for {:?}",
         args.settle, args.idle
@@ -91,24 +91,23 @@ pub async fn run(
     Ok(result)
 }
 
-async fn read_all(cluster: &Cluster) -> anyhow::Result<Vec<Counters>> {
+async fn read_all(cluster: &NetnsCluster) -> anyhow::Result<Vec<Counters>> {
     let mut out = Vec::new();
-    for i in 1..=cluster.n() {
+    for i in 1..=cluster.hosts().len() {
         out.push(read(cluster, i).await?);
     }
     Ok(out)
 }
 
-async fn read(cluster: &Cluster, i: usize) -> anyhow::Result<Counters> {
-    let netns = cluster.netns(i);
-    let out = Command::new("ip")
-        .args(["-s", "-j", "-n", &netns, "link", "show", "dev", "eth0"])
+async fn read(cluster: &NetnsCluster, i: usize) -> anyhow::Result<Counters> {
+    let link = ["-s", "-j", "link", "show", "dev", "eth0"];
+    let out = Command::from(cluster.exec_command(i, "ip", &link))
         .output()
         .await
         .context("cannot run ip")?;
     if !out.status.success() {
         bail!(
-            "ip -n {netns} link show failed: {}",
+            "ip link show in h{i} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -118,14 +117,13 @@ async fn read(cluster: &Cluster, i: usize) -> anyhow::Result<Counters> {
     let pid = cluster
         .daemon_pid(i)
         .with_context(|| format!("h{i}'s daemon is not running"))?;
-    let ss = Command::new("ip")
-        .args(["netns", "exec", &netns, "ss", "-tinH"])
+    let ss = Command::from(cluster.exec_command(i, "ss", &["-tinH"]))
         .output()
         .await
         .context("cannot run ss")?;
     if !ss.status.success() {
         bail!(
-            "ss in {netns} failed: {}",
+            "ss in h{i} failed: {}",
             String::from_utf8_lossy(&ss.stderr).trim()
         );
     }

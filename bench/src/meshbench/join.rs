@@ -5,11 +5,13 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use circuit_testkit::{NetnsCluster, UpOptions};
 
-use super::cluster::{Cluster, Tools};
-use super::tables::TARGET_JOIN_P50_MS;
 use super::views::{Expect, Views};
 use super::RunArgs;
+
+/// Target: join convergence, p50.
+pub const TARGET_JOIN_P50_MS: u64 = 1_000;
 
 /// Join convergence at one cluster size.
 #[derive(Debug, Clone)]
@@ -28,8 +30,12 @@ pub struct JoinResult {
     pub kept: Vec<PathBuf>,
 }
 
-/// Runs `args.trials` trials of `n` daemons on cluster ID `id`.
-pub async fn run(tools: &Tools, id: u32, n: usize, args: &RunArgs) -> anyhow::Result<JoinResult> {
+/// Runs `args.trials` trials of `n` daemons, each cluster brought up as `options` say.
+pub async fn run(
+    options: &UpOptions<'static>,
+    n: usize,
+    args: &RunArgs,
+) -> anyhow::Result<JoinResult> {
     let mut result = JoinResult {
         n,
         from_last: Vec::new(),
@@ -39,12 +45,14 @@ pub async fn run(tools: &Tools, id: u32, n: usize, args: &RunArgs) -> anyhow::Re
         kept: Vec::new(),
     };
     for trial in 1..=args.trials {
-        let (cluster, up) = Cluster::launch(tools, id, n)?;
-        let mut views = Views::new(&cluster);
+        let forming = NetnsCluster::launch(n, options)?;
+        let mut views = Views::new((1..=n).map(|i| forming.socket(i)).collect());
         let converged = views
             .wait_converged(&Expect::any(n), args.poll, args.deadline)
             .await;
-        cluster.finish_up(up).await?;
+        let cluster = tokio::task::spawn_blocking(move || forming.finish())
+            .await
+            .context("the cluster task failed")??;
         let converged = match converged {
             Ok(c) => c,
             Err(e) => {

@@ -2,15 +2,16 @@
 //! `scripts/netns-cluster.sh` — join convergence, failure detection after `kill -9`, idle gossip
 //! traffic, channel throughput across nodes, and a soak under full CPU load.
 //!
+//! The clusters are the test kit's ([`NetnsCluster`]); this module brings them up the same way
+//! for every phase ([`up_options`], [`up`]).
+//!
 //! # Layout
-//! - [`cluster`]: the script driven from Rust; a cluster taken down on drop; the machine lock.
 //! - [`views`]: every daemon's `nodes` polled until each lists the whole mesh with metadata.
 //! - [`events`]: `circuit events --json` running in every namespace, collected in one log.
 //! - [`join`], [`failure`], [`idle`], [`chans`], [`soak`]: one measurement each.
 //! - [`tables`]: percentiles and the Markdown tables; [`machine`]: date, machine and commit.
 
 pub mod chans;
-pub mod cluster;
 pub mod events;
 pub mod failure;
 pub mod idle;
@@ -21,11 +22,13 @@ pub mod tables;
 pub mod views;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
+use circuit_testkit::netns::free_id;
+use circuit_testkit::{MachineLock, NetnsCluster, UpOptions};
 
-use cluster::{Cluster, MachineLock, Tools};
 use tables::Report;
 
 /// A part of the benchmark, to run only some (`--phases`).
@@ -94,7 +97,8 @@ pub struct RunArgs {
     /// Where the daemon logs of trials that missed a target are copied.
     #[arg(long, default_value = "/tmp/bench-mesh-logs")]
     pub logs: PathBuf,
-    /// Cluster ID for the script (namespaces `c<ID>-h<i>`) [default: a free one].
+    /// Cluster ID for the script (namespaces `c<ID>-h<i>`), the same for every cluster of the
+    /// run [default: a free one].
     #[arg(long)]
     pub id: Option<u32>,
     /// `scripts/netns-cluster.sh` [default: the one in this repository].
@@ -163,21 +167,30 @@ async fn bench(args: &RunArgs) -> anyhow::Result<()> {
         logs: args.logs.join(format!("run-{}", now_ms() / 1000)),
         ..args.clone()
     };
-    let tools = Tools::find(args)?;
     let id = match args.id {
         Some(id) => id,
-        None => tools.free_id()?,
+        None => free_id().context(
+            "every cluster ID is in use (`scripts/netns-cluster.sh down --all` clears leftovers)",
+        )?,
+    };
+    let args = &RunArgs {
+        id: Some(id),
+        ..args.clone()
+    };
+    let bin_dir = match &args.bin {
+        Some(dir) => dir.clone(),
+        None => circuit_testkit::bin_dir()?,
     };
     let began = std::time::Instant::now();
-    let mut report = Report::new(args, &tools);
+    let mut report = Report::new(args, &bin_dir);
     eprintln!("bench-mesh: cluster ID {id}; tables on stdout when done");
     let mut phases = args.phases.clone();
     phases.sort();
     phases.dedup();
     for &n in &args.sizes {
         if phases.contains(&Phase::Join) {
-            let _lock = MachineLock::acquire().await?;
-            report.join.push(join::run(&tools, id, n, args).await?);
+            let options = up_options(args, &machine_lock().await?);
+            report.join.push(join::run(&options, n, args).await?);
         }
         let rest: Vec<Phase> = phases
             .iter()
@@ -189,17 +202,17 @@ async fn bench(args: &RunArgs) -> anyhow::Result<()> {
         }
         // One cluster for the other phases, in an order that keeps each clean: idle before
         // anything changed metadata, channels before kills left dead identities behind.
-        let _lock = MachineLock::acquire().await?;
+        let options = up_options(args, &machine_lock().await?);
         eprintln!("== {n} daemons: up");
-        let cluster = Cluster::up(&tools, id, n).await?;
-        let mut views = views::Views::new(&cluster);
+        let mut cluster = up(n, options).await?;
+        let mut views = views::Views::of(&cluster);
         views
             .wait_converged(&views::Expect::any(n), args.poll, args.deadline)
             .await
             .context("the cluster did not converge")?;
-        let mut watch = events::Watchers::new(&cluster);
+        let mut watch = events::Watchers::new();
         for i in 1..=n {
-            watch.start(i)?;
+            watch.start(&cluster, i)?;
         }
         if rest.contains(&Phase::Idle) {
             report.idle.push(idle::run(&cluster, &watch, args).await?);
@@ -210,18 +223,45 @@ async fn bench(args: &RunArgs) -> anyhow::Result<()> {
         if rest.contains(&Phase::Kill) {
             report
                 .kill
-                .push(failure::run(&cluster, &mut views, &mut watch, args).await?);
+                .push(failure::run(&mut cluster, &mut views, &mut watch, args).await?);
         }
         drop(watch);
         drop(cluster);
     }
     if args.soak > 0.0 {
-        let _lock = MachineLock::acquire().await?;
-        report.soak = Some(soak::run(&tools, id, args).await?);
+        let options = up_options(args, &machine_lock().await?);
+        report.soak = Some(soak::run(options, args).await?);
     }
     report.took = began.elapsed();
     print!("{}", report.markdown());
     Ok(())
+}
+
+/// How this run brings up its clusters: its ID, binaries and script, under `lock`.
+pub fn up_options(args: &RunArgs, lock: &Arc<MachineLock>) -> UpOptions<'static> {
+    UpOptions {
+        id: args.id,
+        bin_dir: args.bin.clone(),
+        script: args.netns_script.clone(),
+        lock: Some(lock.clone()),
+        ..UpOptions::default()
+    }
+}
+
+/// Waits (off the runtime's threads) until no other cluster is up on this machine.
+async fn machine_lock() -> anyhow::Result<Arc<MachineLock>> {
+    let lock = tokio::task::spawn_blocking(MachineLock::acquire)
+        .await
+        .context("the lock task failed")??;
+    Ok(Arc::new(lock))
+}
+
+/// Brings up `n` hosts (off the runtime's threads) and waits until every daemon answers.
+pub async fn up(n: usize, options: UpOptions<'static>) -> anyhow::Result<NetnsCluster> {
+    let cluster = tokio::task::spawn_blocking(move || NetnsCluster::try_up(n, &options))
+        .await
+        .context("the cluster task failed")??;
+    Ok(cluster)
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the clock of the daemons' event timestamps

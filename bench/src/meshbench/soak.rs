@@ -6,14 +6,15 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use circuit_testkit::UpOptions;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tokio::process::Command;
 use tokio::time::Instant;
 
-use super::cluster::{Cluster, Tools};
 use super::events::{Counts, Watchers};
 use super::views::{Expect, Views};
-use super::{now_ms, RunArgs};
+use super::{now_ms, up, RunArgs};
 
 /// How often the soak prints its counts so far.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
@@ -39,23 +40,23 @@ pub struct SoakResult {
     pub converged_after: bool,
 }
 
-/// Brings up `args.soak_nodes` daemons, loads every CPU and counts events for `args.soak`
-/// minutes.
-pub async fn run(tools: &Tools, id: u32, args: &RunArgs) -> anyhow::Result<SoakResult> {
+/// Brings up `args.soak_nodes` daemons as `options` say, loads every CPU and counts events for
+/// `args.soak` minutes.
+pub async fn run(options: UpOptions<'static>, args: &RunArgs) -> anyhow::Result<SoakResult> {
     let n = args.soak_nodes;
     eprintln!(
         "== soak: {n} daemons under full CPU load for {} min",
         args.soak
     );
-    let cluster = Cluster::up(tools, id, n).await?;
-    let mut views = Views::new(&cluster);
+    let cluster = up(n, options).await?;
+    let mut views = Views::of(&cluster);
     views
         .wait_converged(&Expect::any(n), args.poll, args.deadline)
         .await
         .context("the soak's cluster did not converge")?;
-    let mut watch = Watchers::new(&cluster);
+    let mut watch = Watchers::new();
     for i in 1..=n {
-        watch.start(i)?;
+        watch.start(&cluster, i)?;
     }
     tokio::time::sleep(args.settle).await;
 
@@ -65,18 +66,14 @@ pub async fn run(tools: &Tools, id: u32, args: &RunArgs) -> anyhow::Result<SoakR
     let length = Duration::from_secs_f64(args.soak * 60.0);
     // In h1's namespace (it makes no traffic) so that `down` kills it with the rest should
     // this process die; --timeout is a second backstop.
-    let mut stress = cluster
-        .exec(
-            1,
-            "stress-ng",
-            [
-                "--cpu".to_string(),
-                workers.to_string(),
-                "--timeout".to_string(),
-                format!("{}s", length.as_secs() + 60),
-                "--quiet".to_string(),
-            ],
-        )
+    let stress_args = [
+        "--cpu".to_string(),
+        workers.to_string(),
+        "--timeout".to_string(),
+        format!("{}s", length.as_secs() + 60),
+        "--quiet".to_string(),
+    ];
+    let mut stress = Command::from(cluster.exec_command(1, "stress-ng", &stress_args))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

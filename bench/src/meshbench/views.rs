@@ -12,7 +12,8 @@ use circuit_sdk::Client;
 use futures::future::join_all;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::cluster::Cluster;
+use circuit_testkit::NetnsCluster;
+
 use super::now_ms;
 
 /// Longest a connect plus one `nodes` call may take before the round counts it as no answer.
@@ -106,10 +107,15 @@ pub struct Views {
 
 impl Views {
     /// No connections yet, to the daemons of `cluster`.
-    pub fn new(cluster: &Cluster) -> Self {
-        let n = cluster.n();
+    pub fn of(cluster: &NetnsCluster) -> Self {
+        Self::new(cluster.hosts().iter().map(|h| h.socket.clone()).collect())
+    }
+
+    /// No connections yet, to the daemons at `sockets` (h1 first).
+    pub fn new(sockets: Vec<PathBuf>) -> Self {
+        let n = sockets.len();
         Self {
-            sockets: (1..=n).map(|i| cluster.socket(i)).collect(),
+            sockets,
             clients: vec![None; n],
             last: vec![None; n],
         }

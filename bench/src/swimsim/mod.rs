@@ -350,23 +350,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 
 fn print(args: &RunArgs, cells: &[Cell], threads: usize, wall: Duration) {
     println!("## {}\n", args.header());
-    println!(
-        "Join trials: a cold cluster; member 0 starts first, then every member starts at \
-         evenly spaced times over {} and announces to member 0 (again after {}, doubling up to \
-         {}, until it hears from the cluster); timed from the last start, for at most {}. Every \
-         member runs foca as the daemon's driver does: starting from swim_config(1), re-tuned \
-         with swim_config(view size) whenever size_bucket changes, and its metadata (an idle \
-         daemon's) queued as a custom broadcast at start. The daemon's TCP push-pull (node \
-         metadata, not foca's views) is not simulated. Steady trials: \
-         every member of a cluster starts already knowing all the others and runs {} with no \
-         failure (the suspicion and load rows: one sample per cluster); then random members \
-         are killed one at a time, each once the previous one is down everywhere and the news \
-         has finished spreading (the kill rows: one sample per kill, limit 60 s). \"never\": \
-         not within the limit (counted as +∞ in the percentiles). p99 is nearest-rank: below \
-         100 samples it is the largest value.\n",
+    let caption = format!(
+        "Joins: members start over {}, timed from the last start for at most {}; steady: \
+         {} of quiet run, then kills one at a time (limit 60 s); \"never\": not within the \
+         limit (+∞ in the percentiles).",
         humantime::format_duration(args.join_window),
-        humantime::format_duration(cluster::JOIN_BACKOFF),
-        humantime::format_duration(cluster::JOIN_BACKOFF_MAX),
         humantime::format_duration(args.join_limit),
         humantime::format_duration(args.quiet),
     );
@@ -374,12 +362,11 @@ fn print(args: &RunArgs, cells: &[Cell], threads: usize, wall: Duration) {
     losses.dedup();
     for loss in losses {
         let at: Vec<&Cell> = cells.iter().filter(|c| c.loss == loss).collect();
-        println!("### Simulated, packet loss {} %\n", loss * 100.0);
-        println!("{}", table::markdown(&at));
+        let title = format!("Simulated, packet loss {} %", loss * 100.0);
+        print!("{}", table::results(&title, &caption, &at));
     }
-    println!("### Simulated, against the targets\n");
     let all: Vec<&Cell> = cells.iter().collect();
-    println!("{}", table::verdicts(&all, args.quiet));
+    let mut verdicts = table::verdicts(&all, args.quiet);
     let errors: u64 = cells
         .iter()
         .map(|c| {
@@ -387,7 +374,7 @@ fn print(args: &RunArgs, cells: &[Cell], threads: usize, wall: Duration) {
                 + c.steady.iter().map(|o| o.errors).sum::<u64>()
         })
         .sum();
-    println!(
+    verdicts.note(format!(
         "Simulation cost: {:.0} s wall on {threads} threads; trial time per cell: {}. Errors \
          returned by foca: {errors}.",
         wall.as_secs_f64(),
@@ -396,7 +383,8 @@ fn print(args: &RunArgs, cells: &[Cell], threads: usize, wall: Duration) {
             .map(|c| format!("N={} {}% {:.0} s", c.n, c.loss * 100.0, c.cpu_secs))
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    ));
+    print!("{verdicts}");
 }
 
 fn opt(v: Option<f64>) -> String {

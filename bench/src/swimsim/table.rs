@@ -1,9 +1,9 @@
-//! The simulation's results as Markdown: p50 and p99 over trials per cluster size and loss
+//! The simulation's results as tables: p50 and p99 over trials per cluster size and loss
 //! rate, then each target with its verdict. Everything printed is labelled simulated.
 
 use std::fmt::Write as _;
 
-use crate::report::Samples;
+use crate::report::{Samples, Table};
 
 use super::cluster::Load;
 use super::scenario::{JoinOutcome, KillOutcome, SteadyOutcome};
@@ -161,37 +161,44 @@ impl Cell {
     }
 }
 
-/// The results for one loss rate: one block of rows per cluster size.
-pub fn markdown(cells: &[&Cell]) -> String {
-    let mut out = String::from(
-        "| N | samples | metric (simulated) | p50 | p99 | max | never |\n\
-         |---:|---:|---|---:|---:|---:|---:|\n",
-    );
+/// The results for one loss rate (`title`): one block of rows per cluster size.
+pub fn results(title: &str, caption: &str, cells: &[&Cell]) -> Table {
+    let mut table = Table::new(title)
+        .caption(caption)
+        .right("N")
+        .right("samples")
+        .left("metric (simulated)")
+        .right("p50")
+        .right("p99")
+        .right("max")
+        .right("never");
     for cell in cells {
         for row in cell.join_rows().into_iter().chain(cell.steady_rows()) {
             if row.trials == 0 {
                 continue;
             }
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                cell.n,
-                row.trials,
-                row.samples.metric,
+            table.row([
+                cell.n.to_string(),
+                row.trials.to_string(),
+                row.samples.metric.clone(),
                 row.fmt(row.p(50.0)),
                 row.fmt(row.p(99.0)),
                 row.fmt(row.samples.max()),
-                row.misses,
-            );
+                row.misses.to_string(),
+            ]);
         }
     }
-    out
+    table
 }
 
 /// Each target per cell, with the simulated value and a verdict.
-pub fn verdicts(cells: &[&Cell], quiet: std::time::Duration) -> String {
-    let mut out =
-        String::from("| loss | N | target | simulated | verdict |\n|---:|---:|---|---|---|\n");
+pub fn verdicts(cells: &[&Cell], quiet: std::time::Duration) -> Table {
+    let mut table = Table::new("Simulated, against the targets")
+        .right("loss")
+        .right("N")
+        .left("target")
+        .left("simulated")
+        .left("verdict");
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     for cell in cells {
         let loss = format!("{} %", cell.loss * 100.0);
@@ -199,41 +206,43 @@ pub fn verdicts(cells: &[&Cell], quiet: std::time::Duration) -> String {
             let join = &cell.join_rows()[2];
             let p50 = join.p(50.0);
             let ok = p50 <= TARGET_JOIN_P50_MS;
-            let _ = writeln!(
-                out,
-                "| {loss} | {} | join ≤ {TARGET_JOIN_P50_MS:.0} ms p50 | {} | {} |",
-                cell.n,
+            table.row([
+                loss.clone(),
+                cell.n.to_string(),
+                format!("join ≤ {TARGET_JOIN_P50_MS:.0} ms p50"),
                 with_misses(join, p50, "ms"),
-                verdict(ok),
-            );
+                verdict(ok).to_string(),
+            ]);
         }
         if !cell.steady.is_empty() {
             let down = &cell.steady_rows()[1];
             let p99 = down.p(99.0);
-            let _ = writeln!(
-                out,
-                "| {loss} | {} | down on all ≤ {TARGET_DOWN_ON_ALL_P99_MS:.0} ms p99 | {} | {} |",
-                cell.n,
+            table.row([
+                loss.clone(),
+                cell.n.to_string(),
+                format!("down on all ≤ {TARGET_DOWN_ON_ALL_P99_MS:.0} ms p99"),
                 with_misses(down, p99, "ms"),
-                verdict(p99 <= TARGET_DOWN_ON_ALL_P99_MS),
-            );
+                verdict(p99 <= TARGET_DOWN_ON_ALL_P99_MS).to_string(),
+            ]);
         }
         let susp: u64 = cell.join.iter().map(|o| o.false_suspicions).sum::<u64>()
             + cell.steady.iter().map(|o| o.false_suspicions).sum::<u64>();
         let downed: usize = cell.join.iter().map(|o| o.falsely_downed).sum::<usize>()
             + cell.steady.iter().map(|o| o.falsely_downed).sum::<usize>();
-        let _ = writeln!(
-            out,
-            "| {loss} | {} | zero false suspicions and downs | {susp} suspicions, {downed} \
-             downed; {} join trials + {} × {} of quiet run | {} |",
-            cell.n,
-            cell.join.len(),
-            cell.steady.len(),
-            humantime::format_duration(quiet),
-            verdict(susp == 0 && downed == 0),
-        );
+        table.row([
+            loss,
+            cell.n.to_string(),
+            "zero false suspicions and downs".to_string(),
+            format!(
+                "{susp} suspicions, {downed} downed; {} join trials + {} × {} of quiet run",
+                cell.join.len(),
+                cell.steady.len(),
+                humantime::format_duration(quiet)
+            ),
+            verdict(susp == 0 && downed == 0).to_string(),
+        ]);
     }
-    out
+    table
 }
 
 fn with_misses(row: &Row, value: f64, unit: &str) -> String {
