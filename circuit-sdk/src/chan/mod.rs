@@ -31,6 +31,7 @@
 
 mod codec;
 mod error;
+mod pending;
 mod receiver;
 mod recv_state;
 mod send_state;

@@ -6,7 +6,7 @@
 //! `sender.rs` is the async shell around it. No I/O, no locks, no clock. The unit tests are
 //! named after the rules of `docs/CHANNELS.md` they check.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 
@@ -151,7 +151,7 @@ pub(crate) struct SendState<W, K> {
     /// The channel's payload limit, told by the owner when the stream opens.
     max_payload: u64,
     next_seq: u64,
-    pending: BTreeMap<u64, Pending<W>>,
+    pending: super::pending::Pending<Pending<W>>,
     /// The channel was closed: sends fail at once.
     closed: bool,
     /// A failure of a value whose waiter was gone, reported by the next `flushed`.
@@ -182,7 +182,7 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
             },
             max_payload: 0,
             next_seq: 1,
-            pending: BTreeMap::new(),
+            pending: Default::default(),
             closed: false,
             unreported: None,
             released: false,
@@ -255,7 +255,7 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
         if !self.stream.reconnecting {
             write_value(&mut self.effects, &self.stream, seq, &pending);
         }
-        self.pending.insert(seq, pending);
+        self.pending.push(seq, pending);
         Submit::Sent(seq)
     }
 
@@ -267,7 +267,7 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
     /// Nobody waits for `seq` any more (its `send` was dropped): the owner is asked to
     /// withdraw it if it is still waiting to be accepted.
     pub fn abandon(&mut self, seq: u64) {
-        if let Some(p) = self.pending.get_mut(&seq) {
+        if let Some(p) = self.pending.get_mut(seq) {
             p.waiter = None;
             self.signal(SignalOp::CancelSend, seq);
         }
@@ -275,7 +275,7 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
 
     /// Asks the owner to withdraw `seq` (a timeout); its waiter learns the outcome.
     pub fn request_cancel(&mut self, seq: u64) {
-        if self.pending.contains_key(&seq) {
+        if self.pending.get(seq).is_some() {
             self.signal(SignalOp::CancelSend, seq);
         }
     }
@@ -283,7 +283,7 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
     /// Whether everything below `upto` is answered: `Some` with the first failure nobody
     /// was told of (taken), or the sender's failure; `None` while values are pending.
     pub fn flushed(&mut self, upto: u64) -> Option<Result<(), ChanError>> {
-        if self.pending.range(..upto).next().is_none() {
+        if !self.pending.any_below(upto) {
             return Some(self.unreported.take().map_or(Ok(()), Err));
         }
         self.stream.failed.clone().map(Err)
@@ -323,7 +323,9 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
                     self.closed = true;
                 }
                 let end = a.saturating_add(b);
-                while let Some(seq) = self.pending.range(a..end).next().map(|(s, _)| *s) {
+                let mut from = a;
+                while let Some(seq) = self.pending.next_in(from, end) {
+                    from = seq + 1;
                     let result = match op {
                         SignalOp::Accepted => Ok(()),
                         _ => Err(ChanError::Closed),
@@ -334,7 +336,7 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
             SignalOp::Full => self.resolve(a, Err(ChanError::Full)),
             SignalOp::Withdrawn => self.resolve(a, Err(ChanError::Timeout)),
             SignalOp::TooLarge => {
-                let size = self.pending.get(&a).map_or(0, |p| p.payload.len() as u64);
+                let size = self.pending.get(a).map_or(0, |p| p.payload.len() as u64);
                 self.resolve(a, Err(ChanError::TooLarge { size, max: b }));
             }
             other => {
@@ -365,8 +367,8 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
         if !self.stream.resumed(gen, id) {
             return false;
         }
-        for (seq, p) in &self.pending {
-            write_value(&mut self.effects, &self.stream, *seq, p);
+        for (seq, p) in self.pending.iter() {
+            write_value(&mut self.effects, &self.stream, seq, p);
         }
         true
     }
@@ -377,7 +379,8 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
         if !self.stream.fail(gen, error.clone()) {
             return;
         }
-        for (_, p) in std::mem::take(&mut self.pending) {
+        let pending: Vec<_> = self.pending.drain().collect();
+        for p in pending {
             self.settle(p, Err(error.clone()));
         }
     }
@@ -392,7 +395,7 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
 
     /// Settles value `seq`, if it is still pending.
     fn resolve(&mut self, seq: u64, result: Result<(), ChanError>) {
-        if let Some(p) = self.pending.remove(&seq) {
+        if let Some(p) = self.pending.remove(seq) {
             self.settle(p, result);
         }
     }
