@@ -2,8 +2,18 @@
 //! Each call takes an event from a stream and records what must be sent in `effects`; the actor
 //! (`actor.rs`) turns those into frames. No I/O and no clock here, so every rule of
 //! `docs/CHANNELS.md` is unit-tested without sockets.
+//!
+//! The same machine is what a replicated channel replicates (`broker::replica`): every event
+//! is a log entry applied in one order on every replica, and it serializes whole for a
+//! snapshot. The events only a replicated channel needs (a leader change, a receiver coming
+//! back with what it holds) are in `resume`.
 
-use std::collections::{BTreeSet, VecDeque};
+mod resume;
+mod seqs;
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -11,6 +21,7 @@ use bytes::Bytes;
 use circuit_sdk::proto::ErrorCode;
 
 use crate::stream::StreamKey;
+use seqs::SeqSet;
 
 /// Most credit one receive stream may hold: a client asking for more is broken.
 pub(crate) const MAX_CREDIT: u64 = 1 << 20;
@@ -56,85 +67,25 @@ pub(crate) enum Effect {
 
 /// A value in the channel. `origin` is set while it is not yet accepted (waiting to be
 /// buffered, or at capacity 0 on its way to a receiver): acceptance is reported to the sender.
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Value {
     id: u64,
     payload: Bytes,
     origin: Option<(u64, u64)>,
 }
 
-/// Seqs of one sender that were accepted: all below `below`, plus `above`. Senders number their
-/// values from 1, so in the common case (acceptance in order) `above` stays empty.
-#[derive(Debug)]
-struct SeqSet {
-    below: u64,
-    above: BTreeSet<u64>,
-    /// Settled seqs that were refused (full, withdrawn, too large, closed), not accepted: a
-    /// retry of one (its answer lost with a connection) is judged afresh.
-    refused: BTreeSet<u64>,
-}
-
-/// Most refused seqs remembered per sender.
-const MAX_REFUSED: usize = 4096;
-
-impl Default for SeqSet {
-    fn default() -> Self {
-        Self {
-            below: 1,
-            above: BTreeSet::new(),
-            refused: BTreeSet::new(),
-        }
-    }
-}
-
-impl SeqSet {
-    /// Whether `seq` was accepted.
-    fn contains(&self, seq: u64) -> bool {
-        (seq < self.below || self.above.contains(&seq))
-            && (self.refused.is_empty() || !self.refused.contains(&seq))
-    }
-
-    /// Records a refusal.
-    fn refuse(&mut self, seq: u64) {
-        self.insert(seq);
-        self.refused.insert(seq);
-        if self.refused.len() > MAX_REFUSED {
-            self.refused.pop_first();
-        }
-    }
-
-    /// Records an acceptance.
-    fn accept(&mut self, seq: u64) {
-        if !self.refused.is_empty() {
-            self.refused.remove(&seq);
-        }
-        self.insert(seq);
-    }
-
-    fn insert(&mut self, seq: u64) {
-        if seq < self.below {
-            return;
-        }
-        if seq == self.below {
-            self.below += 1;
-            while self.above.remove(&self.below) {
-                self.below += 1;
-            }
-        } else {
-            self.above.insert(seq);
-        }
-    }
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Recv {
+    /// The receiver's own id, when it has one (receivers of a replicated channel): what it
+    /// holds is kept for it across a leader change (`resume`).
+    id: Option<u64>,
     /// Values this receiver may still be given.
     credit: u64,
     /// Delivered, not yet acknowledged, oldest first.
     in_flight: VecDeque<Value>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SendStream {
     sender: u64,
     /// Seqs announced by `TrySend` whose value has not arrived yet.
@@ -142,7 +93,7 @@ struct SendStream {
 }
 
 /// Values and bytes a sender has waiting, to bound what one client can park in the daemon.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 struct Parked {
     count: u64,
     bytes: u64,
@@ -162,7 +113,7 @@ pub(crate) struct Counts {
 }
 
 /// One channel.
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ChanState {
     cap: u64,
     max_payload: u64,
@@ -186,11 +137,15 @@ pub(crate) struct ChanState {
     /// Sender ids with no stream, and when they lost it: their dedup state is kept for a while
     /// so a reconnecting sender finds it.
     orphans: VecDeque<(u64, u64)>,
+    /// Values in flight to receivers whose stream went with a leader, by receiver id: kept for
+    /// them until they come back (`resume`) or are given up on.
+    detached: HashMap<u64, VecDeque<Value>>,
     in_flight: u64,
     next_id: u64,
     sent: u64,
     received: u64,
     /// What to send, in order.
+    #[serde(skip)]
     pub effects: Vec<Effect>,
 }
 
@@ -214,6 +169,7 @@ impl ChanState {
             outstanding: HashSet::default(),
             parked: HashMap::default(),
             orphans: VecDeque::new(),
+            detached: HashMap::default(),
             in_flight: 0,
             next_id: 1,
             sent: 0,
