@@ -4,13 +4,12 @@
 //! waits on a client: its output queues are bounded by the credit and send windows the
 //! clients hold.
 
-use rustc_hash::FxHashMap as HashMap;
-
-use circuit_sdk::proto::{ChanInfo, ChanOpened, ErrorCode, Frame, Item, SignalOp};
+use circuit_sdk::proto::{ChanInfo, ChanOpened, ErrorCode, Item, SignalOp};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::state::{ChanState, Effect};
+use super::output::Outputs;
+use super::state::ChanState;
 use crate::clock::now_ms;
 use crate::stream::{StreamKey, StreamMsg, StreamOut};
 
@@ -44,9 +43,7 @@ pub(crate) struct Meta {
 pub(crate) struct Actor {
     meta: Meta,
     state: ChanState,
-    streams: HashMap<StreamKey, StreamOut>,
-    /// Frames produced this turn, per stream; sent as one batch when the turn ends.
-    outgoing: HashMap<StreamKey, Vec<Frame>>,
+    outputs: Outputs,
     removed: bool,
 }
 
@@ -56,8 +53,7 @@ impl Actor {
         Self {
             meta,
             state,
-            streams: HashMap::default(),
-            outgoing: HashMap::default(),
+            outputs: Outputs::default(),
             removed: false,
         }
     }
@@ -118,12 +114,12 @@ impl Actor {
                 out,
             } => {
                 self.opened(&out);
-                self.streams.insert(stream, out);
+                self.outputs.insert(stream, out);
                 self.state.open_send(stream, sender, now_ms());
             }
             StreamMsg::OpenRecv { stream, out } => {
                 self.opened(&out);
-                self.streams.insert(stream, out);
+                self.outputs.insert(stream, out);
                 self.state.open_recv(stream);
             }
             StreamMsg::Values { stream, values } => {
@@ -147,7 +143,7 @@ impl Actor {
             },
             StreamMsg::Gone { stream, cancelled } => {
                 self.state.stream_gone(stream, now_ms());
-                if let Some(out) = self.streams.remove(&stream) {
+                if let Some(out) = self.outputs.remove(stream) {
                     if cancelled {
                         out.fail(ErrorCode::Cancelled, "stream closed by the client".into());
                     } else {
@@ -168,100 +164,20 @@ impl Actor {
 
     /// Ends a stream with an error and forgets it.
     fn fail(&mut self, stream: StreamKey, code: ErrorCode, message: String) {
-        self.send_outgoing(stream);
-        if let Some(out) = self.streams.remove(&stream) {
-            out.fail(code, message);
-        }
+        self.outputs.fail(stream, code, message);
         self.state.stream_gone(stream, now_ms());
     }
 
-    /// Sends what the state machine produced; runs of acceptances become one range signal.
+    /// Sends what the state machine produced; a stream that broke the rules is ended and
+    /// forgotten (which may produce more).
     fn flush(&mut self) {
         while !self.state.effects.is_empty() {
             let effects = std::mem::take(&mut self.state.effects);
-            let mut run: Option<(StreamKey, SignalOp, u64, u64)> = None;
-            for effect in effects {
-                let (stream, op, seq) = match effect {
-                    Effect::Accepted { stream, seq } => (stream, SignalOp::Accepted, seq),
-                    Effect::Closed { stream, seq } => (stream, SignalOp::Closed, seq),
-                    other => {
-                        self.emit_run(run.take());
-                        self.emit(other);
-                        continue;
-                    }
-                };
-                match &mut run {
-                    Some((s, o, start, n)) if *s == stream && *o == op && *start + *n == seq => {
-                        *n += 1;
-                    }
-                    _ => {
-                        self.emit_run(run.take());
-                        run = Some((stream, op, seq, 1));
-                    }
-                }
-            }
-            self.emit_run(run);
-        }
-        for (stream, frames) in self.outgoing.drain() {
-            if let Some(out) = self.streams.get(&stream) {
-                out.frames(frames);
+            for stream in self.outputs.effects(effects) {
+                self.state.stream_gone(stream, now_ms());
             }
         }
-    }
-
-    /// Hands a stream's frames of this turn to its connection before it is ended.
-    fn send_outgoing(&mut self, stream: StreamKey) {
-        if let Some(frames) = self.outgoing.remove(&stream) {
-            if let Some(out) = self.streams.get(&stream) {
-                out.frames(frames);
-            }
-        }
-    }
-
-    fn push_frame(&mut self, stream: StreamKey, frame: Frame) {
-        self.outgoing.entry(stream).or_default().push(frame);
-    }
-
-    fn emit_run(&mut self, run: Option<(StreamKey, SignalOp, u64, u64)>) {
-        if let Some((stream, op, a, b)) = run {
-            self.signal(stream, op, a, b);
-        }
-    }
-
-    fn signal(&mut self, stream: StreamKey, op: SignalOp, a: u64, b: u64) {
-        if let Some(out) = self.streams.get(&stream) {
-            let frame = out.signal(op, a, b);
-            self.push_frame(stream, frame);
-        }
-    }
-
-    fn emit(&mut self, effect: Effect) {
-        match effect {
-            Effect::Accepted { stream, seq } => self.signal(stream, SignalOp::Accepted, seq, 1),
-            Effect::Closed { stream, seq } => self.signal(stream, SignalOp::Closed, seq, 1),
-            Effect::Full { stream, seq } => self.signal(stream, SignalOp::Full, seq, 0),
-            Effect::Withdrawn { stream, seq } => self.signal(stream, SignalOp::Withdrawn, seq, 0),
-            Effect::TooLarge { stream, seq, max } => {
-                self.signal(stream, SignalOp::TooLarge, seq, max)
-            }
-            Effect::Empty { stream } => self.signal(stream, SignalOp::Empty, 0, 0),
-            Effect::Drained { stream } => self.signal(stream, SignalOp::Drained, 0, 0),
-            Effect::Deliver {
-                stream,
-                id,
-                payload,
-            } => {
-                if let Some(out) = self.streams.get(&stream) {
-                    let frame = out.data(id, payload);
-                    self.push_frame(stream, frame);
-                }
-            }
-            Effect::Fail {
-                stream,
-                code,
-                message,
-            } => self.fail(stream, code, message),
-        }
+        self.outputs.flush();
     }
 
     fn info(&self) -> ChanInfo {

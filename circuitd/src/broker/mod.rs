@@ -6,6 +6,7 @@
 //! served by a relay to the owner (`peer::relay`) under the same contract (`crate::stream`).
 
 pub(crate) mod actor;
+mod output;
 pub(crate) mod state;
 mod store;
 
