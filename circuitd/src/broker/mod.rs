@@ -7,6 +7,7 @@
 
 pub(crate) mod actor;
 mod output;
+pub(crate) mod replica;
 pub(crate) mod state;
 mod store;
 
