@@ -40,8 +40,15 @@ pub(crate) enum StreamMsg {
         sender: u64,
         out: StreamOut,
     },
-    /// A receive stream opened.
-    OpenRecv { stream: StreamKey, out: StreamOut },
+    /// A receive stream opened; `receiver` identifies the receiver across reconnects, and one
+    /// coming back to a replicated channel names what it holds and acknowledged (value ids).
+    OpenRecv {
+        stream: StreamKey,
+        out: StreamOut,
+        receiver: Option<u64>,
+        held: Vec<u64>,
+        acked: Vec<u64>,
+    },
     /// Values from a send stream, in order: (seq, payload), as many as the connection read in
     /// one go (up to 256).
     Values {

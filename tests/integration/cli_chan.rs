@@ -615,6 +615,11 @@ fn recv_into_head_takes_only_the_value_head_read() {
         let took = started.elapsed();
         assert_eq!(ok(&out, &script), want_out);
         assert!(took < Duration::from_secs(1), "{script} took {took:?}");
+        // recv has exited; the daemon sees its connection end a moment later (the one value
+        // it held unwritten, if any, goes back then).
+        wait_until(Duration::from_secs(5), "recv's stream to end", || {
+            stat(&d, "q")["receivers"] == 0
+        });
         let s = stat(&d, "q");
         assert_eq!(
             (&s["len"], &s["in_flight"], &s["received"]),

@@ -212,6 +212,7 @@ async fn per_worker_commands_run_on_the_named_node() {
         owner: "h2".into(),
         max_payload: 1 << 20,
         created_at_ms: 1_000,
+        ..Default::default()
     };
     let logs = |name: &str| {
         Request::Logs(circuit_sdk::proto::LogsRequest {
@@ -280,6 +281,9 @@ async fn per_worker_commands_run_on_the_named_node() {
                     name: "jobs".into(),
                     capacity: 0,
                     exist_ok: false,
+                    replicas: None,
+                    replica_labels: Vec::new(),
+                    storage: None,
                 },
             ),
             Reply::Chan(chan),

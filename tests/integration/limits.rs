@@ -30,6 +30,9 @@ async fn create(client: &Client, name: &str, exist_ok: bool) -> Result<Reply, Er
         name: name.into(),
         capacity: 1,
         exist_ok,
+        replicas: None,
+        replica_labels: Vec::new(),
+        storage: None,
     };
     client.call(request).await
 }
@@ -158,6 +161,7 @@ async fn greeted(daemon: &Daemon) -> Conn {
 }
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a test helper: one read at a time
 enum Read {
     Msg(ServerMessage),
     /// Data or signal frame of a stream.
@@ -249,6 +253,10 @@ async fn idle_timeout_closes_silent_connections_and_spares_busy_ones() {
     let mut receiver = greeted(&daemon).await;
     let recv = Request::ChanRecv {
         name: "quiet".into(),
+        receiver: None,
+        held: Vec::new(),
+        acked: Vec::new(),
+        direct: false,
     };
     send(
         &mut receiver,

@@ -204,6 +204,9 @@ async fn two_nodes_creating_one_name_at_once_agree_on_one_winner() {
                     name,
                     capacity: 1,
                     exist_ok: false,
+                    replicas: None,
+                    replica_labels: Vec::new(),
+                    storage: None,
                 })
                 .await
             }

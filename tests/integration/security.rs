@@ -200,6 +200,9 @@ async fn a_recorded_session_replayed_is_refused() {
                 name: "recorded".into(),
                 capacity: 1,
                 exist_ok: false,
+                replicas: None,
+                replica_labels: Vec::new(),
+                storage: None,
             })
             .await
             .expect("create");
@@ -265,6 +268,9 @@ async fn a_rolling_key_rotation_keeps_the_mesh_up_then_shuts_the_old_key_out() {
                 name: "during".into(),
                 capacity: 16,
                 exist_ok: false,
+                replicas: None,
+                replica_labels: Vec::new(),
+                storage: None,
             }),
         })
         .await
@@ -382,6 +388,9 @@ async fn garbage_and_half_open_connections_do_not_disturb_a_channel_workload() {
             name: "work".into(),
             capacity: 64,
             exist_ok: false,
+            replicas: None,
+            replica_labels: Vec::new(),
+            storage: None,
         })
         .await
         .expect("create");

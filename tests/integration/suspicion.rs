@@ -116,6 +116,9 @@ async fn a_refuted_suspicion_forces_no_rejoin() {
             name: "work".into(),
             capacity: 16,
             exist_ok: false,
+            replicas: None,
+            replica_labels: Vec::new(),
+            storage: None,
         }),
     };
     assert!(matches!(ca.call(create).await, Ok(Reply::Chan(_))));

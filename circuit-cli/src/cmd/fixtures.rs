@@ -42,5 +42,6 @@ pub fn chan(name: &str, capacity: u64, owner: &str) -> ChanInfo {
         owner: owner.into(),
         max_payload: 16 << 20,
         created_at_ms: 1_000,
+        ..Default::default()
     }
 }

@@ -16,6 +16,11 @@ pub enum ChanError {
     /// in time); what was pending on the channel failed.
     #[error("lost the channel's owner: {0}")]
     OwnerLost(String),
+    /// A replicated channel had no leader able to serve within `reconnect_for` (no majority
+    /// of its replicas reachable): nothing was lost, and it serves again once a majority is
+    /// back — open it again, or retry.
+    #[error("channel unavailable: {0}")]
+    Unavailable(String),
     /// A `*_timeout` operation ran out of time; nothing changed.
     #[error("timed out")]
     Timeout,
@@ -77,6 +82,11 @@ impl ChanError {
         matches!(self, Self::OwnerLost(_))
     }
 
+    /// True for [`ChanError::Unavailable`].
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+
     /// True for [`ChanError::Timeout`].
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout)
@@ -99,6 +109,7 @@ impl ChanError {
             ErrorCode::AlreadyExists => Self::AlreadyExists(message),
             ErrorCode::Closed => Self::Closed,
             ErrorCode::OwnerLost => Self::OwnerLost(message),
+            ErrorCode::Unavailable => Self::Unavailable(message),
             ErrorCode::InvalidArgument if message.starts_with("channel name") => {
                 Self::InvalidName(message)
             }

@@ -95,6 +95,72 @@ impl Default for RecvOptions {
     }
 }
 
+/// How a channel is made: [`Client::chan_create_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChanOptions {
+    /// How many nodes hold the channel: 1 (the default) is a channel one node owns; 3 or 5
+    /// keep it on that many nodes in step (Raft), so it survives the loss of any minority of
+    /// them with nothing lost and nothing doubled. Its handles follow the leader by themselves.
+    pub replicas: u32,
+    /// Replicas go only to nodes with these labels (`k=v`).
+    pub replica_labels: Vec<String>,
+    /// Where replicas keep the channel's log (`None`: in memory).
+    pub storage: Option<Storage>,
+}
+
+impl Default for ChanOptions {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            replica_labels: Vec::new(),
+            storage: None,
+        }
+    }
+}
+
+impl ChanOptions {
+    /// A channel held by `replicas` nodes.
+    pub fn replicated(replicas: u32) -> Self {
+        Self {
+            replicas,
+            ..Self::default()
+        }
+    }
+
+    /// With its log kept where `storage` says.
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// With replicas only on nodes carrying these labels (`k=v`).
+    pub fn replica_labels(mut self, labels: Vec<String>) -> Self {
+        self.replica_labels = labels;
+        self
+    }
+}
+
+/// Where a replicated channel's replicas keep its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory: a replica whose daemon restarts is rebuilt from the others.
+    Memory,
+    /// On disk, in the daemon's data dir (batched fsync): the channel keeps its values across
+    /// a restart of its daemons, all of them at once included.
+    Disk,
+}
+
+impl Storage {
+    /// The wire name (`memory`, `disk`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Disk => "disk",
+        }
+    }
+}
+
 /// A named channel, as a handle to open senders and receivers on.
 #[derive(Debug, Clone)]
 pub struct Chan {
@@ -196,11 +262,45 @@ impl Client {
         self.create(name, capacity, true).await
     }
 
+    /// Creates a channel with `options` (replicas, where they go, storage); with `exist_ok`,
+    /// an existing channel of that name and capacity is fine.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: circuit_sdk::Client) -> Result<(), circuit_sdk::chan::ChanError> {
+    /// use circuit_sdk::chan::ChanOptions;
+    /// // Held by 3 nodes: it survives the loss of any one of them.
+    /// let q = client.chan_create_with("q", 64, ChanOptions::replicated(3), false).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn chan_create_with(
+        &self,
+        name: &str,
+        capacity: u64,
+        options: ChanOptions,
+        exist_ok: bool,
+    ) -> Result<Chan, ChanError> {
+        let request = Request::ChanCreate {
+            name: name.to_string(),
+            capacity,
+            exist_ok,
+            replicas: (options.replicas != 1).then_some(options.replicas),
+            replica_labels: options.replica_labels,
+            storage: options.storage.map(|s| s.as_str().to_string()),
+        };
+        match self.call(request).await? {
+            Reply::Chan(info) => Ok(self.handle(info)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn create(&self, name: &str, capacity: u64, exist_ok: bool) -> Result<Chan, ChanError> {
         let request = Request::ChanCreate {
             name: name.to_string(),
             capacity,
             exist_ok,
+            replicas: None,
+            replica_labels: Vec::new(),
+            storage: None,
         };
         match self.call(request).await? {
             Reply::Chan(info) => Ok(self.handle(info)),

@@ -47,6 +47,9 @@ impl<T, C> std::fmt::Debug for Receiver<T, C> {
 /// What a `Receiver`, its deliveries, its stream's handler and its reconnect task share.
 pub(crate) struct RecvCore {
     chan: String,
+    /// This receiver's id, the same across reconnects: a replicated channel keeps what it
+    /// holds for it when its leader changes.
+    id: u64,
     /// Told by the owner when the stream opens.
     capacity: AtomicU64,
     reconnect_for: Duration,
@@ -74,6 +77,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     ) -> Result<Self, ChanError> {
         let core = Arc::new(RecvCore {
             chan: chan.to_string(),
+            id: fastrand::u64(1..),
             capacity: AtomicU64::new(0),
             reconnect_for: opts.reconnect_for,
             slot: Mutex::new(Slot {
@@ -85,7 +89,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
         });
         let (id, opened) = stream::open(&core, client, 1).await?;
         core.capacity.store(opened.capacity, Ordering::Relaxed);
-        core.lock().state.opened(id);
+        core.lock().state.opened(id, opened.replicas);
         Ok(Self {
             core,
             codec,
@@ -142,11 +146,11 @@ impl<T, C: Codec<T>> Receiver<T, C> {
             done: false,
         }
         .await?;
-        let gen = self.core.lock().state.stream.gen;
+        let epoch = self.core.lock().state.epoch();
         let mut delivery = Delivery {
             value: None,
             core: self.core.clone(),
-            gen,
+            epoch,
             index,
             settled: false,
         };
@@ -185,7 +189,8 @@ impl<T, C: Codec<T>> Receiver<T, C> {
 pub struct Delivery<T> {
     value: Option<T>,
     core: Arc<RecvCore>,
-    gen: u64,
+    /// The epoch of the take: a value of an earlier epoch went back with its stream.
+    epoch: u64,
     index: u64,
     settled: bool,
 }
@@ -194,15 +199,15 @@ impl<T> Delivery<T> {
     /// Acknowledges the value: it leaves the channel.
     pub fn ack(mut self) {
         self.settled = true;
-        let (gen, index) = (self.gen, self.index);
-        self.core.with(|state| state.ack_take(gen, index));
+        let (epoch, index) = (self.epoch, self.index);
+        self.core.with(|state| state.ack_take(epoch, index));
     }
 
     /// Acknowledges the value and returns it.
     pub fn into_inner(mut self) -> T {
         self.settled = true;
-        let (gen, index) = (self.gen, self.index);
-        self.core.with(|state| state.ack_take(gen, index));
+        let (epoch, index) = (self.epoch, self.index);
+        self.core.with(|state| state.ack_take(epoch, index));
         self.value.take().expect("a delivery holds its value")
     }
 }
@@ -226,8 +231,8 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Delivery<T> {
 impl<T> Drop for Delivery<T> {
     fn drop(&mut self) {
         if !self.settled {
-            let (gen, index) = (self.gen, self.index);
-            self.core.with(|state| state.give_back(gen, index));
+            let (epoch, index) = (self.epoch, self.index);
+            self.core.with(|state| state.give_back(epoch, index));
         }
     }
 }
@@ -387,9 +392,18 @@ impl Half for RecvCore {
     }
 
     fn request(&self) -> Request {
+        let (held, acked) = self.lock().state.resume_info();
         Request::ChanRecv {
             name: self.chan.clone(),
+            receiver: Some(self.id),
+            held,
+            acked,
+            direct: false,
         }
+    }
+
+    fn replicated(&self) -> bool {
+        self.lock().state.replicated()
     }
 
     fn on_frames(self: &Arc<Self>, gen: u64, frames: Vec<Frame>) {

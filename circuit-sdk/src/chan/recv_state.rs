@@ -15,6 +15,9 @@ use std::task::Poll;
 use bytes::Bytes;
 
 use super::stream_state::{Effect, Lost, StreamState};
+
+/// Most acknowledged ids remembered for a resume.
+const RECENT_ACKED: usize = 4096;
 use super::ChanError;
 use crate::proto::{Frame, SignalOp};
 
@@ -25,8 +28,21 @@ pub(crate) struct RecvState {
     pub stream: StreamState,
     /// Values it may hold before the application asks for them (at least 1).
     prefetch: u64,
-    /// Delivered values the application has not taken yet, oldest first.
-    buf: VecDeque<Bytes>,
+    /// Delivered values the application has not taken yet, oldest first, with their ids.
+    buf: VecDeque<(u64, Bytes)>,
+    /// Ids of the values delivered and not yet acknowledged, in the order they came: what the
+    /// owner counts as in flight to this receiver (acknowledgements count from the front).
+    unacked: VecDeque<u64>,
+    /// Ids of the values acknowledged lately (up to [`RECENT_ACKED`]), newest last: a receiver
+    /// of a replicated channel names them when it comes back to a new leader, which may not
+    /// have applied those acknowledgements yet.
+    recent_acked: VecDeque<u64>,
+    /// The channel is replicated: a lost stream resumes with what it holds (the new leader
+    /// keeps it for this receiver) instead of forgetting it.
+    replicated: bool,
+    /// Takes belong to an epoch; a `Delivery` of an earlier epoch is void (its value went back
+    /// when the stream was lost). A replicated channel's resume keeps the epoch.
+    epoch: u64,
     /// Credit the owner holds for us.
     credit: u64,
     /// Acknowledgements to send (a count: values leave in the order they were delivered).
@@ -62,6 +78,10 @@ impl RecvState {
             stream: StreamState::default(),
             prefetch: u64::from(prefetch.clamp(1, 1 << 16)),
             buf: VecDeque::new(),
+            unacked: VecDeque::new(),
+            recent_acked: VecDeque::new(),
+            replicated: false,
+            epoch: 1,
             credit: 0,
             to_ack: 0,
             taken: 0,
@@ -78,9 +98,32 @@ impl RecvState {
         }
     }
 
-    /// The stream opened as `id`.
-    pub fn opened(&mut self, id: u64) {
+    /// The stream opened as `id`, on a channel held by `replicas` nodes.
+    pub fn opened(&mut self, id: u64, replicas: u32) {
         self.stream.id = id;
+        self.replicated = replicas > 1;
+    }
+
+    /// Whether the channel is replicated.
+    pub fn replicated(&self) -> bool {
+        self.replicated
+    }
+
+    /// The epoch of the takes made now (for a `Delivery`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// What a reopened stream of a replicated channel tells the leader: the ids it holds and
+    /// has not acknowledged (in the order they came), and those it acknowledged lately.
+    pub fn resume_info(&self) -> (Vec<u64>, Vec<u64>) {
+        if !self.replicated {
+            return (Vec::new(), Vec::new());
+        }
+        (
+            self.unacked.iter().copied().collect(),
+            self.recent_acked.iter().copied().collect(),
+        )
     }
 
     /// True once this side ended the stream: its connection is not needed any more.
@@ -93,7 +136,7 @@ impl RecvState {
     /// failed or the channel is drained; otherwise it asks for a value (credit, if none is
     /// asked for yet) and the caller waits.
     pub fn take(&mut self, manual: bool) -> Poll<Result<(Bytes, u64), ChanError>> {
-        if let Some(payload) = self.buf.pop_front() {
+        if let Some((_, payload)) = self.buf.pop_front() {
             let index = self.count_take(manual);
             // With prefetch, keep the owner's credit topped up while the application reads.
             if self.prefetch > 1 {
@@ -140,7 +183,7 @@ impl RecvState {
     /// The answer to a try-receive: a value (acknowledged), or `Empty` once the owner said so
     /// (or no try is under way); `Pending` while the answer is on its way.
     pub fn try_take(&mut self) -> Poll<Result<Bytes, ChanError>> {
-        if let Some(payload) = self.buf.pop_front() {
+        if let Some((_, payload)) = self.buf.pop_front() {
             self.trying = false;
             self.count_take(false);
             self.schedule();
@@ -160,9 +203,9 @@ impl RecvState {
         Poll::Pending
     }
 
-    /// The application acknowledged take `index` of stream generation `gen`.
-    pub fn ack_take(&mut self, gen: u64, index: u64) {
-        if gen != self.stream.gen {
+    /// The application acknowledged take `index` of epoch `epoch`.
+    pub fn ack_take(&mut self, epoch: u64, index: u64) {
+        if epoch != self.epoch {
             // The stream it came from is gone; the owner has put the value back already.
             return;
         }
@@ -172,16 +215,16 @@ impl RecvState {
 
     /// A delivery was dropped unacknowledged: if it is the newest take, it goes back to the
     /// channel with everything delivered after it; otherwise it stays in flight.
-    pub fn give_back(&mut self, gen: u64, index: u64) {
-        if gen != self.stream.gen
-            || self.stream.reconnecting
-            || self.ended
-            || index + 1 != self.taken
+    pub fn give_back(&mut self, epoch: u64, index: u64) {
+        if epoch != self.epoch || self.stream.reconnecting || self.ended || index + 1 != self.taken
         {
             return;
         }
         let n = self.buf.len() as u64 + 1;
         self.buf.clear();
+        for _ in 0..n {
+            self.unacked.pop_back();
+        }
         self.taken -= 1;
         let back = self.stream.signal(SignalOp::Return, n);
         self.effects.push(Effect::Write(back));
@@ -209,8 +252,9 @@ impl RecvState {
         }
         for frame in frames {
             match frame {
-                Frame::Data { payload, .. } => {
-                    self.buf.push_back(payload);
+                Frame::Data { seq, payload, .. } => {
+                    self.buf.push_back((seq, payload));
+                    self.unacked.push_back(seq);
                     self.credit = self.credit.saturating_sub(1);
                 }
                 Frame::Signal {
@@ -291,19 +335,25 @@ impl RecvState {
         self.stream.lost(gen)
     }
 
-    /// Generation `gen` was reopened as stream `id`: what this receiver held went back to the
-    /// channel with the old connection, so it is forgotten and a waiting receive asks again.
-    /// False if the receiver no longer wants the stream.
+    /// Generation `gen` was reopened as stream `id`. A channel one node owns took back what
+    /// this receiver held with the old connection, so it is forgotten and a waiting receive
+    /// asks again. A replicated channel's new leader kept it for this receiver (it named what
+    /// it holds and acknowledged when it reopened): it stays, acknowledgements owed were
+    /// named too, and credit starts afresh. False if the receiver no longer wants the stream.
     pub fn resumed(&mut self, gen: u64, id: u64) -> bool {
         if !self.stream.resumed(gen, id) {
             return false;
         }
-        self.buf.clear();
+        if !self.replicated {
+            self.buf.clear();
+            self.unacked.clear();
+            self.taken = 0;
+            self.ack_upto = 0;
+            self.acked_ahead.clear();
+            self.epoch = self.stream.gen;
+        }
         self.credit = 0;
         self.to_ack = 0;
-        self.taken = 0;
-        self.ack_upto = 0;
-        self.acked_ahead.clear();
         self.to_credit = 0;
         self.withdraw = false;
         self.pull_queued = false;
@@ -335,10 +385,23 @@ impl RecvState {
             return;
         }
         self.ack_upto += 1;
-        self.to_ack += 1;
+        self.acked_one();
         while self.acked_ahead.remove(&self.ack_upto) {
             self.ack_upto += 1;
-            self.to_ack += 1;
+            self.acked_one();
+        }
+    }
+
+    /// The oldest unacknowledged value is acknowledged.
+    fn acked_one(&mut self) {
+        self.to_ack += 1;
+        if let Some(id) = self.unacked.pop_front() {
+            if self.replicated {
+                if self.recent_acked.len() == RECENT_ACKED {
+                    self.recent_acked.pop_front();
+                }
+                self.recent_acked.push_back(id);
+            }
         }
     }
 
@@ -371,7 +434,7 @@ mod tests {
 
     fn receiver(prefetch: u32) -> RecvState {
         let mut st = RecvState::new(prefetch);
-        st.opened(STREAM);
+        st.opened(STREAM, 1);
         st
     }
 
@@ -560,6 +623,40 @@ mod tests {
             b: 0,
         };
         assert_eq!(out, [credit], "asked again on the new stream, no stale ack");
+    }
+
+    #[test]
+    fn rule_r2_a_replicated_receiver_keeps_what_it_holds_and_names_it_when_it_comes_back() {
+        let mut st = RecvState::new(4);
+        st.opened(STREAM, 3);
+        assert!(st.take(true).is_pending());
+        st.on_frames(1, values(&["a", "b", "c"]));
+        // "a" taken and acknowledged (the ack may not have reached the old leader), "b" taken
+        // by a delivery not yet acknowledged, "c" not taken.
+        assert!(matches!(st.take(false), Poll::Ready(Ok((a, _))) if a == v("a")));
+        let (_, b) = taken(&mut st, true);
+        effects(&mut st);
+        assert_eq!(st.lost(1), Lost::Reconnect);
+        // The leader changed: the stream is opened again, naming what it holds and acked.
+        assert_eq!(st.resume_info(), (vec![2, 3], vec![1]));
+        assert!(st.resumed(1, 8));
+        // It keeps both, and the delivery of "b" still counts.
+        assert!(matches!(st.take(false), Poll::Ready(Ok((c, _))) if c == v("c")));
+        st.ack_take(st.epoch(), b);
+        st.effects.clear();
+        let mut out = Vec::new();
+        st.pull(2, &mut out);
+        let ack = Frame::Signal {
+            id: 8,
+            op: SignalOp::Ack,
+            a: 2,
+            b: 0,
+        };
+        assert!(
+            out.contains(&ack),
+            "acknowledged on the new stream: {out:?}"
+        );
+        assert_eq!(st.resume_info(), (vec![], vec![1, 2, 3]));
     }
 
     #[test]

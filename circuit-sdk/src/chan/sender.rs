@@ -93,6 +93,8 @@ pub(crate) struct SendCore {
     sender_id: u64,
     /// Told by the owner when the stream opens.
     capacity: AtomicU64,
+    /// The channel is replicated (told when the stream opens): its stream follows the leader.
+    replicated: std::sync::atomic::AtomicBool,
     reconnect_for: Duration,
     slot: Mutex<Slot>,
     /// Woken whenever pending values are answered, for `flush`.
@@ -117,6 +119,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
             chan: chan.to_string(),
             sender_id: fastrand::u64(1..),
             capacity: AtomicU64::new(0),
+            replicated: Default::default(),
             reconnect_for: opts.reconnect_for,
             slot: Mutex::new(Slot {
                 state: SendState::new(opts.window, opts.window_bytes),
@@ -126,6 +129,8 @@ impl<T, C: Codec<T>> Sender<T, C> {
         });
         let (id, opened) = stream::open(&core, client, 1).await?;
         core.capacity.store(opened.capacity, Ordering::Relaxed);
+        core.replicated
+            .store(opened.replicas > 1, Ordering::Relaxed);
         core.with(|slot| slot.state.opened(id, opened.max_payload));
         Ok(Self {
             handle: Arc::new(SendHandle { core }),
@@ -344,10 +349,15 @@ impl Half for SendCore {
         self.reconnect_for
     }
 
+    fn replicated(&self) -> bool {
+        self.replicated.load(Ordering::Relaxed)
+    }
+
     fn request(&self) -> Request {
         Request::ChanSend {
             name: self.chan.clone(),
             sender: self.sender_id,
+            direct: false,
         }
     }
 

@@ -32,6 +32,10 @@ pub(crate) trait Half: Send + Sync + Sized + 'static {
     /// The request that opens this half's stream.
     fn request(&self) -> Request;
 
+    /// Whether the channel is replicated: its stream then follows the leader, and an end
+    /// that says so (`unavailable`, a lost owner or link) reopens it instead of failing.
+    fn replicated(&self) -> bool;
+
     /// Frames from the owner on stream generation `gen`.
     fn on_frames(self: &Arc<Self>, gen: u64, frames: Vec<Frame>);
 
@@ -64,7 +68,12 @@ impl<H: Half> StreamHandler for Handler<H> {
             return;
         }
         if let Some(error) = self.opening.message(msg, H::KIND) {
-            self.half.fail(self.gen, error);
+            if self.half.replicated() && follows_leader(&error) {
+                // The leader changed (or its link broke): open the stream on the new one.
+                lost(&self.half, self.gen);
+            } else {
+                self.half.fail(self.gen, error);
+            }
         }
     }
 
@@ -165,6 +174,19 @@ pub(crate) fn apply(
     }
 }
 
+/// Whether a replicated channel's stream that ended with `error` is to be opened again: its
+/// leader changed, is being elected, or its link broke.
+fn follows_leader(error: &ChanError) -> bool {
+    use crate::proto::ErrorCode;
+    match error {
+        ChanError::Unavailable(_) | ChanError::OwnerLost(_) => true,
+        ChanError::Daemon { code, .. } => {
+            matches!(code, ErrorCode::Unreachable | ErrorCode::ShuttingDown)
+        }
+        _ => false,
+    }
+}
+
 /// The connection of generation `gen` is gone: reopen the stream in a task of its own, if the
 /// half wants it.
 fn lost<H: Half>(half: &Arc<H>, gen: u64) {
@@ -180,7 +202,16 @@ async fn reconnect<H: Half>(half: Arc<H>, old: Client, gen: u64) {
         let half = half.clone();
         async move { open(&half, &client, gen + 1).await }
     };
-    match reopen(&old, half.chan(), half.reconnect_for(), open_again).await {
+    let replicated = half.replicated();
+    match reopen(
+        &old,
+        half.chan(),
+        replicated,
+        half.reconnect_for(),
+        open_again,
+    )
+    .await
+    {
         Ok((client, id)) => {
             if half.resumed(gen, client.clone(), id) {
                 tracing::debug!(chan = %half.chan(), kind = H::KIND, "stream reconnected");
@@ -192,13 +223,16 @@ async fn reconnect<H: Half>(half: Arc<H>, old: Client, gen: u64) {
     }
 }
 
-/// Connects again the way `old` connected and reopens a stream with `open`, retrying with
-/// backoff for up to `within`. Fails with `OwnerLost` when the daemon that answers is a restarted
-/// one (the channel lost what it held) or none answers in time, and with the owner's error when
-/// the channel is gone.
+/// Connects again the way `old` connected (or, while `old`'s connection is still up, reuses
+/// it) and reopens a stream with `open`, retrying with backoff for up to `within`. A channel
+/// one node owns fails with `OwnerLost` when the daemon that answers is a restarted one (the
+/// channel lost what it held) or none answers in time; a replicated channel survives its
+/// daemons, so it only fails, with `Unavailable`, when no leader serves it in time. Both fail
+/// with the owner's error when the channel is gone.
 async fn reopen<F, Fut>(
     old: &Client,
     chan: &str,
+    replicated: bool,
     within: Duration,
     mut open: F,
 ) -> Result<(Client, u64), ChanError>
@@ -209,22 +243,37 @@ where
     let deadline = tokio::time::Instant::now() + within;
     let mut delay = Duration::from_millis(20);
     loop {
-        let why = match old.reconnect().await {
+        let client = if replicated && !old.is_closed() {
+            Ok(old.clone())
+        } else {
+            old.reconnect().await
+        };
+        let why = match client {
             Ok(client) => {
                 if let Some(lost) = restarted(chan, old.target(), old.instance(), client.instance())
                 {
-                    return Err(lost);
+                    if !replicated {
+                        return Err(lost);
+                    }
                 }
                 match open(client.clone()).await {
                     Ok((stream, _)) => return Ok((client, stream)),
-                    Err(e @ (ChanError::NotFound(_) | ChanError::InvalidName(_))) => return Err(e),
-                    Err(e) => e.to_string(),
+                    Err(e @ ChanError::InvalidName(_)) => return Err(e),
+                    // While a replicated channel changes leader, the node asked may not know it
+                    // yet; once the time is up, gone is gone.
+                    Err(e @ ChanError::NotFound(_)) if !replicated => return Err(e),
+                    Err(ChanError::NotFound(why)) => Err(ChanError::NotFound(why)),
+                    Err(e) => Ok(e.to_string()),
                 }
             }
-            Err(e) => e.to_string(),
+            Err(e) => Ok(e.to_string()),
         };
         if tokio::time::Instant::now() + delay > deadline {
-            return Err(ChanError::OwnerLost(why));
+            return Err(match why {
+                Err(not_found) => not_found,
+                Ok(why) if replicated => ChanError::Unavailable(why),
+                Ok(why) => ChanError::OwnerLost(why),
+            });
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(500));

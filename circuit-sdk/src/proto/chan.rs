@@ -31,7 +31,7 @@ pub fn validate_chan_name(name: &str) -> Result<(), String> {
 }
 
 /// A channel as its owner sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChanInfo {
     /// The channel's name.
     pub name: String,
@@ -62,6 +62,32 @@ pub struct ChanInfo {
     pub max_payload: u64,
     /// When it was created (ms since the Unix epoch).
     pub created_at_ms: u64,
+    /// A replicated channel's replicas (empty for a channel one node owns); `owner` is then
+    /// the leader, as the answering node knows it (empty while none is known).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaInfo>,
+    /// A replicated channel's Raft term (its leader changes make it grow).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub term: u64,
+    /// Where a replicated channel keeps its log: `memory` or `disk` (empty for one owner).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub storage: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One replica of a replicated channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    /// The node that holds it.
+    pub node: String,
+    /// `leader`, `follower`, `catching up` (a new replica, or one far behind), `lost` (its node
+    /// is not alive).
+    pub state: String,
+    /// Log entries it is behind the leader's last (as the leader knows; 0 when unknown).
+    pub lag: u64,
 }
 
 /// First item of a send or receive stream: the stream is open.
@@ -71,8 +97,20 @@ pub struct ChanOpened {
     pub capacity: u64,
     /// Largest payload accepted, in bytes.
     pub max_payload: u64,
-    /// The owner node.
+    /// The owner node (a replicated channel's leader).
     pub owner: String,
+    /// Replicas of the channel (1: a channel one node owns). A stream on a replicated channel
+    /// follows its leader: when it ends with `unavailable`, the handle opens it again.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicas: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[cfg(test)]

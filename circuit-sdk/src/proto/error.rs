@@ -44,6 +44,9 @@ pub enum ErrorCode {
     LimitReached,
     /// The connection lacks the right to ask (a Unix socket peer of another uid).
     PermissionDenied,
+    /// A replicated channel has no leader that can serve now (an election is under way, or no
+    /// majority of its replicas is reachable): try again.
+    Unavailable,
     /// A code this build does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -71,6 +74,7 @@ impl ErrorCode {
             Self::OwnerLost => "owner_lost",
             Self::Unreachable => "unreachable",
             Self::LimitReached => "limit_reached",
+            Self::Unavailable => "unavailable",
             Self::PermissionDenied => "permission_denied",
             Self::Unknown => "unknown",
         }

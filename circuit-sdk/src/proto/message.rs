@@ -159,6 +159,16 @@ pub enum Request {
         /// Succeed when a channel of that name and capacity exists already.
         #[serde(default)]
         exist_ok: bool,
+        /// Replicas: 1 (absent) is a channel one node owns; 3 or 5 keep its state on that
+        /// many nodes, in step through Raft, so it survives the loss of any minority of them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replicas: Option<u32>,
+        /// Place replicas only on nodes with these labels (`k=v`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replica_labels: Vec<String>,
+        /// Where replicas keep the channel's log: `memory` (absent) or `disk`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        storage: Option<String>,
     },
     /// List channels. Reply: `chans`.
     ChanList,
@@ -185,6 +195,10 @@ pub enum Request {
         name: String,
         /// Identifies the sender across reconnects: a value (sender, seq) is accepted once.
         sender: u64,
+        /// Serve the stream here or fail: a daemon relaying a stream to the node that serves
+        /// the channel sets it, so a stream is never relayed twice.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        direct: bool,
     },
     /// Open a receive stream: first item `chan_opened`, then credit from the client and data
     /// frames (seq = value id) from the daemon. Ends when the client cancels it or the channel
@@ -192,6 +206,20 @@ pub enum Request {
     ChanRecv {
         /// Channel name.
         name: String,
+        /// Identifies the receiver across reconnects (a replicated channel keeps what it holds
+        /// for it across a leader change).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        receiver: Option<u64>,
+        /// Coming back to a replicated channel: ids of the values it holds and has not
+        /// acknowledged, in the order it got them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        held: Vec<u64>,
+        /// Coming back: ids of the values it acknowledged lately.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        acked: Vec<u64>,
+        /// Serve the stream here or fail (see `chan_send`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        direct: bool,
     },
     /// Run `request` on node `node` (this one, or another through the peer link) and relay
     /// its replies, streams included.

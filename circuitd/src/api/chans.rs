@@ -23,10 +23,12 @@ pub(crate) async fn create(
     name: String,
     capacity: u64,
     exist_ok: bool,
+    options: Options,
     ctx: &Context,
 ) -> Result<Reply, ApiError> {
     let me = ctx.config.name.clone();
     circuit_sdk::proto::validate_chan_name(&name).map_err(ApiError::InvalidArgument)?;
+    options.validate()?;
     if !ctx.membership.meshed() || ctx.broker.owns(&name) {
         return create_here(&name, capacity, exist_ok, ctx).await;
     }
@@ -69,6 +71,37 @@ pub(crate) async fn create(
     .await;
     claiming.end().await;
     result
+}
+
+/// How a channel is made besides its name and capacity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Options {
+    /// 1: one owner; 3 or 5: replicated.
+    pub replicas: u32,
+    /// Replicas only on nodes with these labels.
+    pub replica_labels: Vec<String>,
+    /// `memory` or `disk` (replicated channels).
+    pub storage: Option<String>,
+}
+
+impl Options {
+    /// Refuses what cannot be made, before anything is asked of the mesh.
+    fn validate(&self) -> Result<(), ApiError> {
+        match self.replicas {
+            1 if self.replica_labels.is_empty() && self.storage.is_none() => Ok(()),
+            1 => Err(ApiError::InvalidArgument(
+                "--replica-labels and --storage are for replicated channels (--replicas 3 or 5)"
+                    .into(),
+            )),
+            3 | 5 => Err(ApiError::InvalidArgument(
+                "replicated channels are not served by this build yet".into(),
+            )),
+            n => Err(ApiError::InvalidArgument(format!(
+                "--replicas {n}: a channel has 1 replica (one owner), or 3 or 5 (an odd count, \
+                 so that a majority survives the loss of 1 or 2 nodes)"
+            ))),
+        }
+    }
 }
 
 /// Creates the channel on this node's broker.

@@ -370,21 +370,35 @@ impl Conn {
                     return;
                 }
                 match request {
-                    Request::ChanSend { name, sender } => {
-                        self.open_stream(id, &name, ctx, outbox, stream_done_tx, |stream, out| {
-                            StreamMsg::OpenSend {
-                                stream,
-                                sender,
-                                out,
-                            }
-                        })
-                        .await;
+                    Request::ChanSend {
+                        name,
+                        sender,
+                        direct,
+                    } => {
+                        let open = |stream, out| StreamMsg::OpenSend {
+                            stream,
+                            sender,
+                            out,
+                        };
+                        self.open_stream(id, &name, direct, ctx, outbox, stream_done_tx, open)
+                            .await;
                     }
-                    Request::ChanRecv { name } => {
-                        self.open_stream(id, &name, ctx, outbox, stream_done_tx, |stream, out| {
-                            StreamMsg::OpenRecv { stream, out }
-                        })
-                        .await;
+                    Request::ChanRecv {
+                        name,
+                        receiver,
+                        held,
+                        acked,
+                        direct,
+                    } => {
+                        let open = |stream, out| StreamMsg::OpenRecv {
+                            stream,
+                            out,
+                            receiver,
+                            held,
+                            acked,
+                        };
+                        self.open_stream(id, &name, direct, ctx, outbox, stream_done_tx, open)
+                            .await;
                     }
                     request => {
                         let cancel = connection.child_token();
@@ -419,11 +433,14 @@ impl Conn {
     }
 
     /// Opens a send or receive stream on the named channel; the channel answers with the
-    /// stream's first item. A channel another node owns is served by a relay to its owner.
+    /// stream's first item. A channel another node owns is served by a relay to its owner,
+    /// unless the stream is `direct` (relayed here already: served here or refused).
+    #[allow(clippy::too_many_arguments)]
     async fn open_stream(
         &mut self,
         id: u64,
         name: &str,
+        direct: bool,
         ctx: &Context,
         outbox: &Outbox,
         done: &mpsc::UnboundedSender<(u64, StreamKey)>,
@@ -431,7 +448,7 @@ impl Conn {
     ) {
         let server = match ctx.broker.inbox(name) {
             Ok(inbox) => Server::Chan(inbox),
-            Err(BrokerError::NotFound(_)) if ctx.membership.meshed() => Server::Relay(
+            Err(BrokerError::NotFound(_)) if !direct && ctx.membership.meshed() => Server::Relay(
                 relay::start(ctx.peers.clone(), name.to_string(), &ctx.tracker),
             ),
             Err(e) => {

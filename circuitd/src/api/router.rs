@@ -192,7 +192,17 @@ async fn here(
             name,
             capacity,
             exist_ok,
-        } => chans::create(name, capacity, exist_ok, ctx).await,
+            replicas,
+            replica_labels,
+            storage,
+        } => {
+            let options = chans::Options {
+                replicas: replicas.unwrap_or(1),
+                replica_labels,
+                storage,
+            };
+            chans::create(name, capacity, exist_ok, options, ctx).await
+        }
         Request::ChanList => Ok(chans::list(ctx).await),
         Request::ChanStat { name } => chans::stat(&name, ctx).await,
         Request::ChanClose { name } => chans::close(&name, ctx).await,

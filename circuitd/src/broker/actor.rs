@@ -117,7 +117,7 @@ impl Actor {
                 self.outputs.insert(stream, out);
                 self.state.open_send(stream, sender, now_ms());
             }
-            StreamMsg::OpenRecv { stream, out } => {
+            StreamMsg::OpenRecv { stream, out, .. } => {
                 self.opened(&out);
                 self.outputs.insert(stream, out);
                 self.state.open_recv(stream);
@@ -159,6 +159,7 @@ impl Actor {
             capacity: self.state.capacity(),
             max_payload: self.meta.max_payload,
             owner: self.meta.owner.clone(),
+            replicas: 1,
         }));
     }
 
@@ -197,6 +198,7 @@ impl Actor {
             owner: self.meta.owner.clone(),
             max_payload: self.meta.max_payload,
             created_at_ms: self.meta.created_at_ms,
+            ..ChanInfo::default()
         }
     }
 }

@@ -50,10 +50,26 @@ async fn run(peers: Peers, chan: String, mut rx: mpsc::Receiver<StreamMsg>) {
             Request::ChanSend {
                 name: chan.clone(),
                 sender,
+                direct: true,
             },
             out,
         ),
-        Some(StreamMsg::OpenRecv { out, .. }) => (Request::ChanRecv { name: chan.clone() }, out),
+        Some(StreamMsg::OpenRecv {
+            out,
+            receiver,
+            held,
+            acked,
+            ..
+        }) => (
+            Request::ChanRecv {
+                name: chan.clone(),
+                receiver,
+                held,
+                acked,
+                direct: true,
+            },
+            out,
+        ),
         _ => return,
     };
     let mut back = Back {

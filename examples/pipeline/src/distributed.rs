@@ -168,6 +168,9 @@ impl Deployment {
                 name: name.to_string(),
                 capacity: cap,
                 exist_ok: false,
+                replicas: None,
+                replica_labels: Vec::new(),
+                storage: None,
             }),
         };
         match self.client.call(create).await.with_context(context)? {

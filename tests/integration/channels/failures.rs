@@ -202,7 +202,13 @@ async fn garbage_on_channel_streams_is_refused_and_the_daemon_keeps_serving() {
     // A receive stream that acknowledges values it never got is ended with bad_request.
     let open = ClientMessage::Request {
         id: 1,
-        request: Request::ChanRecv { name: "g".into() },
+        request: Request::ChanRecv {
+            name: "g".into(),
+            receiver: None,
+            held: Vec::new(),
+            acked: Vec::new(),
+            direct: false,
+        },
     };
     conn.send(send(open)).await.expect("open");
     assert!(matches!(
@@ -248,6 +254,7 @@ async fn garbage_on_channel_streams_is_refused_and_the_daemon_keeps_serving() {
         request: Request::ChanSend {
             name: "g".into(),
             sender: 9,
+            direct: false,
         },
     };
     conn.send(send(open)).await.expect("open");
@@ -273,6 +280,7 @@ async fn garbage_on_channel_streams_is_refused_and_the_daemon_keeps_serving() {
         request: Request::ChanSend {
             name: "no such".into(),
             sender: 9,
+            direct: false,
         },
     };
     conn.send(send(open)).await.expect("open");
@@ -288,6 +296,10 @@ async fn garbage_on_channel_streams_is_refused_and_the_daemon_keeps_serving() {
         id: 4,
         request: Request::ChanRecv {
             name: "ghost".into(),
+            receiver: None,
+            held: Vec::new(),
+            acked: Vec::new(),
+            direct: false,
         },
     };
     conn.send(send(open)).await.expect("open");

@@ -98,6 +98,9 @@ impl Place {
                         name: name.to_string(),
                         capacity,
                         exist_ok: false,
+                        replicas: None,
+                        replica_labels: Vec::new(),
+                        storage: None,
                     }),
                 };
                 client.call(request).await.expect("create on b");

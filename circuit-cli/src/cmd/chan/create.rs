@@ -45,6 +45,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             name: args.name.clone(),
             capacity: args.cap,
             exist_ok: args.exist_ok,
+            replicas: None,
+            replica_labels: Vec::new(),
+            storage: None,
         },
     );
     let info = match client.call(request).await.map_err(ChanError::from) {

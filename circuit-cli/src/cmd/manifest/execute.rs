@@ -293,6 +293,9 @@ async fn act(client: &Client, action: &Action) -> anyhow::Result<Vec<WorkerInfo>
                 name: name.clone(),
                 capacity: *capacity,
                 exist_ok: false,
+                replicas: None,
+                replica_labels: Vec::new(),
+                storage: None,
             };
             match client.call(on(node.clone(), request)).await? {
                 Reply::Chan(_) => Ok(Vec::new()),
