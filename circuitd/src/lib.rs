@@ -26,6 +26,7 @@ mod api;
 mod broker;
 mod clock;
 pub mod config;
+mod failover;
 pub mod listen;
 pub mod membership;
 mod peer;
@@ -134,6 +135,12 @@ pub async fn run(
         shutdown.clone(),
     ));
     if membership.meshed() {
+        broker.set_transport(Arc::new(peer::raft_link::RaftLinks::new(peers.clone())));
+        tracker.spawn(failover::follow(
+            membership.clone(),
+            broker.clone(),
+            shutdown.clone(),
+        ));
         tracker.spawn(peers.clone().watch(shutdown.clone()));
         tracker.spawn(peers.clone().follow_keys(shutdown.clone()));
         tracker.spawn(publish::anti_entropy(

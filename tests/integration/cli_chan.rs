@@ -335,9 +335,9 @@ fn ls_and_stat_describe_channels_in_text_and_json() {
     // The senders count drops once the daemon has seen `send` go.
     eventually_eq(
         "\
-NAME      CAP   LEN   IN-FLIGHT   SENDERS   RECEIVERS   SENT   RECEIVED   STATE    OWNER
-jobs      8     1     0           0         0           1      0          open     test
-results   2     0     0           0         0           0      0          closed   test
+NAME      CAP   LEN   IN-FLIGHT   SENDERS   RECEIVERS   SENT   RECEIVED   STATE    OWNER   REPLICAS
+jobs      8     1     0           0         0           1      0          open     test    1
+results   2     0     0           0         0           0      0          closed   test    1
 ",
         || d.cli_ok(&["chan", "ls"]),
     );

@@ -18,6 +18,7 @@ mod netns_mesh;
 mod netns_smoke;
 mod pipeline;
 mod recovery;
+mod replicated;
 mod security;
 mod supervision;
 mod suspicion;

@@ -287,6 +287,31 @@ pub enum Request {
         /// Every node the caller knows, with its metadata.
         nodes: Vec<NodeInfo>,
     },
+    /// Between daemons: opens the stream that carries the Raft messages of replicated
+    /// channels between the caller and the callee. Each data frame one way is a call (its seq
+    /// the call's number), each data frame back the answer with the same seq. No reply until
+    /// the stream ends.
+    RaftLink,
+    /// Between daemons: start a replica of replicated channel `name` here, with Raft id `id`,
+    /// in the group `members` (Raft id, node); the one with `found` forms the group. Reply:
+    /// `done`.
+    ReplicaStart {
+        /// Channel name.
+        name: String,
+        /// Capacity of the channel.
+        capacity: u64,
+        /// This replica's Raft id.
+        id: u64,
+        /// Every replica of the group: (Raft id, node).
+        members: Vec<(u64, String)>,
+        /// `memory` or `disk`.
+        storage: String,
+        /// Whether this replica forms the group.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        found: bool,
+        /// When the channel was created (ms since the epoch).
+        created_at_ms: u64,
+    },
 }
 
 /// Arguments of [`Request::Logs`].

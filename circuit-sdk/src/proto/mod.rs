@@ -8,7 +8,9 @@ pub mod mesh;
 pub mod message;
 pub mod types;
 
-pub use chan::{validate_chan_name, ChanInfo, ChanOpened, DEFAULT_MAX_PAYLOAD, MAX_CHAN_NAME};
+pub use chan::{
+    validate_chan_name, ChanInfo, ChanOpened, ReplicaInfo, DEFAULT_MAX_PAYLOAD, MAX_CHAN_NAME,
+};
 pub use error::ErrorCode;
 pub use frame::{Frame, FrameCodec, FrameError, SignalOp, DEFAULT_MAX_FRAME};
 pub use mesh::{Claim, EventKind, MeshEvent, NodeInfo, NodeState, Placement, MAX_REPLICAS};

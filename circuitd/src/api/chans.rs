@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::claims::Claims;
 use super::error::ApiError;
-use super::Context;
+use super::{replicated, Context};
 use crate::peer::{PeerRequest, Peers};
 
 /// `chan create` in a mesh: the name must be free on every live node. A node that is creating
@@ -29,8 +29,17 @@ pub(crate) async fn create(
     let me = ctx.config.name.clone();
     circuit_sdk::proto::validate_chan_name(&name).map_err(ApiError::InvalidArgument)?;
     options.validate()?;
+    if options.replicas > 1 && !ctx.membership.meshed() {
+        return Err(ApiError::InvalidState(
+            "a replicated channel needs a mesh: start circuitd with --mesh-listen".into(),
+        ));
+    }
     if !ctx.membership.meshed() || ctx.broker.owns(&name) {
         return create_here(&name, capacity, exist_ok, ctx).await;
+    }
+    if ctx.broker.holds_replica(&name) {
+        let chan = ctx.broker.stat(&name).await?;
+        return existing(chan, capacity, exist_ok);
     }
     // A node that told us it creates this name before we started wins over us.
     let earlier = ctx.claims.claim(&name, &me, Instant::now()).err();
@@ -65,6 +74,16 @@ pub(crate) async fn create(
         }
         match winner {
             Some(by) => Err(lost_race(&name, &by)),
+            None if options.replicas > 1 => {
+                let wanted = replicated::Wanted {
+                    name: &name,
+                    capacity,
+                    replicas: options.replicas,
+                    labels: &options.replica_labels,
+                    storage: options.storage.as_deref().unwrap_or("memory"),
+                };
+                replicated::create(wanted, ctx).await
+            }
             None => create_here(&name, capacity, exist_ok, ctx).await,
         }
     }
@@ -93,9 +112,17 @@ impl Options {
                 "--replica-labels and --storage are for replicated channels (--replicas 3 or 5)"
                     .into(),
             )),
-            3 | 5 => Err(ApiError::InvalidArgument(
-                "replicated channels are not served by this build yet".into(),
-            )),
+            3 | 5 => match self.storage.as_deref() {
+                None | Some("memory") => Ok(()),
+                Some("disk") => Err(ApiError::InvalidArgument(
+                    "--storage disk is not served by this build yet: replicated channels keep \
+                     their log in memory (--storage memory)"
+                        .into(),
+                )),
+                Some(other) => Err(ApiError::InvalidArgument(format!(
+                    "--storage {other}: expected memory or disk"
+                ))),
+            },
             n => Err(ApiError::InvalidArgument(format!(
                 "--replicas {n}: a channel has 1 replica (one owner), or 3 or 5 (an odd count, \
                  so that a majority survives the loss of 1 or 2 nodes)"
@@ -268,5 +295,16 @@ pub(crate) async fn list_all(ctx: &Context) -> Result<Reply, ApiError> {
         }
     }
     chans.sort_by(|a, b| (&a.name, &a.owner).cmp(&(&b.name, &b.owner)));
+    // Every replica of a replicated channel describes it: keep the freshest description.
+    chans.dedup_by(|later, kept| {
+        let same =
+            later.name == kept.name && !later.replicas.is_empty() && !kept.replicas.is_empty();
+        if same
+            && (later.term, later.sent + later.received) > (kept.term, kept.sent + kept.received)
+        {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
     Ok(Reply::Chans(chans))
 }

@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::ApiError;
 use super::outbox::Outbox;
 use super::{router, Context};
-use crate::broker::{BrokerError, ChanInbox};
+use crate::broker::{BrokerError, ChanInbox, Served};
+use crate::peer::raft_link;
 use crate::peer::relay::{self, RelayInbox};
 use crate::stream::{StreamKey, StreamMsg, StreamOut};
 
@@ -400,6 +401,20 @@ impl Conn {
                         self.open_stream(id, &name, direct, ctx, outbox, stream_done_tx, open)
                             .await;
                     }
+                    Request::RaftLink => {
+                        let server =
+                            Server::Relay(raft_link::serve(ctx.broker.clone(), &ctx.tracker));
+                        let key = ctx.stream_keys.next();
+                        let out = StreamOut::new(id, key, outbox.streams(), stream_done_tx.clone());
+                        let open = StreamMsg::OpenSend {
+                            stream: key,
+                            sender: 0,
+                            out,
+                        };
+                        if server.send(open).await {
+                            self.streams.insert(id, Route { key, server });
+                        }
+                    }
                     request => {
                         let cancel = connection.child_token();
                         self.requests.insert(id, cancel.clone());
@@ -447,9 +462,22 @@ impl Conn {
         open: impl FnOnce(StreamKey, StreamOut) -> StreamMsg,
     ) {
         let server = match ctx.broker.inbox(name) {
-            Ok(inbox) => Server::Chan(inbox),
+            Ok(Served::Here(inbox)) => Server::Chan(inbox),
+            Ok(Served::Leader(node)) if !direct => Server::Relay(relay::start(
+                ctx.peers.clone(),
+                name.to_string(),
+                Some(node),
+                &ctx.tracker,
+            )),
+            Ok(Served::Leader(node)) => {
+                let why = ApiError::Broker(BrokerError::Unavailable(format!(
+                    "replicated channel \"{name}\" is led by node {node}, not by this one"
+                )));
+                notify(outbox, why.reply(Some(id)), ctx).await;
+                return;
+            }
             Err(BrokerError::NotFound(_)) if !direct && ctx.membership.meshed() => Server::Relay(
-                relay::start(ctx.peers.clone(), name.to_string(), &ctx.tracker),
+                relay::start(ctx.peers.clone(), name.to_string(), None, &ctx.tracker),
             ),
             Err(e) => {
                 notify(outbox, ApiError::from(e).reply(Some(id)), ctx).await;

@@ -21,6 +21,7 @@ mod keys;
 mod logs;
 mod outbox;
 mod remote;
+mod replicated;
 mod router;
 mod workers;
 

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::outbox::Outbox;
-use super::{chans, cluster, keys, logs, remote, workers, Context};
+use super::{chans, cluster, keys, logs, remote, replicated, workers, Context};
 use crate::peer::{Incoming, PeerRequest};
 
 /// Runs request `id` of a connection to its end: exactly one terminal reply (ok or error), or
@@ -221,9 +221,15 @@ async fn here(
         // `route` and `on` take `on` apart before a request gets here.
         Request::On { .. } => Err(ApiError::InvalidArgument("`on` cannot be nested".into())),
         // Taken apart above, as `PeerRequest`s.
-        Request::ChanClaim { .. } | Request::ChanRelease { .. } | Request::MeshSync { .. } => Err(
-            ApiError::Internal("a request between daemons was not taken apart".into()),
-        ),
+        Request::ChanClaim { .. }
+        | Request::ChanRelease { .. }
+        | Request::MeshSync { .. }
+        | Request::ReplicaStart { .. } => Err(ApiError::Internal(
+            "a request between daemons was not taken apart".into(),
+        )),
+        Request::RaftLink => Err(ApiError::InvalidArgument(
+            "raft_link is a stream opened between daemons".into(),
+        )),
     }
 }
 
@@ -233,5 +239,6 @@ async fn from_peer(request: PeerRequest, ctx: &Context) -> Result<Reply, ApiErro
         PeerRequest::ChanClaim { name, node } => chans::claim(name, node, ctx).await,
         PeerRequest::ChanRelease { name, node } => Ok(chans::release(&name, &node, ctx)),
         PeerRequest::MeshSync { nodes } => cluster::mesh_sync(nodes, ctx),
+        PeerRequest::ReplicaStart(request) => replicated::start_here(*request, ctx).await,
     }
 }

@@ -6,8 +6,10 @@
 //! served by a relay to the owner (`peer::relay`) under the same contract (`crate::stream`).
 
 pub(crate) mod actor;
+mod error;
 mod output;
 pub(crate) mod replica;
+mod replicas;
 pub(crate) mod state;
 mod store;
 
@@ -15,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use circuit_sdk::proto::{validate_chan_name, ChanInfo, ErrorCode};
+use circuit_sdk::proto::{validate_chan_name, ChanInfo};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,43 +25,11 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::stream::StreamMsg;
 use actor::ChanMsg;
+pub(crate) use error::BrokerError;
+use replica::group::GroupMsg;
+use replicas::Replicas;
+pub(crate) use replicas::{ReplicaSpec, Route};
 use store::{ChanRecord, Store};
-
-/// Why a channel operation failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BrokerError {
-    #[error("{0}")]
-    InvalidName(String),
-    #[error("no channel named \"{0}\" — see `circuit chan ls`")]
-    NotFound(String),
-    #[error("channel \"{name}\" already exists (capacity {capacity})")]
-    AlreadyExists { name: String, capacity: u64 },
-    #[error("channel \"{0}\" is already closed")]
-    AlreadyClosed(String),
-    #[error(
-        "this node holds {0} channels, the limit (--max-channels): remove unused ones with `circuit chan rm`"
-    )]
-    LimitReached(usize),
-    #[error("{0}")]
-    Store(String),
-    #[error("circuitd is shutting down")]
-    ShuttingDown,
-}
-
-impl BrokerError {
-    /// The wire code.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::InvalidName(_) => ErrorCode::InvalidArgument,
-            Self::NotFound(_) => ErrorCode::NotFound,
-            Self::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            Self::AlreadyClosed(_) => ErrorCode::InvalidState,
-            Self::LimitReached(_) => ErrorCode::LimitReached,
-            Self::Store(_) => ErrorCode::Internal,
-            Self::ShuttingDown => ErrorCode::ShuttingDown,
-        }
-    }
-}
 
 /// A channel's actor, as the registry keeps it.
 #[derive(Debug, Clone)]
@@ -69,16 +39,30 @@ struct ChanHandle {
 }
 
 /// Where a connection sends the messages of a stream that one of this node's channels serves:
-/// the channel actor's inbox.
+/// the channel actor's inbox, or that of the replica that leads a replicated channel.
 #[derive(Debug, Clone)]
-pub(crate) struct ChanInbox(mpsc::Sender<ChanMsg>);
+pub(crate) enum ChanInbox {
+    Actor(mpsc::Sender<ChanMsg>),
+    Replica(mpsc::Sender<GroupMsg>),
+}
 
 impl ChanInbox {
-    /// Hands a stream's message to the channel's actor, waiting while its inbox is full (so a
-    /// fast client is slowed to the channel's pace); false once the channel is gone.
+    /// Hands a stream's message to the channel's server, waiting while its inbox is full (so
+    /// a fast client is slowed to the channel's pace); false once the channel is gone.
     pub async fn send(&self, msg: StreamMsg) -> bool {
-        self.0.send(ChanMsg::Stream(msg)).await.is_ok()
+        match self {
+            Self::Actor(tx) => tx.send(ChanMsg::Stream(msg)).await.is_ok(),
+            Self::Replica(tx) => tx.send(GroupMsg::Stream(msg)).await.is_ok(),
+        }
     }
+}
+
+/// Where a stream on a channel goes, as this node sees it.
+pub(crate) enum Served {
+    /// Here.
+    Here(ChanInbox),
+    /// By node `0`, which leads the replicated channel.
+    Leader(String),
 }
 
 /// Handle to the broker. Cheap to clone.
@@ -96,8 +80,10 @@ struct Inner {
     store: Store,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-    /// Bumped when a channel is created or removed.
-    changes: AtomicU64,
+    /// Bumped when a channel is created or removed, or a replica starts or stops serving.
+    changes: Arc<AtomicU64>,
+    /// The replicas of replicated channels this node holds.
+    replicas: Replicas,
 }
 
 impl Broker {
@@ -110,6 +96,14 @@ impl Broker {
         let records =
             Store::load(&config.data_dir).map_err(|e| BrokerError::Store(e.to_string()))?;
         let store = Store::start(&config.data_dir, records.clone(), &tracker);
+        let changes = Arc::new(AtomicU64::new(1));
+        let replicas = Replicas::new(
+            config.name.clone(),
+            config.max_payload,
+            changes.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        );
         let broker = Self {
             inner: Arc::new(Inner {
                 node: config.name.clone(),
@@ -119,7 +113,8 @@ impl Broker {
                 store,
                 tracker,
                 shutdown,
-                changes: AtomicU64::new(1),
+                changes,
+                replicas,
             }),
         };
         let mut chans = broker.inner.chans.lock().expect("broker lock");
@@ -146,14 +141,63 @@ impl Broker {
         ChanHandle { tx, record }
     }
 
-    /// Where to send the messages of a stream on channel `name`.
-    pub fn inbox(&self, name: &str) -> Result<ChanInbox, BrokerError> {
-        self.lookup(name).map(|handle| ChanInbox(handle.tx))
+    /// Where to send the messages of a stream on channel `name`: this node's actor or
+    /// leading replica, or the node that leads the replicated channel.
+    pub fn inbox(&self, name: &str) -> Result<Served, BrokerError> {
+        match self.inner.replicas.route(name) {
+            Some(Ok(Route::Here(tx))) => return Ok(Served::Here(ChanInbox::Replica(tx))),
+            Some(Ok(Route::Leader(node))) => return Ok(Served::Leader(node)),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+        self.lookup(name)
+            .map(|handle| Served::Here(ChanInbox::Actor(handle.tx)))
     }
 
-    /// Whether this node owns channel `name`.
+    /// Whether this node serves channel `name`: it owns it, or leads it if it is replicated.
     pub fn owns(&self, name: &str) -> bool {
-        self.lookup(name).is_ok()
+        self.lookup(name).is_ok() || self.inner.replicas.serves(name)
+    }
+
+    /// Whether this node holds a replica of replicated channel `name`.
+    pub fn holds_replica(&self, name: &str) -> bool {
+        self.inner.replicas.holds(name)
+    }
+
+    /// How replicas of replicated channels reach the others.
+    pub fn set_transport(&self, transport: Arc<dyn replica::Transport>) {
+        self.inner.replicas.set_transport(transport);
+    }
+
+    /// Starts a replica of a replicated channel here.
+    pub async fn start_replica(&self, spec: ReplicaSpec) -> Result<(), BrokerError> {
+        validate_chan_name(&spec.name).map_err(BrokerError::InvalidName)?;
+        if self.lookup(&spec.name).is_ok() {
+            return Err(BrokerError::AlreadyExists {
+                name: spec.name.clone(),
+                capacity: spec.capacity,
+            });
+        }
+        let held = self.count();
+        if held >= self.inner.max_channels && !self.inner.replicas.holds(&spec.name) {
+            return Err(BrokerError::LimitReached(held));
+        }
+        self.inner.replicas.start(spec).await
+    }
+
+    /// Serves a Raft call of another replica of channel `name`.
+    pub async fn serve_raft(&self, name: &str, body: bytes::Bytes) -> Result<bytes::Bytes, String> {
+        self.inner.replicas.serve_raft(name, body).await
+    }
+
+    /// The mesh says `node` went down or came back.
+    pub fn node_event(&self, node: &str, up: bool) {
+        self.inner.replicas.node_event(node, up);
+    }
+
+    /// Every replica checks that its view still holds (after a pause of the daemon).
+    pub fn probe_replicas(&self) {
+        self.inner.replicas.probe();
     }
 
     /// The channel named `name`.
@@ -177,18 +221,24 @@ impl Broker {
         exist_ok: bool,
     ) -> Result<ChanInfo, BrokerError> {
         validate_chan_name(name).map_err(BrokerError::InvalidName)?;
+        if self.inner.replicas.holds(name) {
+            return Err(BrokerError::Unavailable(format!(
+                "channel \"{name}\" is replicated: create it from a node without a replica"
+            )));
+        }
         let record = ChanRecord {
             name: name.to_string(),
             capacity,
             closed: false,
             created_at_ms: crate::clock::now_ms(),
         };
+        let replicas = self.inner.replicas.count();
         let existing = {
             let mut chans = self.inner.chans.lock().expect("broker lock");
             match chans.get(name) {
                 Some(existing) => Some(existing.record.capacity),
-                None if chans.len() >= self.inner.max_channels => {
-                    return Err(BrokerError::LimitReached(chans.len()));
+                None if chans.len() + replicas >= self.inner.max_channels => {
+                    return Err(BrokerError::LimitReached(chans.len() + replicas));
                 }
                 None => {
                     let handle = self.spawn_actor(record.clone());
@@ -231,17 +281,25 @@ impl Broker {
                 out.push(info);
             }
         }
+        out.append(&mut self.inner.replicas.list().await);
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
     /// Describes one channel.
     pub async fn stat(&self, name: &str) -> Result<ChanInfo, BrokerError> {
+        if let Some(info) = self.inner.replicas.stat(name).await {
+            return info;
+        }
         let handle = self.lookup(name)?;
         stat_of(&handle).await
     }
 
     /// Closes a channel.
     pub async fn close(&self, name: &str) -> Result<(), BrokerError> {
+        if let Some(closed) = self.inner.replicas.close(name).await {
+            return closed;
+        }
         let handle = self.lookup(name)?;
         let (tx, rx) = oneshot::channel();
         handle
@@ -265,6 +323,9 @@ impl Broker {
 
     /// Deletes a channel: its streams end with `not_found`; its values are dropped.
     pub async fn remove(&self, name: &str) -> Result<(), BrokerError> {
+        if let Some(removed) = self.inner.replicas.remove(name).await {
+            return removed;
+        }
         self.lookup(name)?;
         self.forget(name).await;
         self.inner
@@ -285,9 +346,9 @@ impl Broker {
         }
     }
 
-    /// How many channels this node owns.
+    /// How many channels this node owns, replicas included.
     pub fn count(&self) -> usize {
-        self.inner.chans.lock().expect("broker lock").len()
+        self.inner.chans.lock().expect("broker lock").len() + self.inner.replicas.count()
     }
 
     /// The names of the channels this node owns, sorted, and a version that changes whenever
@@ -305,6 +366,7 @@ impl Broker {
             .keys()
             .cloned()
             .collect();
+        names.append(&mut self.inner.replicas.served());
         names.sort_unstable();
         Some((version, names))
     }
@@ -322,6 +384,8 @@ async fn stat_of(handle: &ChanHandle) -> Result<ChanInfo, BrokerError> {
 
 #[cfg(test)]
 mod tests {
+    use circuit_sdk::proto::ErrorCode;
+
     use super::*;
 
     #[tokio::test]

@@ -83,6 +83,14 @@ impl Outputs {
         }
     }
 
+    /// Ends every stream with an error, after the frames each is owed this turn.
+    pub fn fail_all(&mut self, code: ErrorCode, message: &str) {
+        let keys: Vec<StreamKey> = self.streams.keys().copied().collect();
+        for key in keys {
+            self.fail(key, code, message.to_string());
+        }
+    }
+
     fn push_frame(&mut self, stream: StreamKey, frame: Frame) {
         self.outgoing.entry(stream).or_default().push(frame);
     }

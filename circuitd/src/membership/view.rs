@@ -27,7 +27,7 @@ pub struct View {
     /// Newest metadata, by node name (may arrive before SWIM reports the node).
     metas: BTreeMap<String, NodeMeta>,
     /// Channel name → owning node, rebuilt from `metas`.
-    owners: BTreeMap<String, String>,
+    owners: BTreeMap<String, Vec<String>>,
 }
 
 impl View {
@@ -166,10 +166,11 @@ impl View {
         self.owners.clear();
         for meta in self.metas.values() {
             for chan in &meta.channels {
-                // Two owners of one name: the lower node name wins (the same rule as creation).
+                // In node name order: the lower name wins (the same rule as creation).
                 self.owners
                     .entry(chan.clone())
-                    .or_insert_with(|| meta.name.clone());
+                    .or_default()
+                    .push(meta.name.clone());
             }
         }
     }
@@ -192,9 +193,17 @@ impl View {
 
     /// The node owning channel `name`, if any node says it does, with its state.
     pub fn owner_of(&self, chan: &str) -> Option<(String, NodeState)> {
-        let node = self.owners.get(chan)?;
-        let state = self.entries.get(node).map_or(NodeState::Dead, |e| e.state);
-        Some((node.clone(), state))
+        // Two nodes list it: the lower name wins, but an alive one wins over a suspect one, and
+        // that over one down (the leader of a replicated channel changed and the old one's
+        // list is stale).
+        let nodes = self.owners.get(chan)?;
+        let state = |node: &String| self.entries.get(node).map_or(NodeState::Dead, |e| e.state);
+        let node = nodes
+            .iter()
+            .find(|n| state(n) == NodeState::Alive)
+            .or_else(|| nodes.iter().find(|n| state(n).is_up()))
+            .or_else(|| nodes.first())?;
+        Some((node.clone(), state(node)))
     }
 
     /// A node's identity and state.

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use circuit_sdk::proto::{ErrorCode, EventKind, NodeState, Reply, Request};
+use circuit_sdk::proto::{ChanInfo, ErrorCode, EventKind, NodeState, Reply, Request};
 use circuit_sdk::secure::Keyring;
 use circuit_sdk::{Client, ConnectOptions, Next, ReplyStream, Target};
 use futures::future::join_all;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::membership::Membership;
 
+pub(crate) mod raft_link;
 pub(crate) mod relay;
 pub(crate) mod request;
 
@@ -249,14 +250,42 @@ impl Peers {
                 return Ok(node);
             }
         }
-        let make = || Request::ChanStat {
-            name: chan.to_string(),
-        };
-        let found = self.ask_all(make, |r| matches!(r, Reply::Chan(_))).await;
+        let live = self.membership.live_peers();
+        let asks = live.iter().map(|node| async move {
+            let stat = Request::ChanStat {
+                name: chan.to_string(),
+            };
+            match self.call_on(node, stat).await {
+                Ok(Reply::Chan(info)) => Some((node.clone(), info)),
+                _ => None,
+            }
+        });
+        let mut found: Vec<(String, ChanInfo)> =
+            join_all(asks).await.into_iter().flatten().collect();
+        // A replicated channel: every replica answers; the newest term names the leader.
+        let leader = found
+            .iter()
+            .filter(|(_, info)| !info.replicas.is_empty() && !info.owner.is_empty())
+            .max_by_key(|(_, info)| info.term)
+            .map(|(_, info)| info.owner.clone());
+        if let Some(leader) = leader {
+            return Ok(leader);
+        }
+        if found.iter().any(|(_, info)| !info.replicas.is_empty()) {
+            return Err(PeerError::Remote {
+                code: ErrorCode::Unavailable,
+                message: format!(
+                    "replicated channel \"{chan}\" has no leader now (an election is under \
+                     way, or a majority of its replicas is down)"
+                ),
+            });
+        }
         // Two owners (made during a partition): the lowest node name wins, as everywhere.
+        found.sort_by(|a, b| a.0.cmp(&b.0));
         found
             .into_iter()
             .next()
+            .map(|(node, _)| node)
             .ok_or_else(|| PeerError::NoChannel(chan.to_string()))
     }
 

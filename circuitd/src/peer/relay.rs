@@ -22,6 +22,11 @@ const INBOX: usize = 1024;
 pub(crate) struct RelayInbox(mpsc::Sender<StreamMsg>);
 
 impl RelayInbox {
+    /// Where a stream served by another task of this module's kind (`raft_link`) is sent.
+    pub(super) fn new(tx: mpsc::Sender<StreamMsg>) -> Self {
+        Self(tx)
+    }
+
     /// Hands a stream's message to the relay, waiting while its inbox is full; false once the
     /// relay has ended.
     pub async fn send(&self, msg: StreamMsg) -> bool {
@@ -32,17 +37,19 @@ impl RelayInbox {
 /// Starts a relay for a stream on channel `chan`, which this node does not own; returns where
 /// the connection sends the stream's messages, the first of which opens it. The relay finds
 /// the owner itself, so the connection never waits on the mesh.
+/// With `node`, the stream goes there (the leader of a replicated channel, as this node knows).
 pub(crate) fn start(
     peers: Peers,
     chan: String,
+    node: Option<String>,
     tracker: &tokio_util::task::TaskTracker,
 ) -> RelayInbox {
     let (tx, rx) = mpsc::channel(INBOX);
-    tracker.spawn(run(peers, chan, rx));
+    tracker.spawn(run(peers, chan, node, rx));
     RelayInbox(tx)
 }
 
-async fn run(peers: Peers, chan: String, mut rx: mpsc::Receiver<StreamMsg>) {
+async fn run(peers: Peers, chan: String, node: Option<String>, mut rx: mpsc::Receiver<StreamMsg>) {
     // The connection's first message opens the stream and says where its output goes; the
     // owner is asked for the same stream.
     let (request, out) = match rx.recv().await {
@@ -77,7 +84,11 @@ async fn run(peers: Peers, chan: String, mut rx: mpsc::Receiver<StreamMsg>) {
         node: String::new(),
         chan: chan.clone(),
     };
-    let node = match peers.owner_of(&chan).await {
+    let owner = match node {
+        Some(node) => Ok(node),
+        None => peers.owner_of(&chan).await,
+    };
+    let node = match owner {
         Ok(node) => node,
         Err(e) => {
             back.fail(e.code(), e.to_string());

@@ -29,6 +29,9 @@ pub(crate) enum PeerRequest {
         /// Every node the caller knows, with its metadata.
         nodes: Vec<NodeInfo>,
     },
+    /// Start a replica of a replicated channel here: a `Request::ReplicaStart`, kept whole
+    /// for its handler. Reply: `done`.
+    ReplicaStart(Box<Request>),
 }
 
 /// A request as a daemon receives it: another daemon's, or one that workers and the CLI send
@@ -51,6 +54,9 @@ impl From<Request> for Incoming {
                 Self::Peer(PeerRequest::ChanRelease { name, node })
             }
             Request::MeshSync { nodes } => Self::Peer(PeerRequest::MeshSync { nodes }),
+            start @ Request::ReplicaStart { .. } => {
+                Self::Peer(PeerRequest::ReplicaStart(Box::new(start)))
+            }
             other => Self::Client(other),
         }
     }
@@ -62,6 +68,7 @@ impl From<PeerRequest> for Request {
             PeerRequest::ChanClaim { name, node } => Request::ChanClaim { name, node },
             PeerRequest::ChanRelease { name, node } => Request::ChanRelease { name, node },
             PeerRequest::MeshSync { nodes } => Request::MeshSync { nodes },
+            PeerRequest::ReplicaStart(request) => *request,
         }
     }
 }

@@ -16,7 +16,9 @@ use crate::output;
     circuit chan create jobs               # unbuffered: each send waits for a receiver\n  \
     circuit chan create results --cap 64   # holds 64 values before a send waits\n  \
     circuit chan create jobs --exist-ok    # fine if jobs (capacity 0) exists already\n  \
-    circuit chan create jobs --node h3     # owned by h3")]
+    circuit chan create jobs --node h3     # owned by h3\n  \
+    circuit chan create q --cap 64 --replicas 3   # held by 3 nodes: survives the loss of 1\n  \
+    circuit chan create q --replicas 3 --replica-labels zone=a")]
 pub struct Args {
     /// Values the channel holds before a send waits. 0 is a rendezvous channel, like Go's
     /// `make(chan T)`: every send waits until a receiver takes the value.
@@ -30,6 +32,19 @@ pub struct Args {
     /// The node that owns the channel [default: the one circuit talks to].
     #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     node: Option<String>,
+
+    /// How many nodes hold the channel: 1 (one owner), or 3 or 5 (replicated through Raft: it
+    /// keeps serving, losing nothing, while a majority of them is alive).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    replicas: u32,
+
+    /// Replicas only on nodes with these labels (KEY=VALUE, comma-separated).
+    #[arg(long, value_name = "K=V,...", value_delimiter = ',')]
+    replica_labels: Vec<String>,
+
+    /// Where a replicated channel keeps its log: memory (the default).
+    #[arg(long, value_name = "memory|disk")]
+    storage: Option<String>,
 
     /// The channel: 1 to 128 characters of A-Z a-z 0-9 . _ - /
     #[arg(value_name = "NAME")]
@@ -45,9 +60,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             name: args.name.clone(),
             capacity: args.cap,
             exist_ok: args.exist_ok,
-            replicas: None,
-            replica_labels: Vec::new(),
-            storage: None,
+            replicas: (args.replicas != 1).then_some(args.replicas),
+            replica_labels: args.replica_labels,
+            storage: args.storage,
         },
     );
     let info = match client.call(request).await.map_err(ChanError::from) {

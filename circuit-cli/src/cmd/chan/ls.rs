@@ -39,6 +39,7 @@ fn table(chans: &[ChanInfo]) -> Table {
         "received",
         "state",
         "owner",
+        "replicas",
     ]);
     for c in chans {
         table.row(vec![
@@ -51,10 +52,39 @@ fn table(chans: &[ChanInfo]) -> Table {
             c.sent.to_string(),
             c.received.to_string(),
             state(c).into(),
-            c.owner.clone(),
+            if c.owner.is_empty() {
+                "-".into()
+            } else {
+                c.owner.clone()
+            },
+            replicas(c),
         ]);
     }
     table
+}
+
+/// `1` for a channel with one owner; for a replicated one its count, and how many are lost or
+/// catching up.
+fn replicas(c: &ChanInfo) -> String {
+    if c.replicas.is_empty() {
+        return "1".into();
+    }
+    let count = |state: &str| c.replicas.iter().filter(|r| r.state == state).count();
+    let mut notes = Vec::new();
+    for state in ["lost", "catching up"] {
+        let n = count(state);
+        if n > 0 {
+            notes.push(format!("{n} {state}"));
+        }
+    }
+    if count("leader") == 0 {
+        notes.push("no leader".into());
+    }
+    if notes.is_empty() {
+        c.replicas.len().to_string()
+    } else {
+        format!("{} ({})", c.replicas.len(), notes.join(", "))
+    }
 }
 
 /// `open` or `closed`.
@@ -83,9 +113,9 @@ mod tests {
         let mut done = chan("pipeline/done", 0);
         done.closed = true;
         let want = "\
-NAME            CAP   LEN   IN-FLIGHT   SENDERS   RECEIVERS   SENT   RECEIVED   STATE    OWNER
-jobs            16    3     1           2         1           1204   1200       open     h1
-pipeline/done   0     0     0           0         0           0      0          closed   h1
+NAME            CAP   LEN   IN-FLIGHT   SENDERS   RECEIVERS   SENT   RECEIVED   STATE    OWNER   REPLICAS
+jobs            16    3     1           2         1           1204   1200       open     h1      1
+pipeline/done   0     0     0           0         0           0      0          closed   h1      1
 ";
         assert_eq!(table(&[jobs, done]).render(), want);
     }
@@ -94,7 +124,7 @@ pipeline/done   0     0     0           0         0           0      0          
     fn no_channels_prints_only_the_header() {
         assert_eq!(
             table(&[]).render(),
-            "NAME   CAP   LEN   IN-FLIGHT   SENDERS   RECEIVERS   SENT   RECEIVED   STATE   OWNER\n"
+            "NAME   CAP   LEN   IN-FLIGHT   SENDERS   RECEIVERS   SENT   RECEIVED   STATE   OWNER   REPLICAS\n"
         );
     }
 }

@@ -58,10 +58,22 @@ fn render(c: &ChanInfo, now_ms: u64) -> String {
             ),
         ),
     ];
-    fields
+    let mut out: String = fields
         .iter()
         .map(|(key, value)| format!("{key}: {value}\n"))
-        .collect()
+        .collect();
+    if !c.replicas.is_empty() {
+        out.push_str(&format!(
+            "storage: {}\nterm: {}\nreplicas: {}\n",
+            c.storage,
+            c.term,
+            c.replicas.len()
+        ));
+        for r in &c.replicas {
+            out.push_str(&format!("  {}: {} (lag {})\n", r.node, r.state, r.lag));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 
 use std::future::Future;
 
+use futures::future::BoxFuture;
+
 use super::event::Batch;
 
 /// Why a consensus operation failed.
@@ -73,14 +75,19 @@ pub(crate) trait StatusWatch: Send + 'static {
     fn changed(&mut self) -> impl Future<Output = bool> + Send;
 }
 
+/// Resolves once a proposed batch is applied (or can no longer be: leadership was lost).
+pub(crate) type Commit = BoxFuture<'static, Result<(), ConsensusError>>;
+
 /// What a replicated channel needs from consensus.
+#[allow(dead_code)] // add_learner and set_voters are for repair (not built yet)
 pub(crate) trait Consensus: Clone + Send + Sync + 'static {
     /// How this replica's status is followed.
     type Watch: StatusWatch;
 
-    /// Appends `batch` to the log if this replica leads (returns once it is queued: it is
-    /// applied, on every replica, once a majority holds it).
-    fn propose(&self, batch: Batch) -> impl Future<Output = Result<(), ConsensusError>> + Send;
+    /// Appends `batch` to the log if this replica leads. Returns once it is queued, with what
+    /// resolves when it is applied (on every replica, once a majority holds it), so that
+    /// proposals are pipelined.
+    fn propose(&self, batch: Batch) -> impl Future<Output = Result<Commit, ConsensusError>> + Send;
 
     /// Follows this replica's status.
     fn watch(&self) -> Self::Watch;

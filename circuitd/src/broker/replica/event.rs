@@ -50,6 +50,8 @@ pub(crate) enum Event {
     GiveUp { receivers: Vec<u64> },
     /// The channel is closed.
     Close,
+    /// The channel is removed (`chan rm`): every replica deletes itself.
+    Remove,
 }
 
 /// The key of the `n`th stream a leader of `term` opens.
@@ -67,6 +69,8 @@ pub(crate) fn term_of(key: StreamKey) -> u64 {
 pub(crate) struct Applied {
     /// The answer to a `Close` in this batch, if there was one.
     pub closed: Option<Result<(), String>>,
+    /// The batch removed the channel.
+    pub removed: bool,
 }
 
 /// Applies `batch` to `state`, in order. Effects accumulate in `state.effects`.
@@ -102,6 +106,7 @@ pub(crate) fn apply(state: &mut ChanState, batch: &Batch) -> Applied {
             Event::Leader { term } => state.leader_changed(now, |k| term_of(k) >= *term),
             Event::GiveUp { receivers } => state.give_up(receivers),
             Event::Close => applied.closed = Some(state.close()),
+            Event::Remove => applied.removed = true,
         }
     }
     applied

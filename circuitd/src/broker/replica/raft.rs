@@ -26,7 +26,9 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use super::consensus::{Consensus, ConsensusError, Replica, Role, Status, StatusWatch};
+use futures::FutureExt;
+
+use super::consensus::{Commit, Consensus, ConsensusError, Replica, Role, Status, StatusWatch};
 use super::event::{apply, Batch};
 use super::{Applied, Transport};
 use crate::broker::state::ChanState;
@@ -210,11 +212,18 @@ impl Machine {
         postcard::to_allocvec(&image)
     }
 
-    fn report(&mut self, index: u64, closed: Option<Result<(), String>>, reset: bool) {
+    fn report(
+        &mut self,
+        index: u64,
+        closed: Option<Result<(), String>>,
+        removed: bool,
+        reset: bool,
+    ) {
         let _ = self.out.send(Applied {
             index,
             effects: std::mem::take(&mut self.state.effects),
             closed,
+            removed,
             reset,
             counts: self.state.counts(),
             closed_now: self.state.is_closed(),
@@ -260,6 +269,7 @@ impl RaftStateMachine<Cfg> for Machine {
     {
         let mut answers = Vec::new();
         let mut closed = None;
+        let mut removed = false;
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             match entry.payload {
@@ -269,6 +279,7 @@ impl RaftStateMachine<Cfg> for Machine {
                     if applied.closed.is_some() {
                         closed = applied.closed;
                     }
+                    removed |= applied.removed;
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -277,7 +288,7 @@ impl RaftStateMachine<Cfg> for Machine {
             answers.push(());
         }
         let index = self.last_applied.map_or(0, |l| l.index);
-        self.report(index, closed, false);
+        self.report(index, closed, removed, false);
         Ok(answers)
     }
 
@@ -318,7 +329,7 @@ impl RaftStateMachine<Cfg> for Machine {
             data,
         });
         let index = self.last_applied.map_or(0, |l| l.index);
-        self.report(index, None, true);
+        self.report(index, None, false, true);
         Ok(())
     }
 
@@ -586,12 +597,20 @@ impl StatusWatch for Watch {
 impl Consensus for RaftGroup {
     type Watch = Watch;
 
-    async fn propose(&self, batch: Batch) -> Result<(), ConsensusError> {
-        self.raft
+    async fn propose(&self, batch: Batch) -> Result<Commit, ConsensusError> {
+        let applied = self
+            .raft
             .client_write_ff(batch)
             .await
-            .map(drop)
-            .map_err(|e| ConsensusError::Other(e.to_string()))
+            .map_err(|e| ConsensusError::Other(e.to_string()))?;
+        Ok(async move {
+            match applied.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(ConsensusError::Other(e.to_string())),
+                Err(_) => Err(ConsensusError::Other("the replica stopped".into())),
+            }
+        }
+        .boxed())
     }
 
     fn watch(&self) -> Watch {
@@ -631,8 +650,6 @@ impl Consensus for RaftGroup {
 mod tests {
     use std::collections::HashMap;
     use std::sync::Mutex as StdMutex;
-
-    use futures::FutureExt;
 
     use super::*;
     use crate::broker::replica::event::{stream_key, Event};
@@ -731,7 +748,8 @@ mod tests {
                 },
             ],
         };
-        groups[0].propose(batch).await.expect("propose");
+        let commit = groups[0].propose(batch).await.expect("propose");
+        commit.await.expect("applied");
         for out in &mut outs {
             let mut effects = Vec::new();
             let mut sent = 0;
@@ -760,13 +778,14 @@ mod tests {
         assert_eq!(status.leader_node(), Some("b"));
         assert!(status.term > 1);
         // It serves: a batch proposed now is applied by the replicas still up.
-        groups[1]
+        let commit = groups[1]
             .propose(Batch {
                 now_ms: 2,
                 events: vec![Event::Close],
             })
             .await
             .expect("propose");
+        commit.await.expect("applied");
         for out in &mut outs[1..] {
             loop {
                 let applied = out.recv().await.expect("applied");

@@ -1,0 +1,298 @@
+//! The replicas of replicated channels this node holds: one task each (`replica::group`), the
+//! Raft instance behind it (which other replicas' calls reach directly), and what the task
+//! tells of who leads. The broker routes a stream to the task only while it leads and serves;
+//! otherwise it names the leader, for the connection to relay to.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use circuit_sdk::proto::ChanInfo;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::error::BrokerError;
+use super::replica::consensus::Replica;
+use super::replica::group::{Group, GroupMsg, Meta, Shared};
+use super::replica::raft::RaftGroup;
+use super::replica::Transport;
+
+/// Inbox size of a replica's task.
+const INBOX: usize = 1024;
+
+/// What starts one replica of a replicated channel on this node.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplicaSpec {
+    pub name: String,
+    pub capacity: u64,
+    pub created_at_ms: u64,
+    pub storage: String,
+    /// This replica's Raft id.
+    pub id: u64,
+    /// Every replica of the group.
+    pub members: Vec<Replica>,
+    /// This replica forms the group.
+    pub found: bool,
+    /// Nodes the mesh says are down now.
+    pub down: Vec<String>,
+}
+
+#[derive(Clone)]
+struct Handle {
+    id: u64,
+    tx: mpsc::Sender<GroupMsg>,
+    raft: RaftGroup,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// Where a stream on a replicated channel goes.
+pub(crate) enum Route {
+    /// This node leads: to its task.
+    Here(mpsc::Sender<GroupMsg>),
+    /// Node `0` leads.
+    Leader(String),
+}
+
+/// The registry of this node's replicas.
+pub(crate) struct Replicas {
+    node: String,
+    max_payload: u64,
+    map: Arc<Mutex<HashMap<String, Handle>>>,
+    transport: OnceLock<Arc<dyn Transport>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    /// Bumped when the set of channels this node serves changes.
+    changes: Arc<AtomicU64>,
+    removed: mpsc::UnboundedSender<String>,
+}
+
+impl Replicas {
+    pub fn new(
+        node: String,
+        max_payload: u64,
+        changes: Arc<AtomicU64>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let map: Arc<Mutex<HashMap<String, Handle>>> = Arc::default();
+        let (removed, mut gone) = mpsc::unbounded_channel::<String>();
+        let (map2, changes2) = (map.clone(), changes.clone());
+        tracker.spawn(async move {
+            while let Some(name) = gone.recv().await {
+                map2.lock().expect("replicas").remove(&name);
+                changes2.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Self {
+            node,
+            max_payload,
+            map,
+            transport: OnceLock::new(),
+            tracker,
+            shutdown,
+            changes,
+            removed,
+        }
+    }
+
+    /// How replicas reach the others (set once the peer links exist).
+    pub fn set_transport(&self, transport: Arc<dyn Transport>) {
+        let _ = self.transport.set(transport);
+    }
+
+    fn get(&self, name: &str) -> Option<Handle> {
+        self.map.lock().expect("replicas").get(name).cloned()
+    }
+
+    /// Whether this node holds a replica of `name`.
+    pub fn holds(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// How many replicas this node holds.
+    pub fn count(&self) -> usize {
+        self.map.lock().expect("replicas").len()
+    }
+
+    /// Whether this node leads and serves `name`.
+    pub fn serves(&self, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|h| h.shared.lock().expect("replica shared").serving)
+    }
+
+    /// The channels this node leads and serves.
+    pub fn served(&self) -> Vec<String> {
+        self.map
+            .lock()
+            .expect("replicas")
+            .iter()
+            .filter(|(_, h)| h.shared.lock().expect("replica shared").serving)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Starts a replica (nothing happens if this one runs already).
+    pub async fn start(&self, spec: ReplicaSpec) -> Result<(), BrokerError> {
+        if let Some(h) = self.get(&spec.name) {
+            return if h.id == spec.id {
+                Ok(())
+            } else {
+                Err(BrokerError::AlreadyExists {
+                    name: spec.name,
+                    capacity: spec.capacity,
+                })
+            };
+        }
+        let transport = self.transport.get().cloned().ok_or_else(|| {
+            BrokerError::Unavailable("replicated channels need a mesh (--mesh-listen)".into())
+        })?;
+        let (applied_tx, applied_rx) = mpsc::unbounded_channel();
+        let raft = RaftGroup::start(
+            &spec.name,
+            spec.id,
+            spec.capacity,
+            self.max_payload,
+            transport,
+            applied_tx,
+        )
+        .await
+        .map_err(|e| BrokerError::Store(e.to_string()))?;
+        if spec.found {
+            raft.found(&spec.members)
+                .await
+                .map_err(|e| BrokerError::Store(e.to_string()))?;
+        }
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let meta = Meta {
+            name: spec.name.clone(),
+            node: self.node.clone(),
+            capacity: spec.capacity,
+            max_payload: self.max_payload,
+            created_at_ms: spec.created_at_ms,
+            storage: spec.storage.clone(),
+        };
+        let (tx, rx) = mpsc::channel(INBOX);
+        for node in spec.down {
+            let _ = tx.try_send(GroupMsg::Node { node, up: false });
+        }
+        let changes = self.changes.clone();
+        let group = Group::new(
+            meta,
+            raft.clone(),
+            shared.clone(),
+            self.removed.clone(),
+            changes,
+        );
+        self.tracker
+            .spawn(group.run(rx, applied_rx, self.shutdown.clone()));
+        let handle = Handle {
+            id: spec.id,
+            tx,
+            raft,
+            shared,
+        };
+        self.map.lock().expect("replicas").insert(spec.name, handle);
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Where a stream on `name` goes, if this node holds a replica of it.
+    pub fn route(&self, name: &str) -> Option<Result<Route, BrokerError>> {
+        let h = self.get(name)?;
+        let shared = h.shared.lock().expect("replica shared").clone();
+        Some(match shared.leader {
+            _ if shared.serving => Ok(Route::Here(h.tx)),
+            Some(node) if node != self.node => Ok(Route::Leader(node)),
+            _ => Err(BrokerError::Unavailable(format!(
+                "replicated channel \"{name}\" has no leader now (an election is under way, or \
+                 a majority of its replicas is down)"
+            ))),
+        })
+    }
+
+    async fn ask<T>(
+        &self,
+        name: &str,
+        make: impl FnOnce(oneshot::Sender<T>) -> GroupMsg,
+    ) -> Option<Result<T, BrokerError>> {
+        let h = self.get(name)?;
+        let (tx, rx) = oneshot::channel();
+        if h.tx.send(make(tx)).await.is_err() {
+            return Some(Err(BrokerError::NotFound(name.to_string())));
+        }
+        Some(
+            rx.await
+                .map_err(|_| BrokerError::NotFound(name.to_string())),
+        )
+    }
+
+    /// Describes `name`, if this node holds a replica of it.
+    pub async fn stat(&self, name: &str) -> Option<Result<ChanInfo, BrokerError>> {
+        self.ask(name, GroupMsg::Stat).await
+    }
+
+    /// Describes every replica this node holds.
+    pub async fn list(&self) -> Vec<ChanInfo> {
+        let names: Vec<String> = self.map.lock().expect("replicas").keys().cloned().collect();
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(Ok(info)) = self.stat(&name).await {
+                out.push(info);
+            }
+        }
+        out
+    }
+
+    /// Closes `name` (this node must lead it).
+    pub async fn close(&self, name: &str) -> Option<Result<(), BrokerError>> {
+        self.ask(name, GroupMsg::Close).await.map(Result::flatten)
+    }
+
+    /// Removes `name` from every replica (this node must lead it).
+    pub async fn remove(&self, name: &str) -> Option<Result<(), BrokerError>> {
+        self.ask(name, GroupMsg::Remove).await.map(Result::flatten)
+    }
+
+    /// Serves a Raft call of another replica of `name`.
+    pub async fn serve_raft(&self, name: &str, body: Bytes) -> Result<Bytes, String> {
+        let h = self
+            .get(name)
+            .ok_or_else(|| format!("node has no replica of channel \"{name}\""))?;
+        h.raft.serve(&body).await
+    }
+
+    /// The mesh says `node` went down or came back: every replica hears it.
+    pub fn node_event(&self, node: &str, up: bool) {
+        self.tell_all(|| GroupMsg::Node {
+            node: node.to_string(),
+            up,
+        });
+    }
+
+    /// Every replica checks that its view still holds.
+    pub fn probe(&self) {
+        self.tell_all(|| GroupMsg::Probe);
+    }
+
+    fn tell_all(&self, make: impl Fn() -> GroupMsg) {
+        let txs: Vec<mpsc::Sender<GroupMsg>> = self
+            .map
+            .lock()
+            .expect("replicas")
+            .values()
+            .map(|h| h.tx.clone())
+            .collect();
+        for tx in txs {
+            let msg = make();
+            let tx2 = tx.clone();
+            if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(msg) {
+                // A busy replica gets it when it has room; the mesh's events are not dropped.
+                self.tracker.spawn(async move {
+                    let _ = tx2.send(msg).await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Replicated channels (`--replicas 3`) on real daemons meshed on loopback: the rules R1..R7 of
+//! `docs/CHANNELS.md` that one machine can show. The namespace scenarios (a host's link cut,
+//! five hosts) are in `netns_replicated.rs`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use circuit_sdk::chan::{ChanError, ChanOptions, Json, SendOptions, Sender};
+use circuit_sdk::proto::{ChanInfo, NodeState, Reply, Request};
+use circuit_sdk::Client;
+use circuit_testkit::{wait_until, wait_until_async, Daemon};
+
+const SOON: Duration = Duration::from_secs(20);
+
+/// Three daemons meshed on loopback, named a, b and c.
+struct Mesh {
+    nodes: Vec<Daemon>,
+}
+
+impl Mesh {
+    fn start() -> Self {
+        let a = Daemon::start_named("a", &["--listen", "127.0.0.1:0"]);
+        let addr = a.mesh_addr();
+        let join = ["--listen", "127.0.0.1:0", "--join", addr.as_str()];
+        let nodes = vec![
+            a,
+            Daemon::start_named("b", &join),
+            Daemon::start_named("c", &join),
+        ];
+        for d in &nodes {
+            wait_until(SOON, "a, b and c see each other alive", || {
+                d.nodes()
+                    .iter()
+                    .filter(|n| n.state == NodeState::Alive)
+                    .count()
+                    == 3
+            });
+        }
+        Self { nodes }
+    }
+
+    fn by_name(&self, name: &str) -> &Daemon {
+        self.nodes
+            .iter()
+            .find(|d| d.name == name)
+            .expect("a node of the mesh")
+    }
+
+    fn index_of(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|d| d.name == name)
+            .expect("a node of the mesh")
+    }
+}
+
+async fn stat(client: &Client, name: &str) -> Option<ChanInfo> {
+    match client
+        .call(Request::ChanStat {
+            name: name.to_string(),
+        })
+        .await
+    {
+        Ok(Reply::Chan(info)) => Some(info),
+        _ => None,
+    }
+}
+
+/// The channel's leader, once one serves and every replica is a follower or the leader.
+async fn leader(client: &Client, name: &str) -> String {
+    wait_until_async(SOON, "a leader and its followers", || async {
+        let info = stat(client, name).await?;
+        let settled = info.replicas.iter().filter(|r| r.state == "leader").count() == 1
+            && !info.owner.is_empty();
+        settled.then_some(info.owner)
+    })
+    .await
+}
+
+/// R1, R2, R3: a replicated channel is held by three nodes, one of which leads; its values
+/// survive the leader's `kill -9` mid-stream: the receiver gets every value sent, once, in
+/// order, with senders and receivers on the other nodes following the new leader by
+/// themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_r2_the_leaders_death_loses_nothing_and_doubles_nothing() {
+    let mut mesh = Mesh::start();
+    let a = mesh.by_name("a").client().await;
+    let created = a
+        .chan_create_with("q", 64, ChanOptions::replicated(3), false)
+        .await
+        .expect("create q --replicas 3");
+    assert_eq!(created.capacity(), 64);
+    let info = stat(&a, "q").await.expect("stat");
+    let mut nodes: Vec<&str> = info.replicas.iter().map(|r| r.node.as_str()).collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["a", "b", "c"], "{info:?}");
+    assert_eq!(info.storage, "memory");
+    let lead = leader(&a, "q").await;
+    // Sender and receiver on the two nodes that do not lead.
+    let others: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .filter(|n| **n != lead)
+        .map(|n| n.to_string())
+        .collect();
+    let tx_client = mesh.by_name(&others[0]).client().await;
+    let rx_client = mesh.by_name(&others[1]).client().await;
+    let opts = SendOptions {
+        reconnect_for: SOON,
+        ..SendOptions::default()
+    };
+    let tx = tx_client
+        .chan("q")
+        .await
+        .expect("open q")
+        .sender_with(Json, opts)
+        .await
+        .expect("sender");
+    let total: u64 = 3000;
+    let sending = tokio::spawn(async move {
+        for i in 1..=total {
+            tx.send(i).await.unwrap_or_else(|e| panic!("send {i}: {e}"));
+        }
+    });
+    let rx_chan = rx_client.chan("q").await.expect("open q");
+    let mut rx = rx_chan.receiver::<u64>().await.expect("receiver");
+    let mut got = Vec::new();
+    let mut killed = None;
+    let mut longest = Duration::ZERO;
+    let mut last = Instant::now();
+    while got.len() < total as usize {
+        let v = tokio::time::timeout(SOON, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no value after {} of {total}", got.len()))
+            .unwrap_or_else(|e| panic!("recv after {} values: {e}", got.len()));
+        got.push(v);
+        longest = longest.max(last.elapsed());
+        last = Instant::now();
+        if got.len() == 1000 && killed.is_none() {
+            let i = mesh.index_of(&lead);
+            mesh.nodes[i].kill9();
+            killed = Some(Instant::now());
+        }
+    }
+    sending.await.expect("sender task");
+    let mut seen = HashMap::new();
+    for v in &got {
+        *seen.entry(*v).or_insert(0) += 1;
+    }
+    let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "values received twice: {doubled:?}");
+    let want: Vec<u64> = (1..=total).collect();
+    assert_eq!(got, want, "every value once, in order");
+    // The survivors name a new leader, and the old one as lost.
+    let info = wait_until_async(SOON, "a new leader", || async {
+        let info = stat(&rx_client, "q").await?;
+        (info.owner != lead && !info.owner.is_empty()).then_some(info)
+    })
+    .await;
+    assert!(
+        info.replicas
+            .iter()
+            .any(|r| r.node == lead && r.state == "lost"),
+        "{info:?}"
+    );
+    let killed = killed.expect("the leader was killed");
+    eprintln!(
+        "the rest of the stream took {:?}; the longest pause between two values {longest:?}",
+        killed.elapsed()
+    );
+}
+
+/// R4: without a majority, a send fails with `unavailable` within `reconnect_for` instead of
+/// hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_r4_without_a_majority_sends_fail_with_unavailable_in_bounded_time() {
+    let mut mesh = Mesh::start();
+    let a = mesh.by_name("a").client().await;
+    a.chan_create_with("q", 8, ChanOptions::replicated(3), false)
+        .await
+        .expect("create");
+    leader(&a, "q").await;
+    // Keep a; kill b and c.
+    for name in ["b", "c"] {
+        let i = mesh.index_of(name);
+        mesh.nodes[i].kill9();
+    }
+    let opts = SendOptions {
+        reconnect_for: Duration::from_secs(3),
+        ..SendOptions::default()
+    };
+    let started = Instant::now();
+    let result = async {
+        let tx: Sender<u64> = a.chan("q").await?.sender_with(Json, opts).await?;
+        tx.send(1).await
+    }
+    .await;
+    let took = started.elapsed();
+    match result {
+        Err(ChanError::Unavailable(_)) => {}
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+/// Bad input: replica counts other than 1, 3 and 5, labels no node has, and more replicas
+/// than nodes are refused with a clear message, and nothing is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_replica_options_are_refused_and_change_nothing() {
+    let mesh = Mesh::start();
+    let a = mesh.by_name("a");
+    for (args, says) in [
+        (vec!["--replicas", "2"], "a channel has 1 replica"),
+        (vec!["--replicas", "0"], "a channel has 1 replica"),
+        (vec!["--replicas", "7"], "a channel has 1 replica"),
+        (vec!["--replicas", "5"], "needs 5 live nodes"),
+        (
+            vec!["--replicas", "3", "--replica-labels", "zone=nowhere"],
+            "with the labels zone=nowhere",
+        ),
+        (
+            vec!["--replicas", "3", "--replica-labels", "zone"],
+            "expected KEY=VALUE",
+        ),
+        (
+            vec!["--replicas", "3", "--storage", "tape"],
+            "expected memory or disk",
+        ),
+        (
+            vec!["--replica-labels", "zone=a"],
+            "for replicated channels",
+        ),
+    ] {
+        let mut full = vec!["chan", "create", "q"];
+        full.extend(args.iter().copied());
+        let out = a.cli(&full);
+        assert!(!out.status.success(), "{full:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{full:?}: {err}");
+    }
+    let ls = a.cli_ok(&["chan", "ls", "--json"]);
+    assert_eq!(ls.trim(), "[]", "nothing was made");
+}
