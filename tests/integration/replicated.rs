@@ -19,14 +19,18 @@ struct Mesh {
 
 impl Mesh {
     fn start() -> Self {
-        let a = Daemon::start_named("a", &["--listen", "127.0.0.1:0"]);
+        let start = |name: &str, flags: &[&str]| {
+            Daemon::builder()
+                .name(name)
+                .flags(flags)
+                .log_level("info,circuitd=debug,openraft=warn")
+                .start()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let a = start("a", &["--listen", "127.0.0.1:0"]);
         let addr = a.mesh_addr();
         let join = ["--listen", "127.0.0.1:0", "--join", addr.as_str()];
-        let nodes = vec![
-            a,
-            Daemon::start_named("b", &join),
-            Daemon::start_named("c", &join),
-        ];
+        let nodes = vec![a, start("b", &join), start("c", &join)];
         for d in &nodes {
             wait_until(SOON, "a, b and c see each other alive", || {
                 d.nodes()
@@ -163,6 +167,11 @@ async fn rule_r2_the_leaders_death_loses_nothing_and_doubles_nothing() {
         "{info:?}"
     );
     let killed = killed.expect("the leader was killed");
+    if longest > Duration::from_secs(3) {
+        for d in &mesh.nodes {
+            eprintln!("==== {}\n{}", d.name, d.log());
+        }
+    }
     eprintln!(
         "the rest of the stream took {:?}; the longest pause between two values {longest:?}",
         killed.elapsed()
@@ -239,4 +248,114 @@ async fn bad_replica_options_are_refused_and_change_nothing() {
     }
     let ls = a.cli_ok(&["chan", "ls", "--json"]);
     assert_eq!(ls.trim(), "[]", "nothing was made");
+}
+
+/// R5: a leader paused (SIGSTOP) long enough for the mesh to give up on it is replaced; when
+/// it resumes it serves nothing (its first attempt meets the newer term), and no value is
+/// accepted twice or lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_r5_a_paused_leader_is_replaced_and_never_serves_beside_the_new_one() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mesh = Mesh::start();
+    let a = mesh.by_name("a").client().await;
+    a.chan_create_with("q", 16, ChanOptions::replicated(3), false)
+        .await
+        .expect("create");
+    let lead = leader(&a, "q").await;
+    let others: Vec<&str> = ["a", "b", "c"].into_iter().filter(|n| *n != lead).collect();
+    let tx_client = mesh.by_name(others[0]).client().await;
+    let rx_client = mesh.by_name(others[1]).client().await;
+    let opts = SendOptions {
+        reconnect_for: SOON,
+        ..SendOptions::default()
+    };
+    let tx: Sender<u64> = tx_client
+        .chan("q")
+        .await
+        .expect("open")
+        .sender_with(Json, opts)
+        .await
+        .expect("sender");
+    let total: u64 = 1500;
+    let sending = tokio::spawn(async move {
+        for i in 1..=total {
+            tx.send(i).await.unwrap_or_else(|e| panic!("send {i}: {e}"));
+        }
+    });
+    let mut rx = rx_client
+        .chan("q")
+        .await
+        .expect("open")
+        .receiver::<u64>()
+        .await
+        .expect("receiver");
+    let paused = Pid::from_raw(mesh.by_name(&lead).pid());
+    let mut got = Vec::new();
+    let mut stopped_at = None;
+    let mut resumed = false;
+    while got.len() < total as usize {
+        let v = tokio::time::timeout(SOON, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no value after {} of {total}", got.len()))
+            .unwrap_or_else(|e| panic!("recv after {} values: {e}", got.len()));
+        got.push(v);
+        if got.len() == 300 {
+            kill(paused, Signal::SIGSTOP).expect("SIGSTOP");
+            stopped_at = Some(Instant::now());
+        }
+        // Resume it while the stream still runs, once it has been out for longer than the
+        // mesh takes to declare it dead.
+        if !resumed && stopped_at.is_some_and(|at| at.elapsed() > Duration::from_secs(4)) {
+            kill(paused, Signal::SIGCONT).expect("SIGCONT");
+            resumed = true;
+        }
+    }
+    if !resumed {
+        kill(paused, Signal::SIGCONT).expect("SIGCONT");
+    }
+    sending.await.expect("sender task");
+    let want: Vec<u64> = (1..=total).collect();
+    assert_eq!(got, want, "every value once, in order");
+    // The resumed node knows it does not lead: it names the new leader, of a newer term.
+    let old = mesh.by_name(&lead).client().await;
+    let info = wait_until_async(SOON, "the old leader to follow", || async {
+        let info = stat(&old, "q").await?;
+        (!info.owner.is_empty() && info.owner != lead).then_some(info)
+    })
+    .await;
+    let now = stat(&rx_client, "q").await.expect("stat");
+    assert_eq!(info.owner, now.owner, "one leader: {info:?} {now:?}");
+}
+
+/// R6: close and rm are replicated: a close asked on any node ends the stream after the
+/// values already in the channel, and rm removes every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_r6_close_and_rm_are_replicated() {
+    let mesh = Mesh::start();
+    let a = mesh.by_name("a");
+    a.cli_ok(&["chan", "create", "q", "--cap", "8", "--replicas", "3"]);
+    let client = a.client().await;
+    let lead = leader(&client, "q").await;
+    let other = ["a", "b", "c"]
+        .into_iter()
+        .find(|n| *n != lead)
+        .expect("a follower");
+    let d = mesh.by_name(other);
+    for v in ["1", "2", "3"] {
+        d.cli_ok(&["send", "q", v]);
+    }
+    d.cli_ok(&["chan", "close", "q"]);
+    let out = d.cli(&["send", "q", "4"]);
+    assert!(!out.status.success(), "a send after close must fail");
+    assert_eq!(d.cli_ok(&["recv", "q", "-n", "3"]), "1\n2\n3\n");
+    let stat: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["--json", "chan", "stat", "q"])).expect("json");
+    assert_eq!(stat["closed"], true, "{stat}");
+    d.cli_ok(&["chan", "rm", "q"]);
+    for node in &mesh.nodes {
+        wait_until(SOON, "every replica removed", || {
+            node.cli_ok(&["chan", "ls", "--json"]).trim() == "[]"
+        });
+    }
 }
