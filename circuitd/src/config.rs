@@ -47,6 +47,9 @@ pub struct Config {
     /// its peer links, and its workers, told in `CIRCUIT_KEEPALIVE_MS` when it is not the
     /// SDK's default. Below a third of the mesh's idle timeout (`circuitd` sets a quarter).
     pub keepalive: Option<Duration>,
+    /// How long a replica's node may be dead before the leader of its replicated channel
+    /// replaces it on another node (`--replica-repair-after`).
+    pub replica_repair_after: Duration,
     /// The mesh address other nodes use for this one (default: the listen address).
     pub advertise: Option<SocketAddr>,
     /// Mesh addresses to join through at start, retried until one answers.
@@ -82,6 +85,7 @@ impl Default for Config {
             max_workers: 10_000,
             idle_timeout: Duration::from_secs(120),
             keepalive: Some(circuit_sdk::client::KEEPALIVE_DEFAULT),
+            replica_repair_after: Duration::from_secs(30),
             advertise: None,
             join: Vec::new(),
             labels: BTreeMap::new(),
@@ -101,6 +105,10 @@ pub const HANDSHAKE_TIMEOUT_RANGE: RangeInclusive<Duration> =
 /// Allowed `idle_timeout`s (`--idle-timeout`). Below 2 minutes, clients must ping more often
 /// than the SDK's default of every 30 s (`CIRCUIT_KEEPALIVE_MS`).
 pub const IDLE_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+
+/// Allowed `replica_repair_after`s (`--replica-repair-after`).
+pub const REPAIR_AFTER_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 
 /// Parses a duration flag (`10s`, `2m`, `1500ms`) that must lie within `range`.

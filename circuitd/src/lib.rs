@@ -175,6 +175,7 @@ pub async fn run(
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
     });
+    tracker.spawn(api::repairs(ctx.clone()));
     tracker.spawn(api::serve_unix(listeners.unix, ctx.clone()));
     if let Some(tcp) = listeners.tcp {
         tracker.spawn(api::serve_tcp(tcp, ctx.clone()));

@@ -93,6 +93,12 @@ struct Args {
           value_parser = |s: &str| circuitd::config::parse_duration_in(
               s, &circuitd::config::IDLE_TIMEOUT_RANGE))]
     idle_timeout: std::time::Duration,
+    /// Replace a replica of a replicated channel whose node has been dead this long with one
+    /// on another live node (the channel returns to its replica count by itself), 1s to 1day
+    #[arg(long, default_value = "30s", value_name = "DURATION",
+          value_parser = |s: &str| circuitd::config::parse_duration_in(
+              s, &circuitd::config::REPAIR_AFTER_RANGE))]
+    replica_repair_after: std::time::Duration,
     /// Read flags from a TOML file whose keys are the long flag names, e.g. `name = "web-1"`,
     /// `join = ["10.0.0.1:7711"]` (see below). Flags on the command line win (a repeatable
     /// one's values replace the file's list); the file wins over environment variables.
@@ -206,6 +212,7 @@ fn start(args: Args) -> anyhow::Result<()> {
     config.max_requests_per_connection = args.max_requests_per_connection as usize;
     config.handshake_timeout = args.handshake_timeout;
     config.idle_timeout = args.idle_timeout;
+    config.replica_repair_after = args.replica_repair_after;
     // This daemon's clients must ping within its idle timeout: its peer links (the mesh shares
     // one setting) and its workers. A quarter of it, at most the SDK's default, unless
     // CIRCUIT_KEEPALIVE_MS (in this daemon's environment) says otherwise.

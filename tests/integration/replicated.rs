@@ -19,25 +19,34 @@ struct Mesh {
 
 impl Mesh {
     fn start() -> Self {
+        Self::start_with(&["a", "b", "c"], &[])
+    }
+
+    /// Daemons named `names`, with `extra` flags each, meshed and seeing each other.
+    fn start_with(names: &[&str], extra: &[&str]) -> Self {
         let start = |name: &str, flags: &[&str]| {
             Daemon::builder()
                 .name(name)
                 .flags(flags)
+                .flags(extra)
                 .log_level("info,circuitd=debug,openraft=warn")
                 .start()
                 .unwrap_or_else(|e| panic!("{e}"))
         };
-        let a = start("a", &["--listen", "127.0.0.1:0"]);
-        let addr = a.mesh_addr();
+        let first = start(names[0], &["--listen", "127.0.0.1:0"]);
+        let addr = first.mesh_addr();
         let join = ["--listen", "127.0.0.1:0", "--join", addr.as_str()];
-        let nodes = vec![a, start("b", &join), start("c", &join)];
+        let mut nodes = vec![first];
+        for name in &names[1..] {
+            nodes.push(start(name, &join));
+        }
         for d in &nodes {
-            wait_until(SOON, "a, b and c see each other alive", || {
+            wait_until(SOON, "the nodes see each other alive", || {
                 d.nodes()
                     .iter()
                     .filter(|n| n.state == NodeState::Alive)
                     .count()
-                    == 3
+                    == names.len()
             });
         }
         Self { nodes }
@@ -48,6 +57,11 @@ impl Mesh {
             .iter()
             .find(|d| d.name == name)
             .expect("a node of the mesh")
+    }
+
+    fn kill9(&mut self, name: &str) {
+        let i = self.index_of(name);
+        self.nodes[i].kill9();
     }
 
     fn index_of(&self, name: &str) -> usize {
@@ -358,4 +372,54 @@ async fn rule_r6_close_and_rm_are_replicated() {
             node.cli_ok(&["chan", "ls", "--json"]).trim() == "[]"
         });
     }
+}
+
+/// R7: repair. A replica's node dead for `--replica-repair-after` is replaced by a new replica
+/// on another live node, which catches up; the channel keeps its values and serves throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_r7_a_dead_replica_is_replaced_and_the_count_returns_to_three() {
+    let mut mesh = Mesh::start_with(&["a", "b", "c", "d"], &["--replica-repair-after", "2s"]);
+    let a = mesh.by_name("a").client().await;
+    a.chan_create_with("q", 64, ChanOptions::replicated(3), false)
+        .await
+        .expect("create");
+    let lead = leader(&a, "q").await;
+    let info = stat(&a, "q").await.expect("stat");
+    let holders: Vec<String> = info.replicas.iter().map(|r| r.node.clone()).collect();
+    let spare = ["a", "b", "c", "d"]
+        .into_iter()
+        .find(|n| !holders.iter().any(|h| h == n))
+        .expect("one node without a replica");
+    // A follower's node dies for good, with 10 values in the channel.
+    let victim = holders
+        .iter()
+        .find(|n| **n != lead)
+        .expect("a follower")
+        .clone();
+    for v in 1..=10 {
+        mesh.by_name(spare).cli_ok(&["send", "q", &v.to_string()]);
+    }
+    mesh.kill9(&victim);
+    let client = mesh.by_name(spare).client().await;
+    let info = wait_until_async(SOON, "three replicas again, none lost", || async {
+        let info = stat(&client, "q").await?;
+        let ok = info.replicas.len() == 3
+            && info
+                .replicas
+                .iter()
+                .all(|r| r.state == "leader" || r.state == "follower")
+            && info.replicas.iter().any(|r| r.node == spare);
+        ok.then_some(info)
+    })
+    .await;
+    eprintln!("repaired: {info:?}");
+    assert!(!info.replicas.iter().any(|r| r.node == victim), "{info:?}");
+    // Nothing was lost, and the new replica holds the values: kill the leader too, and the
+    // two left (the new one among them) still serve them all.
+    for v in 11..=20 {
+        mesh.by_name(spare).cli_ok(&["send", "q", &v.to_string()]);
+    }
+    mesh.kill9(&lead);
+    let want: String = (1..=20).map(|v| format!("{v}\n")).collect();
+    assert_eq!(mesh.by_name(spare).cli_ok(&["recv", "q", "-n", "20"]), want);
 }

@@ -308,10 +308,23 @@ impl Client {
         }
     }
 
-    /// Opens an existing channel.
+    /// Opens an existing channel. A replicated channel between two leaders is waited for
+    /// (up to 10 s, the default `reconnect_for`): that is a pause, not an error.
     pub async fn chan(&self, name: &str) -> Result<Chan, ChanError> {
-        let info = self.chan_stat(name).await?;
-        Ok(self.handle(info))
+        let deadline = tokio::time::Instant::now() + RecvOptions::default().reconnect_for;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            match self.chan_stat(name).await {
+                Ok(info) => return Ok(self.handle(info)),
+                Err(ChanError::Unavailable(_))
+                    if tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn handle(&self, info: ChanInfo) -> Chan {

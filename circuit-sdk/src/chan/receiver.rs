@@ -87,7 +87,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
                 closing: None,
             }),
         });
-        let (id, opened) = stream::open(&core, client, 1).await?;
+        let (id, opened) = stream::open_first(&core, client, opts.reconnect_for).await?;
         core.capacity.store(opened.capacity, Ordering::Relaxed);
         core.lock().state.opened(id, opened.replicas);
         Ok(Self {

@@ -127,7 +127,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
             }),
             settled: Notify::new(),
         });
-        let (id, opened) = stream::open(&core, client, 1).await?;
+        let (id, opened) = stream::open_first(&core, client, opts.reconnect_for).await?;
         core.capacity.store(opened.capacity, Ordering::Relaxed);
         core.replicated
             .store(opened.replicas > 1, Ordering::Relaxed);

@@ -151,6 +151,29 @@ pub(crate) async fn open<H: Half>(
     }
 }
 
+/// The first open of `half`'s stream. A replicated channel that is between leaders answers
+/// `unavailable`: that is a pause, not an error, so the open is retried for up to `within`.
+pub(crate) async fn open_first<H: Half>(
+    half: &Arc<H>,
+    client: &Client,
+    within: Duration,
+) -> Result<(u64, ChanOpened), ChanError> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match open(half, client, 1).await {
+            Err(ChanError::Unavailable(why)) => {
+                if tokio::time::Instant::now() + delay > deadline {
+                    return Err(ChanError::Unavailable(why));
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Carries out the effects a half recorded, in order, on the client of its stream (none once
 /// the half let it go); a pull request goes to `pull`, which knows the half.
 pub(crate) fn apply(

@@ -311,6 +311,17 @@ pub enum Request {
         found: bool,
         /// When the channel was created (ms since the epoch).
         created_at_ms: u64,
+        /// Replicas go only to nodes with these labels (`k=v`); kept for repairs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        labels: Vec<String>,
+    },
+    /// Between daemons: the replica of `name` with Raft id `id` here was replaced by a
+    /// repair; it stops and forgets the channel. Reply: `done`.
+    ReplicaDrop {
+        /// Channel name.
+        name: String,
+        /// The replica's Raft id.
+        id: u64,
     },
 }
 

@@ -22,6 +22,8 @@ mod logs;
 mod outbox;
 mod remote;
 mod replicated;
+
+pub(crate) use replicated::repairs;
 mod router;
 mod workers;
 

@@ -11,7 +11,7 @@ use futures::future::join_all;
 use super::error::ApiError;
 use super::Context;
 use crate::broker::replica::consensus::Replica;
-use crate::broker::ReplicaSpec;
+use crate::broker::{RepairAsk, ReplicaSpec};
 
 /// How long a new replicated channel may take to elect its first leader.
 const FIRST_LEADER: Duration = Duration::from_secs(10);
@@ -46,6 +46,7 @@ pub(crate) async fn create(wanted: Wanted<'_>, ctx: &Context) -> Result<Reply, A
         storage: wanted.storage.to_string(),
         found,
         created_at_ms,
+        labels: wanted.labels.to_vec(),
     };
     // The others first, then the founder: its first election finds them running.
     let others = members[1..]
@@ -111,6 +112,15 @@ async fn first_leader(name: &str, asked: &str, ctx: &Context) -> Result<ChanInfo
 
 /// Chooses the nodes of the replicas: alive, with the labels, the fewest channels first.
 fn place(nodes: &[NodeInfo], wanted: &Wanted<'_>) -> Result<Vec<String>, ApiError> {
+    place_except(nodes, wanted, &[])
+}
+
+/// As [`place`], never on the nodes in `exclude`.
+fn place_except(
+    nodes: &[NodeInfo],
+    wanted: &Wanted<'_>,
+    exclude: &[String],
+) -> Result<Vec<String>, ApiError> {
     let mut labels = Vec::new();
     for label in wanted.labels {
         let (k, v) = label.split_once('=').ok_or_else(|| {
@@ -122,7 +132,8 @@ fn place(nodes: &[NodeInfo], wanted: &Wanted<'_>) -> Result<Vec<String>, ApiErro
     }
     let mut fit: Vec<&NodeInfo> = nodes
         .iter()
-        .filter(|n| n.state.is_up())
+        .filter(|n| n.state == circuit_sdk::proto::NodeState::Alive)
+        .filter(|n| !exclude.contains(&n.name))
         .filter(|n| labels.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
         .collect();
     let n = wanted.replicas as usize;
@@ -157,6 +168,7 @@ pub(crate) async fn start_here(request: Request, ctx: &Context) -> Result<Reply,
         storage,
         found,
         created_at_ms,
+        labels,
     } = request
     else {
         return Err(ApiError::Internal("not a replica start".into()));
@@ -184,7 +196,75 @@ pub(crate) async fn start_here(request: Request, ctx: &Context) -> Result<Reply,
             .collect(),
         found,
         down,
+        labels,
     };
     ctx.broker.start_replica(spec).await?;
     Ok(Reply::Done)
+}
+
+/// Serves the repairs the leaders of replicated channels here ask for: a new replica on a
+/// live node that holds none of the channel's, or a replaced one told to stop.
+pub(crate) async fn repairs(ctx: std::sync::Arc<Context>) {
+    let Some(mut asks) = ctx.broker.take_repairs() else {
+        return;
+    };
+    loop {
+        let ask = tokio::select! {
+            ask = asks.recv() => ask,
+            () = ctx.shutdown.cancelled() => return,
+        };
+        let Some(ask) = ask else { return };
+        let ctx = ctx.clone();
+        ctx.tracker
+            .clone()
+            .spawn(async move { repair(ask, &ctx).await });
+    }
+}
+
+async fn repair(ask: RepairAsk, ctx: &Context) {
+    match ask {
+        RepairAsk::Place {
+            meta,
+            id,
+            members,
+            exclude,
+            reply,
+        } => {
+            let wanted = Wanted {
+                name: &meta.name,
+                capacity: meta.capacity,
+                replicas: 1,
+                labels: &meta.labels,
+                storage: &meta.storage,
+            };
+            let placed = place_except(&ctx.membership.nodes(), &wanted, &exclude);
+            let result = match placed {
+                Ok(nodes) => {
+                    let node = nodes.into_iter().next().unwrap_or_default();
+                    let start = Request::ReplicaStart {
+                        name: meta.name.clone(),
+                        capacity: meta.capacity,
+                        id,
+                        members,
+                        storage: meta.storage.clone(),
+                        found: false,
+                        created_at_ms: meta.created_at_ms,
+                        labels: meta.labels.clone(),
+                    };
+                    run_on(&node, start, ctx)
+                        .await
+                        .map(|()| node)
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = reply.send(result);
+        }
+        RepairAsk::Drop { node, chan, id } => {
+            let drop = Request::ReplicaDrop { name: chan, id };
+            if let Err(why) = ctx.peers.call_on(&node, drop).await {
+                tracing::debug!(%node, %why, "a replaced replica was not told to stop");
+            }
+        }
+    }
 }

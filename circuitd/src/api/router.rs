@@ -15,12 +15,13 @@
 
 use std::collections::BTreeMap;
 
-use circuit_sdk::proto::{Reply, Request, ServerMessage, WorkerInfo};
+use circuit_sdk::proto::{ErrorCode, Reply, Request, ServerMessage, WorkerInfo};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::outbox::Outbox;
 use super::{chans, cluster, keys, logs, remote, replicated, workers, Context};
+use crate::broker::BrokerError;
 use crate::peer::{Incoming, PeerRequest};
 
 /// Runs request `id` of a connection to its end: exactly one terminal reply (ok or error), or
@@ -95,8 +96,31 @@ async fn route(
         | Request::ChanRemove { ref name }
             if meshed && !ctx.broker.owns(name) =>
         {
-            match ctx.peers.owner_of(name).await {
-                Ok(node) => on(id, &node, request, ctx, outbox).await,
+            let name = name.clone();
+            match ctx.peers.owner_of(&name).await {
+                Ok(node) => match on(id, &node, request.clone(), ctx, outbox).await {
+                    // The leader of a replicated channel may have just died: ask the new one.
+                    Err(e) if e.code() == ErrorCode::Unreachable => {
+                        match ctx.peers.replicated(&name, &node).await {
+                            Some(r) => match (r.leader, request) {
+                                (Some(leader), request) => {
+                                    on(id, &leader, request, ctx, outbox).await
+                                }
+                                // Between leaders: stat answers what the replicas know.
+                                (None, Request::ChanStat { .. }) => Ok(Reply::Chan(r.freshest)),
+                                (None, _) => {
+                                    Err(ApiError::Broker(BrokerError::Unavailable(format!(
+                                        "replicated channel \"{name}\" has no leader now (an \
+                                         election is under way, or a majority of its replicas \
+                                         is down)"
+                                    ))))
+                                }
+                            },
+                            None => Err(e),
+                        }
+                    }
+                    other => other,
+                },
                 Err(e) if e.is_not_found() => here(id, request, ctx, outbox).await,
                 Err(e) => Err(e.into()),
             }
@@ -224,7 +248,8 @@ async fn here(
         Request::ChanClaim { .. }
         | Request::ChanRelease { .. }
         | Request::MeshSync { .. }
-        | Request::ReplicaStart { .. } => Err(ApiError::Internal(
+        | Request::ReplicaStart { .. }
+        | Request::ReplicaDrop { .. } => Err(ApiError::Internal(
             "a request between daemons was not taken apart".into(),
         )),
         Request::RaftLink => Err(ApiError::InvalidArgument(
@@ -240,5 +265,9 @@ async fn from_peer(request: PeerRequest, ctx: &Context) -> Result<Reply, ApiErro
         PeerRequest::ChanRelease { name, node } => Ok(chans::release(&name, &node, ctx)),
         PeerRequest::MeshSync { nodes } => cluster::mesh_sync(nodes, ctx),
         PeerRequest::ReplicaStart(request) => replicated::start_here(*request, ctx).await,
+        PeerRequest::ReplicaDrop { name, id } => {
+            ctx.broker.drop_replica(&name, id).await;
+            Ok(Reply::Done)
+        }
     }
 }

@@ -27,6 +27,7 @@ use crate::stream::StreamMsg;
 use actor::ChanMsg;
 pub(crate) use error::BrokerError;
 use replica::group::GroupMsg;
+pub(crate) use replica::group::RepairAsk;
 use replicas::Replicas;
 pub(crate) use replicas::{ReplicaSpec, Route};
 use store::{ChanRecord, Store};
@@ -100,6 +101,7 @@ impl Broker {
         let replicas = Replicas::new(
             config.name.clone(),
             config.max_payload,
+            config.replica_repair_after,
             changes.clone(),
             tracker.clone(),
             shutdown.clone(),
@@ -188,6 +190,16 @@ impl Broker {
     /// Serves a Raft call of another replica of channel `name`.
     pub async fn serve_raft(&self, name: &str, body: bytes::Bytes) -> Result<bytes::Bytes, String> {
         self.inner.replicas.serve_raft(name, body).await
+    }
+
+    /// What replicas ask of the daemon for repairs; `None` after the first call.
+    pub fn take_repairs(&self) -> Option<mpsc::UnboundedReceiver<RepairAsk>> {
+        self.inner.replicas.take_repairs()
+    }
+
+    /// Stops replica `id` of `name` here, replaced by a repair.
+    pub async fn drop_replica(&self, name: &str, id: u64) {
+        self.inner.replicas.drop_replica(name, id).await;
     }
 
     /// The mesh says `node` went down or came back.

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::error::BrokerError;
 use super::replica::consensus::Replica;
-use super::replica::group::{Group, GroupMsg, Meta, Shared};
+use super::replica::group::{Group, GroupMsg, Meta, RepairAsk, Shared};
 use super::replica::raft::RaftGroup;
 use super::replica::Transport;
 
@@ -37,6 +37,8 @@ pub(crate) struct ReplicaSpec {
     pub found: bool,
     /// Nodes the mesh says are down now.
     pub down: Vec<String>,
+    /// Replicas go only to nodes with these labels (for repairs).
+    pub labels: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -66,12 +68,17 @@ pub(crate) struct Replicas {
     /// Bumped when the set of channels this node serves changes.
     changes: Arc<AtomicU64>,
     removed: mpsc::UnboundedSender<String>,
+    repair_after: std::time::Duration,
+    repairs: mpsc::UnboundedSender<RepairAsk>,
+    /// Where the daemon serves repairs (taken once, by the api).
+    repairs_rx: Mutex<Option<mpsc::UnboundedReceiver<RepairAsk>>>,
 }
 
 impl Replicas {
     pub fn new(
         node: String,
         max_payload: u64,
+        repair_after: std::time::Duration,
         changes: Arc<AtomicU64>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
@@ -85,9 +92,13 @@ impl Replicas {
                 changes2.fetch_add(1, Ordering::Relaxed);
             }
         });
+        let (repairs, repairs_rx) = mpsc::unbounded_channel();
         Self {
             node,
             max_payload,
+            repair_after,
+            repairs,
+            repairs_rx: Mutex::new(Some(repairs_rx)),
             map,
             transport: OnceLock::new(),
             tracker,
@@ -104,6 +115,18 @@ impl Replicas {
 
     fn get(&self, name: &str) -> Option<Handle> {
         self.map.lock().expect("replicas").get(name).cloned()
+    }
+
+    /// What the replicas ask of the daemon for repairs (once).
+    pub fn take_repairs(&self) -> Option<mpsc::UnboundedReceiver<RepairAsk>> {
+        self.repairs_rx.lock().expect("repairs").take()
+    }
+
+    /// Stops replica `id` of `name` here (a repair replaced it).
+    pub async fn drop_replica(&self, name: &str, id: u64) {
+        if let Some(h) = self.get(name).filter(|h| h.id == id) {
+            let _ = h.tx.send(GroupMsg::Drop).await;
+        }
     }
 
     /// Whether this node holds a replica of `name`.
@@ -172,6 +195,8 @@ impl Replicas {
             max_payload: self.max_payload,
             created_at_ms: spec.created_at_ms,
             storage: spec.storage.clone(),
+            labels: spec.labels.clone(),
+            repair_after: self.repair_after,
         };
         let (tx, rx) = mpsc::channel(INBOX);
         for node in spec.down {
@@ -184,6 +209,7 @@ impl Replicas {
             shared.clone(),
             self.removed.clone(),
             changes,
+            self.repairs.clone(),
         );
         self.tracker
             .spawn(group.run(rx, applied_rx, self.shutdown.clone()));

@@ -98,6 +98,15 @@ impl PeerError {
     }
 }
 
+/// What the replicas of a replicated channel say of it.
+#[derive(Debug, Clone)]
+pub struct Replicated {
+    /// The node that leads it, if one does (never the one that failed).
+    pub leader: Option<String>,
+    /// The description of the newest term.
+    pub freshest: ChanInfo,
+}
+
 /// The link to one node.
 #[derive(Default)]
 struct Link {
@@ -287,6 +296,53 @@ impl Peers {
             .next()
             .map(|(node, _)| node)
             .ok_or_else(|| PeerError::NoChannel(chan.to_string()))
+    }
+
+    /// For channel `chan`, whose server on `failed` could not be reached: if it is replicated
+    /// (a live node holds a replica), what the replicas say of it; `None` for a channel one
+    /// node owns.
+    pub async fn replicated(&self, chan: &str, failed: &str) -> Option<Replicated> {
+        let live: Vec<String> = self
+            .membership
+            .live_peers()
+            .into_iter()
+            .filter(|n| n != failed)
+            .collect();
+        let asks = live.iter().map(|node| async move {
+            let stat = Request::ChanStat {
+                name: chan.to_string(),
+            };
+            match self.call_on(node, stat).await {
+                Ok(Reply::Chan(info)) if !info.replicas.is_empty() => Some(info),
+                _ => None,
+            }
+        });
+        let mut infos: Vec<ChanInfo> = join_all(asks).await.into_iter().flatten().collect();
+        // The newest term first; within it, one that names a leader other than `failed`.
+        infos.sort_by_key(|info| {
+            let leads = !info.owner.is_empty() && info.owner != failed;
+            std::cmp::Reverse((info.term, leads))
+        });
+        let freshest = infos.into_iter().next()?;
+        let leader = (!freshest.owner.is_empty() && freshest.owner != failed)
+            .then(|| freshest.owner.clone());
+        Some(Replicated { leader, freshest })
+    }
+
+    /// As [`Peers::replicated`]: the node that leads, or `unavailable` if none does.
+    pub async fn replicated_leader(
+        &self,
+        chan: &str,
+        failed: &str,
+    ) -> Option<Result<String, PeerError>> {
+        let replicated = self.replicated(chan, failed).await?;
+        Some(replicated.leader.ok_or_else(|| PeerError::Remote {
+            code: ErrorCode::Unavailable,
+            message: format!(
+                "replicated channel \"{chan}\" has no leader now (an election is under way, \
+                 or a majority of its replicas is down)"
+            ),
+        }))
     }
 
     /// The name of the daemon answering at `addr` (over a connection opened for its hello,

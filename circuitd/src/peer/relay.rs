@@ -11,7 +11,7 @@ use circuit_sdk::{Client, StreamHandler};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::Peers;
+use super::{PeerError, Peers};
 use crate::stream::{StreamMsg, StreamOut};
 
 /// Messages a relay may have queued from its connection.
@@ -79,45 +79,76 @@ async fn run(peers: Peers, chan: String, node: Option<String>, mut rx: mpsc::Rec
         ),
         _ => return,
     };
-    let mut back = Back {
+    let back = Back {
         out,
         node: String::new(),
         chan: chan.clone(),
     };
-    let owner = match node {
+    let mut owner = match node {
         Some(node) => Ok(node),
         None => peers.owner_of(&chan).await,
     };
-    let node = match owner {
-        Ok(node) => node,
-        Err(e) => {
-            back.fail(e.code(), e.to_string());
-            drain_until_gone(&mut rx).await;
-            return;
-        }
-    };
-    back.node = node.clone();
-    let back = Arc::new(back);
-    let lost = peers.lost_token(&node);
-    let opened = match peers.client(&node).await {
-        Ok(client) => client
-            .open_stream(request, back.clone())
-            .map(|id| (client, id))
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let (client, remote) = match opened {
-        Ok(opened) => opened,
-        Err(why) => {
-            back.fail(
-                ErrorCode::OwnerLost,
-                format!("channel \"{chan}\" is owned by node {node}: {why}"),
-            );
-            drain_until_gone(&mut rx).await;
-            return;
-        }
-    };
-    forward(&client, remote, &mut rx, &lost, &back).await;
+    // A replicated channel's leader may have just died: the replicas name the new one, tried
+    // once each, before the stream fails with `unavailable` (its handle tries again).
+    for _ in 0..3 {
+        // The node that failed, and the error a channel one node owns ends with.
+        let (node, why) = match owner {
+            Ok(node) => match connect(&peers, &node, request.clone(), &back).await {
+                Ok((client, remote, back)) => {
+                    let lost = peers.lost_token(&node);
+                    forward(&client, remote, &mut rx, &lost, &back).await;
+                    return;
+                }
+                Err(why) => {
+                    let why = format!("channel \"{chan}\" is owned by node {node}: {why}");
+                    (node, why)
+                }
+            },
+            Err(e @ PeerError::OwnerDown { .. }) => {
+                let PeerError::OwnerDown { node, .. } = &e else {
+                    unreachable!("matched above")
+                };
+                (node.clone(), e.to_string())
+            }
+            Err(e) => {
+                back.fail(e.code(), e.to_string());
+                drain_until_gone(&mut rx).await;
+                return;
+            }
+        };
+        owner = match peers.replicated_leader(&chan, &node).await {
+            Some(next) => next,
+            None => {
+                back.fail(ErrorCode::OwnerLost, why);
+                drain_until_gone(&mut rx).await;
+                return;
+            }
+        };
+    }
+    back.fail(
+        ErrorCode::Unavailable,
+        format!("replicated channel \"{chan}\" has no reachable leader now"),
+    );
+    drain_until_gone(&mut rx).await;
+}
+
+/// Opens the stream on `node`: the client, the stream's id there, and where its traffic goes.
+async fn connect(
+    peers: &Peers,
+    node: &str,
+    request: Request,
+    back: &Back,
+) -> Result<(Client, u64, Arc<Back>), String> {
+    let back = Arc::new(Back {
+        out: back.out.clone(),
+        node: node.to_string(),
+        chan: back.chan.clone(),
+    });
+    let client = peers.client(node).await.map_err(|e| e.to_string())?;
+    let id = client
+        .open_stream(request, back.clone())
+        .map_err(|e| e.to_string())?;
+    Ok((client, id, back))
 }
 
 /// Passes the connection's frames on until the stream ends on either side.

@@ -32,6 +32,13 @@ pub(crate) enum PeerRequest {
     /// Start a replica of a replicated channel here: a `Request::ReplicaStart`, kept whole
     /// for its handler. Reply: `done`.
     ReplicaStart(Box<Request>),
+    /// The replica of `name` with Raft id `id` here was replaced: it stops. Reply: `done`.
+    ReplicaDrop {
+        /// Channel name.
+        name: String,
+        /// The replica's Raft id.
+        id: u64,
+    },
 }
 
 /// A request as a daemon receives it: another daemon's, or one that workers and the CLI send
@@ -54,6 +61,7 @@ impl From<Request> for Incoming {
                 Self::Peer(PeerRequest::ChanRelease { name, node })
             }
             Request::MeshSync { nodes } => Self::Peer(PeerRequest::MeshSync { nodes }),
+            Request::ReplicaDrop { name, id } => Self::Peer(PeerRequest::ReplicaDrop { name, id }),
             start @ Request::ReplicaStart { .. } => {
                 Self::Peer(PeerRequest::ReplicaStart(Box::new(start)))
             }
@@ -69,6 +77,7 @@ impl From<PeerRequest> for Request {
             PeerRequest::ChanRelease { name, node } => Request::ChanRelease { name, node },
             PeerRequest::MeshSync { nodes } => Request::MeshSync { nodes },
             PeerRequest::ReplicaStart(request) => *request,
+            PeerRequest::ReplicaDrop { name, id } => Request::ReplicaDrop { name, id },
         }
     }
 }

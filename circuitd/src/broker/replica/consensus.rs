@@ -79,7 +79,6 @@ pub(crate) trait StatusWatch: Send + 'static {
 pub(crate) type Commit = BoxFuture<'static, Result<(), ConsensusError>>;
 
 /// What a replicated channel needs from consensus.
-#[allow(dead_code)] // add_learner and set_voters are for repair (not built yet)
 pub(crate) trait Consensus: Clone + Send + Sync + 'static {
     /// How this replica's status is followed.
     type Watch: StatusWatch;

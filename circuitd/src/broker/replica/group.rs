@@ -14,7 +14,7 @@
 //! it is no longer leader, when the mesh says a majority of the replicas is down, or when a
 //! proposal has not committed within the lease.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +44,11 @@ const MAX_INFLIGHT: usize = 16;
 /// A leader whose oldest proposal has not committed for this long stops serving: it has lost
 /// touch with the majority.
 pub(crate) const LEASE: Duration = Duration::from_millis(1500);
+/// After a failed repair, the next attempt waits this long.
+const REPAIR_RETRY: Duration = Duration::from_secs(5);
+/// How long a new replica may take to catch up before its repair is given up.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
 /// A leader with nothing committed for this long proposes an empty batch, to learn whether a
 /// newer leader exists (the backstop to the mesh's failure detector).
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -72,6 +77,8 @@ pub(crate) enum GroupMsg {
     Node { node: String, up: bool },
     /// Check that this replica's view still holds (the daemon was paused, a node came back).
     Probe,
+    /// This replica was replaced by a repair: stop, and forget the channel here.
+    Drop,
 }
 
 /// Fixed facts about a replicated channel.
@@ -84,6 +91,26 @@ pub(crate) struct Meta {
     pub max_payload: u64,
     pub created_at_ms: u64,
     pub storage: String,
+    /// Replicas go only to nodes with these labels (for repairs).
+    pub labels: Vec<String>,
+    /// A voter's node dead this long is replaced.
+    pub repair_after: Duration,
+}
+
+/// What a leader asks of the daemon for a repair.
+#[derive(Debug)]
+pub(crate) enum RepairAsk {
+    /// Start replica `id` of the channel on a live node not in `exclude` (with the labels),
+    /// as a member of `members`; the answer is the node.
+    Place {
+        meta: Meta,
+        id: u64,
+        members: Vec<(u64, String)>,
+        exclude: Vec<String>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Tell `node` that its replica `id` of `chan` was replaced.
+    Drop { node: String, chan: String, id: u64 },
 }
 
 /// What the broker reads of a replica without asking its task.
@@ -137,8 +164,15 @@ pub(crate) struct Group<C: Consensus> {
     closed: bool,
     /// Receivers detached by a leader change, and since when.
     detached: Option<(Instant, Vec<u64>)>,
-    /// Nodes the mesh says are down.
-    down: HashSet<String>,
+    /// Nodes the mesh says are down, and since when.
+    down: HashMap<String, Instant>,
+    /// The repair under way, if any: it reports here when it ends.
+    repair: Option<oneshot::Receiver<Result<(), String>>>,
+    /// No repair is started before this (after one failed).
+    repair_at: Instant,
+    /// Replicas replaced by repairs: told to stop when their node is seen again.
+    replaced: Vec<(String, u64)>,
+    repairs: mpsc::UnboundedSender<RepairAsk>,
     last_applied_at: Instant,
     /// The next election attempt, while this follower's leader is down.
     elect_at: Option<Instant>,
@@ -157,6 +191,7 @@ impl<C: Consensus> Group<C> {
         shared: Arc<Mutex<Shared>>,
         on_removed: mpsc::UnboundedSender<String>,
         changes: Arc<AtomicU64>,
+        repairs: mpsc::UnboundedSender<RepairAsk>,
     ) -> Self {
         let watch = consensus.watch();
         let status = watch.status();
@@ -178,7 +213,11 @@ impl<C: Consensus> Group<C> {
             counts: Counts::default(),
             closed,
             detached: None,
-            down: HashSet::new(),
+            down: HashMap::default(),
+            repair: None,
+            repair_at: Instant::now(),
+            replaced: Vec::new(),
+            repairs,
             last_applied_at: Instant::now(),
             elect_at: None,
             no_leader_since: Some(Instant::now()),
@@ -225,6 +264,18 @@ impl<C: Consensus> Group<C> {
                     self.proposed_at.pop_front();
                     self.on_commit(tag, result);
                 }
+                done = async { self.repair.as_mut().expect("checked").await }, if self.repair.is_some() => {
+                    self.repair = None;
+                    match done {
+                        Ok(Ok(())) => tracing::info!(chan = %self.meta.name, "replica repaired"),
+                        Ok(Err(why)) => {
+                            tracing::warn!(chan = %self.meta.name, %why, "replica repair failed; retrying");
+                            self.repair_at = Instant::now() + REPAIR_RETRY;
+                        }
+                        Err(_) => self.repair_at = Instant::now() + REPAIR_RETRY,
+                    }
+                    self.on_status();
+                }
                 () = tokio::time::sleep_until(wake) => self.on_timer().await,
                 () = shutdown.cancelled() => break,
             }
@@ -265,16 +316,31 @@ impl<C: Consensus> Group<C> {
             },
             GroupMsg::Node { node, up } => {
                 let changed = if up {
-                    self.down.remove(&node)
+                    self.down.remove(&node).is_some()
                 } else {
-                    self.down.insert(node)
+                    !self.down.contains_key(&node)
+                        && self.down.insert(node.clone(), Instant::now()).is_none()
                 };
+                if up {
+                    for (old, id) in self.replaced.iter().filter(|(n, _)| *n == node) {
+                        let _ = self.repairs.send(RepairAsk::Drop {
+                            node: old.clone(),
+                            chan: self.meta.name.clone(),
+                            id: *id,
+                        });
+                    }
+                }
                 if changed {
                     self.on_status();
                     self.heartbeat();
                 }
             }
             GroupMsg::Probe => self.heartbeat(),
+            GroupMsg::Drop => {
+                self.stop_serving("it was replaced");
+                self.removed = true;
+                let _ = self.on_removed.send(self.meta.name.clone());
+            }
         }
     }
 
@@ -498,7 +564,7 @@ impl<C: Consensus> Group<C> {
         let leader_down = self
             .status
             .leader_node()
-            .is_some_and(|node| node != self.meta.node && self.down.contains(node));
+            .is_some_and(|node| node != self.meta.node && self.down.contains_key(node));
         if !leads && self.is_voter() && (leader_down || self.status.leader.is_none()) {
             if leader_down && self.elect_at.is_none() {
                 self.elect_at = Some(Instant::now() + self.rank_delay());
@@ -605,6 +671,11 @@ impl<C: Consensus> Group<C> {
         }
         if self.serving.is_some() {
             wake = wake.min(self.last_applied_at + HEARTBEAT);
+            if self.repair.is_none() {
+                if let Some(since) = self.dead_voters().into_iter().map(|(_, _, at)| at).min() {
+                    wake = wake.min((since + self.meta.repair_after).max(self.repair_at));
+                }
+            }
         }
         wake.max(now + Duration::from_millis(1))
     }
@@ -646,6 +717,7 @@ impl<C: Consensus> Group<C> {
                 self.no_leader_since = Some(now);
             }
         }
+        self.maybe_repair(now);
         // Receivers that did not come back after a leader change give back what they held.
         if let Some((since, ids)) = &self.detached {
             if now >= *since + GIVE_UP && self.serving.as_ref().is_some_and(|s| s.confirmed) {
@@ -655,6 +727,65 @@ impl<C: Consensus> Group<C> {
                 self.detached = None;
             }
         }
+    }
+
+    /// Voters whose node is down: (id, node, since when).
+    fn dead_voters(&self) -> Vec<(u64, String, Instant)> {
+        self.voters()
+            .into_iter()
+            .filter_map(|r| self.down.get(&r.node).map(|at| (r.id, r.node.clone(), *at)))
+            .collect()
+    }
+
+    /// A leader replaces a voter whose node has been down for `repair_after`: a new replica
+    /// on another node joins as a learner, catches up (from a snapshot if it is far behind),
+    /// and then takes the dead one's vote.
+    fn maybe_repair(&mut self, now: Instant) {
+        let confirmed = self.serving.as_ref().is_some_and(|s| s.confirmed);
+        if !confirmed || self.repair.is_some() || now < self.repair_at {
+            return;
+        }
+        let Some((dead_id, dead_node, _)) = self
+            .dead_voters()
+            .into_iter()
+            .filter(|(_, _, at)| now >= *at + self.meta.repair_after)
+            .min_by_key(|(_, _, at)| *at)
+        else {
+            return;
+        };
+        // A learner added earlier (a repair cut short) is reused rather than added again.
+        let id = self.status.members.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        let members: Vec<(u64, String)> = self
+            .status
+            .members
+            .iter()
+            .map(|r| (r.id, r.node.clone()))
+            .collect();
+        let exclude: Vec<String> = self.status.members.iter().map(|r| r.node.clone()).collect();
+        let voters: Vec<u64> = self
+            .voters()
+            .iter()
+            .map(|r| r.id)
+            .filter(|v| *v != dead_id)
+            .chain([id])
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        self.repair = Some(rx);
+        let job = Repair {
+            consensus: self.consensus.clone(),
+            watch: self.consensus.watch(),
+            repairs: self.repairs.clone(),
+            meta: self.meta.clone(),
+            id,
+            members,
+            exclude,
+            voters,
+        };
+        tracing::info!(chan = %self.meta.name, node = %dead_node, "replacing the replica of a dead node");
+        self.replaced.push((dead_node, dead_id));
+        tokio::spawn(async move {
+            let _ = tx.send(job.run().await);
+        });
     }
 
     fn voters(&self) -> Vec<&super::consensus::Replica> {
@@ -670,7 +801,7 @@ impl<C: Consensus> Group<C> {
         let voters = self.voters();
         let up = voters
             .iter()
-            .filter(|r| r.node == self.meta.node || !self.down.contains(&r.node))
+            .filter(|r| r.node == self.meta.node || !self.down.contains_key(&r.node))
             .count();
         up * 2 > voters.len()
     }
@@ -680,7 +811,7 @@ impl<C: Consensus> Group<C> {
         let mut live: Vec<u64> = self
             .voters()
             .iter()
-            .filter(|r| !self.down.contains(&r.node))
+            .filter(|r| !self.down.contains_key(&r.node))
             .map(|r| r.id)
             .collect();
         live.sort_unstable();
@@ -719,7 +850,7 @@ impl<C: Consensus> Group<C> {
                     .find(|(id, _)| *id == r.id)
                     .map(|(_, m)| m.unwrap_or(0));
                 let lag = matched.map_or(0, |m| last.saturating_sub(m));
-                let state = if self.down.contains(&r.node) {
+                let state = if self.down.contains_key(&r.node) {
                     "lost"
                 } else if Some(r.id) == self.status.leader {
                     "leader"
@@ -754,5 +885,68 @@ impl<C: Consensus> Group<C> {
             term: self.status.term,
             storage: self.meta.storage.clone(),
         }
+    }
+}
+
+/// One repair: place a new replica, add it as a learner, wait until it has caught up, make it
+/// a voter in place of the dead one.
+struct Repair<C: Consensus> {
+    consensus: C,
+    watch: C::Watch,
+    repairs: mpsc::UnboundedSender<RepairAsk>,
+    meta: Meta,
+    id: u64,
+    members: Vec<(u64, String)>,
+    exclude: Vec<String>,
+    voters: Vec<u64>,
+}
+
+impl<C: Consensus> Repair<C> {
+    async fn run(mut self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        let members = self.members.clone();
+        self.repairs
+            .send(RepairAsk::Place {
+                meta: self.meta.clone(),
+                id: self.id,
+                members,
+                exclude: self.exclude.clone(),
+                reply: tx,
+            })
+            .map_err(|_| "the daemon is stopping".to_string())?;
+        let node = rx.await.map_err(|_| "no answer".to_string())??;
+        let replica = super::consensus::Replica {
+            id: self.id,
+            node: node.clone(),
+            voter: false,
+        };
+        self.consensus
+            .add_learner(&replica)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + CATCH_UP;
+        loop {
+            let status = self.watch.status();
+            let last = status.last_log.unwrap_or(0);
+            let matched = status
+                .matched
+                .iter()
+                .find(|(id, _)| *id == self.id)
+                .and_then(|(_, m)| *m)
+                .unwrap_or(0);
+            if matched + 16 >= last {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the replica on {node} did not catch up in {CATCH_UP:?}"
+                ));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), self.watch.changed()).await;
+        }
+        self.consensus
+            .set_voters(&self.voters)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
