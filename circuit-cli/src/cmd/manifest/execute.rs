@@ -288,14 +288,17 @@ async fn act(client: &Client, action: &Action) -> anyhow::Result<Vec<WorkerInfo>
             name,
             capacity,
             node,
+            replicas,
+            replica_labels,
+            storage,
         } => {
             let request = Request::ChanCreate {
                 name: name.clone(),
                 capacity: *capacity,
                 exist_ok: false,
-                replicas: None,
-                replica_labels: Vec::new(),
-                storage: None,
+                replicas: (*replicas != 1).then_some(*replicas),
+                replica_labels: replica_labels.clone(),
+                storage: storage.clone(),
             };
             match client.call(on(node.clone(), request)).await? {
                 Reply::Chan(_) => Ok(Vec::new()),

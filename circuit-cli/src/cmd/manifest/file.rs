@@ -36,6 +36,12 @@ pub struct ChannelTable {
     pub capacity: u64,
     /// The node that owns it [default: the node the CLI talks to].
     pub node: Option<NodeName>,
+    /// 1 (one owner), or 3 or 5: replicated through Raft on that many nodes.
+    pub replicas: Option<Spanned<u32>>,
+    /// Replicas only on nodes with all of these labels.
+    pub replica_labels: Option<Spanned<BTreeMap<LabelKey, String>>>,
+    /// Where a replicated channel keeps its log: `memory` (the default).
+    pub storage: Option<Spanned<String>>,
 }
 
 /// `[workers.NAME]`: the keys mirror the flags of `circuit spawn`.

@@ -80,6 +80,12 @@ pub enum Action {
         capacity: u64,
         /// The node that owns it.
         node: Option<String>,
+        /// 1, or 3 or 5 for a replicated channel.
+        replicas: u32,
+        /// Replicas only on nodes with these labels.
+        replica_labels: Vec<String>,
+        /// `memory` or `disk`.
+        storage: Option<String>,
     },
     /// Remove a channel from its owner; absent is fine.
     RemoveChannel {
@@ -179,6 +185,9 @@ pub fn apply(m: &Manifest, mesh: &Mesh, prune: bool) -> Result<Plan, Vec<String>
         if let Some(node) = &c.node {
             detail.push_str(&format!(", on {node}"));
         }
+        if c.replicas > 1 {
+            detail.push_str(&format!(", {} replicas", c.replicas));
+        }
         if found.is_empty() {
             if let Some(why) = c.node.as_deref().and_then(|n| mesh.node_down(n)) {
                 conflicts.push(format!("cannot create channel \"{}\": {why}", c.name));
@@ -195,6 +204,9 @@ pub fn apply(m: &Manifest, mesh: &Mesh, prune: bool) -> Result<Plan, Vec<String>
                     name: c.name.clone(),
                     capacity: c.capacity,
                     node: c.node.clone(),
+                    replicas: c.replicas,
+                    replica_labels: c.replica_labels.clone(),
+                    storage: c.storage.clone(),
                 }],
             });
             continue;
@@ -211,6 +223,14 @@ pub fn apply(m: &Manifest, mesh: &Mesh, prune: bool) -> Result<Plan, Vec<String>
                 conflicts.push(format!(
                     "channel \"{}\" exists with capacity {}, but the manifest says {} — {fix}",
                     c.name, have.capacity, c.capacity
+                ));
+            } else if (have.replicas.len().max(1)) as u32 != c.replicas {
+                ok = false;
+                conflicts.push(format!(
+                    "channel \"{}\" exists with {} replica(s), but the manifest says {} — {fix}",
+                    c.name,
+                    have.replicas.len().max(1),
+                    c.replicas
                 ));
             } else if c.node.as_ref().is_some_and(|n| n != &have.owner) {
                 ok = false;

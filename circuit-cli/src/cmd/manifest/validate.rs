@@ -36,6 +36,12 @@ pub struct Channel {
     pub capacity: u64,
     /// The node that must own it; `None`: whichever node the CLI talks to creates it.
     pub node: Option<String>,
+    /// 1, or 3 or 5 for a replicated channel.
+    pub replicas: u32,
+    /// Replicas only on nodes with these labels (`k=v`).
+    pub replica_labels: Vec<String>,
+    /// `memory` or `disk`, for a replicated channel.
+    pub storage: Option<String>,
 }
 
 /// Where a worker's copies may run.
@@ -169,15 +175,8 @@ pub fn parse(src: Source) -> Result<Manifest, ManifestError> {
     channels.sort_by_key(|(key, _)| key.span().start);
     let channels = channels
         .into_iter()
-        .map(|(key, table)| {
-            let table = table.into_inner();
-            Channel {
-                name: key.into_inner().0,
-                capacity: table.capacity,
-                node: table.node.map(|n| n.0),
-            }
-        })
-        .collect();
+        .map(|(key, table)| channel(&src, key.into_inner().0, table.into_inner()))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut tables: Vec<_> = file.workers.into_iter().collect();
     tables.sort_by_key(|(key, _)| key.span().start);
     let mut workers = Vec::with_capacity(tables.len());
@@ -242,6 +241,65 @@ fn collision(name: &str, first: (&str, u32), second: (&str, u32)) -> String {
 }
 
 /// Checks one `[workers.NAME]` table and builds its spec.
+/// A `[channels.NAME]` table, checked: replicas 1, 3 or 5, placed by the daemon (not with
+/// `node`), storage `memory` or `disk`.
+fn channel(src: &Source, name: String, t: file::ChannelTable) -> Result<Channel, ManifestError> {
+    let replicas = match &t.replicas {
+        None => 1,
+        Some(r) if matches!(r.get_ref(), 1 | 3 | 5) => *r.get_ref(),
+        Some(r) => {
+            return Err(src.error(
+                Some(r.span()),
+                "replicas must be 1, or 3 or 5 (an odd count, so that a majority survives the \
+                 loss of 1 or 2 nodes)",
+            ))
+        }
+    };
+    if replicas > 1 && t.node.is_some() {
+        let span = t.replicas.as_ref().map(Spanned::span);
+        return Err(src.error(
+            span,
+            "node and replicas are exclusive: the replicas of a channel are placed by circuitd \
+             (use replica-labels to choose where)",
+        ));
+    }
+    if replicas == 1 {
+        if let Some(labels) = &t.replica_labels {
+            return Err(src.error(
+                Some(labels.span()),
+                "replica-labels is for replicated channels (replicas = 3 or 5)",
+            ));
+        }
+    }
+    let storage = match t.storage {
+        None => None,
+        Some(s) if matches!(s.get_ref().as_str(), "memory" | "disk") => Some(s.into_inner()),
+        Some(s) => {
+            return Err(src.error(
+                Some(s.span()),
+                format!("storage must be memory or disk, not \"{}\"", s.get_ref()),
+            ))
+        }
+    };
+    let replica_labels = t
+        .replica_labels
+        .map(|l| {
+            l.into_inner()
+                .into_iter()
+                .map(|(k, v)| format!("{}={v}", k.0))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Channel {
+        name,
+        capacity: t.capacity,
+        node: t.node.map(|n| n.0),
+        replicas,
+        replica_labels,
+        storage,
+    })
+}
+
 fn worker(
     src: &Source,
     manifest: &str,
@@ -442,6 +500,20 @@ mod tests {
     /// The `file:line:col: message` of a bad manifest.
     fn error_of(text: &str) -> String {
         parse_text(text).expect_err("a bad manifest").to_string()
+    }
+
+    #[test]
+    fn a_replicated_channel_keeps_its_replicas_labels_and_storage() {
+        let m = parse_text(
+            "[channels.q]\ncapacity = 64\nreplicas = 3\nstorage = \"memory\"\n\
+             replica-labels = { zone = \"a\" }\n",
+        )
+        .expect("a replicated channel");
+        let q = &m.channels[0];
+        assert_eq!(
+            (q.replicas, q.replica_labels.clone(), q.storage.as_deref()),
+            (3, vec!["zone=a".to_string()], Some("memory"))
+        );
     }
 
     #[test]
@@ -653,6 +725,16 @@ log-max-files = 2
                 "pipeline.toml:4:15: node and node-labels are exclusive",
             ),
             ("[workers.w]\ncommand = \"a\"\nreplicas = 0\n", "pipeline.toml:3:12: replicas must be at least 1"),
+            ("[channels.q]\nreplicas = 2\n", "pipeline.toml:2:12: replicas must be 1, or 3 or 5"),
+            (
+                "[channels.q]\nnode = \"n1\"\nreplicas = 3\n",
+                "pipeline.toml:3:12: node and replicas are exclusive",
+            ),
+            ("[channels.q]\nreplicas = 3\nstorage = \"tape\"\n", "pipeline.toml:3:11: storage must be memory or disk"),
+            (
+                "[channels.q]\nreplica-labels = { zone = \"a\" }\n",
+                "pipeline.toml:2:18: replica-labels is for replicated channels",
+            ),
             ("[workers.w]\ncommand = \"a\"\nreplicas = 1001\n", "pipeline.toml:3:12: replicas must be at most 1000"),
             ("[workers.\"bad name\"]\ncommand = \"a\"\n", "pipeline.toml:1:10: invalid worker name \"bad name\""),
             ("[workers.w]\ncommand = \"\"\n", "pipeline.toml:2:11: command is empty"),
