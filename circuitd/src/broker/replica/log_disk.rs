@@ -28,7 +28,7 @@
 //! the latest committed log id (at most a second of it). Entries are also kept in memory (a
 //! channel's log is bounded by snapshots); the file is the truth at open.
 
-// Wired into the group by `raft.rs` (`--storage disk`), not yet.
+// Not used yet: the group wires it into `raft.rs` for `--storage disk`.
 #![allow(dead_code)]
 
 mod format;
@@ -125,7 +125,7 @@ impl DiskLog {
             .map(|e| e.log_id)
             .or(log.purged);
         let mut committed = saved.committed;
-        if committed > last {
+        if committed.map(|c| c.index) > last.map(|l| l.index) {
             tracing::warn!(
                 "{}: committed {committed:?} is past the log's end {last:?}",
                 vote_path.display()

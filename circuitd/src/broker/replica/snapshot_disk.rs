@@ -4,7 +4,7 @@
 //! Format: `circsnp` and a version byte | crc32 of the rest: u32 LE | meta length: u32 LE |
 //! meta (postcard `SnapshotMeta`) | data (the state machine's bytes, as they are).
 
-// Wired into `raft.rs`'s `Machine` by the group, not yet.
+// Not used yet: the group wires it into `raft.rs`'s `Machine` for `--storage disk`.
 #![allow(dead_code)]
 
 use std::io;
