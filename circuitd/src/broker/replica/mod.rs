@@ -10,11 +10,15 @@
 //!   only file that names the crate), with the log in memory.
 //! - `group`: the task of one replica: elections from the mesh's view, and on the leader the
 //!   channel's streams, served through the log.
+//! - `log_disk`, `snapshot_disk`: the log and the last snapshot of a replica in its directory
+//!   (`--storage disk`), for `raft`.
 
 pub(crate) mod consensus;
 pub(crate) mod event;
 pub(crate) mod group;
+pub(crate) mod log_disk;
 pub(crate) mod raft;
+pub(crate) mod snapshot_disk;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;

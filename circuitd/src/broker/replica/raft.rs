@@ -179,7 +179,7 @@ impl RaftLogStorage<Cfg> for MemLog {
 
 /// A snapshot: the channel's state after `meta.last_log_id`.
 #[derive(Debug, Clone)]
-struct Stored {
+pub(crate) struct Stored {
     meta: SnapshotMeta<Nid, Member>,
     data: Vec<u8>,
 }
@@ -195,11 +195,11 @@ struct Image {
 /// The channel as openraft drives it: committed batches are applied here, on every replica,
 /// and what applying produced goes to the group's actor, which sends it only if it leads.
 pub(crate) struct Machine {
-    state: ChanState,
-    last_applied: Option<LogId<Nid>>,
-    membership: StoredMembership<Nid, Member>,
-    current: Arc<Mutex<Option<Stored>>>,
-    out: mpsc::UnboundedSender<Applied>,
+    pub(crate) state: ChanState,
+    pub(crate) last_applied: Option<LogId<Nid>>,
+    pub(crate) membership: StoredMembership<Nid, Member>,
+    pub(crate) current: Arc<Mutex<Option<Stored>>>,
+    pub(crate) out: mpsc::UnboundedSender<Applied>,
 }
 
 impl Machine {
