@@ -134,8 +134,14 @@ pub async fn run(
         fixed,
         shutdown.clone(),
     ));
+    // Replicas reach each other over the peer links (a channel on disk of a daemon without
+    // a mesh is a group of one, which never calls).
+    broker.set_transport(Arc::new(peer::raft_link::RaftLinks::new(peers.clone())));
+    let restored = broker.restore_replicas().await;
+    if !restored.is_empty() {
+        tracing::info!(channels = ?restored, "channels kept on disk started again");
+    }
     if membership.meshed() {
-        broker.set_transport(Arc::new(peer::raft_link::RaftLinks::new(peers.clone())));
         tracker.spawn(failover::follow(
             membership.clone(),
             broker.clone(),

@@ -31,8 +31,16 @@ pub(crate) async fn create(
     options.validate()?;
     if options.replicas > 1 && !ctx.membership.meshed() {
         return Err(ApiError::InvalidState(
-            "a replicated channel needs a mesh: start circuitd with --mesh-listen".into(),
+            "a replicated channel needs a mesh: start circuitd with --listen and join others"
+                .into(),
         ));
+    }
+    if options.logged() && !ctx.membership.meshed() {
+        if ctx.broker.owns(&name) || ctx.broker.holds_replica(&name) {
+            let chan = ctx.broker.stat(&name).await?;
+            return existing(chan, capacity, exist_ok);
+        }
+        return replicated::create(options.wanted(&name, capacity), ctx).await;
     }
     if !ctx.membership.meshed() || ctx.broker.owns(&name) {
         return create_here(&name, capacity, exist_ok, ctx).await;
@@ -74,15 +82,8 @@ pub(crate) async fn create(
         }
         match winner {
             Some(by) => Err(lost_race(&name, &by)),
-            None if options.replicas > 1 => {
-                let wanted = replicated::Wanted {
-                    name: &name,
-                    capacity,
-                    replicas: options.replicas,
-                    labels: &options.replica_labels,
-                    storage: options.storage.as_deref().unwrap_or("memory"),
-                };
-                replicated::create(wanted, ctx).await
+            None if options.logged() => {
+                replicated::create(options.wanted(&name, capacity), ctx).await
             }
             None => create_here(&name, capacity, exist_ok, ctx).await,
         }
@@ -106,28 +107,41 @@ pub(crate) struct Options {
 impl Options {
     /// Refuses what cannot be made, before anything is asked of the mesh.
     fn validate(&self) -> Result<(), ApiError> {
-        match self.replicas {
-            1 if self.replica_labels.is_empty() && self.storage.is_none() => Ok(()),
-            1 => Err(ApiError::InvalidArgument(
-                "--replica-labels and --storage are for replicated channels (--replicas 3 or 5)"
-                    .into(),
-            )),
-            3 | 5 => match self.storage.as_deref() {
-                None | Some("memory") => Ok(()),
-                Some("disk") => Err(ApiError::InvalidArgument(
-                    "--storage disk is not served by this build yet: replicated channels keep \
-                     their log in memory (--storage memory)"
-                        .into(),
-                )),
-                Some(other) => Err(ApiError::InvalidArgument(format!(
+        match self.storage.as_deref() {
+            None | Some("memory" | "disk") => {}
+            Some(other) => {
+                return Err(ApiError::InvalidArgument(format!(
                     "--storage {other}: expected memory or disk"
-                ))),
-            },
+                )))
+            }
+        }
+        match self.replicas {
+            1 if !self.replica_labels.is_empty() => Err(ApiError::InvalidArgument(
+                "--replica-labels is for replicated channels (--replicas 3 or 5)".into(),
+            )),
+            1 | 3 | 5 => Ok(()),
             n => Err(ApiError::InvalidArgument(format!(
                 "--replicas {n}: a channel has 1 replica (one owner), or 3 or 5 (an odd count, \
                  so that a majority survives the loss of 1 or 2 nodes)"
             ))),
         }
+    }
+
+    /// What `replicated::create` is asked to make.
+    fn wanted<'a>(&'a self, name: &'a str, capacity: u64) -> replicated::Wanted<'a> {
+        replicated::Wanted {
+            name,
+            capacity,
+            replicas: self.replicas,
+            labels: &self.replica_labels,
+            storage: self.storage.as_deref().unwrap_or("memory"),
+        }
+    }
+
+    /// Whether the channel is served through a Raft log: replicated, or kept on disk (a
+    /// group of one, so that it survives its daemon's restart).
+    fn logged(&self) -> bool {
+        self.replicas > 1 || self.storage.as_deref() == Some("disk")
     }
 }
 

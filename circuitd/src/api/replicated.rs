@@ -27,7 +27,12 @@ pub(crate) struct Wanted<'a> {
 
 /// Places the replicas, starts them, and waits for the first leader.
 pub(crate) async fn create(wanted: Wanted<'_>, ctx: &Context) -> Result<Reply, ApiError> {
-    let nodes = place(&ctx.membership.nodes(), &wanted)?;
+    // One replica (a channel kept on disk) is this node's, as a plain channel is.
+    let nodes = if wanted.replicas == 1 {
+        vec![ctx.config.name.clone()]
+    } else {
+        place(&ctx.membership.nodes(), &wanted)?
+    };
     let members: Vec<Replica> = nodes
         .iter()
         .enumerate()
@@ -186,14 +191,7 @@ pub(crate) async fn start_here(request: Request, ctx: &Context) -> Result<Reply,
         created_at_ms,
         storage,
         id,
-        members: members
-            .into_iter()
-            .map(|(id, node)| Replica {
-                id,
-                node,
-                voter: true,
-            })
-            .collect(),
+        members,
         found,
         down,
         labels,

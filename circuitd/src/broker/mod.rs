@@ -100,6 +100,7 @@ impl Broker {
         let changes = Arc::new(AtomicU64::new(1));
         let replicas = Replicas::new(
             config.name.clone(),
+            config.data_dir.clone(),
             config.max_payload,
             config.replica_repair_after,
             changes.clone(),
@@ -169,6 +170,11 @@ impl Broker {
     /// How replicas of replicated channels reach the others.
     pub fn set_transport(&self, transport: Arc<dyn replica::Transport>) {
         self.inner.replicas.set_transport(transport);
+    }
+
+    /// Starts again the disk replicas kept in the data dir; their names.
+    pub async fn restore_replicas(&self) -> Vec<String> {
+        self.inner.replicas.restore().await
     }
 
     /// Starts a replica of a replicated channel here.

@@ -22,8 +22,14 @@ use super::replica::Transport;
 /// Inbox size of a replica's task.
 const INBOX: usize = 1024;
 
-/// What starts one replica of a replicated channel on this node.
-#[derive(Debug, Clone)]
+/// Where disk replicas live in the data dir, one directory each.
+const DIR: &str = "replicas";
+/// A disk replica's definition, in its directory.
+const SPEC_FILE: &str = "replica.json";
+
+/// What starts one replica of a replicated channel on this node (and, with `--storage disk`,
+/// is kept in its directory so that it starts again with the daemon).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ReplicaSpec {
     pub name: String,
     pub capacity: u64,
@@ -31,11 +37,13 @@ pub(crate) struct ReplicaSpec {
     pub storage: String,
     /// This replica's Raft id.
     pub id: u64,
-    /// Every replica of the group.
-    pub members: Vec<Replica>,
+    /// Every replica of the group: (Raft id, node).
+    pub members: Vec<(u64, String)>,
     /// This replica forms the group.
+    #[serde(skip)]
     pub found: bool,
     /// Nodes the mesh says are down now.
+    #[serde(skip)]
     pub down: Vec<String>,
     /// Replicas go only to nodes with these labels (for repairs).
     pub labels: Vec<String>,
@@ -60,6 +68,7 @@ pub(crate) enum Route {
 /// The registry of this node's replicas.
 pub(crate) struct Replicas {
     node: String,
+    data_dir: std::path::PathBuf,
     max_payload: u64,
     map: Arc<Mutex<HashMap<String, Handle>>>,
     transport: OnceLock<Arc<dyn Transport>>,
@@ -77,6 +86,7 @@ pub(crate) struct Replicas {
 impl Replicas {
     pub fn new(
         node: String,
+        data_dir: std::path::PathBuf,
         max_payload: u64,
         repair_after: std::time::Duration,
         changes: Arc<AtomicU64>,
@@ -86,15 +96,27 @@ impl Replicas {
         let map: Arc<Mutex<HashMap<String, Handle>>> = Arc::default();
         let (removed, mut gone) = mpsc::unbounded_channel::<String>();
         let (map2, changes2) = (map.clone(), changes.clone());
+        let root = data_dir.join(DIR);
         tracker.spawn(async move {
             while let Some(name) = gone.recv().await {
                 map2.lock().expect("replicas").remove(&name);
                 changes2.fetch_add(1, Ordering::Relaxed);
+                // A disk replica that is gone (removed, or replaced) takes its files along.
+                let dir = root.join(format!("c-{}", name.replace('/', "%2F")));
+                let _ = tokio::task::spawn_blocking(move || {
+                    if dir.exists() {
+                        if let Err(e) = std::fs::remove_dir_all(&dir) {
+                            tracing::warn!(dir = %dir.display(), error = %e, "cannot delete a replica's directory");
+                        }
+                    }
+                })
+                .await;
             }
         });
         let (repairs, repairs_rx) = mpsc::unbounded_channel();
         Self {
             node,
+            data_dir,
             max_payload,
             repair_after,
             repairs,
@@ -171,19 +193,37 @@ impl Replicas {
         let transport = self.transport.get().cloned().ok_or_else(|| {
             BrokerError::Unavailable("replicated channels need a mesh (--mesh-listen)".into())
         })?;
+        let dir = (spec.storage == "disk").then(|| self.dir_of(&spec.name));
+        if let Some(dir) = &dir {
+            let (dir, spec) = (dir.clone(), spec.clone());
+            tokio::task::spawn_blocking(move || write_spec(&dir, &spec))
+                .await
+                .map_err(|e| BrokerError::Store(e.to_string()))?
+                .map_err(|e| BrokerError::Store(format!("cannot keep the replica: {e}")))?;
+        }
         let (applied_tx, applied_rx) = mpsc::unbounded_channel();
         let raft = RaftGroup::start(
             &spec.name,
             spec.id,
             spec.capacity,
             self.max_payload,
+            dir.as_deref(),
             transport,
             applied_tx,
         )
         .await
         .map_err(|e| BrokerError::Store(e.to_string()))?;
         if spec.found {
-            raft.found(&spec.members)
+            let members: Vec<Replica> = spec
+                .members
+                .iter()
+                .map(|(id, node)| Replica {
+                    id: *id,
+                    node: node.clone(),
+                    voter: true,
+                })
+                .collect();
+            raft.found(&members)
                 .await
                 .map_err(|e| BrokerError::Store(e.to_string()))?;
         }
@@ -222,6 +262,33 @@ impl Replicas {
         self.map.lock().expect("replicas").insert(spec.name, handle);
         self.changes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The directory of `name`'s disk replica.
+    fn dir_of(&self, name: &str) -> std::path::PathBuf {
+        // `c-` keeps `.` and `..` names inside; `/` is the one character of a channel name a
+        // file name cannot have, and `%` is not one a channel name can have.
+        self.data_dir
+            .join(DIR)
+            .join(format!("c-{}", name.replace('/', "%2F")))
+    }
+
+    /// Starts again the disk replicas kept in the data dir (at start, once replicas can reach
+    /// each other); returns their names.
+    pub async fn restore(&self) -> Vec<String> {
+        let root = self.data_dir.join(DIR);
+        let specs = tokio::task::spawn_blocking(move || read_specs(&root))
+            .await
+            .unwrap_or_default();
+        let mut started = Vec::new();
+        for spec in specs {
+            let name = spec.name.clone();
+            match self.start(spec).await {
+                Ok(()) => started.push(name),
+                Err(e) => tracing::warn!(chan = %name, error = %e, "cannot restore a replica"),
+            }
+        }
+        started
     }
 
     /// Where a stream on `name` goes, if this node holds a replica of it.
@@ -321,4 +388,31 @@ impl Replicas {
             }
         }
     }
+}
+
+fn write_spec(dir: &std::path::Path, spec: &ReplicaSpec) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?;
+    crate::persist::write_atomically(&dir.join(SPEC_FILE), &bytes)
+}
+
+/// The definitions of the disk replicas under `root`; unreadable ones are warned about.
+fn read_specs(root: &std::path::Path) -> Vec<ReplicaSpec> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut specs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path().join(SPEC_FILE);
+        match std::fs::read(&path).map(|b| serde_json::from_slice::<ReplicaSpec>(&b)) {
+            Ok(Ok(spec)) => specs.push(spec),
+            Ok(Err(e)) => {
+                tracing::warn!(file = %path.display(), error = %e, "bad replica definition")
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read a replica definition")
+            }
+        }
+    }
+    specs
 }

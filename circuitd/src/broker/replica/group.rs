@@ -51,7 +51,7 @@ const CATCH_UP: Duration = Duration::from_secs(60);
 
 /// A leader with nothing committed for this long proposes an empty batch, to learn whether a
 /// newer leader exists (the backstop to the mesh's failure detector).
-const HEARTBEAT: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Between two election attempts of a follower whose leader's node is down.
 const ELECT_RETRY: Duration = Duration::from_millis(300);
 /// Added per rank, so the best-placed follower campaigns first.
@@ -522,16 +522,32 @@ impl<C: Consensus> Group<C> {
             }
         }
         if a.removed {
-            self.removed = true;
-            if let Some(waiter) = self.remove_waiter.take() {
-                let _ = waiter.send(Ok(()));
-            }
+            tracing::debug!(chan = %self.meta.name, leads = self.serving.is_some(), "removal applied");
             let name = self.meta.name.clone();
             self.outputs.fail_all(
                 ErrorCode::NotFound,
                 &format!("channel \"{name}\" was removed"),
             );
+            if let Some(waiter) = self.remove_waiter.take() {
+                let _ = waiter.send(Ok(()));
+            }
+            self.events.clear();
+            let led = self.serving.take().is_some();
             let _ = self.on_removed.send(name);
+            self.removed = true;
+            if led {
+                // Raft tells followers that an entry committed only with a later one; none
+                // comes after a removal, so the leader tells every other replica itself.
+                for r in &self.status.members {
+                    if r.id != self.status.me {
+                        let _ = self.repairs.send(RepairAsk::Drop {
+                            node: r.node.clone(),
+                            chan: self.meta.name.clone(),
+                            id: r.id,
+                        });
+                    }
+                }
+            }
         }
         self.detached = match (a.detached.is_empty(), self.detached.take()) {
             (true, _) => None,
@@ -566,7 +582,8 @@ impl<C: Consensus> Group<C> {
             .leader_node()
             .is_some_and(|node| node != self.meta.node && self.down.contains_key(node));
         if !leads && self.is_voter() && (leader_down || self.status.leader.is_none()) {
-            if leader_down && self.elect_at.is_none() {
+            let alone = self.voters().len() == 1;
+            if (leader_down || alone) && self.elect_at.is_none() {
                 self.elect_at = Some(Instant::now() + self.rank_delay());
             }
             self.no_leader_since.get_or_insert_with(Instant::now);
@@ -616,6 +633,7 @@ impl<C: Consensus> Group<C> {
         let Some(_) = self.serving.take() else {
             return;
         };
+        tracing::debug!(chan = %self.meta.name, why, "stops serving");
         let message = format!(
             "replicated channel \"{}\": node {} no longer serves it ({why})",
             self.meta.name, self.meta.node

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ use futures::FutureExt;
 
 use super::consensus::{Commit, Consensus, ConsensusError, Replica, Role, Status, StatusWatch};
 use super::event::{apply, Batch};
+use super::log_disk::DiskLog;
+use super::snapshot_disk::{load_snapshot, save_snapshot};
 use super::{Applied, Transport};
 use crate::broker::state::ChanState;
 
@@ -200,6 +203,8 @@ pub(crate) struct Machine {
     pub(crate) membership: StoredMembership<Nid, Member>,
     pub(crate) current: Arc<Mutex<Option<Stored>>>,
     pub(crate) out: mpsc::UnboundedSender<Applied>,
+    /// With `--storage disk`: where snapshots are kept.
+    pub(crate) dir: Option<PathBuf>,
 }
 
 impl Machine {
@@ -237,6 +242,20 @@ pub(crate) struct Builder {
     meta: SnapshotMeta<Nid, Member>,
     data: Vec<u8>,
     current: Arc<Mutex<Option<Stored>>>,
+    dir: Option<PathBuf>,
+}
+
+/// Keeps a snapshot on disk (before openraft purges the log it replaces).
+async fn keep(dir: Option<&PathBuf>, stored: &Stored) -> Result<(), SError> {
+    let Some(dir) = dir.cloned() else {
+        return Ok(());
+    };
+    let (meta, data) = (stored.meta.clone(), stored.data.clone());
+    let signature = meta.signature();
+    tokio::task::spawn_blocking(move || save_snapshot(&dir, &meta, &data))
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &e))?
+        .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
 }
 
 impl RaftSnapshotBuilder<Cfg> for Builder {
@@ -245,6 +264,7 @@ impl RaftSnapshotBuilder<Cfg> for Builder {
             meta: self.meta.clone(),
             data: std::mem::take(&mut self.data),
         };
+        keep(self.dir.as_ref(), &stored).await?;
         *self.current.lock().expect("snapshot lock") = Some(stored.clone());
         Ok(Snapshot {
             meta: stored.meta,
@@ -306,6 +326,7 @@ impl RaftStateMachine<Cfg> for Machine {
             },
             data,
             current: self.current.clone(),
+            dir: self.dir.clone(),
         }
     }
 
@@ -321,13 +342,15 @@ impl RaftStateMachine<Cfg> for Machine {
         let data = snapshot.into_inner();
         let image: Image = postcard::from_bytes(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let stored = Stored {
+            meta: meta.clone(),
+            data,
+        };
+        keep(self.dir.as_ref(), &stored).await?;
         self.state = image.state;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        *self.current.lock().expect("snapshot lock") = Some(Stored {
-            meta: meta.clone(),
-            data,
-        });
+        *self.current.lock().expect("snapshot lock") = Some(stored);
         let index = self.last_applied.map_or(0, |l| l.index);
         self.report(index, None, false, true);
         Ok(())
@@ -481,34 +504,56 @@ pub(crate) struct RaftGroup {
 impl RaftGroup {
     /// Starts replica `me` of channel `chan` (empty: capacity `capacity`, payload limit
     /// `max_payload`), talking to the others over `transport`; what applying produces goes to
-    /// `out`. With `members`, this replica founds the group (Raft's initialization).
+    /// `out`. With `dir` (`--storage disk`) the log and the last snapshot are kept there, and
+    /// a replica that restarts goes on from them.
     pub async fn start(
         chan: &str,
         me: u64,
         capacity: u64,
         max_payload: u64,
+        dir: Option<&Path>,
         transport: Arc<dyn Transport>,
         out: mpsc::UnboundedSender<Applied>,
     ) -> Result<Self, ConsensusError> {
-        let machine = Machine {
+        let fail = |e: &dyn std::fmt::Display| ConsensusError::Other(e.to_string());
+        let mut machine = Machine {
             state: ChanState::new(capacity, max_payload, false),
             last_applied: None,
             membership: StoredMembership::default(),
             current: Arc::new(Mutex::new(None)),
             out,
+            dir: dir.map(Path::to_path_buf),
         };
         let net = Net {
             chan: chan.to_string(),
             transport,
         };
-        let config = Arc::new(
-            config(chan)
-                .validate()
-                .map_err(|e| ConsensusError::Other(e.to_string()))?,
-        );
-        let raft = openraft::Raft::new(me, config, net, MemLog::default(), machine)
-            .await
-            .map_err(|e| ConsensusError::Other(e.to_string()))?;
+        let config = Arc::new(config(chan).validate().map_err(|e| fail(&e))?);
+        let raft = match dir {
+            None => openraft::Raft::new(me, config, net, MemLog::default(), machine).await,
+            Some(dir) => {
+                let owned = dir.to_path_buf();
+                let (log, saved) = tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(&owned)?;
+                    Ok::<_, std::io::Error>((DiskLog::open(&owned)?, load_snapshot(&owned)?))
+                })
+                .await
+                .map_err(|e| fail(&e))?
+                .map_err(|e| fail(&e))?;
+                if let Some(saved) = saved {
+                    let image: Image = postcard::from_bytes(&saved.data).map_err(|e| fail(&e))?;
+                    machine.state = image.state;
+                    machine.last_applied = saved.meta.last_log_id;
+                    machine.membership = saved.meta.last_membership.clone();
+                    *machine.current.lock().expect("snapshot lock") = Some(Stored {
+                        meta: saved.meta,
+                        data: saved.data,
+                    });
+                }
+                openraft::Raft::new(me, config, net, log, machine).await
+            }
+        }
+        .map_err(|e| fail(&e))?;
         Ok(Self { raft })
     }
 
@@ -700,7 +745,7 @@ mod tests {
         let mut groups = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
-            let g = RaftGroup::start("q", i as u64 + 1, 8, 1024, net.clone(), tx)
+            let g = RaftGroup::start("q", i as u64 + 1, 8, 1024, None, net.clone(), tx)
                 .await
                 .expect("start");
             net.groups

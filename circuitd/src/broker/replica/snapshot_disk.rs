@@ -4,9 +4,6 @@
 //! Format: `circsnp` and a version byte | crc32 of the rest: u32 LE | meta length: u32 LE |
 //! meta (postcard `SnapshotMeta`) | data (the state machine's bytes, as they are).
 
-// Not used yet: the group wires it into `raft.rs`'s `Machine` for `--storage disk`.
-#![allow(dead_code)]
-
 use std::io;
 use std::path::Path;
 

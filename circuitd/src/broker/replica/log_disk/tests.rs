@@ -29,6 +29,7 @@ impl StoreBuilder<Cfg, DiskLog, Machine, TempDir> for InTempDir {
             membership: Default::default(),
             current: Arc::new(Mutex::new(None)),
             out,
+            dir: None,
         };
         Ok((dir, log, machine))
     }

@@ -33,6 +33,7 @@ pub(super) enum Cmd {
     /// Saves a vote; `Done` once `vote.json` holds it.
     Vote(Vote<u64>, Done),
     /// `Done` once everything before it, `vote.json` included, is durable.
+    #[cfg_attr(not(test), allow(dead_code))] // sent by DiskLog::sync, which the tests use
     Sync(Done),
     /// Tells the first sender the writer is holding, then blocks it until the second's
     /// sender is dropped (tests queue appends behind it).
