@@ -15,6 +15,7 @@ mod limits;
 mod mesh;
 mod netns_install;
 mod netns_mesh;
+mod netns_replicated;
 mod netns_smoke;
 mod pipeline;
 mod recovery;

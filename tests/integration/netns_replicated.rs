@@ -1,0 +1,229 @@
+//! Replicated channels across five network-namespace hosts, one circuitd each: values sent and
+//! received through the CLI while the leader's daemon is killed, its link cut, or two of five
+//! replicas die. Every case checks the receiver's output against what was sent: each value
+//! once, in order. The steps share one cluster; each leaves it whole for the next.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use circuit_testkit::netns::NetnsCluster;
+use circuit_testkit::Steps;
+
+const HOSTS: usize = 5;
+/// How long a case may take to deliver everything.
+const DELIVER: Duration = Duration::from_secs(90);
+const SOON: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it returns `Some`, for up to `timeout`; panics with `what` after.
+fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out waiting until {what}"
+        );
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// `chan stat NAME --json` on host `i`, if it answers.
+fn stat(cluster: &NetnsCluster, i: usize, name: &str) -> Option<serde_json::Value> {
+    let out = cluster.cli(i, &["--json", "chan", "stat", name]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// The host number of `name`'s leader as host `i` sees it, once there is one.
+fn leader(cluster: &NetnsCluster, i: usize, name: &str) -> usize {
+    eventually(SOON, &format!("{name} has a leader"), || {
+        let s = stat(cluster, i, name)?;
+        let owner = s["owner"].as_str()?;
+        owner.strip_prefix('h')?.parse().ok()
+    })
+}
+
+/// Hosts holding a replica of `name`, as host `i` sees it.
+fn holders(cluster: &NetnsCluster, i: usize, name: &str) -> Vec<usize> {
+    let s = stat(cluster, i, name).expect("stat");
+    s["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .filter_map(|r| r["node"].as_str()?.strip_prefix('h')?.parse().ok())
+        .collect()
+}
+
+/// `circuit recv NAME` on host `i`, its lines read on a thread.
+fn receiver(cluster: &NetnsCluster, i: usize, name: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cluster.spawn_cli(i, &["recv", name]);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// `seq 1 N | circuit send NAME` on host `i`.
+fn sender(cluster: &NetnsCluster, i: usize, name: &str, n: u64) -> Child {
+    let cli = cluster.cli_path();
+    let script = format!("seq 1 {n} | '{}' send {name}", cli.display());
+    cluster
+        .exec_command(i, "sh", &["-c", &script])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the sender")
+}
+
+/// Reads `n` lines (failing after [`DELIVER`]), calling `at(count)` after each, and checks
+/// they are 1..=n, each once, in order.
+fn expect_sequence(rx: &mpsc::Receiver<String>, n: u64, mut at: impl FnMut(u64)) {
+    let deadline = Instant::now() + DELIVER;
+    let mut got = Vec::with_capacity(n as usize);
+    while (got.len() as u64) < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => got.push(line.parse::<u64>().expect("a number")),
+            Err(_) => panic!("{} of {n} values after {DELIVER:?}", got.len()),
+        }
+        at(got.len() as u64);
+    }
+    let first_wrong = got.iter().enumerate().find(|(i, v)| **v != *i as u64 + 1);
+    if let Some((i, v)) = first_wrong {
+        panic!("value {} is {v}: lost, doubled or out of order", i + 1);
+    }
+}
+
+/// Stops a child we started, by pid, and reaps it.
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits until every host sees all five alive (after a restart).
+fn converged(cluster: &NetnsCluster) {
+    for i in 1..=HOSTS {
+        eventually(SOON, &format!("h{i} sees every host alive"), || {
+            let nodes = cluster.nodes(i).ok()?;
+            let alive = nodes
+                .iter()
+                .filter(|n| n.state == circuit_sdk::proto::NodeState::Alive)
+                .count();
+            (alive == HOSTS).then_some(())
+        });
+    }
+}
+
+fn others(exclude: &[usize]) -> Vec<usize> {
+    (1..=HOSTS).filter(|h| !exclude.contains(h)).collect()
+}
+
+#[test]
+fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
+    let Some(mut cluster) = NetnsCluster::up(HOSTS, &["--replica-repair-after", "3s"]) else {
+        return;
+    };
+    let mut steps = Steps::new("replicated_channels_survive_kills_and_cuts_across_five_hosts");
+
+    steps.run("leader kill -9 mid-stream: 4000 values through the CLI, each once, in order; a new leader, then 3 replicas again", || {
+        cluster.cli_ok(1, &["chan", "create", "q", "--cap", "64", "--replicas", "3"]);
+        let lead = leader(&cluster, 1, "q");
+        let free = others(&[lead]);
+        let (tx_host, rx_host) = (free[0], free[1]);
+        let (mut recv, lines) = receiver(&cluster, rx_host, "q");
+        let mut send = sender(&cluster, tx_host, "q", 4_000);
+        let mut killed = false;
+        expect_sequence(&lines, 4_000, |n| {
+            if n == 1_000 && !killed {
+                cluster.try_kill(lead).expect("kill the leader");
+                killed = true;
+            }
+        });
+        assert!(send.wait().expect("sender").success(), "the sender failed");
+        stop(&mut recv);
+        let new = leader(&cluster, rx_host, "q");
+        assert_ne!(new, lead, "a new leader");
+        eventually(SOON, "3 live replicas again (repair)", || {
+            let s = stat(&cluster, rx_host, "q")?;
+            let reps = s["replicas"].as_array()?;
+            let live = reps
+                .iter()
+                .filter(|r| r["state"] == "leader" || r["state"] == "follower")
+                .count();
+            (reps.len() == 3 && live == 3).then_some(())
+        });
+        cluster.start(lead);
+        converged(&cluster);
+    });
+
+    steps.run("the leader's link cut and healed: the majority side serves on, nothing doubled, one leader after", || {
+        cluster.cli_ok(1, &["chan", "create", "cut", "--cap", "64", "--replicas", "3"]);
+        let lead = leader(&cluster, 1, "cut");
+        let free = others(&[lead]);
+        let (tx_host, rx_host) = (free[0], free[1]);
+        let (mut recv, lines) = receiver(&cluster, rx_host, "cut");
+        let mut send = sender(&cluster, tx_host, "cut", 3_000);
+        let mut cut = false;
+        expect_sequence(&lines, 3_000, |n| {
+            if n == 1_000 && !cut {
+                cluster.partition_reject(&[lead], &others(&[lead]));
+                cut = true;
+            }
+        });
+        assert!(send.wait().expect("sender").success(), "the sender failed");
+        stop(&mut recv);
+        cluster.heal();
+        let new = leader(&cluster, rx_host, "cut");
+        assert_ne!(new, lead);
+        // The old leader, back in the mesh, follows the new one.
+        eventually(SOON, "the old leader names the new one", || {
+            let s = stat(&cluster, lead, "cut")?;
+            (s["owner"].as_str()? == format!("h{new}")).then_some(())
+        });
+    });
+
+    steps.run(
+        "R5: two of five replicas killed, the leader among them: the channel serves on",
+        || {
+            cluster.cli_ok(
+                1,
+                &["chan", "create", "five", "--cap", "16", "--replicas", "5"],
+            );
+            let lead = leader(&cluster, 1, "five");
+            let reps = holders(&cluster, 1, "five");
+            assert_eq!(reps.len(), 5);
+            let second = *others(&[lead]).first().expect("another host");
+            let alive = others(&[lead, second]);
+            let (tx_host, rx_host) = (alive[0], alive[1]);
+            let (mut recv, lines) = receiver(&cluster, rx_host, "five");
+            let mut send = sender(&cluster, tx_host, "five", 2_000);
+            let mut killed = false;
+            expect_sequence(&lines, 2_000, |n| {
+                if n == 500 && !killed {
+                    cluster.try_kill(lead).expect("kill the leader");
+                    cluster.try_kill(second).expect("kill another");
+                    killed = true;
+                }
+            });
+            assert!(send.wait().expect("sender").success(), "the sender failed");
+            stop(&mut recv);
+            cluster.start(lead);
+            cluster.start(second);
+            converged(&cluster);
+        },
+    );
+
+    steps.finish();
+}
