@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use circuit_testkit::netns::NetnsCluster;
-use circuit_testkit::Steps;
+use circuit_testkit::{bin, Steps};
 
 const HOSTS: usize = 5;
 /// How long a case may take to deliver everything.
@@ -166,6 +166,7 @@ fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
         });
         cluster.start(lead);
         converged(&cluster);
+        cluster.cli_ok(rx_host, &["chan", "rm", "q"]);
     });
 
     steps.run("the leader's link cut and healed: the majority side serves on, nothing doubled, one leader after", || {
@@ -192,6 +193,7 @@ fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
             let s = stat(&cluster, lead, "cut")?;
             (s["owner"].as_str()? == format!("h{new}")).then_some(())
         });
+        cluster.cli_ok(rx_host, &["chan", "rm", "cut"]);
     });
 
     steps.run(
@@ -224,6 +226,58 @@ fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
             converged(&cluster);
         },
     );
+
+    steps.run("the pipeline example with its channels at --replicas 3, docs' leader killed mid-run: the result equals the local run", || {
+        const SHAPE: &str = "--docs 300 --seed 7 --analyzers 3";
+        let local = std::process::Command::new(bin("pipeline"))
+            .args(format!("local {SHAPE}").split_whitespace())
+            .output()
+            .expect("run pipeline local");
+        assert!(local.status.success(), "pipeline local failed: {local:?}");
+        let expected = String::from_utf8(local.stdout).expect("utf-8");
+        // The stages run on h1..h3; a channel there each makes circuitd place the replicated
+        // channels' first replica (their leader) on h4 or h5, so killing it kills no stage.
+        for i in 1..=3 {
+            for k in 1..=4 {
+                cluster.cli_ok(i, &["chan", "create", &format!("pad{i}-{k}"), "--exist-ok"]);
+            }
+        }
+        eventually(SOON, "h1 sees more channels on each of h1..h3 than on h4 and h5", || {
+            let nodes = cluster.nodes(1).ok()?;
+            let count = |name: &str| nodes.iter().find(|n| n.name == name).map(|n| n.channels.len());
+            let stages = ["h1", "h2", "h3"].iter().map(|h| count(h)).min()??;
+            let spare = ["h4", "h5"].iter().map(|h| count(h)).max()??;
+            (stages >= 4 && spare < stages).then_some(())
+        });
+        let line = format!(
+            "distributed {SHAPE} --nodes h1,h2,h3 --replicas 3 --analyze-delay-ms 20 --prefix rp-"
+        );
+        let mut run = cluster
+            .exec_command(1, bin("pipeline"), &line.split_whitespace().collect::<Vec<_>>())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start pipeline distributed");
+        let lead = eventually(SOON, "rp-docs has a leader and has been used", || {
+            let s = stat(&cluster, 1, "rp-docs")?;
+            let owner: usize = s["owner"].as_str()?.strip_prefix('h')?.parse().ok()?;
+            (s["received"].as_u64()? >= 30).then_some(owner)
+        });
+        assert!(lead >= 4, "docs' leader is h{lead}, a stage's host: the setup did not hold");
+        cluster.try_kill(lead).expect("kill docs' leader");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = run.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(started.elapsed() < DELIVER, "the run did not end after the kill");
+            std::thread::park_timeout(Duration::from_millis(50));
+        };
+        let out = run.wait_with_output().expect("pipeline output");
+        assert!(status.success(), "pipeline distributed failed: {status}");
+        assert_eq!(String::from_utf8(out.stdout).expect("utf-8"), expected);
+        cluster.start(lead);
+        converged(&cluster);
+    });
 
     steps.finish();
 }

@@ -26,6 +26,9 @@ pub struct Setup {
     pub analyze_pause: Duration,
     /// Where the stages run; `None`: all on the daemon this run talks to.
     pub nodes: Option<Nodes>,
+    /// Replicas of each channel: 1 (owned by the node of the stage that reads it), or 3 or 5
+    /// (replicated, placed by circuitd: the run survives the death of a channel's leader).
+    pub replicas: u32,
 }
 
 /// The mesh nodes the stages run on, `--nodes FETCH,ANALYZE,STORE`.
@@ -98,9 +101,10 @@ impl Deployment {
         let analyze_node = nodes.map(|n| n.analyze.as_str());
         let store_node = nodes.map(|n| n.store.as_str());
         let (docs, counts, result) = (name("docs"), name("counts"), name("result"));
-        self.chan(&docs, p.cap, analyze_node).await?;
-        self.chan(&counts, p.cap, store_node).await?;
-        let result_chan = self.chan(&result, 1, None).await?;
+        let r = setup.replicas;
+        self.chan(&docs, p.cap, analyze_node, r).await?;
+        self.chan(&counts, p.cap, store_node, r).await?;
+        let result_chan = self.chan(&result, 1, None, r).await?;
         let mut results = result_chan.receiver::<Report>().await?;
 
         let (store, fetch) = (name("store"), name("fetch"));
@@ -142,13 +146,25 @@ impl Deployment {
         }
     }
 
-    /// Creates channel `name` owned by `node` (by default the daemon this run talks to).
+    /// Creates channel `name` owned by `node` (by default the daemon this run talks to), or,
+    /// with `replicas` > 1, replicated wherever circuitd places it.
     async fn chan(
         &mut self,
         name: &str,
         cap: u64,
         node: Option<&str>,
+        replicas: u32,
     ) -> anyhow::Result<circuit_sdk::chan::Chan> {
+        if replicas > 1 {
+            let options = circuit_sdk::chan::ChanOptions::replicated(replicas);
+            let chan = self
+                .client
+                .chan_create_with(name, cap, options, false)
+                .await
+                .with_context(|| format!("cannot create channel {name} (replicas {replicas})"))?;
+            self.chans.push(name.to_string());
+            return Ok(chan);
+        }
         let context = || match node {
             Some(node) => format!("cannot create channel {name} on node {node}"),
             None => format!("cannot create channel {name}"),

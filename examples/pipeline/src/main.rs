@@ -40,6 +40,10 @@ enum Command {
         /// stage that reads them) [default: all on the daemon at CIRCUIT_SOCKET].
         #[arg(long, value_name = "FETCH,ANALYZE,STORE")]
         nodes: Option<Nodes>,
+        /// Replicas of each channel: 1, or 3 or 5 (replicated channels, placed by circuitd,
+        /// which survive the death of their leader's node).
+        #[arg(long, default_value_t = 1, value_parser = replica_count)]
+        replicas: u32,
     },
     /// Worker: generates the documents into the channel bound to `out`, then closes it.
     Fetch {
@@ -64,6 +68,14 @@ enum Command {
     },
 }
 
+/// `--replicas`: 1, 3 or 5.
+fn replica_count(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n @ (1 | 3 | 5)) => Ok(n),
+        _ => Err(format!("{s}: expected 1, 3 or 5")),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
@@ -73,12 +85,14 @@ async fn main() -> ExitCode {
             prefix,
             analyze_delay_ms,
             nodes,
+            replicas,
         } => {
             let setup = Setup {
                 params,
                 prefix,
                 analyze_pause: Duration::from_millis(analyze_delay_ms),
                 nodes,
+                replicas,
             };
             distributed::run(&setup).await.map(Some)
         }
