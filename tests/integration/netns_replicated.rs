@@ -126,13 +126,47 @@ fn converged(cluster: &NetnsCluster) {
     }
 }
 
+/// `chan rm NAME` on host `i`, then waits until no host lists it.
+fn remove(cluster: &NetnsCluster, i: usize, name: &str) {
+    cluster.cli_ok(i, &["chan", "rm", name]);
+    for h in 1..=HOSTS {
+        let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually(SOON, &format!("h{h} lists no {name}"), || {
+                let out = cluster.cli(h, &["--json", "chan", "ls"]);
+                let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                let listed = list.as_array()?.iter().any(|c| c["name"] == name);
+                (!listed).then_some(())
+            })
+        }));
+        if gone.is_err() {
+            for k in 1..=HOSTS {
+                let log = cluster.daemon_log(k);
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(&format!("chan={name}")) && !l.contains("openraft"))
+                    .collect();
+                eprintln!("==== h{k}\n{}", lines.join("\n"));
+            }
+            panic!("h{h} still lists {name} after chan rm");
+        }
+    }
+}
+
 fn others(exclude: &[usize]) -> Vec<usize> {
     (1..=HOSTS).filter(|h| !exclude.contains(h)).collect()
 }
 
 #[test]
 fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
-    let Some(mut cluster) = NetnsCluster::up(HOSTS, &["--replica-repair-after", "3s"]) else {
+    let Some(mut cluster) = NetnsCluster::up(
+        HOSTS,
+        &[
+            "--replica-repair-after",
+            "3s",
+            "--log-level",
+            "info,circuitd=debug,openraft=warn",
+        ],
+    ) else {
         return;
     };
     let mut steps = Steps::new("replicated_channels_survive_kills_and_cuts_across_five_hosts");
@@ -166,7 +200,7 @@ fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
         });
         cluster.start(lead);
         converged(&cluster);
-        cluster.cli_ok(rx_host, &["chan", "rm", "q"]);
+        remove(&cluster, rx_host, "q");
     });
 
     steps.run("the leader's link cut and healed: the majority side serves on, nothing doubled, one leader after", || {
@@ -193,7 +227,7 @@ fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
             let s = stat(&cluster, lead, "cut")?;
             (s["owner"].as_str()? == format!("h{new}")).then_some(())
         });
-        cluster.cli_ok(rx_host, &["chan", "rm", "cut"]);
+        remove(&cluster, rx_host, "cut");
     });
 
     steps.run(

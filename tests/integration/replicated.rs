@@ -513,3 +513,70 @@ fn rule_r8_one_daemon_keeps_a_disk_channel_across_its_restart() {
         "values in memory die with the daemon: {lost}"
     );
 }
+
+/// R6 after failures: an R5 channel whose leader and one follower were killed and restarted
+/// (their memory replicas gone) is still removed everywhere by `rm`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_r6_rm_removes_every_replica_after_two_of_five_restarted() {
+    let names = ["a", "b", "c", "d", "e"];
+    let mut mesh = Mesh::start_with(&names, &["--replica-repair-after", "1s"]);
+    let a = mesh.by_name("a").client().await;
+    a.chan_create_with("five", 8, ChanOptions::replicated(5), false)
+        .await
+        .expect("create");
+    let lead = leader(&a, "five").await;
+    let second = names
+        .iter()
+        .find(|n| **n != lead)
+        .expect("another")
+        .to_string();
+    for name in [lead.clone(), second.clone()] {
+        mesh.kill9(&name);
+    }
+    // Dead long enough for the new leader to try a repair (there is no spare node to use).
+    wait_until(SOON, "a repair tried", || {
+        mesh.nodes
+            .iter()
+            .any(|d| d.log().contains("replacing the replica of a dead node"))
+    });
+    for name in [lead.clone(), second.clone()] {
+        let i = mesh.index_of(&name);
+        mesh.nodes[i].launch();
+    }
+    let first = mesh.nodes[0].mesh_addr();
+    for name in [&lead, &second] {
+        if *name != "a" {
+            mesh.by_name(name).cli_ok(&["join", &first]);
+        }
+    }
+    let survivor = names
+        .iter()
+        .find(|n| **n != lead && **n != second)
+        .expect("a survivor");
+    let s = mesh.by_name(survivor).client().await;
+    let new = wait_until_async(SOON, "a new leader", || async {
+        let info = stat(&s, "five").await?;
+        (!info.owner.is_empty() && info.owner != lead).then_some(info.owner)
+    })
+    .await;
+    eprintln!("old leader {lead}, restarted {second}, new leader {new}");
+    mesh.by_name(survivor).cli_ok(&["chan", "rm", "five"]);
+    for node in &mesh.nodes {
+        let what = format!("{}'s replica removed", node.name);
+        if circuit_testkit::try_wait_until(SOON, &what, || {
+            node.cli_ok(&["chan", "ls", "--json"]).trim() == "[]"
+        })
+        .is_err()
+        {
+            for n in &mesh.nodes {
+                let log = n.log();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("replica") && !l.contains("openraft"))
+                    .collect();
+                eprintln!("==== {}\n{}", n.name, lines.join("\n"));
+            }
+            panic!("{what}: ls {}", node.cli_ok(&["chan", "ls", "--json"]));
+        }
+    }
+}
