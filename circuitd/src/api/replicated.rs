@@ -148,6 +148,12 @@ fn place_except(
         } else {
             format!(" with the labels {}", wanted.labels.join(","))
         };
+        if !exclude.is_empty() {
+            return Err(ApiError::Unreachable(format!(
+                "no live node{with} holds no replica of channel \"{}\" yet",
+                wanted.name
+            )));
+        }
         return Err(ApiError::Unreachable(format!(
             "--replicas {n} needs {n} live nodes{with}; the mesh has {} — see `circuit nodes`",
             fit.len()
