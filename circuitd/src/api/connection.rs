@@ -147,6 +147,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         requests: HashMap::new(),
         streams: Default::default(),
         batch: None,
+        ended: Default::default(),
     };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
     let (stream_done_tx, mut stream_done_rx) = mpsc::unbounded_channel::<(u64, StreamKey)>();
@@ -164,6 +165,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Some((id, key)) = stream_done_rx.recv() => {
                 if conn.streams.get(&id).is_some_and(|r| r.key == key) {
                     conn.streams.remove(&id);
+                    conn.ended(id);
                 }
                 idle.heard(Instant::now());
                 continue;
@@ -219,6 +221,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                             };
                             route.server.send(msg).await;
                         }
+                        None if conn.was_stream(id) => {}
                         None => {
                             let why = format!("signal for request {id}, which is not a stream");
                             notify(outbox, conn.reject(Some(id), why), ctx).await;
@@ -301,6 +304,10 @@ struct Conn {
     streams: rustc_hash::FxHashMap<u64, Route>,
     /// Values read for one stream and not yet handed to its channel.
     batch: Option<(u64, Vec<(u64, Bytes)>)>,
+    /// Streams the server ended lately, oldest first: the client may still send frames on
+    /// them until it reads the end, and those are dropped, not refused (a refusal with the
+    /// stream's id would look like the stream's end to the client).
+    ended: std::collections::VecDeque<u64>,
 }
 
 impl Conn {
@@ -315,8 +322,26 @@ impl Conn {
         ApiError::BadRequest(message).reply(id.filter(|id| !self.in_use(*id)))
     }
 
+    /// Stream `id` was ended by its server.
+    fn ended(&mut self, id: u64) {
+        /// Ended streams remembered, at most.
+        const REMEMBERED: usize = 1024;
+        if self.ended.len() == REMEMBERED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(id);
+    }
+
+    /// Whether `id` is a stream its server ended lately (frames for it are dropped).
+    fn was_stream(&self, id: u64) -> bool {
+        !self.in_use(id) && self.ended.contains(&id)
+    }
+
     /// A value for a send stream: batched until the next frame of another kind or stream.
     async fn data(&mut self, id: u64, seq: u64, payload: Bytes) -> Result<(), String> {
+        if self.was_stream(id) {
+            return Ok(());
+        }
         if !self.streams.contains_key(&id) {
             return Err(format!(
                 "data frame for request {id}, which is not a stream"

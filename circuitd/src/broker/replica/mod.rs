@@ -18,6 +18,8 @@ pub(crate) mod event;
 pub(crate) mod group;
 pub(crate) mod log_disk;
 pub(crate) mod raft;
+#[cfg(test)]
+mod sim;
 pub(crate) mod snapshot_disk;
 
 use bytes::Bytes;
