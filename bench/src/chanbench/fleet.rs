@@ -70,6 +70,11 @@ impl Fleet {
         self.procs.len()
     }
 
+    /// True before any role has started.
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
     /// What role `id` plays, for messages (`receiver 2`).
     pub fn role(&self, id: usize) -> &str {
         &self.procs[id].role

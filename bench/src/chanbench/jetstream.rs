@@ -1,11 +1,12 @@
 //! The JetStream contender (`bench-replicated`'s): roles driving a stream through async-nats —
 //! publishers that wait for every publish's ack, pipelined (up to `--window` acks outstanding;
 //! a publish refused or unanswered is sent again under the same message id, so the stream's
-//! duplicate window drops the copy), and pull consumers that ack every message. The harness
+//! duplicate window drops the copy; while the stream does not answer, one message probes it
+//! every [`RETRY_AFTER`] and the others wait for it), and pull consumers that ack every message. The harness
 //! makes each trial's stream and consumer with [`create`]: the stream and its one subject are
 //! named after the trial, the durable pull consumer is [`CONSUMER`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -29,7 +30,8 @@ use super::tally::Inbox;
 pub const CONSUMER: &str = "bench";
 /// How long a publish waits for its ack before it is sent again.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
-/// Pause before a refused or unanswered publish is sent again.
+/// Pause before a refused or unanswered publish is sent again by the message probing the
+/// stream (the others wait until it is acked).
 pub const RETRY_AFTER: Duration = Duration::from_millis(20);
 /// How long one message may go unacknowledged, republished, before its publisher fails.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
@@ -150,6 +152,17 @@ impl Mishaps {
     }
 }
 
+/// Whether a publisher's stream answers: after a failed publish, one message (the probe)
+/// retries every [`RETRY_AFTER`] and the other failed ones wait until it is acked, so that a
+/// stream between two leaders is not flooded with a window's worth of retries every few ms.
+#[derive(Debug, Default)]
+struct Gate {
+    /// A message is probing.
+    probing: Cell<bool>,
+    /// Told when the probe is acked.
+    opened: tokio::sync::Notify,
+}
+
 /// Publishes `count` stamped messages after `go` as fast as the window of outstanding acks
 /// lets it, and returns once every one is acked.
 pub async fn send(ctx: &mut Ctx) -> anyhow::Result<Span> {
@@ -176,6 +189,7 @@ async fn publish(ctx: &mut Ctx, rate: Option<u64>) -> anyhow::Result<(Span, Vec<
     let subject = Subject::from(ctx.args.name.as_str());
     let (index, count) = (ctx.args.index, ctx.args.count);
     let mishaps = Rc::new(RefCell::new(Mishaps::default()));
+    let gate = Rc::new(Gate::default());
     ctx.ready();
     ctx.go().await?;
     let start_ns = now_ns();
@@ -210,7 +224,7 @@ async fn publish(ctx: &mut Ctx, rate: Option<u64>) -> anyhow::Result<(Span, Vec<
                 let sent_ns = now_ns();
                 timeline[seq as usize].sent_ns = sent_ns;
                 let first = js.send_publish(message.subject.clone(), message.build()).await;
-                let settled = settle(js.clone(), message, first, mishaps.clone());
+                let settled = settle(js.clone(), message, first, gate.clone(), mishaps.clone());
                 in_flight.push(async move { (seq, settled.await) });
             }
         }
@@ -247,26 +261,36 @@ impl Message {
     }
 }
 
-/// Waits for a message's ack, publishing it again (same id) after a refusal or a timeout;
-/// returns when the ack came ([`now_ns`]).
+/// Waits for a message's ack, publishing it again (same id) after a refusal or a timeout —
+/// at once if the stream answered since, else as the [`Gate`] says; returns when the ack came
+/// ([`now_ns`]).
 async fn settle(
     js: Context,
     message: Message,
     mut publish: Result<PublishAckFuture, PublishError>,
+    gate: Rc<Gate>,
     mishaps: Rc<RefCell<Mishaps>>,
 ) -> anyhow::Result<u64> {
     let give_up = tokio::time::Instant::now() + GIVE_UP_AFTER;
+    let mut probe = false;
     loop {
+        let opened = gate.opened.notified();
         let outcome = match publish {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
         };
         match outcome {
             Ok(ack) => {
+                if probe {
+                    gate.probing.set(false);
+                    gate.opened.notify_waiters();
+                }
                 if ack.duplicate {
-                    mishaps
-                        .borrow_mut()
-                        .count("jetstream publisher: an ack said duplicate (a resent message the stream had)".into());
+                    mishaps.borrow_mut().count(
+                        "jetstream publisher: an ack said duplicate (a resent message the stream \
+                         had)"
+                            .into(),
+                    );
                 }
                 return Ok(now_ns());
             }
@@ -281,7 +305,14 @@ async fn settle(
                         message.id
                     );
                 }
-                tokio::time::sleep(RETRY_AFTER).await;
+                if !probe && gate.probing.get() {
+                    // Another message probes: wait until it is acked (or for a long while).
+                    let _ = tokio::time::timeout(ACK_TIMEOUT * 4, opened).await;
+                } else {
+                    probe = true;
+                    gate.probing.set(true);
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
                 publish = js
                     .send_publish(message.subject.clone(), message.build())
                     .await;

@@ -63,9 +63,10 @@ pub struct Setup {
     /// Once every sender is done, how long receivers may make no progress before what is
     /// missing counts as lost.
     pub stall: Duration,
-    /// Where the logs of a trial that lost, duplicated or missed the target are copied.
+    /// Where the logs of a trial that failed, lost, duplicated or (circuit) missed the target
+    /// are copied.
     pub logs: PathBuf,
-    /// Kill → first acknowledgement past this keeps the trial's logs.
+    /// Circuit's target: a trial whose kill → first acknowledgement is longer keeps its logs.
     pub target: Duration,
 }
 
@@ -359,7 +360,7 @@ pub async fn run(
                 "circuit",
                 trial,
                 trials,
-                setup,
+                Some(setup.target),
                 result,
                 keep,
             );
@@ -379,7 +380,7 @@ pub async fn run(
                 "JetStream",
                 trial,
                 trials,
-                setup,
+                None,
                 result,
                 keep,
             );
@@ -407,13 +408,13 @@ async fn take_down(cluster: Option<NetnsCluster>) {
 }
 
 /// Adds one trial's outcome to `run`, keeping the logs (`keep`) of a trial that failed, lost,
-/// duplicated or missed the target.
+/// duplicated or missed `target`.
 fn record(
     run: &mut Run,
     system: &str,
     trial: usize,
     trials: usize,
-    setup: &Setup,
+    target: Option<Duration>,
     result: anyhow::Result<Sample>,
     keep: impl FnOnce(&str) -> anyhow::Result<PathBuf>,
 ) {
@@ -429,7 +430,7 @@ fn record(
                 sample.merged.lost,
                 sample.merged.duplicates
             );
-            let odd = odd(&sample, setup);
+            let odd = odd(&sample, target);
             run.samples.push(sample);
             odd.then(|| keep(&label))
         }
@@ -467,10 +468,10 @@ async fn bring_up(hosts: usize, up: UpOptions<'static>) -> Result<NetnsCluster, 
     }
 }
 
-/// True when a trial lost or duplicated something or recovered later than the target.
-fn odd(sample: &Sample, setup: &Setup) -> bool {
+/// True when a trial lost or duplicated something, or (with a `target`) recovered later.
+fn odd(sample: &Sample, target: Option<Duration>) -> bool {
     sample.merged.lost + sample.merged.duplicates + sample.merged.malformed > 0
-        || sample.first > setup.target
+        || target.is_some_and(|t| sample.first > t)
 }
 
 /// One circuit trial on channel `name`.

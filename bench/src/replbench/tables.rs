@@ -473,10 +473,16 @@ impl Report {
         "not measured".to_string()
     }
 
-    /// Lost, duplicated and sent, over every circuit trial (throughput and failover; a round
-    /// trip that loses or doubles fails instead).
+    /// Lost, duplicated and sent, over every circuit trial that completed (a round trip that
+    /// loses or doubles a ping fails instead, and its reason is in the notes).
     fn circuit_losses(&self) -> (u64, u64, u64) {
         let (mut lost, mut dup, mut sent) = (0, 0, 0);
+        for trials in self.rtt.values() {
+            sent += (trials.iter())
+                .filter_map(|(_, t)| t.ran())
+                .map(|r| r.outcome.total)
+                .sum::<u64>();
+        }
         for ((c, _, _), trials) in &self.stream {
             if !c.is_circuit() {
                 continue;
