@@ -526,8 +526,8 @@ impl Report {
                                 None,
                             ));
                         }
-                        for note in &r.outcome.notes {
-                            found.push((note.clone(), Some(place.clone())));
+                        for note in fold_counts(&r.outcome.notes) {
+                            found.push((note, Some(place.clone())));
                         }
                     }
                     Tried::NotServed(why) => {
@@ -542,8 +542,8 @@ impl Report {
                 let place = format!("{c} round trip {} round {round}", size_label(*size));
                 match t {
                     Tried::Ran(r) => {
-                        for note in &r.outcome.notes {
-                            found.push((note.clone(), Some(place.clone())));
+                        for note in fold_counts(&r.outcome.notes) {
+                            found.push((note, Some(place.clone())));
                         }
                     }
                     Tried::NotServed(why) => {
@@ -575,8 +575,8 @@ impl Report {
                         ),
                         Some(place.clone()),
                     ));
-                    for note in &s.notes {
-                        found.push((note.clone(), Some(place.clone())));
+                    for note in fold_counts(&s.notes) {
+                        found.push((note, Some(place.clone())));
                     }
                 }
                 if !run.kept_logs.is_empty() {
@@ -610,6 +610,30 @@ impl Report {
         }
         out.push('\n');
     }
+}
+
+/// Notes of one trial with counts summed: the roles' `what: N×` lines with the same `what`
+/// become one line; other notes stay as they are, once each.
+fn fold_counts(notes: &[String]) -> Vec<String> {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut other: BTreeSet<&str> = BTreeSet::new();
+    for note in notes {
+        let parsed = note
+            .rsplit_once(": ")
+            .and_then(|(what, n)| Some((what, n.strip_suffix('×')?.parse::<u64>().ok()?)));
+        match parsed {
+            Some((what, n)) => *counts.entry(what).or_default() += n,
+            None => {
+                other.insert(note);
+            }
+        }
+    }
+    let counted = counts
+        .into_iter()
+        .map(|(what, n)| format!("{what}: {n}× in all"));
+    counted
+        .chain(other.into_iter().map(str::to_string))
+        .collect()
 }
 
 /// The failover table: both systems' distributions.
@@ -810,6 +834,23 @@ mod tests {
         assert_eq!(r.values, vec![2.0, 2.0]);
         assert_eq!(ratio_cell(&r), "2.00× (2.00–2.00)");
         assert_eq!(ratio_cell(&per_round(&a, &BTreeMap::new())), "—");
+    }
+
+    #[test]
+    fn counted_notes_of_a_trial_add_up() {
+        let notes = [
+            "jetstream publisher: sent again after TimedOut: 2×".to_string(),
+            "jetstream publisher: sent again after TimedOut: 3×".to_string(),
+            "nats client: disconnected".to_string(),
+            "nats client: disconnected".to_string(),
+        ];
+        assert_eq!(
+            fold_counts(&notes),
+            [
+                "jetstream publisher: sent again after TimedOut: 5× in all",
+                "nats client: disconnected"
+            ]
+        );
     }
 
     #[test]
