@@ -7,6 +7,8 @@
 //! - [`cryptobench`]: `bench-crypto`, cross-node channels with the cluster key against without.
 //! - [`meshbench`]: `bench-mesh`, the mesh on real daemons in network namespaces.
 //! - [`procfs`]: resident memory and CPU time of a process, from `/proc`.
+//! - [`replbench`]: `bench-replicated`, replicated channels beside one-owner channels and
+//!   NATS JetStream R3: throughput, round trips, failover after `kill -9`.
 //! - [`report`]: [`report::Table`], the one table type every benchmark prints, and [`Samples`].
 //! - [`spawnbench`]: `bench-spawn`, spawn rate and daemon memory.
 //! - [`swimsim`]: `bench-swim-sim`, SWIM membership at 100–2,000 members on a virtual clock.
@@ -15,6 +17,7 @@ pub mod chanbench;
 pub mod cryptobench;
 pub mod meshbench;
 pub mod procfs;
+pub mod replbench;
 pub mod report;
 pub mod spawnbench;
 pub mod swimsim;

@@ -1,24 +1,28 @@
 //! The circuit contender: circuitd as a child (the kit's [`Daemon`]) and roles driving its channels
-//! through the SDK — a pipelining sender, prefetching receivers, ping-pong over two channels.
+//! through the SDK — a pipelining sender, a steady sender that times each acknowledgement,
+//! prefetching receivers, ping-pong over two channels.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
-use circuit_sdk::chan::{Raw, Receiver, RecvOptions, SendOptions, Sender};
+use circuit_sdk::chan::{Raw, Receiver, RecvOptions, SendOptions, Sender, Ticket};
 use circuit_sdk::Client;
 use circuit_testkit::Daemon;
 use futures::future::LocalBoxFuture;
 
 use super::ctx::{Ctx, Span};
-use super::protocol::{now_ns, ping_name, pong_name, read_stamp};
+use super::protocol::{now_ns, ping_name, pong_name, read_stamp, Acked};
 use super::server::Server;
 use super::tally::Inbox;
 use super::Scenario;
 
 /// Values a throughput receiver lets the daemon stream ahead of `recv`.
 const PREFETCH: u32 = 1024;
+/// How long a steady sender's and a receiver's handles keep trying to reach the channel (a
+/// replicated channel between two leaders) before they fail.
+const FOLLOW_FOR: Duration = Duration::from_secs(30);
 
 /// A running circuitd and the harness's client to it, which creates each trial's channels.
 #[derive(Debug)]
@@ -117,12 +121,16 @@ async fn connect(ctx: &Ctx) -> anyhow::Result<Client> {
         .with_context(|| format!("cannot connect to circuitd at {}", ctx.args.endpoint))
 }
 
-async fn sender(client: &Client, name: &str) -> anyhow::Result<Sender<Bytes, Raw>> {
+async fn sender(
+    client: &Client,
+    name: &str,
+    opts: SendOptions,
+) -> anyhow::Result<Sender<Bytes, Raw>> {
     let chan = client
         .chan(name)
         .await
         .with_context(|| format!("cannot open channel {name}"))?;
-    chan.sender_with(Raw, SendOptions::default())
+    chan.sender_with(Raw, opts)
         .await
         .with_context(|| format!("cannot open a sender on {name}"))
 }
@@ -138,7 +146,7 @@ async fn receiver(
         .with_context(|| format!("cannot open channel {name}"))?;
     let opts = RecvOptions {
         prefetch,
-        ..RecvOptions::default()
+        reconnect_for: FOLLOW_FOR,
     };
     chan.receiver_with(Raw, opts)
         .await
@@ -148,7 +156,11 @@ async fn receiver(
 /// Submits `count` stamped values after `go` without waiting for each, then flushes.
 pub async fn send(ctx: &mut Ctx) -> anyhow::Result<Span> {
     let client = connect(ctx).await?;
-    let tx = sender(&client, &ctx.args.name).await?;
+    let opts = SendOptions {
+        window: ctx.args.window,
+        ..SendOptions::default()
+    };
+    let tx = sender(&client, &ctx.args.name, opts).await?;
     let payload = ctx.payload();
     let (index, count) = (ctx.args.index, ctx.args.count);
     ctx.ready();
@@ -167,6 +179,63 @@ pub async fn send(ctx: &mut Ctx) -> anyhow::Result<Span> {
         start_ns,
         end_ns: now_ns(),
     })
+}
+
+/// Submits `count` stamped values after `go`, one every `1/rate` s on a fixed schedule (at once
+/// while behind it), and times each value's acknowledgement.
+pub async fn send_steady(ctx: &mut Ctx) -> anyhow::Result<(Span, Vec<Acked>)> {
+    let client = connect(ctx).await?;
+    let opts = SendOptions {
+        window: ctx.args.window,
+        reconnect_for: FOLLOW_FOR,
+        ..SendOptions::default()
+    };
+    let tx = sender(&client, &ctx.args.name, opts).await?;
+    let payload = ctx.payload();
+    let (index, count, rate) = (ctx.args.index, ctx.args.count, ctx.args.rate.max(1));
+    ctx.ready();
+    ctx.go().await?;
+    let start_ns = now_ns();
+    let start = tokio::time::Instant::now();
+    // Values are accepted in the order they were submitted, so one task awaits the tickets in
+    // that order and stamps each as it completes.
+    let (tickets, mut in_line) = tokio::sync::mpsc::unbounded_channel::<(u64, Ticket)>();
+    let timer = tokio::spawn(async move {
+        let mut timeline = Vec::new();
+        while let Some((sent_ns, ticket)) = in_line.recv().await {
+            let seq = timeline.len();
+            ticket
+                .await
+                .with_context(|| format!("value {seq} was refused"))?;
+            timeline.push(Acked {
+                sent_ns,
+                acked_ns: now_ns(),
+            });
+        }
+        anyhow::Ok(timeline)
+    });
+    for seq in 0..count {
+        let due = start + Duration::from_nanos(seq * 1_000_000_000 / rate);
+        tokio::time::sleep_until(due).await;
+        let sent_ns = now_ns();
+        let ticket = tx
+            .submit(payload.stamped(index, seq as u32))
+            .await
+            .context("submit")?;
+        if tickets.send((sent_ns, ticket)).is_err() {
+            break;
+        }
+    }
+    drop(tickets);
+    let timeline = timer.await.context("the ticket task failed")??;
+    tx.flush().await.context("flush")?;
+    Ok((
+        Span {
+            start_ns,
+            end_ns: now_ns(),
+        },
+        timeline,
+    ))
 }
 
 /// Receives from the trial's channel until stdin closes (or the channel is closed and drained).
@@ -194,7 +263,7 @@ pub async fn recv(ctx: &mut Ctx, inbox: &mut Inbox) -> anyhow::Result<()> {
 pub async fn echo(ctx: &mut Ctx, inbox: &mut Inbox) -> anyhow::Result<()> {
     let client = connect(ctx).await?;
     let mut pings = receiver(&client, &ping_name(&ctx.args.name), 1).await?;
-    let pongs = sender(&client, &pong_name(&ctx.args.name)).await?;
+    let pongs = sender(&client, &pong_name(&ctx.args.name), SendOptions::default()).await?;
     ctx.ready();
     let stopped = ctx.stopped();
     tokio::pin!(stopped);
@@ -217,7 +286,7 @@ pub async fn echo(ctx: &mut Ctx, inbox: &mut Inbox) -> anyhow::Result<()> {
 /// latencies.
 pub async fn ping(ctx: &mut Ctx) -> anyhow::Result<Vec<u64>> {
     let client = connect(ctx).await?;
-    let pings = sender(&client, &ping_name(&ctx.args.name)).await?;
+    let pings = sender(&client, &ping_name(&ctx.args.name), SendOptions::default()).await?;
     let mut pongs = receiver(&client, &pong_name(&ctx.args.name), 1).await?;
     let payload = ctx.payload();
     let (warmup, count) = (ctx.args.warmup, ctx.args.count);

@@ -25,6 +25,9 @@ pub enum Kind {
     Echo,
     /// Sends a ping and waits for its pong, `warmup + count` times, after `go`.
     Ping,
+    /// Sends `count` stamped messages at `--rate` per second after `go`, and reports when each
+    /// was first sent and when it was acknowledged (the failover benchmark's sender).
+    Steady,
 }
 
 impl Kind {
@@ -35,6 +38,7 @@ impl Kind {
             Self::Recv => "recv",
             Self::Echo => "echo",
             Self::Ping => "ping",
+            Self::Steady => "steady",
         }
     }
 }
@@ -69,6 +73,13 @@ pub struct RoleArgs {
     /// Round trips before measuring.
     #[arg(long, default_value_t = 0)]
     pub warmup: u64,
+    /// Most messages a sender has sent and not yet seen acknowledged (circuit's
+    /// `SendOptions::window`; JetStream's outstanding publish acks).
+    #[arg(long, default_value_t = 4096)]
+    pub window: u32,
+    /// Messages per second a steady sender sends.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Runtime worker threads; 1 is a current-thread runtime.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,

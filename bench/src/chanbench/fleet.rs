@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::ctx::Kind;
 use super::protocol::{Line, GO};
-use super::trial::Trial;
+use super::trial::{Side, Trial};
 
 /// Lines of a role's stderr kept for an error message.
 const STDERR_LINES: usize = 20;
@@ -70,6 +70,11 @@ impl Fleet {
         self.procs.len()
     }
 
+    /// True before any role has started.
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
     /// What role `id` plays, for messages (`receiver 2`).
     pub fn role(&self, id: usize) -> &str {
         &self.procs[id].role
@@ -78,9 +83,21 @@ impl Fleet {
     /// Starts this binary as a role of `kind`, on its side of the trial, with the trial's
     /// flags and `args`; returns its id.
     pub fn spawn(&mut self, role: String, kind: Kind, args: Vec<String>) -> anyhow::Result<usize> {
+        let side = self.trial.side(kind).clone();
+        self.spawn_on(&side, role, kind, args)
+    }
+
+    /// Like [`Fleet::spawn`], but on `side` instead of the trial's side for `kind`: for roles
+    /// spread over more places than a sending and a receiving one.
+    pub fn spawn_on(
+        &mut self,
+        side: &Side,
+        role: String,
+        kind: Kind,
+        args: Vec<String>,
+    ) -> anyhow::Result<usize> {
         let t = &self.trial;
         let system = t.system.flag();
-        let side = t.side(kind);
         let mut child = side
             .command(&t.exe)
             .arg("role")
@@ -96,6 +113,7 @@ impl Fleet {
             ])
             .args(["--size", &t.size.to_string()])
             .args(["--threads", &t.threads.to_string()])
+            .args(["--window", &t.window.to_string()])
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -26,6 +26,10 @@ pub async fn start(system: System, args: &RunArgs) -> anyhow::Result<Box<dyn Ser
         System::Circuit => Ok(Box::new(
             CircuitServer::start(&circuitd(args)?, READY_WITHIN).await?,
         )),
+        System::JetStream => anyhow::bail!(
+            "JetStream is measured by bench-replicated (scripts/bench-replicated.sh), on a \
+             3-server cluster"
+        ),
     }
 }
 

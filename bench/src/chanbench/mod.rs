@@ -6,11 +6,12 @@
 //! - [`tally`]: which messages a receiver took; the check for lost and duplicated ones.
 //! - [`ctx`]: what a role is given ([`ctx::RoleArgs`]) and its view of the harness
 //!   ([`ctx::Ctx`]); [`server`]: a contender's server ([`server::Server`]).
-//! - [`circuit`], [`nats`], [`rawsock`]: each contender's server and roles.
+//! - [`circuit`], [`nats`], [`rawsock`]: each contender's server and roles; [`jetstream`]: the
+//!   JetStream roles `bench-replicated` runs against its own cluster (see `replbench`).
 //! - [`role`]: a role process (`bench-channels role …`) and its dispatch to a contender;
 //!   [`host`]: starting each contender's server.
 //! - [`trial`]: what the roles of one trial share, and where each side runs.
-//! - `fleet`: the role processes of a trial, their output, and their end.
+//! - [`fleet`]: the role processes of a trial, their output, and their end.
 //! - [`driver`]: one trial from the harness's side: start roles, `go`, follow, check.
 //! - [`table`]: medians, ratios and the tables.
 //!
@@ -21,8 +22,9 @@
 pub mod circuit;
 pub mod ctx;
 pub mod driver;
-mod fleet;
+pub mod fleet;
 pub mod host;
+pub mod jetstream;
 pub mod nats;
 pub mod protocol;
 pub mod rawsock;
@@ -58,6 +60,10 @@ pub enum System {
     Nats,
     /// A Unix stream socket between two processes: the floor.
     Raw,
+    /// NATS JetStream: publishes awaiting acks, pull consumers with explicit acks. Only
+    /// `bench-replicated` runs it (on a cluster of its own), so `--systems` does not offer it.
+    #[value(name = "jetstream", hide = true)]
+    JetStream,
 }
 
 impl System {
@@ -67,6 +73,7 @@ impl System {
             Self::Circuit => "circuit",
             Self::Nats => "nats",
             Self::Raw => "raw",
+            Self::JetStream => "jetstream",
         }
     }
 
@@ -74,15 +81,17 @@ impl System {
     pub fn server(self) -> Option<&'static str> {
         match self {
             Self::Circuit => Some("circuitd"),
-            Self::Nats => Some("nats-server"),
+            Self::Nats | Self::JetStream => Some("nats-server"),
             Self::Raw => None,
         }
     }
 
-    /// Whether it takes part in `scenario`: the raw socket is a floor, one writer, one reader.
+    /// Whether it takes part in `scenario`: the raw socket is a floor, one writer, one reader;
+    /// JetStream has no round-trip roles.
     pub fn runs(self, scenario: Scenario) -> bool {
         match (self, scenario) {
             (Self::Raw, Scenario::Stream { senders, receivers }) => senders == 1 && receivers == 1,
+            (Self::JetStream, Scenario::RoundTrip) => false,
             _ => true,
         }
     }
@@ -94,6 +103,7 @@ impl fmt::Display for System {
             Self::Circuit => "circuit",
             Self::Nats => "NATS",
             Self::Raw => "raw socket",
+            Self::JetStream => "JetStream",
         })
     }
 }
@@ -339,6 +349,7 @@ async fn one(
         name: name.clone(),
         size,
         threads: args.client_threads,
+        window: trial::DEFAULT_WINDOW,
         server_pid: server.pid(),
         deadline: tokio::time::Instant::now() + args.deadline,
         stall: args.stall,

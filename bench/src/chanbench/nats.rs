@@ -185,7 +185,7 @@ pub fn default_binary() -> PathBuf {
 }
 
 /// `v2.9.10` from `nats-server --version` (`nats-server: v2.9.10`).
-fn version(binary: &Path) -> anyhow::Result<String> {
+pub fn version(binary: &Path) -> anyhow::Result<String> {
     let out = Command::new(binary)
         .arg("--version")
         .output()

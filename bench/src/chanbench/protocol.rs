@@ -63,6 +63,19 @@ pub struct Sent {
     pub cpu_ns: u64,
     /// Anything odd its client reported (NATS events), for the notes under the tables.
     pub notes: Vec<String>,
+    /// A steady sender's messages by sequence number: when each was first sent and when it was
+    /// acknowledged ([`now_ns`]). Empty for the other senders.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Acked>,
+}
+
+/// When one message of a steady sender was first sent and when it was acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acked {
+    /// When it was first handed to the client ([`now_ns`]).
+    pub sent_ns: u64,
+    /// When its acknowledgement came back ([`now_ns`]).
+    pub acked_ns: u64,
 }
 
 /// What a receiver took, checkable against what the senders sent.

@@ -1,4 +1,5 @@
-//! A role process (`bench-channels role …`): one sender, receiver, echo or pinger of one system.
+//! A role process (`bench-channels role …`): one sender, steady sender, receiver, echo or pinger
+//! of one system.
 //! It reports on stdout as [`Line`]s, starts sending on `go` from stdin, and stops at stdin's end.
 
 use std::process::ExitCode;
@@ -6,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ctx::{emit, Ctx, Kind, RoleArgs};
-use super::protocol::{quantile, Line, RoundTrips, Sent};
+use super::ctx::{emit, Ctx, Kind, RoleArgs, Span};
+use super::protocol::{quantile, Acked, Line, RoundTrips, Sent};
 use super::tally::Inbox;
-use super::{circuit, nats, rawsock, System};
+use super::{circuit, jetstream, nats, rawsock, System};
 
 /// How often a receiver prints its count while it changes.
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
@@ -59,14 +60,19 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
                 System::Nats => nats::send(ctx).await?,
                 System::Raw => rawsock::send(ctx).await?,
                 System::Circuit => circuit::send(ctx).await?,
+                System::JetStream => jetstream::send(ctx).await?,
             };
-            Ok(Line::Sent(Sent {
-                count: ctx.args.count,
-                start_ns: span.start_ns,
-                end_ns: span.end_ns,
-                cpu_ns: ctx.cpu_since_ready(),
-                notes: ctx.take_notes(),
-            }))
+            Ok(sent(ctx, span, Vec::new()))
+        }
+        Kind::Steady => {
+            let (span, timeline) = match system {
+                System::Circuit => circuit::send_steady(ctx).await?,
+                System::JetStream => jetstream::send_steady(ctx).await?,
+                System::Nats | System::Raw => {
+                    anyhow::bail!("{system} has no acknowledgements to time")
+                }
+            };
+            Ok(sent(ctx, span, timeline))
         }
         Kind::Recv | Kind::Echo => {
             let progress = Arc::new(AtomicU64::new(0));
@@ -84,6 +90,10 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
                 (System::Raw, _) => rawsock::echo(ctx, &mut inbox).await,
                 (System::Circuit, Kind::Recv) => circuit::recv(ctx, &mut inbox).await,
                 (System::Circuit, _) => circuit::echo(ctx, &mut inbox).await,
+                (System::JetStream, Kind::Recv) => jetstream::recv(ctx, &mut inbox).await,
+                (System::JetStream, _) => Err(anyhow::anyhow!(
+                    "JetStream has no round-trip roles in this benchmark"
+                )),
             };
             printer.abort();
             played?;
@@ -97,6 +107,9 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
                 System::Nats => nats::ping(ctx).await?,
                 System::Raw => rawsock::ping(ctx).await?,
                 System::Circuit => circuit::ping(ctx).await?,
+                System::JetStream => {
+                    anyhow::bail!("JetStream has no round-trip roles in this benchmark")
+                }
             };
             rtts.sort_unstable();
             Ok(Line::RoundTrips(RoundTrips {
@@ -109,6 +122,18 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
             }))
         }
     }
+}
+
+/// A sender's last line.
+fn sent(ctx: &Ctx, span: Span, timeline: Vec<Acked>) -> Line {
+    Line::Sent(Sent {
+        count: ctx.args.count,
+        start_ns: span.start_ns,
+        end_ns: span.end_ns,
+        cpu_ns: ctx.cpu_since_ready(),
+        notes: ctx.take_notes(),
+        timeline,
+    })
 }
 
 /// Prints the inbox's count every [`PROGRESS_EVERY`] while it changes.

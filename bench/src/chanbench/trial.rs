@@ -12,6 +12,9 @@ use tokio::time::Instant;
 use super::ctx::Kind;
 use super::System;
 
+/// A sender's window unless a benchmark says otherwise: the SDK's default.
+pub const DEFAULT_WINDOW: u32 = 4096;
+
 /// Where the roles of one side run.
 #[derive(Debug, Clone)]
 pub struct Side {
@@ -61,6 +64,9 @@ pub struct Trial {
     pub size: usize,
     /// Runtime threads per role.
     pub threads: usize,
+    /// Most messages a sender has sent and not yet seen acknowledged (`--window` of its roles;
+    /// [`DEFAULT_WINDOW`] unless a benchmark says otherwise).
+    pub window: u32,
     /// The server whose CPU time is measured from `go` until everything arrived.
     pub server_pid: Option<u32>,
     /// When the whole trial must have finished.
@@ -80,7 +86,7 @@ impl Trial {
     /// The side a role of `kind` plays on.
     pub fn side(&self, kind: Kind) -> &Side {
         match kind {
-            Kind::Send | Kind::Ping => &self.sender,
+            Kind::Send | Kind::Ping | Kind::Steady => &self.sender,
             Kind::Recv | Kind::Echo => &self.receiver,
         }
     }

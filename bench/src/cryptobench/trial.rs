@@ -104,6 +104,7 @@ pub async fn run(
         name: name.to_string(),
         size,
         threads: 1,
+        window: crate::chanbench::trial::DEFAULT_WINDOW,
         server_pid: None,
         deadline: Instant::now() + setup.deadline,
         stall: setup.stall,

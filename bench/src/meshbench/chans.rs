@@ -136,6 +136,7 @@ pub async fn run(cluster: &NetnsCluster, args: &RunArgs) -> anyhow::Result<ChanR
                     name: name.clone(),
                     size,
                     threads: 1,
+                    window: crate::chanbench::trial::DEFAULT_WINDOW,
                     server_pid: None,
                     deadline: Instant::now() + args.deadline,
                     stall: STALL,
