@@ -497,7 +497,7 @@ async fn schedule(seed: u64) -> Result<(usize, bool, bool), String> {
     if let Some(v) = tally.received.iter().find(|v| **v == 0 || **v > total) {
         return Err(format!("value {v} was never sent"));
     }
-    for (_, rep) in &world.reps {
+    for rep in world.reps.values() {
         rep.stop.cancel();
     }
     Ok((tally.received.len(), killed.is_some(), cut.is_some()))
