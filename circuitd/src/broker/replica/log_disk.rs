@@ -44,7 +44,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 use tokio::sync::oneshot;
 
-use super::raft::Cfg;
+use super::types::Cfg;
 use writer::{Cmd, Done, Writer};
 
 type SError = StorageError<u64>;

@@ -21,6 +21,7 @@ pub(crate) mod raft;
 #[cfg(test)]
 mod sim;
 pub(crate) mod snapshot_disk;
+pub(crate) mod types;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;

@@ -2,7 +2,8 @@
 //! replicated channel, the state machine openraft drives (the channel's [`ChanState`],
 //! applying [`Batch`]es), the log kept in memory, the network over a [`Transport`], and
 //! [`RaftGroup`], which implements the small [`Consensus`] trait the rest of the code uses.
-//! An upgrade of openraft touches this file only (and `log_disk.rs`, the log on disk).
+//! An upgrade of openraft touches this file, `types.rs` (the type configuration) and
+//! `log_disk.rs` (the log on disk).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -36,21 +37,7 @@ use super::snapshot_disk::{load_snapshot, save_snapshot};
 use super::{Applied, Transport};
 use crate::broker::state::ChanState;
 
-openraft::declare_raft_types!(
-    /// The Raft types of a replicated channel.
-    pub(crate) Cfg:
-        D = Batch,
-        R = (),
-        NodeId = u64,
-        Node = Member,
-);
-
-/// A replica as Raft's membership names it: the daemon that holds it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Member {
-    /// The node's name in the mesh.
-    pub name: String,
-}
+pub(crate) use super::types::{Cfg, Member};
 
 type Nid = u64;
 type SError = StorageError<Nid>;

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use openraft::SnapshotMeta;
 
-use super::raft::Member;
+use super::types::Member;
 use crate::persist;
 
 /// The snapshot in a replica's directory.

@@ -8,7 +8,7 @@ use std::path::Path;
 use openraft::{Entry, LogId, Vote};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::replica::raft::Cfg;
+use crate::broker::replica::types::Cfg;
 use crate::persist;
 
 /// The first bytes of a log file; the last one is the format's version.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use openraft::{Entry, LogId, Vote};
 
 use super::format;
-use crate::broker::replica::raft::Cfg;
+use crate::broker::replica::types::Cfg;
 
 /// Told once what a command wrote is on disk, or why it is not.
 pub(super) type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
