@@ -308,21 +308,26 @@ impl Client {
         }
     }
 
-    /// Opens an existing channel. A replicated channel between two leaders is waited for
-    /// (up to 10 s, the default `reconnect_for`): that is a pause, not an error.
+    /// Opens an existing channel.
     pub async fn chan(&self, name: &str) -> Result<Chan, ChanError> {
+        let info = self.chan_stat(name).await?;
+        Ok(self.handle(info))
+    }
+
+    /// Runs a channel request; a replicated channel between two leaders (`unavailable`) is
+    /// waited for, up to 10 s (the default `reconnect_for`): that is a pause, not an error.
+    async fn chan_call(&self, request: Request) -> Result<Reply, ChanError> {
         let deadline = tokio::time::Instant::now() + RecvOptions::default().reconnect_for;
         let mut delay = Duration::from_millis(20);
         loop {
-            match self.chan_stat(name).await {
-                Ok(info) => return Ok(self.handle(info)),
+            match self.call(request.clone()).await.map_err(ChanError::from) {
                 Err(ChanError::Unavailable(_))
                     if tokio::time::Instant::now() + delay < deadline =>
                 {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_millis(500));
                 }
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
     }
@@ -348,19 +353,31 @@ impl Client {
         let request = Request::ChanStat {
             name: name.to_string(),
         };
-        match self.call(request).await? {
+        match self.chan_call(request).await? {
             Reply::Chan(info) => Ok(info),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Closes a channel.
+    /// Closes a channel. A replicated channel between two leaders is waited for; a close that
+    /// was cut short by a leader change may have been applied, so "already closed" on a
+    /// retry counts as done.
     pub async fn chan_close(&self, name: &str) -> Result<(), ChanError> {
         let request = Request::ChanClose {
             name: name.to_string(),
         };
-        self.call(request).await?;
-        Ok(())
+        match self.call(request.clone()).await.map_err(ChanError::from) {
+            Err(ChanError::Unavailable(_)) => match self.chan_call(request).await {
+                Err(ChanError::Daemon {
+                    code: crate::proto::ErrorCode::InvalidState,
+                    ..
+                })
+                | Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+        }
     }
 
     /// Deletes a channel.
@@ -368,7 +385,7 @@ impl Client {
         let request = Request::ChanRemove {
             name: name.to_string(),
         };
-        self.call(request).await?;
+        self.chan_call(request).await?;
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::outbox::Outbox;
 use super::{chans, cluster, keys, logs, remote, replicated, workers, Context};
 use crate::broker::BrokerError;
-use crate::peer::{Incoming, PeerRequest};
+use crate::peer::{Incoming, PeerError, PeerRequest};
 
 /// Runs request `id` of a connection to its end: exactly one terminal reply (ok or error), or
 /// none at all if the client went away.
@@ -97,32 +97,32 @@ async fn route(
             if meshed && !ctx.broker.owns(name) =>
         {
             let name = name.clone();
-            match ctx.peers.owner_of(&name).await {
+            let (node, failed) = match ctx.peers.owner_of(&name).await {
                 Ok(node) => match on(id, &node, request.clone(), ctx, outbox).await {
-                    // The leader of a replicated channel may have just died: ask the new one.
-                    Err(e) if e.code() == ErrorCode::Unreachable => {
-                        match ctx.peers.replicated(&name, &node).await {
-                            Some(r) => match (r.leader, request) {
-                                (Some(leader), request) => {
-                                    on(id, &leader, request, ctx, outbox).await
-                                }
-                                // Between leaders: stat answers what the replicas know.
-                                (None, Request::ChanStat { .. }) => Ok(Reply::Chan(r.freshest)),
-                                (None, _) => {
-                                    Err(ApiError::Broker(BrokerError::Unavailable(format!(
-                                        "replicated channel \"{name}\" has no leader now (an \
-                                         election is under way, or a majority of its replicas \
-                                         is down)"
-                                    ))))
-                                }
-                            },
-                            None => Err(e),
-                        }
-                    }
-                    other => other,
+                    Err(e) if e.code() == ErrorCode::Unreachable => (node, e),
+                    other => return other,
                 },
-                Err(e) if e.is_not_found() => here(id, request, ctx, outbox).await,
-                Err(e) => Err(e.into()),
+                Err(e) if e.is_not_found() => return here(id, request, ctx, outbox).await,
+                Err(e @ PeerError::OwnerDown { .. }) => {
+                    let PeerError::OwnerDown { node, .. } = &e else {
+                        unreachable!("matched above")
+                    };
+                    (node.clone(), ApiError::from(e))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // The leader of a replicated channel may have just died: ask the new one.
+            match ctx.peers.replicated(&name, &node).await {
+                Some(r) => match (r.leader, request) {
+                    (Some(leader), request) => on(id, &leader, request, ctx, outbox).await,
+                    // Between leaders: stat answers what the replicas know.
+                    (None, Request::ChanStat { .. }) => Ok(Reply::Chan(r.freshest)),
+                    (None, _) => Err(ApiError::Broker(BrokerError::Unavailable(format!(
+                        "replicated channel \"{name}\" has no leader now (an election is under \
+                         way, or a majority of its replicas is down)"
+                    )))),
+                },
+                None => Err(failed),
             }
         }
         Request::ChanList if meshed => chans::list_all(ctx).await,
