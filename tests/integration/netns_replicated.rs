@@ -31,9 +31,21 @@ fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Optio
     }
 }
 
+/// The CLI on host `i`, killed after 60 s: a request that hangs fails the test instead of
+/// hanging it.
+fn cli(cluster: &NetnsCluster, i: usize, args: &[&str]) -> std::process::Output {
+    let cli = cluster.cli_path();
+    let mut argv = vec!["60", cli.to_str().expect("utf-8 path")];
+    argv.extend_from_slice(args);
+    cluster
+        .exec_command(i, "timeout", &argv)
+        .output()
+        .expect("run circuit")
+}
+
 /// `chan stat NAME --json` on host `i`, if it answers.
 fn stat(cluster: &NetnsCluster, i: usize, name: &str) -> Option<serde_json::Value> {
-    let out = cluster.cli(i, &["--json", "chan", "stat", name]);
+    let out = cli(cluster, i, &["--json", "chan", "stat", name]);
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).ok())
@@ -106,6 +118,18 @@ fn expect_sequence(rx: &mpsc::Receiver<String>, n: u64, mut at: impl FnMut(u64))
     }
 }
 
+/// Waits up to [`DELIVER`] for `child` to end; its success.
+fn finished(child: &mut Child) -> bool {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.success();
+        }
+        assert!(started.elapsed() < DELIVER, "the sender did not end");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
 /// Stops a child we started, by pid, and reaps it.
 fn stop(child: &mut Child) {
     let _ = child.kill();
@@ -132,7 +156,8 @@ fn remove(cluster: &NetnsCluster, i: usize, name: &str) {
     for h in 1..=HOSTS {
         let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             eventually(SOON, &format!("h{h} lists no {name}"), || {
-                let out = cluster.cli(h, &["--json", "chan", "ls"]);
+                let out = cli(cluster, h, &["--json", "chan", "ls"]);
+                assert_ne!(out.status.code(), Some(124), "chan ls on h{h} hung");
                 let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
                 let listed = list.as_array()?.iter().any(|c| c["name"] == name);
                 (!listed).then_some(())
@@ -185,7 +210,7 @@ fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
                 killed = true;
             }
         });
-        assert!(send.wait().expect("sender").success(), "the sender failed");
+        assert!(finished(&mut send), "the sender failed");
         stop(&mut recv);
         let new = leader(&cluster, rx_host, "q");
         assert_ne!(new, lead, "a new leader");
@@ -217,7 +242,7 @@ fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
                 cut = true;
             }
         });
-        assert!(send.wait().expect("sender").success(), "the sender failed");
+        assert!(finished(&mut send), "the sender failed");
         stop(&mut recv);
         cluster.heal();
         let new = leader(&cluster, rx_host, "cut");
@@ -253,7 +278,7 @@ fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
                     killed = true;
                 }
             });
-            assert!(send.wait().expect("sender").success(), "the sender failed");
+            assert!(finished(&mut send), "the sender failed");
             stop(&mut recv);
             cluster.start(lead);
             cluster.start(second);

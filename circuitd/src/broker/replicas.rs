@@ -21,6 +21,8 @@ use super::replica::Transport;
 
 /// Inbox size of a replica's task.
 const INBOX: usize = 1024;
+/// Longest wait for a replica's task to answer (stat, close, rm) or take a message.
+const ASK_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where disk replicas live in the data dir, one directory each.
 const DIR: &str = "replicas";
@@ -147,7 +149,7 @@ impl Replicas {
     /// Stops replica `id` of `name` here (a repair replaced it).
     pub async fn drop_replica(&self, name: &str, id: u64) {
         if let Some(h) = self.get(name).filter(|h| h.id == id) {
-            let _ = h.tx.send(GroupMsg::Drop).await;
+            let _ = tokio::time::timeout(ASK_WITHIN, h.tx.send(GroupMsg::Drop)).await;
         }
     }
 
@@ -305,6 +307,8 @@ impl Replicas {
         })
     }
 
+    /// Asks `name`'s replica task, for up to [`ASK_WITHIN`]: nothing waits for ever on a
+    /// replica that is stuck.
     async fn ask<T>(
         &self,
         name: &str,
@@ -312,12 +316,21 @@ impl Replicas {
     ) -> Option<Result<T, BrokerError>> {
         let h = self.get(name)?;
         let (tx, rx) = oneshot::channel();
-        if h.tx.send(make(tx)).await.is_err() {
-            return Some(Err(BrokerError::NotFound(name.to_string())));
-        }
-        Some(
+        let asked = async {
+            if h.tx.send(make(tx)).await.is_err() {
+                return Err(BrokerError::NotFound(name.to_string()));
+            }
             rx.await
-                .map_err(|_| BrokerError::NotFound(name.to_string())),
+                .map_err(|_| BrokerError::NotFound(name.to_string()))
+        };
+        Some(
+            tokio::time::timeout(ASK_WITHIN, asked)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(BrokerError::Unavailable(format!(
+                        "the replica of channel \"{name}\" here did not answer within {ASK_WITHIN:?}"
+                    )))
+                }),
         )
     }
 

@@ -237,7 +237,9 @@ impl<C: Consensus> Group<C> {
         self.on_status();
         loop {
             let wake = self.next_wake();
-            let room = self.inflight.len() < MAX_INFLIGHT;
+            // A leader takes no more while its proposals are this far behind (backpressure);
+            // a replica that does not serve always reads its inbox (stat, drop, the mesh).
+            let room = self.serving.is_none() || self.inflight.len() < MAX_INFLIGHT;
             tokio::select! {
                 msg = rx.recv(), if room => {
                     let Some(msg) = msg else { break };
@@ -640,6 +642,9 @@ impl<C: Consensus> Group<C> {
         );
         self.outputs.fail_all(ErrorCode::Unavailable, &message);
         self.events.clear();
+        // What this leader proposed commits or not without it: nobody waits for it here.
+        self.inflight = FuturesUnordered::new();
+        self.proposed_at.clear();
         for waiter in self.close_waiters.drain(..) {
             let _ = waiter.send(Err(BrokerError::Unavailable(message.clone())));
         }
