@@ -104,7 +104,7 @@ impl Replicas {
                 map2.lock().expect("replicas").remove(&name);
                 changes2.fetch_add(1, Ordering::Relaxed);
                 // A disk replica that is gone (removed, or replaced) takes its files along.
-                let dir = root.join(format!("c-{}", name.replace('/', "%2F")));
+                let dir = root.join(dir_name(&name));
                 let _ = tokio::task::spawn_blocking(move || {
                     if dir.exists() {
                         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -268,11 +268,7 @@ impl Replicas {
 
     /// The directory of `name`'s disk replica.
     fn dir_of(&self, name: &str) -> std::path::PathBuf {
-        // `c-` keeps `.` and `..` names inside; `/` is the one character of a channel name a
-        // file name cannot have, and `%` is not one a channel name can have.
-        self.data_dir
-            .join(DIR)
-            .join(format!("c-{}", name.replace('/', "%2F")))
+        self.data_dir.join(DIR).join(dir_name(name))
     }
 
     /// Starts again the disk replicas kept in the data dir (at start, once replicas can reach
@@ -401,6 +397,13 @@ impl Replicas {
             }
         }
     }
+}
+
+/// The directory name of channel `name`'s disk replica: `c-` keeps `.` and `..` names inside;
+/// `/` is the one character of a channel name a file name cannot have, and `%` is not one a
+/// channel name can have.
+fn dir_name(name: &str) -> String {
+    format!("c-{}", name.replace('/', "%2F"))
 }
 
 fn write_spec(dir: &std::path::Path, spec: &ReplicaSpec) -> std::io::Result<()> {

@@ -35,7 +35,7 @@ use crate::broker::error::BrokerError;
 use crate::broker::output::Outputs;
 use crate::broker::state::Counts;
 use crate::clock::now_ms;
-use crate::stream::{StreamKey, StreamMsg};
+use crate::stream::{StreamKey, StreamMsg, StreamOut};
 
 /// Messages handled between two proposals.
 const BATCH: usize = 256;
@@ -132,6 +132,16 @@ struct Serving {
     keys: HashMap<StreamKey, StreamKey>,
     /// The epoch's `Leader` batch is applied: it serves for sure.
     confirmed: bool,
+}
+
+impl Serving {
+    /// The group's key for connection stream `stream`, new in this epoch.
+    fn open(&mut self, stream: StreamKey) -> StreamKey {
+        self.opened += 1;
+        let key = stream_key(self.epoch, self.opened);
+        self.keys.insert(stream, key);
+        key
+    }
 }
 
 /// What a proposal was, for when it commits.
@@ -374,11 +384,8 @@ impl<C: Consensus> Group<C> {
                 sender,
                 out,
             } => {
-                serving.opened += 1;
-                let key = stream_key(serving.epoch, serving.opened);
-                serving.keys.insert(stream, key);
-                out.item(self.opened());
-                self.outputs.insert(key, out);
+                let key = serving.open(stream);
+                self.attach(key, out);
                 self.events.push(Event::OpenSend {
                     stream: key,
                     sender,
@@ -391,11 +398,8 @@ impl<C: Consensus> Group<C> {
                 held,
                 acked,
             } => {
-                serving.opened += 1;
-                let key = stream_key(serving.epoch, serving.opened);
-                serving.keys.insert(stream, key);
-                out.item(self.opened());
-                self.outputs.insert(key, out);
+                let key = serving.open(stream);
+                self.attach(key, out);
                 self.events.push(Event::OpenRecv {
                     stream: key,
                     receiver: receiver.unwrap_or_else(|| fastrand::u64(1..)),
@@ -452,6 +456,12 @@ impl<C: Consensus> Group<C> {
                 }
             }
         }
+    }
+
+    /// Stream `key` writes to `out` from now on; it is told the channel is open.
+    fn attach(&mut self, key: StreamKey, out: StreamOut) {
+        out.item(self.opened());
+        self.outputs.insert(key, out);
     }
 
     fn opened(&self) -> Item {
@@ -616,18 +626,7 @@ impl<C: Consensus> Group<C> {
             now_ms: now_ms(),
             events: vec![Event::Leader { term: epoch }],
         };
-        // Proposed at the start of the next turn, before any stream's event.
-        let consensus = self.consensus.clone();
-        let pending: Pending = async move {
-            let result = match consensus.propose(batch).await {
-                Ok(commit) => commit.await,
-                Err(e) => Err(e),
-            };
-            (Tag::Leader(epoch), result)
-        }
-        .boxed();
-        self.proposed_at.push_back(Instant::now());
-        self.inflight.push(pending);
+        self.propose_later(batch, Tag::Leader(epoch));
         tracing::debug!(chan = %self.meta.name, term, "leads the replicated channel");
     }
 
@@ -658,23 +657,28 @@ impl<C: Consensus> Group<C> {
     /// followers refuse it, and Raft steps down).
     fn heartbeat(&mut self) {
         if self.serving.is_some() && self.inflight.is_empty() {
-            let consensus = self.consensus.clone();
             let batch = Batch {
                 now_ms: now_ms(),
                 events: Vec::new(),
             };
-            self.proposed_at.push_back(Instant::now());
-            self.inflight.push(
-                async move {
-                    let result = match consensus.propose(batch).await {
-                        Ok(commit) => commit.await,
-                        Err(e) => Err(e),
-                    };
-                    (Tag::Batch, result)
-                }
-                .boxed(),
-            );
+            self.propose_later(batch, Tag::Batch);
         }
+    }
+
+    /// Proposes `batch` from a future polled with the other proposals in flight, for callers
+    /// that cannot wait (a status change, a timer).
+    fn propose_later(&mut self, batch: Batch, tag: Tag) {
+        let consensus = self.consensus.clone();
+        let pending: Pending = async move {
+            let result = match consensus.propose(batch).await {
+                Ok(commit) => commit.await,
+                Err(e) => Err(e),
+            };
+            (tag, result)
+        }
+        .boxed();
+        self.proposed_at.push_back(Instant::now());
+        self.inflight.push(pending);
     }
 
     fn next_wake(&self) -> Instant {
