@@ -316,12 +316,16 @@ pub enum Request {
         labels: Vec<String>,
     },
     /// Between daemons: the replica of `name` with Raft id `id` here was replaced by a
-    /// repair; it stops and forgets the channel. Reply: `done`.
+    /// repair, or (`removed`) the channel was removed; it stops and forgets the channel.
+    /// Reply: `done`.
     ReplicaDrop {
         /// Channel name.
         name: String,
         /// The replica's Raft id.
         id: u64,
+        /// The channel was removed (the node remembers it), not only this replica replaced.
+        #[serde(default)]
+        removed: bool,
     },
 }
 

@@ -15,6 +15,8 @@ use crate::broker::{RepairAsk, ReplicaSpec};
 
 /// How long a new replicated channel may take to elect its first leader.
 const FIRST_LEADER: Duration = Duration::from_secs(10);
+/// How often a replica is told to stop before the telling is given up (about 30 s in all).
+const DROP_ATTEMPTS: u32 = 7;
 
 /// What `chan create` asked for a replicated channel.
 pub(crate) struct Wanted<'a> {
@@ -201,6 +203,7 @@ pub(crate) async fn start_here(request: Request, ctx: &Context) -> Result<Reply,
         found,
         down,
         labels,
+        restored: false,
     };
     ctx.broker.start_replica(spec).await?;
     Ok(Reply::Done)
@@ -264,10 +267,34 @@ async fn repair(ask: RepairAsk, ctx: &Context) {
             };
             let _ = reply.send(result);
         }
-        RepairAsk::Drop { node, chan, id } => {
-            let drop = Request::ReplicaDrop { name: chan, id };
-            if let Err(why) = ctx.peers.call_on(&node, drop).await {
-                tracing::debug!(%node, %why, "a replaced replica was not told to stop");
+        RepairAsk::Drop {
+            node,
+            chan,
+            id,
+            removed,
+        } => {
+            // Retried for a while: a node just back from a cut may not take calls yet. One
+            // that never hears it learns the removal when its replica next calls a node that
+            // applied it (the answer says the channel was removed).
+            let mut pause = Duration::from_millis(250);
+            for attempt in 1..=DROP_ATTEMPTS {
+                let drop = Request::ReplicaDrop {
+                    name: chan.clone(),
+                    id,
+                    removed,
+                };
+                match ctx.peers.call_on(&node, drop).await {
+                    Ok(_) => return,
+                    Err(why) if attempt == DROP_ATTEMPTS => {
+                        tracing::debug!(%node, %chan, %why, "a replica was not told to stop");
+                    }
+                    Err(_) => {}
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = ctx.shutdown.cancelled() => return,
+                }
+                pause = (pause * 2).min(Duration::from_secs(8));
             }
         }
     }

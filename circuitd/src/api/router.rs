@@ -265,8 +265,8 @@ async fn from_peer(request: PeerRequest, ctx: &Context) -> Result<Reply, ApiErro
         PeerRequest::ChanRelease { name, node } => Ok(chans::release(&name, &node, ctx)),
         PeerRequest::MeshSync { nodes } => cluster::mesh_sync(nodes, ctx),
         PeerRequest::ReplicaStart(request) => replicated::start_here(*request, ctx).await,
-        PeerRequest::ReplicaDrop { name, id } => {
-            ctx.broker.drop_replica(&name, id).await;
+        PeerRequest::ReplicaDrop { name, id, removed } => {
+            ctx.broker.drop_replica(&name, id, removed).await;
             Ok(Reply::Done)
         }
     }

@@ -194,8 +194,12 @@ impl Broker {
     }
 
     /// Serves a Raft call of another replica of channel `name`.
-    pub async fn serve_raft(&self, name: &str, body: bytes::Bytes) -> Result<bytes::Bytes, String> {
-        self.inner.replicas.serve_raft(name, body).await
+    pub async fn serve_raft(
+        &self,
+        group: &replica::GroupId,
+        body: bytes::Bytes,
+    ) -> Result<bytes::Bytes, replica::CallError> {
+        self.inner.replicas.serve_raft(group, body).await
     }
 
     /// What replicas ask of the daemon for repairs; `None` after the first call.
@@ -204,8 +208,8 @@ impl Broker {
     }
 
     /// Stops replica `id` of `name` here, replaced by a repair.
-    pub async fn drop_replica(&self, name: &str, id: u64) {
-        self.inner.replicas.drop_replica(name, id).await;
+    pub async fn drop_replica(&self, name: &str, id: u64, removed: bool) {
+        self.inner.replicas.drop_replica(name, id, removed).await;
     }
 
     /// The mesh says `node` went down or came back.

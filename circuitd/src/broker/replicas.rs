@@ -15,9 +15,9 @@ use tokio_util::task::TaskTracker;
 
 use super::error::BrokerError;
 use super::replica::consensus::Replica;
-use super::replica::group::{Group, GroupMsg, Meta, RepairAsk, Shared};
+use super::replica::group::{Gone, Group, GroupMsg, Meta, RepairAsk, Shared};
 use super::replica::raft::RaftGroup;
-use super::replica::Transport;
+use super::replica::{CallError, GroupId, Transport};
 
 /// Inbox size of a replica's task.
 const INBOX: usize = 1024;
@@ -28,6 +28,10 @@ const ASK_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 const DIR: &str = "replicas";
 /// A disk replica's definition, in its directory.
 const SPEC_FILE: &str = "replica.json";
+/// The replicated channels removed, a line each (`born_ms name`), in [`DIR`].
+const REMOVED_FILE: &str = "removed";
+/// Removed channels remembered, at most (the oldest are forgotten first).
+const REMOVED_KEPT: usize = 4096;
 
 /// What starts one replica of a replicated channel on this node (and, with `--storage disk`,
 /// is kept in its directory so that it starts again with the daemon).
@@ -47,6 +51,9 @@ pub(crate) struct ReplicaSpec {
     /// Nodes the mesh says are down now.
     #[serde(skip)]
     pub down: Vec<String>,
+    /// Started again from the data dir.
+    #[serde(skip)]
+    pub restored: bool,
     /// Replicas go only to nodes with these labels (for repairs).
     pub labels: Vec<String>,
 }
@@ -54,6 +61,8 @@ pub(crate) struct ReplicaSpec {
 #[derive(Clone)]
 struct Handle {
     id: u64,
+    /// When the channel was created: which incarnation of the name this replica is of.
+    born_ms: u64,
     tx: mpsc::Sender<GroupMsg>,
     raft: RaftGroup,
     shared: Arc<Mutex<Shared>>,
@@ -73,12 +82,15 @@ pub(crate) struct Replicas {
     data_dir: std::path::PathBuf,
     max_payload: u64,
     map: Arc<Mutex<HashMap<String, Handle>>>,
+    /// Channels removed (name, when created), so that a replica that missed the removal
+    /// (its node was down or cut off) learns it from the answer to its next call.
+    removed_chans: Arc<Mutex<Removed>>,
     transport: OnceLock<Arc<dyn Transport>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     /// Bumped when the set of channels this node serves changes.
     changes: Arc<AtomicU64>,
-    removed: mpsc::UnboundedSender<String>,
+    removed: mpsc::UnboundedSender<Gone>,
     repair_after: std::time::Duration,
     repairs: mpsc::UnboundedSender<RepairAsk>,
     /// Where the daemon serves repairs (taken once, by the api).
@@ -96,16 +108,36 @@ impl Replicas {
         shutdown: CancellationToken,
     ) -> Self {
         let map: Arc<Mutex<HashMap<String, Handle>>> = Arc::default();
-        let (removed, mut gone) = mpsc::unbounded_channel::<String>();
-        let (map2, changes2) = (map.clone(), changes.clone());
         let root = data_dir.join(DIR);
+        let removed_chans = Arc::new(Mutex::new(Removed::load(&root.join(REMOVED_FILE))));
+        let (removed, mut gone) = mpsc::unbounded_channel::<Gone>();
+        let (map2, changes2, removed2) = (map.clone(), changes.clone(), removed_chans.clone());
         tracker.spawn(async move {
-            while let Some(name) = gone.recv().await {
-                map2.lock().expect("replicas").remove(&name);
+            while let Some(Gone {
+                name,
+                born_ms,
+                removed,
+            }) = gone.recv().await
+            {
+                {
+                    let mut map = map2.lock().expect("replicas");
+                    if map.get(&name).is_some_and(|h| h.born_ms == born_ms) {
+                        map.remove(&name);
+                    }
+                }
                 changes2.fetch_add(1, Ordering::Relaxed);
+                let file = root.join(REMOVED_FILE);
+                let noted = removed
+                    .then(|| removed2.lock().expect("removed").note(&name, born_ms))
+                    .flatten();
                 // A disk replica that is gone (removed, or replaced) takes its files along.
                 let dir = root.join(dir_name(&name));
                 let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(lines) = noted {
+                        if let Err(e) = Removed::save(&file, &lines) {
+                            tracing::warn!(file = %file.display(), error = %e, "cannot note a removed channel");
+                        }
+                    }
                     if dir.exists() {
                         if let Err(e) = std::fs::remove_dir_all(&dir) {
                             tracing::warn!(dir = %dir.display(), error = %e, "cannot delete a replica's directory");
@@ -124,6 +156,7 @@ impl Replicas {
             repairs,
             repairs_rx: Mutex::new(Some(repairs_rx)),
             map,
+            removed_chans,
             transport: OnceLock::new(),
             tracker,
             shutdown,
@@ -147,9 +180,10 @@ impl Replicas {
     }
 
     /// Stops replica `id` of `name` here (a repair replaced it).
-    pub async fn drop_replica(&self, name: &str, id: u64) {
+    pub async fn drop_replica(&self, name: &str, id: u64, removed: bool) {
         if let Some(h) = self.get(name).filter(|h| h.id == id) {
-            let _ = tokio::time::timeout(ASK_WITHIN, h.tx.send(GroupMsg::Drop)).await;
+            let drop = GroupMsg::Drop { removed };
+            let _ = tokio::time::timeout(ASK_WITHIN, h.tx.send(drop)).await;
         }
     }
 
@@ -204,8 +238,12 @@ impl Replicas {
                 .map_err(|e| BrokerError::Store(format!("cannot keep the replica: {e}")))?;
         }
         let (applied_tx, applied_rx) = mpsc::unbounded_channel();
+        let group = GroupId {
+            name: spec.name.clone(),
+            born_ms: spec.created_at_ms,
+        };
         let raft = RaftGroup::start(
-            &spec.name,
+            &group,
             spec.id,
             spec.capacity,
             self.max_payload,
@@ -245,7 +283,7 @@ impl Replicas {
             let _ = tx.try_send(GroupMsg::Node { node, up: false });
         }
         let changes = self.changes.clone();
-        let group = Group::new(
+        let mut group = Group::new(
             meta,
             raft.clone(),
             shared.clone(),
@@ -253,10 +291,14 @@ impl Replicas {
             changes,
             self.repairs.clone(),
         );
+        if spec.restored {
+            group = group.restarted();
+        }
         self.tracker
             .spawn(group.run(rx, applied_rx, self.shutdown.clone()));
         let handle = Handle {
             id: spec.id,
+            born_ms: spec.created_at_ms,
             tx,
             raft,
             shared,
@@ -279,8 +321,20 @@ impl Replicas {
             .await
             .unwrap_or_default();
         let mut started = Vec::new();
-        for spec in specs {
+        for mut spec in specs {
+            spec.restored = true;
             let name = spec.name.clone();
+            let removed = self
+                .removed_chans
+                .lock()
+                .expect("removed")
+                .knows(&name, spec.created_at_ms);
+            if removed {
+                tracing::info!(chan = %name, "not restoring the replica of a removed channel");
+                let dir = self.dir_of(&name);
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+                continue;
+            }
             match self.start(spec).await {
                 Ok(()) => started.push(name),
                 Err(e) => tracing::warn!(chan = %name, error = %e, "cannot restore a replica"),
@@ -358,11 +412,26 @@ impl Replicas {
     }
 
     /// Serves a Raft call of another replica of `name`.
-    pub async fn serve_raft(&self, name: &str, body: Bytes) -> Result<Bytes, String> {
-        let h = self
-            .get(name)
-            .ok_or_else(|| format!("node has no replica of channel \"{name}\""))?;
-        h.raft.serve(&body).await
+    pub async fn serve_raft(&self, group: &GroupId, body: Bytes) -> Result<Bytes, CallError> {
+        let name = &group.name;
+        match self.get(name) {
+            Some(h) if h.born_ms == group.born_ms => {
+                h.raft.serve(&body).await.map_err(CallError::Failed)
+            }
+            // The caller's channel was removed and the name made again.
+            Some(h) if h.born_ms > group.born_ms => Err(CallError::Removed),
+            _ if self
+                .removed_chans
+                .lock()
+                .expect("removed")
+                .knows(name, group.born_ms) =>
+            {
+                Err(CallError::Removed)
+            }
+            _ => Err(CallError::Failed(format!(
+                "node has no replica of channel \"{name}\""
+            ))),
+        }
     }
 
     /// The mesh says `node` went down or came back: every replica hears it.
@@ -399,6 +468,68 @@ impl Replicas {
     }
 }
 
+/// The replicated channels removed (a bounded memory of them, kept in a file beside the
+/// replicas so that it outlives a restart).
+#[derive(Debug, Default)]
+struct Removed {
+    /// Name to the newest incarnation removed.
+    by_name: std::collections::HashMap<String, u64>,
+    /// Oldest first, for forgetting.
+    order: std::collections::VecDeque<(String, u64)>,
+}
+
+impl Removed {
+    /// Whether `name`, made at `born_ms` (or later), was removed.
+    fn knows(&self, name: &str, born_ms: u64) -> bool {
+        self.by_name.get(name).is_some_and(|b| *b >= born_ms)
+    }
+
+    /// Remembers that `name` made at `born_ms` was removed; returns the lines to save.
+    fn note(&mut self, name: &str, born_ms: u64) -> Option<Vec<(String, u64)>> {
+        if self.knows(name, born_ms) {
+            return None;
+        }
+        self.by_name.insert(name.to_string(), born_ms);
+        self.order.push_back((name.to_string(), born_ms));
+        while self.order.len() > REMOVED_KEPT {
+            if let Some((old, born)) = self.order.pop_front() {
+                if self.by_name.get(&old) == Some(&born) {
+                    self.by_name.remove(&old);
+                }
+            }
+        }
+        Some(self.order.iter().cloned().collect())
+    }
+
+    /// Reads the file; a missing or damaged one is an empty memory (lines that do not parse
+    /// are skipped).
+    fn load(file: &std::path::Path) -> Self {
+        let mut removed = Self::default();
+        let Ok(text) = std::fs::read_to_string(file) else {
+            return removed;
+        };
+        for line in text.lines() {
+            if let Some((born, name)) = line.split_once(' ') {
+                if let Ok(born) = born.parse::<u64>() {
+                    removed.note(name, born);
+                }
+            }
+        }
+        removed
+    }
+
+    fn save(file: &std::path::Path, lines: &[(String, u64)]) -> std::io::Result<()> {
+        let text: String = lines
+            .iter()
+            .map(|(name, born)| format!("{born} {name}\n"))
+            .collect();
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::persist::write_atomically(file, text.as_bytes())
+    }
+}
+
 /// The directory name of channel `name`'s disk replica: `c-` keeps `.` and `..` names inside;
 /// `/` is the one character of a channel name a file name cannot have, and `%` is not one a
 /// channel name can have.
@@ -419,6 +550,9 @@ fn read_specs(root: &std::path::Path) -> Vec<ReplicaSpec> {
     };
     let mut specs = Vec::new();
     for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         let path = entry.path().join(SPEC_FILE);
         match std::fs::read(&path).map(|b| serde_json::from_slice::<ReplicaSpec>(&b)) {
             Ok(Ok(spec)) => specs.push(spec),
@@ -431,4 +565,41 @@ fn read_specs(root: &std::path::Path) -> Vec<ReplicaSpec> {
         }
     }
     specs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removed_channels_are_remembered_by_incarnation_across_a_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("replicas").join(REMOVED_FILE);
+        let mut removed = Removed::default();
+        let lines = removed.note("q", 100).expect("new");
+        assert!(removed.note("q", 100).is_none(), "noted once");
+        assert!(removed.knows("q", 100) && removed.knows("q", 50));
+        assert!(!removed.knows("q", 101), "a newer q was not removed");
+        assert!(!removed.knows("other", 1));
+        Removed::save(&file, &lines).expect("save");
+        // A damaged line is skipped; the rest is kept.
+        let mut text = std::fs::read_to_string(&file).expect("read");
+        text.push_str("not-a-number x\ngarbage\n7 a/b\n");
+        std::fs::write(&file, text).expect("write");
+        let back = Removed::load(&file);
+        assert!(back.knows("q", 100) && back.knows("a/b", 7));
+        assert_eq!(back.order.len(), 2);
+        assert!(Removed::load(&dir.path().join("missing")).order.is_empty());
+    }
+
+    #[test]
+    fn the_memory_of_removed_channels_is_bounded_oldest_first() {
+        let mut removed = Removed::default();
+        for i in 0..(REMOVED_KEPT as u64 + 10) {
+            removed.note(&format!("c{i}"), i);
+        }
+        assert_eq!(removed.order.len(), REMOVED_KEPT);
+        assert_eq!(removed.by_name.len(), REMOVED_KEPT);
+        assert!(!removed.knows("c0", 0) && removed.knows("c10", 10));
+    }
 }

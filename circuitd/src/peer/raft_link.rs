@@ -3,8 +3,9 @@
 //! data frame whose seq numbers it, each answer a data frame back with the same seq. Calls of
 //! different channels run at once on the callee; nothing here knows Raft (bodies are opaque).
 //!
-//! A call's frame payload is `[u16 length of the channel name][name][body]`; an answer's is
-//! `[0][body]` or `[1][why it failed, UTF-8]`.
+//! A call's frame payload is `[u16 length of the channel name][name][u64 when the channel
+//! was made][body]`; an answer's is `[0][body]`, `[1][why it failed, UTF-8]`, or `[2]`: the
+//! channel was removed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::relay::RelayInbox;
 use super::Peers;
-use crate::broker::replica::Transport;
+use crate::broker::replica::{CallError, GroupId, Transport};
 use crate::broker::Broker;
 use crate::stream::{StreamMsg, StreamOut};
 
@@ -38,7 +39,7 @@ struct Link {
     client: Client,
     stream: u64,
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Result<Bytes, String>>>>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Result<Bytes, CallError>>>>,
     broken: AtomicBool,
 }
 
@@ -52,7 +53,7 @@ impl Link {
         self.broken.store(true, Ordering::Relaxed);
         let waiting = std::mem::take(&mut *self.waiting.lock().expect("raft link calls"));
         for (_, tx) in waiting {
-            let _ = tx.send(Err(why.to_string()));
+            let _ = tx.send(Err(CallError::Failed(why.to_string())));
         }
     }
 }
@@ -140,19 +141,19 @@ impl Transport for RaftLinks {
     fn call(
         &self,
         node: String,
-        chan: String,
+        group: GroupId,
         body: Bytes,
-    ) -> BoxFuture<'static, Result<Bytes, String>> {
+    ) -> BoxFuture<'static, Result<Bytes, CallError>> {
         let links = self.clone();
         async move {
-            let link = links.link(&node).await?;
+            let link = links.link(&node).await.map_err(CallError::Failed)?;
             let seq = link.next.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             link.waiting
                 .lock()
                 .expect("raft link calls")
                 .insert(seq, tx);
-            let payload = encode_call(&chan, &body);
+            let payload = encode_call(&group, &body);
             let sent = link.client.send_frame(Frame::Data {
                 id: link.stream,
                 seq,
@@ -164,7 +165,7 @@ impl Transport for RaftLinks {
             // The caller (Raft's network) bounds how long it waits.
             let answer = rx
                 .await
-                .unwrap_or_else(|_| Err("the raft link ended".into()));
+                .unwrap_or_else(|_| Err(CallError::Failed("the raft link ended".into())));
             if answer.is_err() {
                 link.waiting.lock().expect("raft link calls").remove(&seq);
             }
@@ -174,33 +175,39 @@ impl Transport for RaftLinks {
     }
 }
 
-fn encode_call(chan: &str, body: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(2 + chan.len() + body.len());
-    out.put_u16(u16::try_from(chan.len()).unwrap_or(u16::MAX));
-    out.put_slice(chan.as_bytes());
+fn encode_call(group: &GroupId, body: &[u8]) -> Bytes {
+    let name = group.name.as_bytes();
+    let mut out = BytesMut::with_capacity(2 + name.len() + 8 + body.len());
+    out.put_u16(u16::try_from(name.len()).unwrap_or(u16::MAX));
+    out.put_slice(name);
+    out.put_u64(group.born_ms);
     out.put_slice(body);
     out.freeze()
 }
 
-fn decode_call(mut payload: Bytes) -> Result<(String, Bytes), String> {
+fn decode_call(mut payload: Bytes) -> Result<(GroupId, Bytes), String> {
     if payload.len() < 2 {
         return Err("raft call too short".into());
     }
     let n = usize::from(u16::from_be_bytes([payload[0], payload[1]]));
-    if payload.len() < 2 + n {
-        return Err("raft call shorter than its channel name".into());
+    if payload.len() < 2 + n + 8 {
+        return Err("raft call shorter than its channel".into());
     }
-    let rest = payload.split_off(2 + n);
-    let chan = std::str::from_utf8(&payload[2..])
+    let rest = payload.split_off(2 + n + 8);
+    let name = std::str::from_utf8(&payload[2..2 + n])
         .map_err(|_| "raft call's channel name is not UTF-8".to_string())?
         .to_string();
-    Ok((chan, rest))
+    let mut born = [0u8; 8];
+    born.copy_from_slice(&payload[2 + n..]);
+    let born_ms = u64::from_be_bytes(born);
+    Ok((GroupId { name, born_ms }, rest))
 }
 
-fn encode_answer(answer: Result<Bytes, String>) -> Bytes {
+fn encode_answer(answer: Result<Bytes, CallError>) -> Bytes {
     let (tag, body) = match answer {
         Ok(body) => (0u8, body),
-        Err(why) => (1u8, Bytes::from(why)),
+        Err(CallError::Failed(why)) => (1u8, Bytes::from(why)),
+        Err(CallError::Removed) => (2u8, Bytes::new()),
     };
     let mut out = BytesMut::with_capacity(1 + body.len());
     out.put_u8(tag);
@@ -208,11 +215,14 @@ fn encode_answer(answer: Result<Bytes, String>) -> Bytes {
     out.freeze()
 }
 
-fn decode_answer(payload: Bytes) -> Result<Bytes, String> {
+fn decode_answer(payload: Bytes) -> Result<Bytes, CallError> {
     match payload.first() {
         Some(0) => Ok(payload.slice(1..)),
-        Some(1) => Err(String::from_utf8_lossy(&payload[1..]).into_owned()),
-        _ => Err("bad raft answer".into()),
+        Some(1) => Err(CallError::Failed(
+            String::from_utf8_lossy(&payload[1..]).into_owned(),
+        )),
+        Some(2) => Err(CallError::Removed),
+        _ => Err(CallError::Failed("bad raft answer".into())),
     }
 }
 
@@ -240,8 +250,8 @@ async fn run(
                     let (broker, out) = (broker.clone(), out.clone());
                     tracker.spawn(async move {
                         let answer = match decode_call(payload) {
-                            Ok((chan, body)) => broker.serve_raft(&chan, body).await,
-                            Err(why) => Err(why),
+                            Ok((group, body)) => broker.serve_raft(&group, body).await,
+                            Err(why) => Err(CallError::Failed(why)),
                         };
                         out.frames(vec![out.data(seq, encode_answer(answer))]);
                     });
@@ -262,20 +272,29 @@ mod tests {
 
     #[test]
     fn calls_and_answers_round_trip_and_bad_ones_are_refused() {
-        let call = encode_call("q", b"body");
+        let group = GroupId {
+            name: "q".into(),
+            born_ms: 1_700_000_000_123,
+        };
+        let call = encode_call(&group, b"body");
         assert_eq!(
             decode_call(call).expect("decode"),
-            ("q".to_string(), Bytes::from_static(b"body"))
+            (group, Bytes::from_static(b"body"))
         );
         assert!(decode_call(Bytes::from_static(&[0, 9, b'x'])).is_err());
+        assert!(decode_call(Bytes::from_static(&[0, 1, b'q', 0, 0])).is_err());
         assert!(decode_call(Bytes::from_static(&[0])).is_err());
         assert_eq!(
             decode_answer(encode_answer(Ok(Bytes::from_static(b"a")))),
             Ok(Bytes::from_static(b"a"))
         );
         assert_eq!(
-            decode_answer(encode_answer(Err("no".into()))),
-            Err("no".to_string())
+            decode_answer(encode_answer(Err(CallError::Failed("no".into())))),
+            Err(CallError::Failed("no".to_string()))
+        );
+        assert_eq!(
+            decode_answer(encode_answer(Err(CallError::Removed))),
+            Err(CallError::Removed)
         );
         assert!(decode_answer(Bytes::new()).is_err());
     }

@@ -32,12 +32,15 @@ pub(crate) enum PeerRequest {
     /// Start a replica of a replicated channel here: a `Request::ReplicaStart`, kept whole
     /// for its handler. Reply: `done`.
     ReplicaStart(Box<Request>),
-    /// The replica of `name` with Raft id `id` here was replaced: it stops. Reply: `done`.
+    /// The replica of `name` with Raft id `id` here was replaced, or the channel removed: it
+    /// stops. Reply: `done`.
     ReplicaDrop {
         /// Channel name.
         name: String,
         /// The replica's Raft id.
         id: u64,
+        /// The channel was removed.
+        removed: bool,
     },
 }
 
@@ -61,7 +64,9 @@ impl From<Request> for Incoming {
                 Self::Peer(PeerRequest::ChanRelease { name, node })
             }
             Request::MeshSync { nodes } => Self::Peer(PeerRequest::MeshSync { nodes }),
-            Request::ReplicaDrop { name, id } => Self::Peer(PeerRequest::ReplicaDrop { name, id }),
+            Request::ReplicaDrop { name, id, removed } => {
+                Self::Peer(PeerRequest::ReplicaDrop { name, id, removed })
+            }
             start @ Request::ReplicaStart { .. } => {
                 Self::Peer(PeerRequest::ReplicaStart(Box::new(start)))
             }
@@ -77,7 +82,9 @@ impl From<PeerRequest> for Request {
             PeerRequest::ChanRelease { name, node } => Request::ChanRelease { name, node },
             PeerRequest::MeshSync { nodes } => Request::MeshSync { nodes },
             PeerRequest::ReplicaStart(request) => *request,
-            PeerRequest::ReplicaDrop { name, id } => Request::ReplicaDrop { name, id },
+            PeerRequest::ReplicaDrop { name, id, removed } => {
+                Request::ReplicaDrop { name, id, removed }
+            }
         }
     }
 }

@@ -58,6 +58,9 @@ const ELECT_RETRY: Duration = Duration::from_millis(300);
 const ELECT_RANK: Duration = Duration::from_millis(60);
 /// A follower that has known no leader for this long campaigns (backstop).
 const NO_LEADER: Duration = Duration::from_secs(2);
+/// A follower whose log has not grown for this long campaigns, though the mesh says its
+/// leader's node is up (backstop: a live leader proposes at least every [`HEARTBEAT`]).
+const SILENT_LEADER: Duration = Duration::from_secs(30);
 /// How long a receiver detached by a leader change has to come back before what it held goes
 /// back to the queue.
 pub(crate) const GIVE_UP: Duration = Duration::from_secs(12);
@@ -77,8 +80,20 @@ pub(crate) enum GroupMsg {
     Node { node: String, up: bool },
     /// Check that this replica's view still holds (the daemon was paused, a node came back).
     Probe,
-    /// This replica was replaced by a repair: stop, and forget the channel here.
-    Drop,
+    /// Stop, and forget the channel here: this replica was replaced by a repair, or (with
+    /// `removed`) the channel was removed and the leader tells the replicas that may not have
+    /// learnt it.
+    Drop { removed: bool },
+}
+
+/// A replica that ended for good, told to the registry.
+#[derive(Debug)]
+pub(crate) struct Gone {
+    pub name: String,
+    pub born_ms: u64,
+    /// The channel was removed (not only this replica replaced): remembered, so that a
+    /// replica that missed it learns it when it calls.
+    pub removed: bool,
 }
 
 /// Fixed facts about a replicated channel.
@@ -109,8 +124,14 @@ pub(crate) enum RepairAsk {
         exclude: Vec<String>,
         reply: oneshot::Sender<Result<String, String>>,
     },
-    /// Tell `node` that its replica `id` of `chan` was replaced.
-    Drop { node: String, chan: String, id: u64 },
+    /// Tell `node` that its replica `id` of `chan` was replaced, or (`removed`) that the
+    /// channel was removed.
+    Drop {
+        node: String,
+        chan: String,
+        id: u64,
+        removed: bool,
+    },
 }
 
 /// What the broker reads of a replica without asking its task.
@@ -187,9 +208,15 @@ pub(crate) struct Group<C: Consensus> {
     /// The next election attempt, while this follower's leader is down.
     elect_at: Option<Instant>,
     no_leader_since: Option<Instant>,
+    /// The last log index this replica had, and since when.
+    progress: (Option<u64>, Instant),
+    /// A replica restarted from its disk log campaigns at this time unless its term moved
+    /// meanwhile (from the term it was restored with, once known): its leader may be gone,
+    /// or its channel removed, while it was down.
+    restart_check: Option<(Instant, Option<u64>)>,
     removed: bool,
-    /// Told the channel's name once it is removed.
-    on_removed: mpsc::UnboundedSender<String>,
+    /// Told once this replica ends for good.
+    on_removed: mpsc::UnboundedSender<Gone>,
     /// Bumped when this replica starts or stops serving (the node's published channels).
     changes: Arc<AtomicU64>,
 }
@@ -199,12 +226,13 @@ impl<C: Consensus> Group<C> {
         meta: Meta,
         consensus: C,
         shared: Arc<Mutex<Shared>>,
-        on_removed: mpsc::UnboundedSender<String>,
+        on_removed: mpsc::UnboundedSender<Gone>,
         changes: Arc<AtomicU64>,
         repairs: mpsc::UnboundedSender<RepairAsk>,
     ) -> Self {
         let watch = consensus.watch();
         let status = watch.status();
+        let progress = (status.last_log, Instant::now());
         let closed = false;
         Self {
             meta,
@@ -231,10 +259,18 @@ impl<C: Consensus> Group<C> {
             last_applied_at: Instant::now(),
             elect_at: None,
             no_leader_since: Some(Instant::now()),
+            progress,
+            restart_check: None,
             removed: false,
             on_removed,
             changes,
         }
+    }
+
+    /// This replica was restarted from its disk log (see `restart_check`).
+    pub fn restarted(mut self) -> Self {
+        self.restart_check = Some((Instant::now() + NO_LEADER, None));
+        self
     }
 
     /// Runs the replica until the channel is removed or the daemon stops.
@@ -339,6 +375,7 @@ impl<C: Consensus> Group<C> {
                             node: old.clone(),
                             chan: self.meta.name.clone(),
                             id: *id,
+                            removed: false,
                         });
                     }
                 }
@@ -348,12 +385,34 @@ impl<C: Consensus> Group<C> {
                 }
             }
             GroupMsg::Probe => self.heartbeat(),
-            GroupMsg::Drop => {
-                self.stop_serving("it was replaced");
-                self.removed = true;
-                let _ = self.on_removed.send(self.meta.name.clone());
+            GroupMsg::Drop { removed } => {
+                let why = if removed {
+                    "the channel was removed"
+                } else {
+                    "it was replaced"
+                };
+                tracing::debug!(chan = %self.meta.name, why, "replica dropped");
+                self.stop_serving(why);
+                self.outputs.fail_all(
+                    ErrorCode::NotFound,
+                    &format!("channel \"{}\" was removed", self.meta.name),
+                );
+                self.gone(removed);
             }
         }
+    }
+
+    /// This replica ends for good (the task stops after this turn).
+    fn gone(&mut self, removed: bool) {
+        if self.removed {
+            return;
+        }
+        self.removed = true;
+        let _ = self.on_removed.send(Gone {
+            name: self.meta.name.clone(),
+            born_ms: self.meta.created_at_ms,
+            removed,
+        });
     }
 
     /// Why this replica cannot serve, for a client.
@@ -545,8 +604,7 @@ impl<C: Consensus> Group<C> {
             }
             self.events.clear();
             let led = self.serving.take().is_some();
-            let _ = self.on_removed.send(name);
-            self.removed = true;
+            self.gone(true);
             if led {
                 // Raft tells followers that an entry committed only with a later one; none
                 // comes after a removal, so the leader tells every other replica itself.
@@ -556,6 +614,7 @@ impl<C: Consensus> Group<C> {
                             node: r.node.clone(),
                             chan: self.meta.name.clone(),
                             id: r.id,
+                            removed: true,
                         });
                     }
                 }
@@ -571,6 +630,15 @@ impl<C: Consensus> Group<C> {
     /// Raft's status changed, or the mesh's view of the replicas' nodes did.
     fn on_status(&mut self) {
         self.status = self.watch.status();
+        if self.status.last_log != self.progress.0 {
+            self.progress = (self.status.last_log, Instant::now());
+        }
+        // The term a restarted replica was restored with (its log loads after it starts).
+        if let Some((_, restored @ None)) = &mut self.restart_check {
+            if self.status.term > 0 {
+                *restored = Some(self.status.term);
+            }
+        }
         let leads = self.status.role == Role::Leader && self.status.leader == Some(self.status.me);
         if leads {
             let stale = self
@@ -693,6 +761,12 @@ impl<C: Consensus> Group<C> {
         if let Some(since) = self.no_leader_since {
             wake = wake.min(since + NO_LEADER);
         }
+        if self.serving.is_none() {
+            wake = wake.min(self.progress.1 + SILENT_LEADER);
+        }
+        if let Some((at, _)) = self.restart_check {
+            wake = wake.min(at);
+        }
         if let Some((since, _)) = &self.detached {
             wake = wake.min(*since + GIVE_UP);
         }
@@ -730,6 +804,18 @@ impl<C: Consensus> Group<C> {
         if self.serving.is_some() && now >= self.last_applied_at + HEARTBEAT {
             self.last_applied_at = now;
             self.heartbeat();
+        }
+        if let Some((_, term)) = self.restart_check.filter(|(at, _)| now >= *at) {
+            self.restart_check = None;
+            if !leads && self.is_voter() && term.is_none_or(|t| t == self.status.term) {
+                tracing::debug!(chan = %self.meta.name, "restarted and heard of no new term");
+                self.elect_at.get_or_insert(now);
+            }
+        }
+        if !leads && self.is_voter() && now >= self.progress.1 + SILENT_LEADER {
+            tracing::debug!(chan = %self.meta.name, "nothing heard from the leader for long");
+            self.elect_at.get_or_insert(now);
+            self.progress.1 = now;
         }
         let campaign = self.elect_at.is_some_and(|at| now >= at)
             || self

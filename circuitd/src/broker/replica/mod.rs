@@ -28,17 +28,45 @@ use futures::future::BoxFuture;
 
 use crate::broker::state::{Counts, Effect};
 
-/// How replicas of a channel reach each other: one call carries one RPC of channel `chan`'s
-/// group to `node` and returns the answer (both opaque bytes). The daemon implements it over
-/// its peer links.
+/// Which group a Raft call is for: the channel's name and when it was created. A channel
+/// removed and created again under its name is another group; a replica of a removed one
+/// learns from the answer that it was removed ([`CallError::Removed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupId {
+    pub name: String,
+    /// When the channel was created (ms since the epoch): its incarnation.
+    pub born_ms: u64,
+}
+
+/// Why a Raft call did not get an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CallError {
+    /// It did not arrive, or no replica there serves it (yet): try again later.
+    Failed(String),
+    /// The callee knows that the channel (this incarnation of it) was removed.
+    Removed,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed(why) => f.write_str(why),
+            Self::Removed => f.write_str("the channel was removed"),
+        }
+    }
+}
+
+/// How replicas of a channel reach each other: one call carries one RPC of `group` to
+/// `node` and returns the answer (both opaque bytes). The daemon implements it over its peer
+/// links.
 pub(crate) trait Transport: Send + Sync + 'static {
-    /// Sends `body` to the replica of `chan` on `node`; the error says why it did not arrive.
+    /// Sends `body` to the replica of `group` on `node`; the error says why it did not arrive.
     fn call(
         &self,
         node: String,
-        chan: String,
+        group: GroupId,
         body: Bytes,
-    ) -> BoxFuture<'static, Result<Bytes, String>>;
+    ) -> BoxFuture<'static, Result<Bytes, CallError>>;
 }
 
 /// What applying committed entries produced on one replica.
@@ -62,4 +90,21 @@ pub(crate) struct Applied {
     pub closed_now: bool,
     /// Receivers holding values detached by a leader change.
     pub detached: Vec<u64>,
+}
+
+impl Applied {
+    /// Another replica's node answered that the channel was removed while this replica was
+    /// away (it missed the removal's commit): it removes itself as if it had applied it.
+    pub fn removed_elsewhere() -> Self {
+        Self {
+            index: 0,
+            effects: Vec::new(),
+            closed: None,
+            removed: true,
+            reset: false,
+            counts: Counts::default(),
+            closed_now: false,
+            detached: Vec::new(),
+        }
+    }
 }

@@ -34,7 +34,7 @@ use super::consensus::{Commit, Consensus, ConsensusError, Replica, Role, Status,
 use super::event::{apply, Batch};
 use super::log_disk::DiskLog;
 use super::snapshot_disk::{load_snapshot, save_snapshot};
-use super::{Applied, Transport};
+use super::{Applied, CallError, GroupId, Transport};
 use crate::broker::state::ChanState;
 
 pub(crate) use super::types::{Cfg, Member};
@@ -377,15 +377,18 @@ struct Failed(String);
 
 /// Makes a [`Link`] to each replica.
 struct Net {
-    chan: String,
+    group: GroupId,
     transport: Arc<dyn Transport>,
+    /// Where a replica learns that its channel was removed while it was away.
+    out: mpsc::UnboundedSender<Applied>,
 }
 
 /// The way to one replica.
 pub(crate) struct Link {
-    chan: String,
+    group: GroupId,
     node: String,
     transport: Arc<dyn Transport>,
+    out: mpsc::UnboundedSender<Applied>,
 }
 
 impl RaftNetworkFactory<Cfg> for Net {
@@ -393,9 +396,10 @@ impl RaftNetworkFactory<Cfg> for Net {
 
     async fn new_client(&mut self, _target: Nid, node: &Member) -> Link {
         Link {
-            chan: self.chan.clone(),
+            group: self.group.clone(),
             node: node.name.clone(),
             transport: self.transport.clone(),
+            out: self.out.clone(),
         }
     }
 }
@@ -410,10 +414,17 @@ impl Link {
             postcard::to_allocvec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let call = self
             .transport
-            .call(self.node.clone(), self.chan.clone(), Bytes::from(body));
+            .call(self.node.clone(), self.group.clone(), Bytes::from(body));
         let answer = match tokio::time::timeout(option.hard_ttl(), call).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(why)) => return Err(RPCError::Unreachable(Unreachable::new(&Failed(why)))),
+            Ok(Err(CallError::Failed(why))) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&Failed(why))))
+            }
+            Ok(Err(CallError::Removed)) => {
+                let _ = self.out.send(Applied::removed_elsewhere());
+                let why = Failed(format!("{} says the channel was removed", self.node));
+                return Err(RPCError::Unreachable(Unreachable::new(&why)));
+            }
             Err(_) => {
                 let why = Failed(format!("no answer from {} in time", self.node));
                 return Err(RPCError::Unreachable(Unreachable::new(&why)));
@@ -489,12 +500,12 @@ pub(crate) struct RaftGroup {
 }
 
 impl RaftGroup {
-    /// Starts replica `me` of channel `chan` (empty: capacity `capacity`, payload limit
+    /// Starts replica `me` of channel `group` (empty: capacity `capacity`, payload limit
     /// `max_payload`), talking to the others over `transport`; what applying produces goes to
     /// `out`. With `dir` (`--storage disk`) the log and the last snapshot are kept there, and
     /// a replica that restarts goes on from them.
     pub async fn start(
-        chan: &str,
+        group: &GroupId,
         me: u64,
         capacity: u64,
         max_payload: u64,
@@ -503,6 +514,11 @@ impl RaftGroup {
         out: mpsc::UnboundedSender<Applied>,
     ) -> Result<Self, ConsensusError> {
         let fail = |e: &dyn std::fmt::Display| ConsensusError::Other(e.to_string());
+        let net = Net {
+            group: group.clone(),
+            transport,
+            out: out.clone(),
+        };
         let mut machine = Machine {
             state: ChanState::new(capacity, max_payload, false),
             last_applied: None,
@@ -511,11 +527,7 @@ impl RaftGroup {
             out,
             dir: dir.map(Path::to_path_buf),
         };
-        let net = Net {
-            chan: chan.to_string(),
-            transport,
-        };
-        let config = Arc::new(config(chan).validate().map_err(|e| fail(&e))?);
+        let config = Arc::new(config(&group.name).validate().map_err(|e| fail(&e))?);
         let raft = match dir {
             None => openraft::Raft::new(me, config, net, MemLog::default(), machine).await,
             Some(dir) => {
@@ -698,9 +710,9 @@ mod tests {
         fn call(
             &self,
             node: String,
-            _chan: String,
+            _group: GroupId,
             body: Bytes,
-        ) -> futures::future::BoxFuture<'static, Result<Bytes, String>> {
+        ) -> futures::future::BoxFuture<'static, Result<Bytes, CallError>> {
             let group = if self.down.lock().expect("down").contains(&node) {
                 None
             } else {
@@ -708,8 +720,8 @@ mod tests {
             };
             async move {
                 match group {
-                    Some(g) => g.serve(&body).await,
-                    None => Err(format!("{node} is down")),
+                    Some(g) => g.serve(&body).await.map_err(CallError::Failed),
+                    None => Err(CallError::Failed(format!("{node} is down"))),
                 }
             }
             .boxed()
@@ -727,12 +739,16 @@ mod tests {
     #[tokio::test]
     async fn three_replicas_apply_the_same_batches_and_a_new_leader_takes_over() {
         let net = Arc::new(Loopback::default());
+        let group = GroupId {
+            name: "q".into(),
+            born_ms: 1,
+        };
         let names = ["a", "b", "c"];
         let mut outs = Vec::new();
         let mut groups = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
-            let g = RaftGroup::start("q", i as u64 + 1, 8, 1024, None, net.clone(), tx)
+            let g = RaftGroup::start(&group, i as u64 + 1, 8, 1024, None, net.clone(), tx)
                 .await
                 .expect("start");
             net.groups

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::consensus::Replica;
 use super::group::{Group, GroupMsg, Meta, Shared};
 use super::raft::RaftGroup;
-use super::Transport;
+use super::{CallError, GroupId, Transport};
 use crate::stream::{Out, StreamMsg, StreamOut};
 
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -62,9 +62,9 @@ impl Transport for Port {
     fn call(
         &self,
         node: String,
-        _chan: String,
+        _group: GroupId,
         body: Bytes,
-    ) -> BoxFuture<'static, Result<Bytes, String>> {
+    ) -> BoxFuture<'static, Result<Bytes, CallError>> {
         let net = self.net.clone();
         let me = self.me.clone();
         async move {
@@ -75,16 +75,16 @@ impl Transport for Port {
             };
             tokio::time::sleep(Duration::from_millis(delay)).await;
             if lost || !net.reachable(&me, &node) {
-                return Err(format!("{node} unreachable from {me}"));
+                return Err(CallError::Failed(format!("{node} unreachable from {me}")));
             }
             let group = net.groups.lock().expect("groups").get(&node).cloned();
             let Some(group) = group else {
-                return Err(format!("{node} is down"));
+                return Err(CallError::Failed(format!("{node} is down")));
             };
-            let answer = group.serve(&body).await;
+            let answer = group.serve(&body).await.map_err(CallError::Failed);
             tokio::time::sleep(Duration::from_millis(delay)).await;
             if !net.reachable(&me, &node) {
-                return Err(format!("{node} unreachable from {me}"));
+                return Err(CallError::Failed(format!("{node} unreachable from {me}")));
             }
             answer
         }
@@ -141,9 +141,20 @@ impl World {
                 net: net.clone(),
             });
             let (applied_tx, applied_rx) = mpsc::unbounded_channel();
-            let raft = RaftGroup::start("q", i as u64 + 1, CAPACITY, 1024, None, port, applied_tx)
-                .await
-                .expect("start a replica");
+            let raft = RaftGroup::start(
+                &GroupId {
+                    name: "q".into(),
+                    born_ms: 1,
+                },
+                i as u64 + 1,
+                CAPACITY,
+                1024,
+                None,
+                port,
+                applied_tx,
+            )
+            .await
+            .expect("start a replica");
             net.groups
                 .lock()
                 .expect("groups")
