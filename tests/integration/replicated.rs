@@ -489,6 +489,86 @@ async fn rule_r7_a_dead_replica_is_replaced_and_the_count_returns_to_three() {
     assert_eq!(mesh.by_name(spare).cli_ok(&["recv", "q", "-n", "20"]), want);
 }
 
+/// R7 after a quick restart: a memory replica whose daemon restarted before the mesh called
+/// it dead holds nothing; it shows as lost, and the leader replaces it (on the same node, the
+/// only one free) once it has taken no entries for `--replica-repair-after`, so that losing
+/// another replica afterwards still leaves a majority holding every value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_r7_a_memory_replica_restarted_empty_is_replaced() {
+    let mut mesh = Mesh::start_with(&["a", "b", "c"], &["--replica-repair-after", "2s"]);
+    let a = mesh.by_name("a").client().await;
+    a.chan_create_with("q", 64, ChanOptions::replicated(3), false)
+        .await
+        .expect("create");
+    let lead = leader(&a, "q").await;
+    let followers: Vec<&str> = ["a", "b", "c"].into_iter().filter(|n| *n != lead).collect();
+    // Restart a follower other than a (whose address the others join).
+    let restarted = followers
+        .iter()
+        .copied()
+        .find(|n| *n != "a")
+        .expect("a follower");
+    let other = followers
+        .iter()
+        .copied()
+        .find(|n| *n != restarted)
+        .expect("the other follower");
+    for v in 1..=10 {
+        mesh.by_name(&lead).cli_ok(&["send", "q", &v.to_string()]);
+    }
+    let i = mesh.index_of(restarted);
+    mesh.nodes[i].kill9();
+    mesh.nodes[i].launch();
+    if restarted != "a" {
+        let addr = mesh.by_name("a").mesh_addr();
+        mesh.by_name(restarted).cli_ok(&["join", &addr]);
+    }
+    let l = mesh.by_name(&lead).client().await;
+    let deadline = Instant::now() + SOON;
+    loop {
+        let info = stat(&l, "q").await;
+        let live = info.as_ref().map_or(0, |info| {
+            info.replicas
+                .iter()
+                .filter(|r| r.state == "leader" || r.state == "follower")
+                .count()
+        });
+        let repaired = mesh
+            .by_name(&lead)
+            .log()
+            .contains("replacing a replica that takes no entries");
+        if repaired && live == 3 && info.as_ref().is_some_and(|i| i.replicas.len() == 3) {
+            break;
+        }
+        if Instant::now() > deadline {
+            for d in &mesh.nodes {
+                let log = d.log();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| {
+                        !l.contains("Unreachable")
+                            && !l.contains("backoff")
+                            && !l.contains("client connected")
+                    })
+                    .collect();
+                eprintln!("==== {}\n{}", d.name, lines.join("\n"));
+            }
+            panic!("the restarted replica was not replaced: {info:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for v in 11..=20 {
+        mesh.by_name(&lead).cli_ok(&["send", "q", &v.to_string()]);
+    }
+    // The other follower dies: the leader and the new replica are the majority.
+    mesh.kill9(other);
+    let want: String = (1..=20).map(|v| format!("{v}\n")).collect();
+    assert_eq!(
+        mesh.by_name(restarted).cli_ok(&["recv", "q", "-n", "20"]),
+        want
+    );
+}
+
 /// R8: `--storage disk`. Every daemon of a replicated channel killed and started again: every
 /// accepted value is still there, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -193,13 +193,14 @@ impl Broker {
         self.inner.replicas.start(spec).await
     }
 
-    /// Serves a Raft call of another replica of channel `name`.
+    /// Serves a Raft call of another replica of `group` to replica `to` here.
     pub async fn serve_raft(
         &self,
         group: &replica::GroupId,
+        to: u64,
         body: bytes::Bytes,
     ) -> Result<bytes::Bytes, replica::CallError> {
-        self.inner.replicas.serve_raft(group, body).await
+        self.inner.replicas.serve_raft(group, to, body).await
     }
 
     /// What replicas ask of the daemon for repairs; `None` after the first call.

@@ -411,13 +411,23 @@ impl Replicas {
         self.ask(name, GroupMsg::Remove).await.map(Result::flatten)
     }
 
-    /// Serves a Raft call of another replica of `name`.
-    pub async fn serve_raft(&self, group: &GroupId, body: Bytes) -> Result<Bytes, CallError> {
+    /// Serves a Raft call of another replica of `group` to replica `to` here.
+    pub async fn serve_raft(
+        &self,
+        group: &GroupId,
+        to: u64,
+        body: Bytes,
+    ) -> Result<Bytes, CallError> {
         let name = &group.name;
         match self.get(name) {
-            Some(h) if h.born_ms == group.born_ms => {
+            Some(h) if h.born_ms == group.born_ms && h.id == to => {
                 h.raft.serve(&body).await.map_err(CallError::Failed)
             }
+            // Another replica of the group (a repair's, after this node lost the one called).
+            Some(h) if h.born_ms == group.born_ms => Err(CallError::Failed(format!(
+                "node has replica {} of channel \"{name}\", not {to}",
+                h.id
+            ))),
             // The caller's channel was removed and the name made again.
             Some(h) if h.born_ms > group.born_ms => Err(CallError::Removed),
             _ if self

@@ -4,7 +4,7 @@
 //! different channels run at once on the callee; nothing here knows Raft (bodies are opaque).
 //!
 //! A call's frame payload is `[u16 length of the channel name][name][u64 when the channel
-//! was made][body]`; an answer's is `[0][body]`, `[1][why it failed, UTF-8]`, or `[2]`: the
+//! was made][u64 Raft id of the replica called][body]`; an answer's is `[0][body]`, `[1][why it failed, UTF-8]`, or `[2]`: the
 //! channel was removed.
 
 use std::collections::HashMap;
@@ -142,6 +142,7 @@ impl Transport for RaftLinks {
         &self,
         node: String,
         group: GroupId,
+        to: u64,
         body: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, CallError>> {
         let links = self.clone();
@@ -153,7 +154,7 @@ impl Transport for RaftLinks {
                 .lock()
                 .expect("raft link calls")
                 .insert(seq, tx);
-            let payload = encode_call(&group, &body);
+            let payload = encode_call(&group, to, &body);
             let sent = link.client.send_frame(Frame::Data {
                 id: link.stream,
                 seq,
@@ -175,32 +176,37 @@ impl Transport for RaftLinks {
     }
 }
 
-fn encode_call(group: &GroupId, body: &[u8]) -> Bytes {
+fn encode_call(group: &GroupId, to: u64, body: &[u8]) -> Bytes {
     let name = group.name.as_bytes();
-    let mut out = BytesMut::with_capacity(2 + name.len() + 8 + body.len());
+    let mut out = BytesMut::with_capacity(2 + name.len() + 16 + body.len());
     out.put_u16(u16::try_from(name.len()).unwrap_or(u16::MAX));
     out.put_slice(name);
     out.put_u64(group.born_ms);
+    out.put_u64(to);
     out.put_slice(body);
     out.freeze()
 }
 
-fn decode_call(mut payload: Bytes) -> Result<(GroupId, Bytes), String> {
+/// A call's group, the replica called, and the RPC.
+fn decode_call(mut payload: Bytes) -> Result<(GroupId, u64, Bytes), String> {
     if payload.len() < 2 {
         return Err("raft call too short".into());
     }
     let n = usize::from(u16::from_be_bytes([payload[0], payload[1]]));
-    if payload.len() < 2 + n + 8 {
+    if payload.len() < 2 + n + 16 {
         return Err("raft call shorter than its channel".into());
     }
-    let rest = payload.split_off(2 + n + 8);
+    let rest = payload.split_off(2 + n + 16);
     let name = std::str::from_utf8(&payload[2..2 + n])
         .map_err(|_| "raft call's channel name is not UTF-8".to_string())?
         .to_string();
-    let mut born = [0u8; 8];
-    born.copy_from_slice(&payload[2 + n..]);
-    let born_ms = u64::from_be_bytes(born);
-    Ok((GroupId { name, born_ms }, rest))
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&payload[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    let (born_ms, to) = (word(2 + n), word(2 + n + 8));
+    Ok((GroupId { name, born_ms }, to, rest))
 }
 
 fn encode_answer(answer: Result<Bytes, CallError>) -> Bytes {
@@ -250,7 +256,7 @@ async fn run(
                     let (broker, out) = (broker.clone(), out.clone());
                     tracker.spawn(async move {
                         let answer = match decode_call(payload) {
-                            Ok((group, body)) => broker.serve_raft(&group, body).await,
+                            Ok((group, to, body)) => broker.serve_raft(&group, to, body).await,
                             Err(why) => Err(CallError::Failed(why)),
                         };
                         out.frames(vec![out.data(seq, encode_answer(answer))]);
@@ -276,10 +282,10 @@ mod tests {
             name: "q".into(),
             born_ms: 1_700_000_000_123,
         };
-        let call = encode_call(&group, b"body");
+        let call = encode_call(&group, 7, b"body");
         assert_eq!(
             decode_call(call).expect("decode"),
-            (group, Bytes::from_static(b"body"))
+            (group, 7, Bytes::from_static(b"body"))
         );
         assert!(decode_call(Bytes::from_static(&[0, 9, b'x'])).is_err());
         assert!(decode_call(Bytes::from_static(&[0, 1, b'q', 0, 0])).is_err());

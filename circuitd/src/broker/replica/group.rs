@@ -58,6 +58,9 @@ const ELECT_RETRY: Duration = Duration::from_millis(300);
 const ELECT_RANK: Duration = Duration::from_millis(60);
 /// A follower that has known no leader for this long campaigns (backstop).
 const NO_LEADER: Duration = Duration::from_secs(2);
+/// A voter that the leader's log has left behind, not taking entries for this long though its
+/// node is up, counts as lost in `stat` (a memory replica whose daemon restarted, for one).
+const STUCK_SHOWN: Duration = Duration::from_secs(3);
 /// A follower whose log has not grown for this long campaigns, though the mesh says its
 /// leader's node is up (backstop: a live leader proposes at least every [`HEARTBEAT`]).
 const SILENT_LEADER: Duration = Duration::from_secs(30);
@@ -210,6 +213,9 @@ pub(crate) struct Group<C: Consensus> {
     no_leader_since: Option<Instant>,
     /// The last log index this replica had, and since when.
     progress: (Option<u64>, Instant),
+    /// On the leader: voters behind its log, with the index they hold and since when they
+    /// hold it (a voter that takes no entries for `repair_after` is replaced, as a dead one).
+    behind: HashMap<u64, (Option<u64>, Instant)>,
     /// A replica restarted from its disk log campaigns at this time unless its term moved
     /// meanwhile (from the term it was restored with, once known): its leader may be gone,
     /// or its channel removed, while it was down.
@@ -260,6 +266,7 @@ impl<C: Consensus> Group<C> {
             elect_at: None,
             no_leader_since: Some(Instant::now()),
             progress,
+            behind: HashMap::default(),
             restart_check: None,
             removed: false,
             on_removed,
@@ -633,6 +640,7 @@ impl<C: Consensus> Group<C> {
         if self.status.last_log != self.progress.0 {
             self.progress = (self.status.last_log, Instant::now());
         }
+        self.track_behind();
         // The term a restarted replica was restored with (its log loads after it starts).
         if let Some((_, restored @ None)) = &mut self.restart_check {
             if self.status.term > 0 {
@@ -842,11 +850,59 @@ impl<C: Consensus> Group<C> {
         }
     }
 
-    /// Voters whose node is down: (id, node, since when).
+    /// On the leader, follows which voters take no entries: `behind` holds those whose
+    /// matched index is below the log's end, since it last moved.
+    fn track_behind(&mut self) {
+        let leads = self.status.role == Role::Leader && self.status.leader == Some(self.status.me);
+        if !leads {
+            self.behind.clear();
+            return;
+        }
+        let last = self.status.last_log;
+        let now = Instant::now();
+        let mut behind = HashMap::default();
+        for r in self.voters() {
+            if r.id == self.status.me {
+                continue;
+            }
+            let matched = self
+                .status
+                .matched
+                .iter()
+                .find(|(id, _)| *id == r.id)
+                .and_then(|(_, m)| *m);
+            if matched >= last {
+                continue;
+            }
+            let since = match self.behind.get(&r.id) {
+                Some((held, since)) if *held == matched => *since,
+                _ => now,
+            };
+            behind.insert(r.id, (matched, since));
+        }
+        self.behind = behind;
+    }
+
+    /// Whether voter `id` has taken no entries of the leader's for `at_least`.
+    fn stuck_for(&self, id: u64, at_least: Duration) -> Option<Instant> {
+        self.behind
+            .get(&id)
+            .map(|(_, since)| *since)
+            .filter(|since| since.elapsed() >= at_least)
+    }
+
+    /// Voters whose node is down, or (on the leader) that take no entries though their node
+    /// is up: (id, node, since when).
     fn dead_voters(&self) -> Vec<(u64, String, Instant)> {
         self.voters()
             .into_iter()
-            .filter_map(|r| self.down.get(&r.node).map(|at| (r.id, r.node.clone(), *at)))
+            .filter_map(|r| {
+                let since = match self.down.get(&r.node) {
+                    Some(at) => *at,
+                    None => self.behind.get(&r.id).map(|(_, since)| *since)?,
+                };
+                Some((r.id, r.node.clone(), since))
+            })
             .collect()
     }
 
@@ -874,7 +930,15 @@ impl<C: Consensus> Group<C> {
             .iter()
             .map(|r| (r.id, r.node.clone()))
             .collect();
-        let exclude: Vec<String> = self.status.members.iter().map(|r| r.node.clone()).collect();
+        // A stuck replica's node that is up may take the new one (its daemon restarted and
+        // holds none now); a dead node may not.
+        let exclude: Vec<String> = self
+            .status
+            .members
+            .iter()
+            .filter(|r| r.id != dead_id || self.down.contains_key(&r.node))
+            .map(|r| r.node.clone())
+            .collect();
         let voters: Vec<u64> = self
             .voters()
             .iter()
@@ -894,7 +958,12 @@ impl<C: Consensus> Group<C> {
             exclude,
             voters,
         };
-        tracing::info!(chan = %self.meta.name, node = %dead_node, "replacing the replica of a dead node");
+        let why = if self.down.contains_key(&dead_node) {
+            "replacing the replica of a dead node"
+        } else {
+            "replacing a replica that takes no entries"
+        };
+        tracing::info!(chan = %self.meta.name, node = %dead_node, "{why}");
         self.replaced.push((dead_node, dead_id));
         tokio::spawn(async move {
             let _ = tx.send(job.run().await);
@@ -963,7 +1032,9 @@ impl<C: Consensus> Group<C> {
                     .find(|(id, _)| *id == r.id)
                     .map(|(_, m)| m.unwrap_or(0));
                 let lag = matched.map_or(0, |m| last.saturating_sub(m));
-                let state = if self.down.contains_key(&r.node) {
+                let state = if self.down.contains_key(&r.node)
+                    || self.stuck_for(r.id, STUCK_SHOWN).is_some()
+                {
                     "lost"
                 } else if Some(r.id) == self.status.leader {
                     "leader"

@@ -56,15 +56,18 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// How replicas of a channel reach each other: one call carries one RPC of `group` to
-/// `node` and returns the answer (both opaque bytes). The daemon implements it over its peer
-/// links.
+/// How replicas of a channel reach each other: one call carries one RPC of `group` to replica
+/// `to` on `node` and returns the answer (both opaque bytes). The daemon implements it over
+/// its peer links.
 pub(crate) trait Transport: Send + Sync + 'static {
-    /// Sends `body` to the replica of `group` on `node`; the error says why it did not arrive.
+    /// Sends `body` to replica `to` (its Raft id) of `group` on `node`; the error says why it
+    /// did not arrive. Another replica of the group on that node (a repair put a new one
+    /// there) does not answer for it.
     fn call(
         &self,
         node: String,
         group: GroupId,
+        to: u64,
         body: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, CallError>>;
 }

@@ -386,6 +386,8 @@ struct Net {
 /// The way to one replica.
 pub(crate) struct Link {
     group: GroupId,
+    /// The replica called.
+    to: Nid,
     node: String,
     transport: Arc<dyn Transport>,
     out: mpsc::UnboundedSender<Applied>,
@@ -394,9 +396,10 @@ pub(crate) struct Link {
 impl RaftNetworkFactory<Cfg> for Net {
     type Network = Link;
 
-    async fn new_client(&mut self, _target: Nid, node: &Member) -> Link {
+    async fn new_client(&mut self, target: Nid, node: &Member) -> Link {
         Link {
             group: self.group.clone(),
+            to: target,
             node: node.name.clone(),
             transport: self.transport.clone(),
             out: self.out.clone(),
@@ -412,9 +415,12 @@ impl Link {
     ) -> Result<Answer, RPCError<Nid, Member, E>> {
         let body =
             postcard::to_allocvec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let call = self
-            .transport
-            .call(self.node.clone(), self.group.clone(), Bytes::from(body));
+        let call = self.transport.call(
+            self.node.clone(),
+            self.group.clone(),
+            self.to,
+            Bytes::from(body),
+        );
         let answer = match tokio::time::timeout(option.hard_ttl(), call).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(CallError::Failed(why))) => {
@@ -711,6 +717,7 @@ mod tests {
             &self,
             node: String,
             _group: GroupId,
+            _to: u64,
             body: Bytes,
         ) -> futures::future::BoxFuture<'static, Result<Bytes, CallError>> {
             let group = if self.down.lock().expect("down").contains(&node) {

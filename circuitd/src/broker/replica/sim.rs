@@ -63,6 +63,7 @@ impl Transport for Port {
         &self,
         node: String,
         _group: GroupId,
+        _to: u64,
         body: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, CallError>> {
         let net = self.net.clone();
