@@ -268,7 +268,9 @@ fn drain(conn: &mut Conn) -> Option<Vec<Frame>> {
 }
 
 /// Runs one schedule; an error names the broken rule.
-async fn schedule(seed: u64) -> Result<(usize, bool, bool), String> {
+/// What it ran: values received, whether a node was killed, and whether one was cut off (and
+/// then whether it was unaware of it).
+async fn schedule(seed: u64) -> Result<(usize, bool, Option<bool>), String> {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
     let mut world = World::start(seed).await;
     let total: u64 = rng.u64(40..160);
@@ -282,6 +284,9 @@ async fn schedule(seed: u64) -> Result<(usize, bool, bool), String> {
         .bool()
         .then(|| Duration::from_millis(rng.u64(100..2500)));
     let cut_for = Duration::from_millis(rng.u64(300..3000));
+    // A cut-off node that is not told the others are down: as a paused one, it finds out
+    // only from its own lease and the answers it does not get.
+    let unaware = rng.bool();
     let loss = rng.u64(0..80);
     let start = Instant::now();
     let mut tally = Tally::default();
@@ -329,8 +334,8 @@ async fn schedule(seed: u64) -> Result<(usize, bool, bool), String> {
                 if killed.as_ref().is_none_or(|k| *k == node) && world.alive(&node) {
                     world.net.cut.lock().expect("net").insert(node.clone());
                     pending_news.push((now + DETECT, node.clone(), false));
-                    // The cut-off node hears the same of the others.
-                    for other in NODES.iter().filter(|n| **n != node) {
+                    // The cut-off node hears the same of the others (unless unaware).
+                    for other in NODES.iter().filter(|n| **n != node && !unaware) {
                         let _ = world.reps[&node].tx.try_send(GroupMsg::Node {
                             node: other.to_string(),
                             up: false,
@@ -480,6 +485,18 @@ async fn schedule(seed: u64) -> Result<(usize, bool, bool), String> {
             Some(None) => rx_conn = None,
             None => {}
         }
+        // Capacity: the values confirmed and not yet received are in the channel, and it
+        // never holds more than its capacity (those accepted unconfirmed only add to it).
+        let waiting = tally
+            .confirmed
+            .iter()
+            .filter(|v| !tally.received.contains(v))
+            .count();
+        if waiting as u64 > CAPACITY {
+            return Err(format!(
+                "{waiting} confirmed values wait in a channel of capacity {CAPACITY}"
+            ));
+        }
         let done = next > total
             && unconfirmed.is_empty()
             && tally.confirmed.iter().all(|v| tally.received.contains(v));
@@ -512,7 +529,11 @@ async fn schedule(seed: u64) -> Result<(usize, bool, bool), String> {
     for rep in world.reps.values() {
         rep.stop.cancel();
     }
-    Ok((tally.received.len(), killed.is_some(), cut.is_some()))
+    Ok((
+        tally.received.len(),
+        killed.is_some(),
+        cut.is_some().then_some(unaware),
+    ))
 }
 
 #[test]
@@ -528,7 +549,7 @@ fn randomized_schedules_keep_the_channel_contract() {
         Some(seed) => vec![seed],
         None => (1..=count).collect(),
     };
-    let (mut values, mut kills, mut cuts) = (0, 0, 0);
+    let (mut values, mut kills, mut cuts, mut unaware) = (0, 0, 0, 0);
     for seed in &seeds {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -539,7 +560,8 @@ fn randomized_schedules_keep_the_channel_contract() {
             Ok((n, killed, cut)) => {
                 values += n;
                 kills += usize::from(killed);
-                cuts += usize::from(cut);
+                cuts += usize::from(cut.is_some());
+                unaware += usize::from(cut == Some(true));
             }
             Err(why) => panic!(
                 "schedule {seed} broke the contract: {why} (replay: CIRCUIT_SIM_SEED={seed})"
@@ -548,7 +570,8 @@ fn randomized_schedules_keep_the_channel_contract() {
     }
     eprintln!(
         "replicated channel simulation: {} schedules ({kills} with a node killed, {cuts} with one \
-         cut off), {values} values, each received once and in order",
+         cut off, {unaware} of them unaware of it as a paused node is), {values} values, each \
+         received once and in order, the capacity never exceeded",
         seeds.len()
     );
 }
