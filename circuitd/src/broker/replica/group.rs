@@ -56,6 +56,12 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 const ELECT_RETRY: Duration = Duration::from_millis(300);
 /// Added per rank, so the best-placed follower campaigns first.
 const ELECT_RANK: Duration = Duration::from_millis(60);
+/// Added per rank to a retry. Followers learn of a leader's death up to a few tens of ms
+/// apart, so their first attempts may clash (two candidates in one term, neither elected);
+/// retries spaced by rank put one clearly first, and it wins: its newer term is granted by a
+/// follower with a shorter log, and a higher-ranked candidate that holds the longer log wins
+/// the term after (openraft orders votes of one term by node id).
+const RETRY_RANK: Duration = Duration::from_millis(150);
 /// A follower that has known no leader for this long campaigns (backstop).
 const NO_LEADER: Duration = Duration::from_secs(2);
 /// A voter that the leader's log has left behind, not taking entries for this long though its
@@ -211,6 +217,8 @@ pub(crate) struct Group<C: Consensus> {
     /// The next election attempt, while this follower's leader is down.
     elect_at: Option<Instant>,
     no_leader_since: Option<Instant>,
+    /// Elections this follower started since it last knew a leader.
+    attempts: u32,
     /// The last log index this replica had, and since when.
     progress: (Option<u64>, Instant),
     /// On the leader: voters behind its log, with the index they hold and since when they
@@ -265,6 +273,7 @@ impl<C: Consensus> Group<C> {
             last_applied_at: Instant::now(),
             elect_at: None,
             no_leader_since: Some(Instant::now()),
+            attempts: 0,
             progress,
             behind: HashMap::default(),
             restart_check: None,
@@ -678,6 +687,7 @@ impl<C: Consensus> Group<C> {
         } else {
             self.elect_at = None;
             self.no_leader_since = None;
+            self.attempts = 0;
         }
         self.publish();
     }
@@ -832,7 +842,12 @@ impl<C: Consensus> Group<C> {
         if campaign && !leads {
             tracing::debug!(chan = %self.meta.name, "starting an election");
             self.consensus.elect().await;
-            let retry = ELECT_RETRY + Duration::from_millis(fastrand::u64(0..100));
+            self.attempts += 1;
+            // Spaced by rank; the jitter grows with failed attempts to break any pattern.
+            let jitter = 50u64 << self.attempts.min(4);
+            let rank = u32::try_from(self.rank()).unwrap_or(0);
+            let retry =
+                ELECT_RETRY + RETRY_RANK * rank + Duration::from_millis(fastrand::u64(0..jitter));
             self.elect_at = Some(now + retry);
             if self.no_leader_since.is_some() {
                 self.no_leader_since = Some(now);
@@ -990,6 +1005,11 @@ impl<C: Consensus> Group<C> {
 
     /// How long this follower waits before campaigning: the live voters ranked by id.
     fn rank_delay(&self) -> Duration {
+        ELECT_RANK * u32::try_from(self.rank()).unwrap_or(0)
+    }
+
+    /// This replica's place among the live voters, by id.
+    fn rank(&self) -> usize {
         let mut live: Vec<u64> = self
             .voters()
             .iter()
@@ -997,11 +1017,9 @@ impl<C: Consensus> Group<C> {
             .map(|r| r.id)
             .collect();
         live.sort_unstable();
-        let rank = live
-            .iter()
+        live.iter()
             .position(|id| *id == self.status.me)
-            .unwrap_or(0);
-        ELECT_RANK * u32::try_from(rank).unwrap_or(0)
+            .unwrap_or(0)
     }
 
     /// Tells the broker who leads.
