@@ -9,7 +9,8 @@
 //! - `consensus`: the small trait the rest uses; `raft`: its openraft implementation (the
 //!   only file that names the crate), with the log in memory.
 //! - `group`: the task of one replica: elections from the mesh's view, and on the leader the
-//!   channel's streams, served through the log.
+//!   channel's streams, served through the log; `group::repair` replaces a replica that is
+//!   dead or takes no entries, `group::stat` describes the channel.
 //! - `log_disk`, `snapshot_disk`: the log and the last snapshot of a replica in its directory
 //!   (`--storage disk`), for `raft`.
 

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use circuit_sdk::proto::{ChanInfo, ChanOpened, ErrorCode, Item, ReplicaInfo, SignalOp};
+use circuit_sdk::proto::{ChanInfo, ChanOpened, ErrorCode, Item, SignalOp};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -36,6 +36,9 @@ use crate::broker::output::Outputs;
 use crate::broker::state::Counts;
 use crate::clock::now_ms;
 use crate::stream::{StreamKey, StreamMsg, StreamOut};
+
+mod repair;
+mod stat;
 
 /// Messages handled between two proposals.
 const BATCH: usize = 256;
@@ -865,126 +868,6 @@ impl<C: Consensus> Group<C> {
         }
     }
 
-    /// On the leader, follows which voters take no entries: `behind` holds those whose
-    /// matched index is below the log's end, since it last moved.
-    fn track_behind(&mut self) {
-        let leads = self.status.role == Role::Leader && self.status.leader == Some(self.status.me);
-        if !leads {
-            self.behind.clear();
-            return;
-        }
-        let last = self.status.last_log;
-        let now = Instant::now();
-        let mut behind = HashMap::default();
-        for r in self.voters() {
-            if r.id == self.status.me {
-                continue;
-            }
-            let matched = self
-                .status
-                .matched
-                .iter()
-                .find(|(id, _)| *id == r.id)
-                .and_then(|(_, m)| *m);
-            if matched >= last {
-                continue;
-            }
-            let since = match self.behind.get(&r.id) {
-                Some((held, since)) if *held == matched => *since,
-                _ => now,
-            };
-            behind.insert(r.id, (matched, since));
-        }
-        self.behind = behind;
-    }
-
-    /// Whether voter `id` has taken no entries of the leader's for `at_least`.
-    fn stuck_for(&self, id: u64, at_least: Duration) -> Option<Instant> {
-        self.behind
-            .get(&id)
-            .map(|(_, since)| *since)
-            .filter(|since| since.elapsed() >= at_least)
-    }
-
-    /// Voters whose node is down, or (on the leader) that take no entries though their node
-    /// is up: (id, node, since when).
-    fn dead_voters(&self) -> Vec<(u64, String, Instant)> {
-        self.voters()
-            .into_iter()
-            .filter_map(|r| {
-                let since = match self.down.get(&r.node) {
-                    Some(at) => *at,
-                    None => self.behind.get(&r.id).map(|(_, since)| *since)?,
-                };
-                Some((r.id, r.node.clone(), since))
-            })
-            .collect()
-    }
-
-    /// A leader replaces a voter whose node has been down for `repair_after`: a new replica
-    /// on another node joins as a learner, catches up (from a snapshot if it is far behind),
-    /// and then takes the dead one's vote.
-    fn maybe_repair(&mut self, now: Instant) {
-        let confirmed = self.serving.as_ref().is_some_and(|s| s.confirmed);
-        if !confirmed || self.repair.is_some() || now < self.repair_at {
-            return;
-        }
-        let Some((dead_id, dead_node, _)) = self
-            .dead_voters()
-            .into_iter()
-            .filter(|(_, _, at)| now >= *at + self.meta.repair_after)
-            .min_by_key(|(_, _, at)| *at)
-        else {
-            return;
-        };
-        // A learner added earlier (a repair cut short) is reused rather than added again.
-        let id = self.status.members.iter().map(|r| r.id).max().unwrap_or(0) + 1;
-        let members: Vec<(u64, String)> = self
-            .status
-            .members
-            .iter()
-            .map(|r| (r.id, r.node.clone()))
-            .collect();
-        // A stuck replica's node that is up may take the new one (its daemon restarted and
-        // holds none now); a dead node may not.
-        let exclude: Vec<String> = self
-            .status
-            .members
-            .iter()
-            .filter(|r| r.id != dead_id || self.down.contains_key(&r.node))
-            .map(|r| r.node.clone())
-            .collect();
-        let voters: Vec<u64> = self
-            .voters()
-            .iter()
-            .map(|r| r.id)
-            .filter(|v| *v != dead_id)
-            .chain([id])
-            .collect();
-        let (tx, rx) = oneshot::channel();
-        self.repair = Some(rx);
-        let job = Repair {
-            consensus: self.consensus.clone(),
-            watch: self.consensus.watch(),
-            repairs: self.repairs.clone(),
-            meta: self.meta.clone(),
-            id,
-            members,
-            exclude,
-            voters,
-        };
-        let why = if self.down.contains_key(&dead_node) {
-            "replacing the replica of a dead node"
-        } else {
-            "replacing a replica that takes no entries"
-        };
-        tracing::info!(chan = %self.meta.name, node = %dead_node, "{why}");
-        self.replaced.push((dead_node, dead_id));
-        tokio::spawn(async move {
-            let _ = tx.send(job.run().await);
-        });
-    }
-
     fn voters(&self) -> Vec<&super::consensus::Replica> {
         self.status.members.iter().filter(|r| r.voter).collect()
     }
@@ -1032,123 +915,5 @@ impl<C: Consensus> Group<C> {
             shared.serving = serving;
             self.changes.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    fn info(&self) -> ChanInfo {
-        let c = self.counts;
-        let leader = self.status.leader_node().unwrap_or_default().to_string();
-        let last = self.status.last_log.unwrap_or(0);
-        let replicas = self
-            .status
-            .members
-            .iter()
-            .map(|r| {
-                let matched = self
-                    .status
-                    .matched
-                    .iter()
-                    .find(|(id, _)| *id == r.id)
-                    .map(|(_, m)| m.unwrap_or(0));
-                let lag = matched.map_or(0, |m| last.saturating_sub(m));
-                let state = if self.down.contains_key(&r.node)
-                    || self.stuck_for(r.id, STUCK_SHOWN).is_some()
-                {
-                    "lost"
-                } else if Some(r.id) == self.status.leader {
-                    "leader"
-                } else if !r.voter || lag > 1024 {
-                    "catching up"
-                } else {
-                    "follower"
-                };
-                ReplicaInfo {
-                    node: r.node.clone(),
-                    state: state.to_string(),
-                    lag,
-                }
-            })
-            .collect();
-        ChanInfo {
-            name: self.meta.name.clone(),
-            capacity: self.meta.capacity,
-            len: c.len,
-            in_flight: c.in_flight,
-            waiting_senders: c.waiting_senders,
-            waiting_receivers: c.waiting_receivers,
-            senders: c.senders,
-            receivers: c.receivers,
-            sent: c.sent,
-            received: c.received,
-            closed: self.closed,
-            owner: leader,
-            max_payload: self.meta.max_payload,
-            created_at_ms: self.meta.created_at_ms,
-            replicas,
-            term: self.status.term,
-            storage: self.meta.storage.clone(),
-        }
-    }
-}
-
-/// One repair: place a new replica, add it as a learner, wait until it has caught up, make it
-/// a voter in place of the dead one.
-struct Repair<C: Consensus> {
-    consensus: C,
-    watch: C::Watch,
-    repairs: mpsc::UnboundedSender<RepairAsk>,
-    meta: Meta,
-    id: u64,
-    members: Vec<(u64, String)>,
-    exclude: Vec<String>,
-    voters: Vec<u64>,
-}
-
-impl<C: Consensus> Repair<C> {
-    async fn run(mut self) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        let members = self.members.clone();
-        self.repairs
-            .send(RepairAsk::Place {
-                meta: self.meta.clone(),
-                id: self.id,
-                members,
-                exclude: self.exclude.clone(),
-                reply: tx,
-            })
-            .map_err(|_| "the daemon is stopping".to_string())?;
-        let node = rx.await.map_err(|_| "no answer".to_string())??;
-        let replica = super::consensus::Replica {
-            id: self.id,
-            node: node.clone(),
-            voter: false,
-        };
-        self.consensus
-            .add_learner(&replica)
-            .await
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + CATCH_UP;
-        loop {
-            let status = self.watch.status();
-            let last = status.last_log.unwrap_or(0);
-            let matched = status
-                .matched
-                .iter()
-                .find(|(id, _)| *id == self.id)
-                .and_then(|(_, m)| *m)
-                .unwrap_or(0);
-            if matched + 16 >= last {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "the replica on {node} did not catch up in {CATCH_UP:?}"
-                ));
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(200), self.watch.changed()).await;
-        }
-        self.consensus
-            .set_voters(&self.voters)
-            .await
-            .map_err(|e| e.to_string())
     }
 }
