@@ -329,11 +329,16 @@ fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
         let mut near_got: Vec<u64> = Vec::new();
         let deadline = Instant::now() + DELIVER;
         let mut step = 0;
-        // Until every far value is in (at either receiver).
-        let far_in = |got: &[u64], near: &[u64]| {
-            got.iter().chain(near).filter(|v| **v <= 3_000).count()
+        // Until every far value is in (at either receiver), and the near sender's values that
+        // arrived have no gap (what the dead receiver held comes back after GIVE_UP).
+        let settled = |got: &[u64], near: &[u64]| {
+            let all: std::collections::BTreeSet<u64> = got.iter().chain(near).copied().collect();
+            let far = all.iter().filter(|v| **v <= 3_000).count();
+            let from_near = all.iter().filter(|v| **v > 100_000).count() as u64;
+            let gapless = all.last().is_none_or(|last| *last <= 3_000 || *last - 100_000 == from_near);
+            far == 3_000 && gapless
         };
-        while far_in(&got, &near_got) < 3_000 {
+        while !settled(&got, &near_got) {
             assert!(Instant::now() < deadline, "{} values after {DELIVER:?}", got.len());
             let mut any = false;
             for line in near_lines.try_iter() {
@@ -376,21 +381,33 @@ fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
         for line in near_lines.try_iter() {
             near_got.push(line.parse().expect("a number"));
         }
-        // What was taken by the receiver that died stays taken (it printed them); the rest
-        // reaches the live one. Each value once.
+        // What the receiver that died had acknowledged stays taken; what it held unacknowledged
+        // (a value it printed whose acknowledgement did not commit before its daemon died: at
+        // most its prefetch and an ack in flight) goes to the live one after GIVE_UP. Each
+        // receiver sees a value at most once.
+        let once = |values: &[u64], who: &str| {
+            let mut sorted = values.to_vec();
+            sorted.sort_unstable();
+            let before = sorted.len();
+            sorted.dedup();
+            assert_eq!(before, sorted.len(), "the {who} receiver got a value twice");
+        };
+        once(&got, "live");
+        once(&near_got, "dead");
+        let again: Vec<u64> = near_got.iter().copied().filter(|v| got.contains(v)).collect();
+        assert!(again.len() <= 4, "given again after the receiver died: {again:?}");
+        eprintln!("held unacknowledged by the receiver that died, given again: {again:?}");
         got.extend(near_got);
         let mut sorted = got.clone();
         sorted.sort_unstable();
-        let before = sorted.len();
         sorted.dedup();
-        assert_eq!(before, sorted.len(), "a value was received twice");
         let far: Vec<u64> = sorted.iter().copied().filter(|v| *v <= 3_000).collect();
         assert_eq!(far, (1..=3_000).collect::<Vec<u64>>(), "every far value once");
         // The near sender's values that arrived are a prefix of what it sent (FIFO: what it
         // had confirmed, and perhaps a few in flight that committed).
         let near: Vec<u64> = sorted.iter().copied().filter(|v| *v > 100_000).collect();
         let prefix: Vec<u64> = (100_001..100_001 + near.len() as u64).collect();
-        assert_eq!(near, prefix, "the near sender's values are a prefix, each once");
+        assert_eq!(near, prefix, "the near sender's values are a prefix");
         stop(&mut far_recv);
         cluster.start(follower);
         cluster.start(lead);
