@@ -64,6 +64,18 @@ impl Mesh {
         self.nodes[i].kill9();
     }
 
+    /// Prints every node's log lines about replicas, for a failure's message.
+    fn dump_replica_logs(&self) {
+        for n in &self.nodes {
+            let log = n.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("replica") && !l.contains("openraft"))
+                .collect();
+            eprintln!("==== {}\n{}", n.name, lines.join("\n"));
+        }
+    }
+
     fn index_of(&self, name: &str) -> usize {
         self.nodes
             .iter()
@@ -429,11 +441,7 @@ async fn rule_r6_close_and_rm_are_replicated() {
         })
         .is_err()
         {
-            for n in &mesh.nodes {
-                let log = n.log();
-                let lines: Vec<&str> = log.lines().filter(|l| l.contains("replica")).collect();
-                eprintln!("==== {}\n{}", n.name, lines.join("\n"));
-            }
+            mesh.dump_replica_logs();
             panic!("{what}: ls {}", node.cli_ok(&["chan", "ls", "--json"]));
         }
     }
@@ -524,38 +532,27 @@ async fn rule_r7_a_memory_replica_restarted_empty_is_replaced() {
         mesh.by_name(restarted).cli_ok(&["join", &addr]);
     }
     let l = mesh.by_name(&lead).client().await;
-    let deadline = Instant::now() + SOON;
-    loop {
-        let info = stat(&l, "q").await;
-        let live = info.as_ref().map_or(0, |info| {
-            info.replicas
+    let replaced = circuit_testkit::try_wait_until_async(
+        SOON,
+        "the restarted replica replaced and caught up",
+        || async {
+            let info = stat(&l, "q").await?;
+            let live = info
+                .replicas
                 .iter()
                 .filter(|r| r.state == "leader" || r.state == "follower")
-                .count()
-        });
-        let repaired = mesh
-            .by_name(&lead)
-            .log()
-            .contains("replacing a replica that takes no entries");
-        if repaired && live == 3 && info.as_ref().is_some_and(|i| i.replicas.len() == 3) {
-            break;
-        }
-        if Instant::now() > deadline {
-            for d in &mesh.nodes {
-                let log = d.log();
-                let lines: Vec<&str> = log
-                    .lines()
-                    .filter(|l| {
-                        !l.contains("Unreachable")
-                            && !l.contains("backoff")
-                            && !l.contains("client connected")
-                    })
-                    .collect();
-                eprintln!("==== {}\n{}", d.name, lines.join("\n"));
-            }
-            panic!("the restarted replica was not replaced: {info:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+                .count();
+            let repaired = mesh
+                .by_name(&lead)
+                .log()
+                .contains("replacing a replica that takes no entries");
+            (repaired && live == 3 && info.replicas.len() == 3).then_some(())
+        },
+    )
+    .await;
+    if let Err(e) = replaced {
+        mesh.dump_replica_logs();
+        panic!("{e}: {:?}", stat(&l, "q").await);
     }
     for v in 11..=20 {
         mesh.by_name(&lead).cli_ok(&["send", "q", &v.to_string()]);
@@ -765,14 +762,7 @@ async fn rule_r6_rm_removes_every_replica_after_two_of_five_restarted() {
         })
         .is_err()
         {
-            for n in &mesh.nodes {
-                let log = n.log();
-                let lines: Vec<&str> = log
-                    .lines()
-                    .filter(|l| l.contains("replica") && !l.contains("openraft"))
-                    .collect();
-                eprintln!("==== {}\n{}", n.name, lines.join("\n"));
-            }
+            mesh.dump_replica_logs();
             panic!("{what}: ls {}", node.cli_ok(&["chan", "ls", "--json"]));
         }
     }

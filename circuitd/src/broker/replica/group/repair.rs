@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -21,29 +20,30 @@ impl<C: Consensus> Group<C> {
             self.behind.clear();
             return;
         }
-        let last = self.status.last_log;
-        let now = Instant::now();
-        let mut behind = HashMap::default();
-        for r in self.voters() {
-            if r.id == self.status.me {
-                continue;
-            }
-            let matched = self
-                .status
+        // In place: this runs on every status change of the leader, the data path's included.
+        let (status, now) = (&self.status, Instant::now());
+        let voter = |id: u64| status.members.iter().any(|r| r.voter && r.id == id);
+        self.behind.retain(|id, _| voter(*id));
+        for r in status
+            .members
+            .iter()
+            .filter(|r| r.voter && r.id != status.me)
+        {
+            let matched = status
                 .matched
                 .iter()
                 .find(|(id, _)| *id == r.id)
                 .and_then(|(_, m)| *m);
-            if matched >= last {
-                continue;
+            if matched >= status.last_log {
+                self.behind.remove(&r.id);
+            } else if self
+                .behind
+                .get(&r.id)
+                .is_none_or(|(held, _)| *held != matched)
+            {
+                self.behind.insert(r.id, (matched, now));
             }
-            let since = match self.behind.get(&r.id) {
-                Some((held, since)) if *held == matched => *since,
-                _ => now,
-            };
-            behind.insert(r.id, (matched, since));
         }
-        self.behind = behind;
     }
 
     /// Whether voter `id` has taken no entries of the leader's for `at_least`.
