@@ -3,7 +3,8 @@
 //! is a binary under `src/`.
 //!
 //! # Layout
-//! - [`chanbench`]: `bench-channels`, circuit's channels beside NATS and a raw socket.
+//! - [`chanbench`]: `bench-channels`, circuit's channels (tuned, and with defaults) beside NATS
+//!   core and JetStream (async-nats and the C client), ZeroMQ and a raw socket.
 //! - [`cryptobench`]: `bench-crypto`, cross-node channels with the cluster key against without.
 //! - [`meshbench`]: `bench-mesh`, the mesh on real daemons in network namespaces.
 //! - [`procfs`]: resident memory and CPU time of a process, from `/proc`.

@@ -83,6 +83,54 @@ pub fn print(err: &anyhow::Error) {
     let _ = writeln!(io::stderr().lock(), "error: {}", render(err));
 }
 
+/// Prints the error a command ended with: as [`print()`] does, or with `json` as one JSON
+/// document `{"error": {"code": …, "message": …}}`.
+pub fn report(err: &anyhow::Error, json: bool) {
+    if json {
+        print_json(code(err), &render(err));
+    } else {
+        print(err);
+    }
+}
+
+/// Prints `{"error": {"code": code, "message": message}}` on stderr.
+pub fn print_json(code: &str, message: &str) {
+    let doc = serde_json::json!({ "error": { "code": code, "message": message } });
+    let _ = writeln!(io::stderr().lock(), "{doc}");
+}
+
+/// A short machine-readable name for what went wrong: the daemon's error code when it said
+/// one (`not_found`, `invalid_argument`, …), the channel's (`closed`, `timeout`, …), or
+/// `cannot_connect`; `error` otherwise.
+pub fn code(err: &anyhow::Error) -> &'static str {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<SdkError>() {
+            return match e {
+                SdkError::Remote { code, .. } => code.as_str(),
+                SdkError::Connect { .. } => "cannot_connect",
+                _ => "error",
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ChanError>() {
+            return match e {
+                ChanError::Daemon { code, .. } => code.as_str(),
+                ChanError::Closed => "closed",
+                ChanError::NotFound(_) => "not_found",
+                ChanError::OwnerLost(_) => "owner_lost",
+                ChanError::Unavailable(_) => "unavailable",
+                ChanError::Timeout => "timeout",
+                ChanError::TooLarge { .. } => "too_large",
+                ChanError::Full => "full",
+                ChanError::Empty => "empty",
+                ChanError::InvalidName(_) => "invalid_argument",
+                ChanError::AlreadyExists(_) => "already_exists",
+                _ => "error",
+            };
+        }
+    }
+    "error"
+}
+
 /// True when writing our own output failed because the reader went away (`| head -1`).
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.downcast_ref::<io::Error>()

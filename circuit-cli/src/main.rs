@@ -98,7 +98,10 @@ fn socket_help() -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     // An empty CIRCUIT_SOCKET means unset, as it does for the daemon and the SDK.
     let socket = match cli.socket {
         Some(path) if !path.is_empty() => PathBuf::from(path),
@@ -114,7 +117,8 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            error::print(&anyhow::Error::new(e).context("cannot start the async runtime"));
+            let e = anyhow::Error::new(e).context("cannot start the async runtime");
+            error::report(&e, cli.json);
             return ExitCode::FAILURE;
         }
     };
@@ -123,10 +127,36 @@ fn main() -> ExitCode {
         // `circuit logs w | head -1`: the reader went away, which is not a failure.
         Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            error::print(&e);
+            error::report(&e, cli.json);
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command line clap refused (or `--help`, `--version`): clap's text and exit code 2 for
+/// usage errors; with `--json` anywhere on the line, the error as one JSON document instead.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os().any(|a| a == "--json");
+    let shown = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !json || shown {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+    }
+    let text = e.render().to_string();
+    let message = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string();
+    error::print_json("usage", &message);
+    ExitCode::from(2)
 }
 
 #[cfg(test)]

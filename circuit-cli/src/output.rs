@@ -111,6 +111,23 @@ pub fn size(bytes: u64) -> String {
     bytes.to_string()
 }
 
+/// An amount of memory for a table, rounded: `512B`, `980K`, `12.3M`, `1.2G` (binary units,
+/// one decimal below 100).
+pub fn mem(bytes: u64) -> String {
+    let mut value = bytes as f64;
+    for unit in ["B", "K", "M", "G", "T"] {
+        if value < 1024.0 || unit == "T" {
+            return if unit == "B" || value >= 100.0 {
+                format!("{value:.0}{unit}")
+            } else {
+                format!("{value:.1}{unit}")
+            };
+        }
+        value /= 1024.0;
+    }
+    unreachable!("the loop returns at T")
+}
+
 /// How long ago `ts_ms` was at `now_ms` (`0s` if it is in the future).
 pub fn ago(ts_ms: u64, now_ms: u64) -> String {
     duration_ms(now_ms.saturating_sub(ts_ms))

@@ -92,6 +92,24 @@ pub fn from_millis(ms: u64) -> humantime::Duration {
     Duration::from_millis(ms).into()
 }
 
+/// A channel capacity: a whole number of values from 0 to the most a channel may hold.
+pub fn capacity(s: &str) -> Result<u64, String> {
+    let max = circuit_sdk::proto::MAX_CAPACITY;
+    let t = s.trim();
+    let plain = || {
+        format!("the capacity is a whole number of values from 0 (every send waits for a receiver) to {max}, not \"{s}\"")
+    };
+    if t.starts_with('-') {
+        return Err(format!(
+            "{}: a channel cannot be unbounded, pick the most values it may hold",
+            plain()
+        ));
+    }
+    let n: u64 = t.parse().map_err(|_| plain())?;
+    circuit_sdk::proto::validate_capacity(n)?;
+    Ok(n)
+}
+
 /// Parses a byte size: a number with an optional binary suffix (`4096`, `512K`, `10M`, `1G`).
 pub fn bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();

@@ -38,6 +38,9 @@ pub(crate) enum StreamMsg {
     OpenSend {
         stream: StreamKey,
         sender: u64,
+        /// The sender takes reservations for its values from this seq on (see
+        /// `Request::ChanSend`).
+        reserve_from: Option<u64>,
         out: StreamOut,
     },
     /// A receive stream opened; `receiver` identifies the receiver across reconnects, and one
@@ -60,6 +63,7 @@ pub(crate) enum StreamMsg {
         stream: StreamKey,
         op: SignalOp,
         a: u64,
+        b: u64,
     },
     /// The stream ended on the client's side; `cancelled` when the client asked (it then gets
     /// a terminal `cancelled`), else its connection is gone.

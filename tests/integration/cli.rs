@@ -186,6 +186,113 @@ fn mistakes_get_one_clear_line_and_a_non_zero_exit() {
 }
 
 #[test]
+fn with_json_errors_are_one_json_document_and_usage_errors_exit_2() {
+    let d = Daemon::start();
+    let error_of = |out: &std::process::Output| -> serde_json::Value {
+        let err = stderr_of(out);
+        assert_eq!(err.lines().count(), 1, "one document: {err}");
+        serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"))
+    };
+    // A failure the daemon reports: its code and message.
+    let out = d.cli(&["--json", "stop", "ghost"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc = error_of(&out);
+    assert_eq!(doc["error"]["code"], "not_found", "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ghost")),
+        "{doc}"
+    );
+    assert!(out.stdout.is_empty());
+    // A usage error: exit 2, as clap's own, and a JSON document when --json is on the line.
+    for args in [&["--json", "bogus"][..], &["ps", "--json", "--frobnicate"]] {
+        let out = d.cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let doc = error_of(&out);
+        assert_eq!(doc["error"]["code"], "usage", "{doc}");
+    }
+    let out = d.cli(&["bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).starts_with("error: "),
+        "{}",
+        stderr_of(&out)
+    );
+    // Help is not an error.
+    let out = d.cli(&["--json", "ps", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn logs_of_several_workers_are_prefixed_and_since_keeps_recent_lines() {
+    let d = Daemon::start();
+    d.cli_ok(&[
+        "spawn",
+        "--name",
+        "a",
+        "--",
+        "sh",
+        "-c",
+        r"echo one; printf '\033]0;owned\007\n'",
+    ]);
+    d.cli_ok(&["spawn", "--name", "b", "--", "sh", "-c", "echo two >&2"]);
+    wait_until(Duration::from_secs(10), "a and b have exited", || {
+        let ps: serde_json::Value =
+            serde_json::from_str(&d.cli_ok(&["ps", "-a", "--json"])).expect("ps --json");
+        ps.as_array()
+            .is_some_and(|ws| ws.iter().all(|w| w["state"] == "exited"))
+    });
+    let out = d.cli(&["logs", "a", "b"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    // Not a terminal: the worker's bytes are passed on as they are.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "a | one\na | \u{1b}]0;owned\u{7}\n"
+    );
+    assert_eq!(stderr_of(&out), "b | two\n");
+    // One worker: no prefix.
+    assert_eq!(
+        d.cli_ok(&["logs", "--since", "1h", "a"]).lines().next(),
+        Some("one")
+    );
+    // --since: lines older than the duration are left out.
+    wait_until(
+        Duration::from_secs(10),
+        "the lines are older than 50ms",
+        || d.cli_ok(&["logs", "--since", "50ms", "a"]).is_empty(),
+    );
+    let out = d.cli(&["logs", "--since", "soon", "a"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+}
+
+#[test]
+fn nodes_of_a_single_daemon_has_real_counts_and_no_address() {
+    let d = Daemon::start();
+    d.cli_ok(&["spawn", "--name", "w", "--", "sleep", "1000"]);
+    d.cli_ok(&["chan", "create", "jobs"]);
+    let nodes: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["nodes", "--json"])).expect("nodes --json");
+    let me = &nodes[0];
+    assert_eq!(
+        (me["workers"].as_u64(), me["addr"].as_str()),
+        (Some(1), Some("")),
+        "{me}"
+    );
+    assert_eq!(me["channels"], serde_json::json!(["jobs"]), "{me}");
+    let table = d.cli_ok(&["nodes"]);
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split_whitespace()
+        .collect();
+    // NAME ADDR STATE LABELS WORKERS CHANNELS …
+    assert_eq!((row[1], row[4], row[5]), ("-", "1", "1"), "{table}");
+    d.cli_ok(&["stop", "w"]);
+}
+
+#[test]
 fn logs_follow_ends_with_the_worker_and_exits_with_its_code() {
     let daemon = Daemon::start();
     daemon.cli_ok(&[

@@ -283,13 +283,13 @@ fn many_lines_arrive_once_and_in_order_through_a_small_buffer() {
     let mut send = Bg::start(&d, &["send", "lines"], Some(input.clone().into_bytes()));
 
     // No receiver yet: the buffer fills and send waits, holding only a bounded window of
-    // lines (its --help says 256) rather than reading all of stdin ahead.
+    // lines (its --help says 4096) rather than reading all of stdin ahead.
     wait_stat(&d, "lines", "the buffer is full and sends wait", |s| {
         s["len"] == 16 && s["waiting_senders"].as_u64() > Some(0)
     });
     let s = stat(&d, "lines");
     assert_eq!(s["sent"], 16, "{s}");
-    assert!(s["waiting_senders"].as_u64() <= Some(256), "{s}");
+    assert!(s["waiting_senders"].as_u64() <= Some(4096), "{s}");
     assert!(
         send.running(),
         "send exited before its values were accepted"
@@ -468,6 +468,41 @@ fn bad_names_and_unknown_channels_get_one_clear_line() {
         "channel \"jobs\" is already closed",
     );
     assert_eq!(stat(&d, "jobs")["closed"], true);
+}
+
+#[test]
+fn bad_capacities_are_refused_with_a_plain_sentence_and_create_nothing() {
+    let d = Daemon::start();
+    for (cap, why) in [
+        ("-1", "a channel cannot be unbounded"),
+        ("-5", "not \"-5\""),
+        ("lots", "whole number of values from 0"),
+        ("2.5", "not \"2.5\""),
+        ("1073741825", "at most 1073741824 values"),
+        ("99999999999999999999999", "not \"99999999999999999999999\""),
+    ] {
+        let out = d.cli(&["chan", "create", "q", "--cap", cap]);
+        assert_eq!(out.status.code(), Some(2), "--cap {cap}: a usage error");
+        let err = text(&out.stderr);
+        assert!(err.contains(why), "--cap {cap}: {err}");
+    }
+    // The daemon refuses it too, whoever asks.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let refused = rt.block_on(async {
+        let client = d.client().await;
+        client.chan_create("q", u64::MAX).await
+    });
+    let err = refused.expect_err("u64::MAX is refused").to_string();
+    assert!(err.contains("at most 1073741824 values"), "{err}");
+    assert_eq!(
+        d.cli_ok(&["chan", "ls"]).lines().count(),
+        1,
+        "only the header"
+    );
+    assert_eq!(
+        d.cli_ok(&["chan", "create", "q", "--cap", "1073741824"]),
+        "q\n"
+    );
 }
 
 #[test]

@@ -145,6 +145,7 @@ async fn exchange(args: &[&str], reply: Reply) -> (Request, Output) {
 
 fn worker(name: &str, node: &str, state: WorkerState, pid: Option<u32>) -> WorkerInfo {
     WorkerInfo {
+        usage: None,
         name: name.into(),
         node: node.into(),
         state,
@@ -217,6 +218,7 @@ async fn per_worker_commands_run_on_the_named_node() {
     let logs = |name: &str| {
         Request::Logs(circuit_sdk::proto::LogsRequest {
             name: name.into(),
+            lifecycle: true,
             ..Default::default()
         })
     };

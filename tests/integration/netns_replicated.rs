@@ -169,7 +169,19 @@ fn converged(cluster: &NetnsCluster) {
 
 /// `chan rm NAME` on host `i`, then waits until no host lists it.
 fn remove(cluster: &NetnsCluster, i: usize, name: &str) {
-    cluster.cli_ok(i, &["chan", "rm", name]);
+    // Right after replicas' daemons restart an election may be under way: rm is refused with
+    // `unavailable` until it ends (R4), so it is asked again until it is served.
+    eventually(SOON, &format!("chan rm {name} on h{i} served"), || {
+        let out = cli(cluster, i, &["chan", "rm", name]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // A refused attempt may still have been carried out when the election ended.
+        let done = out.status.success() || stderr.contains("no channel named");
+        assert!(
+            done || stderr.contains("unavailable"),
+            "chan rm {name} on h{i}: {stderr}"
+        );
+        done.then_some(())
+    });
     for h in 1..=HOSTS {
         let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Beyond the 30 s after which a follower that hears nothing campaigns and learns of
@@ -363,14 +375,16 @@ fn replicated_channels_survive_kills_and_cuts_across_five_hosts() {
                 step = 1;
             }
             if step == 1 && total >= 2_000 {
-                // The follower's place is repaired first: the leader's death then leaves a
-                // majority.
-                eventually(SOON, "3 live replicas again (repair)", || {
+                // The follower's place is repaired first, and the new replica has caught up
+                // (nothing left to send it): the leader's death then leaves a majority that
+                // holds the log, not one that still waits for a snapshot.
+                eventually(SOON, "3 live replicas again (repair), none behind", || {
                     let s = stat(&cluster, rx_host, "own")?;
                     let reps = s["replicas"].as_array()?;
                     let live = reps
                         .iter()
                         .filter(|r| r["state"] == "leader" || r["state"] == "follower")
+                        .filter(|r| r["lag"] == 0)
                         .count();
                     (live == 3).then_some(())
                 });

@@ -16,7 +16,7 @@ use super::ctx::{Ctx, Span};
 use super::protocol::{now_ns, ping_name, pong_name, read_stamp, Acked};
 use super::server::Server;
 use super::tally::Inbox;
-use super::Scenario;
+use super::{Scenario, System};
 
 /// Values a throughput receiver lets the daemon stream ahead of `recv`.
 const PREFETCH: u32 = 1024;
@@ -31,11 +31,18 @@ pub struct CircuitServer {
     client: Client,
     daemon: Daemon,
     version: String,
+    /// Whose roles run against it ([`System::Circuit`] or [`System::CircuitDefaults`]), for
+    /// the table's header.
+    system: System,
 }
 
 impl CircuitServer {
-    /// Starts `binary` on a fresh temp dir and connects to it.
-    pub async fn start(binary: &Path, ready_within: Duration) -> anyhow::Result<Self> {
+    /// Starts `binary` on a fresh temp dir and connects to it, for `system`'s roles.
+    pub async fn start(
+        binary: &Path,
+        ready_within: Duration,
+        system: System,
+    ) -> anyhow::Result<Self> {
         let daemon = crate::bench_daemon(binary)
             .ready_within(ready_within)
             .start()?;
@@ -45,6 +52,7 @@ impl CircuitServer {
             client,
             daemon,
             version,
+            system,
         })
     }
 }
@@ -67,8 +75,14 @@ impl Server for CircuitServer {
     }
 
     fn describe(&self) -> String {
+        let roles = match self.system {
+            System::CircuitDefaults => {
+                "no option set: `send().await` in a loop, `recv().await` in a loop".to_string()
+            }
+            _ => format!("pipelined `submit`, receivers prefetching {PREFETCH}"),
+        };
         format!(
-            "circuitd {}; SDK clients, pipelined `submit`, receivers prefetching {PREFETCH}",
+            "circuitd {} (a daemon of its own); SDK clients, Raw codec, {roles}",
             self.version
         )
     }
@@ -115,13 +129,15 @@ impl Server for CircuitServer {
     }
 }
 
-async fn connect(ctx: &Ctx) -> anyhow::Result<Client> {
+/// A client connected to the circuitd the role was pointed at.
+pub(super) async fn connect(ctx: &Ctx) -> anyhow::Result<Client> {
     Client::connect_unix(&ctx.args.endpoint)
         .await
         .with_context(|| format!("cannot connect to circuitd at {}", ctx.args.endpoint))
 }
 
-async fn sender(
+/// A sender on channel `name` with `opts`.
+pub(super) async fn sender(
     client: &Client,
     name: &str,
     opts: SendOptions,
@@ -135,19 +151,16 @@ async fn sender(
         .with_context(|| format!("cannot open a sender on {name}"))
 }
 
-async fn receiver(
+/// A receiver on channel `name` with `opts`.
+pub(super) async fn receiver(
     client: &Client,
     name: &str,
-    prefetch: u32,
+    opts: RecvOptions,
 ) -> anyhow::Result<Receiver<Bytes, Raw>> {
     let chan = client
         .chan(name)
         .await
         .with_context(|| format!("cannot open channel {name}"))?;
-    let opts = RecvOptions {
-        prefetch,
-        reconnect_for: FOLLOW_FOR,
-    };
     chan.receiver_with(Raw, opts)
         .await
         .with_context(|| format!("cannot open a receiver on {name}"))
@@ -161,7 +174,7 @@ pub async fn send(ctx: &mut Ctx) -> anyhow::Result<Span> {
         ..SendOptions::default()
     };
     let tx = sender(&client, &ctx.args.name, opts).await?;
-    let payload = ctx.payload();
+    let mut payload = ctx.payload();
     let (index, count) = (ctx.args.index, ctx.args.count);
     ctx.ready();
     ctx.go().await?;
@@ -191,7 +204,7 @@ pub async fn send_steady(ctx: &mut Ctx) -> anyhow::Result<(Span, Vec<Acked>)> {
         ..SendOptions::default()
     };
     let tx = sender(&client, &ctx.args.name, opts).await?;
-    let payload = ctx.payload();
+    let mut payload = ctx.payload();
     let (index, count, rate) = (ctx.args.index, ctx.args.count, ctx.args.rate.max(1));
     ctx.ready();
     ctx.go().await?;
@@ -241,28 +254,49 @@ pub async fn send_steady(ctx: &mut Ctx) -> anyhow::Result<(Span, Vec<Acked>)> {
 /// Receives from the trial's channel until stdin closes (or the channel is closed and drained).
 pub async fn recv(ctx: &mut Ctx, inbox: &mut Inbox) -> anyhow::Result<()> {
     let client = connect(ctx).await?;
-    let mut rx = receiver(&client, &ctx.args.name, PREFETCH).await?;
+    let mut rx = receiver(&client, &ctx.args.name, prefetching(PREFETCH)).await?;
     ctx.ready();
     let stopped = ctx.stopped();
     tokio::pin!(stopped);
     loop {
         // `recv` is cancel-safe: a value that arrives as stdin closes is not lost.
         tokio::select! {
+            // The value first: the stop is looked at only while none is ready, as a plain
+            // loop would not look at it at all.
             biased;
-            () = &mut stopped => return Ok(()),
             value = rx.recv() => match value {
                 Ok(value) => inbox.take(&value),
                 Err(e) if e.is_closed() => return Ok(()),
                 Err(e) => return Err(e).context("recv"),
             },
+            () = &mut stopped => return Ok(()),
         }
     }
 }
 
-/// Receives each ping and sends it back on the pong channel, until stdin closes.
+/// A tuned receiver's options: `prefetch`, following a replicated channel's leader.
+fn prefetching(prefetch: u32) -> RecvOptions {
+    RecvOptions {
+        prefetch,
+        reconnect_for: FOLLOW_FOR,
+        ..RecvOptions::default()
+    }
+}
+
+/// Receives each ping and sends it back on the pong channel, until stdin closes; one value
+/// per `recv`.
 pub async fn echo(ctx: &mut Ctx, inbox: &mut Inbox) -> anyhow::Result<()> {
+    echo_with(ctx, inbox, prefetching(1)).await
+}
+
+/// [`echo`] with the ping receiver's options `recv`.
+pub(super) async fn echo_with(
+    ctx: &mut Ctx,
+    inbox: &mut Inbox,
+    recv: RecvOptions,
+) -> anyhow::Result<()> {
     let client = connect(ctx).await?;
-    let mut pings = receiver(&client, &ping_name(&ctx.args.name), 1).await?;
+    let mut pings = receiver(&client, &ping_name(&ctx.args.name), recv).await?;
     let pongs = sender(&client, &pong_name(&ctx.args.name), SendOptions::default()).await?;
     ctx.ready();
     let stopped = ctx.stopped();
@@ -283,12 +317,17 @@ pub async fn echo(ctx: &mut Ctx, inbox: &mut Inbox) -> anyhow::Result<()> {
 }
 
 /// Sends a ping and receives its pong, `warmup + count` times after `go`; returns the measured
-/// latencies.
+/// latencies. The pong receiver takes one value per `recv`.
 pub async fn ping(ctx: &mut Ctx) -> anyhow::Result<Vec<u64>> {
+    ping_with(ctx, prefetching(1)).await
+}
+
+/// [`ping`] with the pong receiver's options `recv`.
+pub(super) async fn ping_with(ctx: &mut Ctx, recv: RecvOptions) -> anyhow::Result<Vec<u64>> {
     let client = connect(ctx).await?;
     let pings = sender(&client, &ping_name(&ctx.args.name), SendOptions::default()).await?;
-    let mut pongs = receiver(&client, &pong_name(&ctx.args.name), 1).await?;
-    let payload = ctx.payload();
+    let mut pongs = receiver(&client, &pong_name(&ctx.args.name), recv).await?;
+    let mut payload = ctx.payload();
     let (warmup, count) = (ctx.args.warmup, ctx.args.count);
     ctx.ready();
     ctx.go().await?;

@@ -185,7 +185,7 @@ async fn publish(ctx: &mut Ctx, rate: Option<u64>) -> anyhow::Result<(Span, Vec<
         .max_ack_inflight(2 * window)
         .backpressure_on_inflight(true)
         .build(client);
-    let payload = ctx.payload();
+    let mut payload = ctx.payload();
     let subject = Subject::from(ctx.args.name.as_str());
     let (index, count) = (ctx.args.index, ctx.args.count);
     let mishaps = Rc::new(RefCell::new(Mishaps::default()));

@@ -1,38 +1,51 @@
-//! `bench-channels`: circuit's channels beside NATS core and a raw Unix socket, one run, same
-//! payload sizes — throughput 1 → 1 and N → N, round-trip latency, and the server's CPU.
+//! `bench-channels`: circuit's channels beside NATS core and JetStream (through async-nats and
+//! through the official C client), ZeroMQ and a raw Unix socket, one run, same payload sizes —
+//! throughput 1 → 1 and N → N, round-trip latency, the server's CPU, and every message checked
+//! for loss and duplication. circuit runs twice: tuned, and written the plain way with defaults.
 //!
 //! # Layout
 //! - [`protocol`]: the JSON lines roles print, the stamp each payload carries, the clock.
 //! - [`tally`]: which messages a receiver took; the check for lost and duplicated ones.
 //! - [`ctx`]: what a role is given ([`ctx::RoleArgs`]) and its view of the harness
 //!   ([`ctx::Ctx`]); [`server`]: a contender's server ([`server::Server`]).
-//! - [`circuit`], [`nats`], [`rawsock`]: each contender's server and roles; [`jetstream`]: the
-//!   JetStream roles `bench-replicated` runs against its own cluster (see `replbench`).
+//! - [`circuit`], [`circuit_defaults`], [`nats`], [`rawsock`]: each contender's server and roles
+//!   in Rust; [`jetstream`]: the JetStream roles `bench-replicated` runs against its own cluster
+//!   (see `replbench`), and the stream each trial uses.
+//! - [`cprog`]: the contenders whose roles are C programs (`bench/c/`: NATS core, JetStream,
+//!   ZeroMQ), which a role process execs; [`natsc`], [`zmq`]: their servers.
 //! - [`role`]: a role process (`bench-channels role …`) and its dispatch to a contender;
 //!   [`host`]: starting each contender's server.
 //! - [`trial`]: what the roles of one trial share, and where each side runs.
 //! - [`fleet`]: the role processes of a trial, their output, and their end.
 //! - [`driver`]: one trial from the harness's side: start roles, `go`, follow, check.
-//! - [`table`]: medians, ratios and the tables.
+//! - [`ratios`]: per-round ratios; [`results`]: every trial's outcome and what is read from it;
+//!   [`targets`]: the targets' verdicts; [`table`]: the tables, the targets and the notes.
 //!
-//! Dependencies point down this list. Each system has a role function per [`ctx::Kind`] and a
-//! [`server::Server`]; adding one is a variant here, an arm in [`host::start`] and one in each
-//! `match system` of [`role`].
+//! Dependencies point down this list. Each system has a role function per [`ctx::Kind`] (or a
+//! C program) and a [`server::Server`]; adding one is a variant here, an arm in [`host::start`]
+//! and one in each `match system` of [`role`].
 
 pub mod circuit;
+pub mod circuit_defaults;
+pub mod cprog;
 pub mod ctx;
 pub mod driver;
 pub mod fleet;
 pub mod host;
 pub mod jetstream;
 pub mod nats;
+pub mod natsc;
 pub mod protocol;
+pub mod ratios;
 pub mod rawsock;
+pub mod results;
 pub mod role;
 pub mod server;
 pub mod table;
 pub mod tally;
+pub mod targets;
 pub mod trial;
+pub mod zmq;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -43,8 +56,8 @@ use anyhow::{bail, Context as _};
 
 use driver::Outcome;
 use protocol::STAMP_LEN;
+use results::Results;
 use server::Server;
-use table::Results;
 use trial::Trial;
 
 /// Largest payload: the raw reader's frames must fit its buffer, and NATS's default limit is
@@ -54,10 +67,21 @@ const MAX_SIZE: usize = 64 * 1024;
 /// A contender. The tables list them in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum System {
-    /// circuitd's channels through the SDK: pipelined sends, prefetching receivers.
+    /// circuitd's channels through the SDK, tuned: pipelined `submit`, receivers prefetching.
     Circuit,
+    /// circuitd's channels through the SDK written the plain way, no option set:
+    /// `send().await` and `recv().await` in a loop.
+    CircuitDefaults,
     /// NATS core: `nats-server` with `async-nats`, a queue group, request/reply.
     Nats,
+    /// NATS core through the official C client (`bench-c-nats`): a queue group, request/reply.
+    NatsC,
+    /// NATS JetStream through the official C client (`bench-c-jetstream`): a work-queue stream,
+    /// asynchronous publishes with bounded outstanding acks, a pull consumer with explicit acks.
+    #[value(name = "jetstream-c")]
+    JetStreamC,
+    /// ZeroMQ PUSH/PULL (and REQ/REP) over Unix sockets, no broker (`bench-c-zmq`).
+    Zmq,
     /// A Unix stream socket between two processes: the floor.
     Raw,
     /// NATS JetStream: publishes awaiting acks, pull consumers with explicit acks. Only
@@ -71,18 +95,33 @@ impl System {
     pub fn flag(self) -> &'static str {
         match self {
             Self::Circuit => "circuit",
+            Self::CircuitDefaults => "circuit-defaults",
             Self::Nats => "nats",
+            Self::NatsC => "nats-c",
+            Self::JetStreamC => "jetstream-c",
+            Self::Zmq => "zmq",
             Self::Raw => "raw",
             Self::JetStream => "jetstream",
         }
     }
 
-    /// Its server process in the CPU table; `None` for the raw socket.
+    /// Its server process in the CPU table; `None` for the brokerless ones.
     pub fn server(self) -> Option<&'static str> {
         match self {
-            Self::Circuit => Some("circuitd"),
-            Self::Nats | Self::JetStream => Some("nats-server"),
-            Self::Raw => None,
+            Self::Circuit | Self::CircuitDefaults => Some("circuitd"),
+            Self::Nats | Self::NatsC | Self::JetStreamC | Self::JetStream => Some("nats-server"),
+            Self::Zmq | Self::Raw => None,
+        }
+    }
+
+    /// The C program that plays its roles ([`cprog`]), next to this binary; `None` when the
+    /// roles are this binary's own.
+    pub fn c_program(self) -> Option<&'static str> {
+        match self {
+            Self::NatsC => Some("bench-c-nats"),
+            Self::JetStreamC => Some("bench-c-jetstream"),
+            Self::Zmq => Some("bench-c-zmq"),
+            _ => None,
         }
     }
 
@@ -91,7 +130,7 @@ impl System {
     pub fn runs(self, scenario: Scenario) -> bool {
         match (self, scenario) {
             (Self::Raw, Scenario::Stream { senders, receivers }) => senders == 1 && receivers == 1,
-            (Self::JetStream, Scenario::RoundTrip) => false,
+            (Self::JetStream | Self::JetStreamC, Scenario::RoundTrip) => false,
             _ => true,
         }
     }
@@ -100,8 +139,12 @@ impl System {
 impl fmt::Display for System {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Circuit => "circuit",
-            Self::Nats => "NATS",
+            Self::Circuit => "circuit tuned",
+            Self::CircuitDefaults => "circuit defaults",
+            Self::Nats => "NATS async-nats",
+            Self::NatsC => "NATS C",
+            Self::JetStreamC => "JetStream C",
+            Self::Zmq => "ZeroMQ",
             Self::Raw => "raw socket",
             Self::JetStream => "JetStream",
         })
@@ -165,11 +208,13 @@ impl FromStr for Scenario {
 /// The benchmark's flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Trials of every measurement; the tables show medians.
+    /// Rounds: each runs every system once per size and scenario, the systems interleaved
+    /// (each round starting with the next one); the tables show medians over rounds.
     #[arg(long, default_value_t = 5)]
     pub trials: usize,
     /// Messages per throughput trial, split among its senders
-    /// [default: 200000 up to 1 KiB, 50000 above].
+    /// [default: 1000000 up to 1 KiB, 200000 above: long enough that start-up is not what is
+    /// measured].
     #[arg(long)]
     pub messages: Option<u64>,
     /// Payload sizes in bytes, at least 8 (the stamp).
@@ -180,7 +225,7 @@ pub struct RunArgs {
         long,
         value_delimiter = ',',
         value_enum,
-        default_value = "nats,raw,circuit"
+        default_value = "circuit,circuit-defaults,nats,nats-c,jetstream-c,zmq,raw"
     )]
     pub systems: Vec<System>,
     /// Scenarios: SENDERS-RECEIVERS for throughput, rtt for round trips.
@@ -220,7 +265,7 @@ impl RunArgs {
     /// Messages in one throughput trial of `size` bytes.
     pub fn messages_for(&self, size: usize) -> u64 {
         self.messages
-            .unwrap_or(if size <= 1024 { 200_000 } else { 50_000 })
+            .unwrap_or(if size <= 1024 { 1_000_000 } else { 200_000 })
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -285,7 +330,10 @@ async fn bench(args: &RunArgs) -> anyhow::Result<()> {
     for trial in 1..=args.trials {
         for &size in &args.sizes {
             for &scenario in &args.scenarios {
-                for (system, server) in &mut servers {
+                // Each round starts with the next system, so none is always first or last.
+                let n = servers.len();
+                for k in 0..n {
+                    let (system, server) = &mut servers[(k + trial - 1) % n];
                     if !system.runs(scenario) {
                         continue;
                     }
@@ -331,7 +379,8 @@ async fn one(
     trial: usize,
     args: &RunArgs,
 ) -> anyhow::Result<Outcome> {
-    let name = format!("t{trial}.s{size}.{}", scenario.slug());
+    // No `.`: a JetStream stream takes the name too, and stream names cannot hold one.
+    let name = format!("t{trial}-s{size}-{}", scenario.slug());
     let capacity = match scenario {
         Scenario::RoundTrip => args.rtt_capacity,
         Scenario::Stream { .. } => args.capacity,

@@ -21,7 +21,7 @@ use super::tally::Inbox;
 const QUEUE: &str = "bench";
 /// Messages a subscription buffers in the client before it drops them as a slow consumer:
 /// more than a default trial sends, so NATS is measured at its best rather than by its drops.
-const SUBSCRIPTION_CAPACITY: usize = 1 << 18;
+const SUBSCRIPTION_CAPACITY: usize = 1 << 21;
 /// How often start-up and shutdown check their condition.
 const POLL: Duration = Duration::from_millis(5);
 
@@ -41,6 +41,15 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts `binary` on `127.0.0.1` with a port the kernel picks, and waits until it accepts.
     pub fn start(binary: &Path, ready_within: Duration) -> anyhow::Result<Self> {
+        Self::launch(binary, ready_within, false)
+    }
+
+    /// Like [`NatsServer::start`], with JetStream enabled (its store in the server's temp dir).
+    pub fn start_jetstream(binary: &Path, ready_within: Duration) -> anyhow::Result<Self> {
+        Self::launch(binary, ready_within, true)
+    }
+
+    fn launch(binary: &Path, ready_within: Duration, jetstream: bool) -> anyhow::Result<Self> {
         let version = version(binary)?;
         let dir = tempfile::Builder::new()
             .prefix("circuit-bench-nats-")
@@ -48,11 +57,18 @@ impl NatsServer {
             .context("cannot create a temp dir")?;
         let log = dir.path().join("nats-server.log");
         // `-p -1`: a random free port, written to the ports file once the server listens.
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
             .arg(dir.path())
             .arg("-l")
-            .arg(&log)
+            .arg(&log);
+        if jetstream {
+            command
+                .args(["-js", "-sd"])
+                .arg(dir.path().join("jetstream"));
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -97,6 +113,11 @@ impl NatsServer {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// `nats-server v2.9.10`.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// The last lines of the server's log, as a suffix for an error message.
@@ -247,7 +268,7 @@ async fn sync(client: &Client) -> anyhow::Result<()> {
 /// server has them all.
 pub async fn send(ctx: &mut Ctx) -> anyhow::Result<Span> {
     let client = connect(ctx).await?;
-    let payload = ctx.payload();
+    let mut payload = ctx.payload();
     let subject = Subject::from(ctx.args.name.as_str());
     let (index, count) = (ctx.args.index, ctx.args.count);
     ctx.ready();
@@ -324,7 +345,7 @@ pub async fn ping(ctx: &mut Ctx) -> anyhow::Result<Vec<u64>> {
     let client = connect(ctx).await?;
     // Also sets up the client's reply subscription before the clock starts.
     sync(&client).await?;
-    let payload = ctx.payload();
+    let mut payload = ctx.payload();
     let subject = Subject::from(ctx.args.name.as_str());
     let (warmup, count) = (ctx.args.warmup, ctx.args.count);
     ctx.ready();

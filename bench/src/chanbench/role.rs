@@ -1,6 +1,7 @@
 //! A role process (`bench-channels role …`): one sender, steady sender, receiver, echo or pinger
 //! of one system.
 //! It reports on stdout as [`Line`]s, starts sending on `go` from stdin, and stops at stdin's end.
+//! A system whose roles are C programs has the process replaced by its program ([`cprog`]).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,13 +11,16 @@ use std::time::Duration;
 use super::ctx::{emit, Ctx, Kind, RoleArgs, Span};
 use super::protocol::{quantile, Acked, Line, RoundTrips, Sent};
 use super::tally::Inbox;
-use super::{circuit, jetstream, nats, rawsock, System};
+use super::{circuit, circuit_defaults, cprog, jetstream, nats, rawsock, System};
 
 /// How often a receiver prints its count while it changes.
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 
 /// Runs one role and prints its last line; the exit code says whether it succeeded.
 pub fn main(args: RoleArgs) -> ExitCode {
+    if let Some(program) = args.system.c_program() {
+        return cprog::exec(program, &args);
+    }
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -60,7 +64,9 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
                 System::Nats => nats::send(ctx).await?,
                 System::Raw => rawsock::send(ctx).await?,
                 System::Circuit => circuit::send(ctx).await?,
+                System::CircuitDefaults => circuit_defaults::send(ctx).await?,
                 System::JetStream => jetstream::send(ctx).await?,
+                System::NatsC | System::JetStreamC | System::Zmq => bail_c(system)?,
             };
             Ok(sent(ctx, span, Vec::new()))
         }
@@ -68,8 +74,13 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
             let (span, timeline) = match system {
                 System::Circuit => circuit::send_steady(ctx).await?,
                 System::JetStream => jetstream::send_steady(ctx).await?,
-                System::Nats | System::Raw => {
-                    anyhow::bail!("{system} has no acknowledgements to time")
+                System::Nats
+                | System::Raw
+                | System::CircuitDefaults
+                | System::NatsC
+                | System::JetStreamC
+                | System::Zmq => {
+                    anyhow::bail!("{system} has no steady sender")
                 }
             };
             Ok(sent(ctx, span, timeline))
@@ -90,10 +101,15 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
                 (System::Raw, _) => rawsock::echo(ctx, &mut inbox).await,
                 (System::Circuit, Kind::Recv) => circuit::recv(ctx, &mut inbox).await,
                 (System::Circuit, _) => circuit::echo(ctx, &mut inbox).await,
+                (System::CircuitDefaults, Kind::Recv) => {
+                    circuit_defaults::recv(ctx, &mut inbox).await
+                }
+                (System::CircuitDefaults, _) => circuit_defaults::echo(ctx, &mut inbox).await,
                 (System::JetStream, Kind::Recv) => jetstream::recv(ctx, &mut inbox).await,
                 (System::JetStream, _) => Err(anyhow::anyhow!(
                     "JetStream has no round-trip roles in this benchmark"
                 )),
+                (System::NatsC | System::JetStreamC | System::Zmq, _) => bail_c(system),
             };
             printer.abort();
             played?;
@@ -107,6 +123,8 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
                 System::Nats => nats::ping(ctx).await?,
                 System::Raw => rawsock::ping(ctx).await?,
                 System::Circuit => circuit::ping(ctx).await?,
+                System::CircuitDefaults => circuit_defaults::ping(ctx).await?,
+                System::NatsC | System::JetStreamC | System::Zmq => bail_c(system)?,
                 System::JetStream => {
                     anyhow::bail!("JetStream has no round-trip roles in this benchmark")
                 }
@@ -122,6 +140,11 @@ async fn play(ctx: &mut Ctx) -> anyhow::Result<Line> {
             }))
         }
     }
+}
+
+/// Never reached: [`main`] hands these systems' roles to their C programs.
+fn bail_c<T>(system: System) -> anyhow::Result<T> {
+    anyhow::bail!("{system}'s roles are C programs, not this binary's")
 }
 
 /// A sender's last line.

@@ -1,150 +1,36 @@
-//! The run's results as tables: throughput, round-trip latency and CPU per million messages,
-//! medians over trials with ratio rows, then the targets and anything odd that happened.
+//! The run's [`Results`] as tables: throughput, round-trip latency and CPU per million messages,
+//! medians over rounds with rows of per-round ratios ([`RoundRatios`]), every row's lost and
+//! duplicated messages, then the targets ([`super::targets`]) and anything odd that happened.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::driver::{Outcome, RttOutcome, StreamOutcome};
+use super::driver::Outcome;
+use super::ratios::RoundRatios;
+use super::results::{cpu_per_million, Key, Results};
 use super::{RunArgs, Scenario, System};
 use crate::report::{fmt_rate, size_label, Samples, Table};
 
-/// Pairs compared in ratio rows, when both took part: the target first, then the floor.
-const RATIOS: [(System, System); 3] = [
+/// Pairs compared in ratio rows, when both took part: circuit first, then what it is held to.
+const RATIOS: [(System, System); 8] = [
+    (System::CircuitDefaults, System::Circuit),
+    (System::Circuit, System::NatsC),
+    (System::CircuitDefaults, System::NatsC),
+    (System::Circuit, System::JetStreamC),
+    (System::Circuit, System::Zmq),
     (System::Circuit, System::Nats),
+    (System::NatsC, System::Nats),
     (System::Circuit, System::Raw),
-    (System::Nats, System::Raw),
+];
+/// Server CPU compared in ratio rows of the CPU table.
+const CPU_RATIOS: [(System, System); 2] = [
+    (System::Circuit, System::NatsC),
+    (System::CircuitDefaults, System::NatsC),
 ];
 /// Longest failure reason printed in a cell; the whole reason goes to the notes.
 const CELL_REASON: usize = 60;
 
-type Key = (System, Scenario, usize);
-
-/// Every trial's outcome, by system, scenario and size.
-#[derive(Debug)]
-pub struct Results {
-    systems: Vec<System>,
-    scenarios: Vec<Scenario>,
-    sizes: Vec<usize>,
-    trials: HashMap<Key, Vec<Result<Outcome, String>>>,
-}
-
 impl Results {
-    /// No results yet, for this run's systems, scenarios and sizes.
-    pub fn new(systems: &[System], scenarios: &[Scenario], sizes: &[usize]) -> Self {
-        Self {
-            systems: systems.to_vec(),
-            scenarios: scenarios.to_vec(),
-            sizes: sizes.to_vec(),
-            trials: HashMap::new(),
-        }
-    }
-
-    /// Adds one trial's outcome, or why it failed.
-    pub fn record(
-        &mut self,
-        system: System,
-        scenario: Scenario,
-        size: usize,
-        outcome: Result<Outcome, String>,
-    ) {
-        self.trials
-            .entry((system, scenario, size))
-            .or_default()
-            .push(outcome);
-    }
-
-    fn streams(&self, key: Key) -> Vec<&StreamOutcome> {
-        self.ok(key)
-            .filter_map(|o| match o {
-                Outcome::Stream(s) => Some(s),
-                Outcome::Rtt(_) => None,
-            })
-            .collect()
-    }
-
-    fn rtts(&self, key: Key) -> Vec<&RttOutcome> {
-        self.ok(key)
-            .filter_map(|o| match o {
-                Outcome::Rtt(r) => Some(r),
-                Outcome::Stream(_) => None,
-            })
-            .collect()
-    }
-
-    fn ok(&self, key: Key) -> impl Iterator<Item = &Outcome> {
-        self.trials.get(&key).into_iter().flatten().flatten()
-    }
-
-    fn failures(&self, key: Key) -> Vec<&str> {
-        let trials = self.trials.get(&key).into_iter().flatten();
-        trials
-            .filter_map(|t| t.as_ref().err())
-            .map(String::as_str)
-            .collect()
-    }
-
-    fn stream_scenarios(&self) -> impl Iterator<Item = Scenario> + '_ {
-        let streams = self.scenarios.iter().copied();
-        streams.filter(|s| matches!(s, Scenario::Stream { .. }))
-    }
-
-    fn has_rtt(&self) -> bool {
-        self.scenarios.contains(&Scenario::RoundTrip)
-    }
-
-    fn takes_part(&self, system: System, scenario: Scenario) -> bool {
-        self.systems.contains(&system) && system.runs(scenario)
-    }
-
-    /// The median delivery rate, when at least one trial succeeded.
-    fn rate(&self, key: Key) -> Option<f64> {
-        let rates = Samples::of(self.streams(key).iter().map(|s| s.rate()));
-        (!rates.values.is_empty()).then(|| rates.median())
-    }
-
-    /// The median p50 or p99 in µs.
-    fn latency(&self, key: Key, p99: bool) -> Option<f64> {
-        let rtts = self.rtts(key);
-        let us = rtts.iter().map(|r| {
-            let ns = if p99 { r.rtts.p99_ns } else { r.rtts.p50_ns };
-            ns as f64 / 1000.0
-        });
-        let us = Samples::of(us);
-        (!us.values.is_empty()).then(|| us.median())
-    }
-
-    /// Median server (or, with `clients`, all roles') CPU-seconds per million messages — per
-    /// million round trips in the round-trip scenario.
-    fn cpu_per_million(&self, key: Key, clients: bool) -> Option<f64> {
-        let per_million = |cpu: Option<std::time::Duration>, count: u64| {
-            Some(cpu?.as_secs_f64() / (count as f64 / 1e6))
-        };
-        let values: Vec<f64> = match key.1 {
-            Scenario::RoundTrip => (self.rtts(key).iter())
-                .filter_map(|r| {
-                    let cpu = if clients {
-                        Some(r.client_cpu)
-                    } else {
-                        r.server_cpu
-                    };
-                    per_million(cpu, r.total)
-                })
-                .collect(),
-            Scenario::Stream { .. } => (self.streams(key).iter())
-                .filter_map(|s| {
-                    let cpu = if clients {
-                        Some(s.client_cpu)
-                    } else {
-                        s.server_cpu
-                    };
-                    per_million(cpu, s.merged.distinct)
-                })
-                .collect(),
-        };
-        let values = Samples::of(values);
-        (!values.values.is_empty()).then(|| values.median())
-    }
-
     /// The run's header, every table, the targets and the notes.
     pub fn markdown(&self, args: &RunArgs, described: &[String]) -> String {
         let mut out = String::new();
@@ -156,7 +42,7 @@ impl Results {
             let _ = write!(out, "{}", self.round_trips());
         }
         let _ = write!(out, "{}", self.cpu());
-        self.targets(&mut out);
+        super::targets::write(self, &mut out);
         self.notes(&mut out);
         out
     }
@@ -174,9 +60,10 @@ impl Results {
         let _ = writeln!(out, "## bench-channels\n");
         let _ = writeln!(
             out,
-            "{cpus} CPUs · {} trial(s), medians · payloads {} · messages per throughput trial: \
-             {} · {} round trips after {} warm-up · circuit channel capacity {} (round trip: \
-             {}) · each client a process with a {runtime} tokio runtime\n",
+            "{cpus} CPUs · {} round(s), the systems interleaved in each, medians over rounds · \
+             payloads {} · messages per throughput trial: {} · {} round trips after {} warm-up \
+             · circuit channel capacity {} (round trip: {}) · each Rust client a process with a \
+             {runtime} tokio runtime, each C client a process\n",
             args.trials,
             sizes.join(", "),
             messages.join(", "),
@@ -195,7 +82,10 @@ impl Results {
         let mut table = Table::new("Throughput")
             .caption(
                 "Messages delivered per second, from the first sender's first message to the \
-                 last receiver's last (median; slowest trial in brackets), and payload MB/s.",
+                 last receiver's last (median over rounds; slowest round in brackets), and \
+                 payload MB/s. Lost and duplicated messages are counted exactly from the stamps \
+                 over every round and size. Ratio rows: the median of the per-round ratios \
+                 (lowest–highest round).",
             )
             .left("system")
             .left("scenario");
@@ -205,16 +95,24 @@ impl Results {
                 .right(format!("{label} msgs/s"))
                 .right(format!("{label} MB/s"));
         }
+        table = table.right("lost / dup");
         for &system in &self.systems {
             for scenario in self.stream_scenarios() {
                 if !system.runs(scenario) {
                     continue;
                 }
                 let mut row = vec![system.to_string(), scenario.to_string()];
+                let (mut lost, mut duplicated) = (0, 0);
                 for &size in &self.sizes {
-                    let (rate, mbs) = self.throughput_cells((system, scenario, size));
+                    let key = (system, scenario, size);
+                    let (rate, mbs) = self.throughput_cells(key);
                     row.extend([rate, mbs]);
+                    for s in self.streams(key) {
+                        lost += s.merged.lost;
+                        duplicated += s.merged.duplicates;
+                    }
                 }
+                row.push(format!("{lost} / {duplicated}"));
                 table.row(row);
             }
         }
@@ -225,12 +123,10 @@ impl Results {
                 }
                 let mut row = vec![format!("**{a} ÷ {b}**"), scenario.to_string()];
                 for &size in &self.sizes {
-                    let ratio = ratio(
-                        self.rate((a, scenario, size)),
-                        self.rate((b, scenario, size)),
-                    );
-                    row.extend([ratio, String::new()]);
+                    let ratios = self.rate_ratios(a, b, scenario, size);
+                    row.extend([ratios.to_string(), String::new()]);
                 }
+                row.push(String::new());
                 table.row(row);
             }
         }
@@ -274,8 +170,10 @@ impl Results {
     fn round_trips(&self) -> Table {
         let mut table = Table::new("Round trip")
             .caption(
-                "One message in flight (circuit: over two channels; NATS: request/reply); \
-                 latency in µs, median over trials of each trial's p50 and p99.",
+                "One message in flight (circuit: over two channels; NATS: request/reply; \
+                 ZeroMQ: REQ/REP); latency in µs, median over rounds of each round's p50 and \
+                 p99. A trial whose echo missed or doubled a ping fails. Ratio rows: the median \
+                 of the per-round ratios (lowest–highest round); below 1 is faster.",
             )
             .left("system");
         for &size in &self.sizes {
@@ -284,10 +182,11 @@ impl Results {
                 .right(format!("{label} p50"))
                 .right(format!("{label} p99"));
         }
-        for &system in &self.systems {
+        let rtt = Scenario::RoundTrip;
+        for &system in self.systems.iter().filter(|s| s.runs(rtt)) {
             let mut row = vec![system.to_string()];
             for &size in &self.sizes {
-                let key = (system, Scenario::RoundTrip, size);
+                let key = (system, rtt, size);
                 let (p50, p99) = (self.latency(key, false), self.latency(key, true));
                 match (p50, p99) {
                     (Some(p50), Some(p99)) => {
@@ -308,17 +207,13 @@ impl Results {
             table.row(row);
         }
         for (a, b) in RATIOS {
-            if !(self.systems.contains(&a) && self.systems.contains(&b)) {
+            if !(self.takes_part(a, rtt) && self.takes_part(b, rtt)) {
                 continue;
             }
             let mut row = vec![format!("**{a} ÷ {b}**")];
             for &size in &self.sizes {
-                let (ka, kb) = (
-                    (a, Scenario::RoundTrip, size),
-                    (b, Scenario::RoundTrip, size),
-                );
-                row.push(ratio(self.latency(ka, false), self.latency(kb, false)));
-                row.push(ratio(self.latency(ka, true), self.latency(kb, true)));
+                row.push(self.latency_ratios(a, b, size, false).to_string());
+                row.push(self.latency_ratios(a, b, size, true).to_string());
             }
             table.row(row);
         }
@@ -328,8 +223,9 @@ impl Results {
     fn cpu(&self) -> Table {
         let mut table = Table::new("CPU per million messages")
             .caption(
-                "CPU-seconds (user + system, from /proc) per million messages delivered (per \
-                 million round trips in the round-trip rows).",
+                "CPU-seconds (user + system, from /proc; the C clients' from getrusage) per \
+                 million messages delivered (per million round trips in the round-trip rows), \
+                 median over rounds. Ratio rows: the median of the per-round ratios.",
             )
             .left("process")
             .left("scenario");
@@ -351,23 +247,26 @@ impl Results {
             let Some(server) = system.server() else {
                 continue;
             };
-            for &scenario in &self.scenarios {
-                row(&mut table, server.to_string(), scenario, &|size| {
-                    self.cpu_per_million((system, scenario, size), false)
-                });
+            for &scenario in self.scenarios.iter().filter(|&&s| system.runs(s)) {
+                row(
+                    &mut table,
+                    format!("{server} ({system})"),
+                    scenario,
+                    &|size| self.cpu_per_million((system, scenario, size), false),
+                );
             }
         }
-        if self.systems.contains(&System::Circuit) && self.systems.contains(&System::Nats) {
+        for (a, b) in CPU_RATIOS {
             for &scenario in &self.scenarios {
-                let mut cells = vec![
-                    "**circuitd ÷ nats-server**".to_string(),
-                    scenario.to_string(),
-                ];
+                if !(self.takes_part(a, scenario) && self.takes_part(b, scenario)) {
+                    continue;
+                }
+                let mut cells = vec![format!("**server: {a} ÷ {b}**"), scenario.to_string()];
                 for &size in &self.sizes {
-                    cells.push(ratio(
-                        self.cpu_per_million((System::Circuit, scenario, size), false),
-                        self.cpu_per_million((System::Nats, scenario, size), false),
-                    ));
+                    let cpu = |system| {
+                        self.per_round((system, scenario, size), |o| cpu_per_million(o, false))
+                    };
+                    cells.push(RoundRatios::of(&cpu(a), &cpu(b)).to_string());
                 }
                 table.row(cells);
             }
@@ -383,56 +282,6 @@ impl Results {
             }
         }
         table
-    }
-
-    fn targets(&self, out: &mut String) {
-        let (c, n) = (System::Circuit, System::Nats);
-        let _ = writeln!(out, "#### Targets\n");
-        let mut worst: Option<(f64, String)> = None;
-        for scenario in self.stream_scenarios() {
-            for &size in &self.sizes {
-                let (a, b) = (
-                    self.rate((c, scenario, size)),
-                    self.rate((n, scenario, size)),
-                );
-                if let (Some(a), Some(b)) = (a, b) {
-                    let r = a / b;
-                    if worst.as_ref().is_none_or(|(w, _)| r < *w) {
-                        worst = Some((r, format!("{scenario}, {}", size_label(size))));
-                    }
-                }
-            }
-        }
-        let verdict = match worst {
-            Some((r, at)) => format!(
-                "{} (lowest circuit ÷ NATS: {r:.2}× at {at})",
-                if r >= 1.0 { "PASS" } else { "FAIL" }
-            ),
-            None => "not measured (needs circuit and NATS results)".into(),
-        };
-        let _ = writeln!(out, "- circuit ≥ NATS throughput at every size: {verdict}");
-        let mut worst: Option<(f64, String)> = None;
-        for &size in &self.sizes {
-            let key = |s| (s, Scenario::RoundTrip, size);
-            let (a, b) = (self.latency(key(c), false), self.latency(key(n), false));
-            if let (Some(a), Some(b)) = (a, b) {
-                let r = a / b;
-                if worst.as_ref().is_none_or(|(w, _)| r > *w) {
-                    worst = Some((r, size_label(size)));
-                }
-            }
-        }
-        let verdict = match worst {
-            Some((r, at)) => format!(
-                "{} (highest circuit ÷ NATS: {r:.2}× at {at})",
-                if r <= 1.0 { "PASS" } else { "FAIL" }
-            ),
-            None => "not measured (needs circuit and NATS results)".into(),
-        };
-        let _ = writeln!(
-            out,
-            "- circuit p50 round trip ≤ NATS at every size: {verdict}\n"
-        );
     }
 
     /// Failures, losses and client events, each distinct text once with where it happened.
@@ -520,14 +369,6 @@ pub fn summary(outcome: &Result<Outcome, String>) -> String {
     }
 }
 
-/// `a ÷ b` as `0.85×`, or `—` when either is missing.
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
-        _ => "—".into(),
-    }
-}
-
 /// The first line of a reason, cut to fit a cell, without the characters that break a table.
 fn short(reason: &str) -> String {
     let line = reason.lines().next().unwrap_or_default().replace('|', "/");
@@ -543,8 +384,6 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(ratio(Some(1.0), Some(4.0)), "0.25×");
-        assert_eq!(ratio(None, Some(4.0)), "—");
         assert_eq!(short("a | b\nsecond line"), "a / b");
         assert_eq!(short(&"x".repeat(100)).chars().count(), CELL_REASON + 1);
     }

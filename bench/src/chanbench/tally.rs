@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn finds_lost_duplicated_and_malformed_messages() {
-        let payload = Payload::new(16);
+        let mut payload = Payload::new(16);
         let (mut a, mut b) = (inbox(100), inbox(100));
         for seq in 0..100 {
             a.take(&payload.stamped(0, seq));

@@ -1,11 +1,13 @@
 //! `circuit events`: streams membership events (join, leave, suspect, recover, dead, rejoin)
-//! as the answering daemon sees them, one line each, until Ctrl-C or the daemon ends the stream.
+//! as the answering daemon sees them, and worker events (started, exited, restarting, gave up,
+//! stopped) from every node, one line each, until Ctrl-C or the daemon ends the stream. With
+//! `--json` each is one object per line; worker events are those with a `worker` field.
 //! Each line is flushed as it is written, so a script reading through a pipe sees it at once.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use circuit_sdk::proto::{Item, MeshEvent, Reply, Request};
+use circuit_sdk::proto::{Item, MeshEvent, Reply, Request, WorkerEvent};
 use circuit_sdk::Next;
 
 use super::{unexpected, Ctx};
@@ -18,7 +20,8 @@ const KIND_WIDTH: usize = 7;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     circuit events\n  \
-    circuit events --json | grep --line-buffered '\"dead\"'")]
+    circuit events --json | grep --line-buffered '\"dead\"'\n  \
+    circuit events --json | grep --line-buffered '\"gave_up\"'")]
 pub struct Args {}
 
 /// Prints events as they arrive (one JSON object per line, with `--json`).
@@ -31,6 +34,10 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
                 emit(&serde_json::to_string(&event)?)?;
             }
             Next::Item(Item::Event(event)) => emit(&render(&event))?,
+            Next::Item(Item::WorkerEvent(event)) if ctx.json => {
+                emit(&serde_json::to_string(&event)?)?;
+            }
+            Next::Item(Item::WorkerEvent(event)) => emit(&render_worker(&event))?,
             Next::Item(_) => {}
             Next::End(Reply::Done) => return Ok(ExitCode::SUCCESS),
             Next::End(other) => return Err(unexpected("done", &other)),
@@ -54,6 +61,18 @@ fn render(e: &MeshEvent) -> String {
         e.kind.as_str(),
         e.node,
         e.addr
+    )
+}
+
+/// `2026-11-21T10:00:00.123Z  worker   web on h2: exited (code 1)`.
+fn render_worker(e: &WorkerEvent) -> String {
+    format!(
+        "{}  {:<KIND_WIDTH$}  {} on {}: {}",
+        output::timestamp(e.ts_ms),
+        "worker",
+        e.worker,
+        e.node,
+        e.kind
     )
 }
 
@@ -98,6 +117,35 @@ mod tests {
         assert_eq!(
             line,
             r#"{"ts_ms":1795255200123,"kind":"rejoin","node":"h4","addr":"10.0.0.4:7711","generation":2}"#
+        );
+    }
+
+    #[test]
+    fn worker_lines_show_time_worker_node_and_what_happened() {
+        use circuit_sdk::proto::{ExitStatus, WorkerEventKind};
+        let event = |kind| WorkerEvent {
+            ts_ms: 1_795_255_200_123,
+            node: "h2".into(),
+            worker: "web".into(),
+            kind,
+        };
+        let exited = WorkerEventKind::Exited {
+            last_exit: ExitStatus::Code { code: 1 },
+        };
+        assert_eq!(
+            render_worker(&event(exited)),
+            "2026-11-21T10:00:00.123Z  worker   web on h2: exited (code 1)"
+        );
+        let restarting = WorkerEventKind::Restarting { in_ms: 200 };
+        assert_eq!(
+            render_worker(&event(restarting)),
+            "2026-11-21T10:00:00.123Z  worker   web on h2: restarting in 200ms"
+        );
+        let json = serde_json::to_value(event(WorkerEventKind::Started { pid: 42 })).expect("json");
+        assert_eq!(json["kind"], "started");
+        assert_eq!(
+            (json["worker"].as_str(), json["pid"].as_u64()),
+            (Some("web"), Some(42))
         );
     }
 }

@@ -18,7 +18,9 @@ mod ps;
 mod recv;
 mod restart;
 mod rm;
+mod scale;
 mod send;
+mod sets;
 mod signal;
 mod spawn;
 mod status;
@@ -46,8 +48,10 @@ pub enum Command {
     Logs(logs::Args),
     /// Stop workers: their stop signal, then SIGKILL after the grace period.
     Stop(stop::Args),
-    /// Stop a worker if needed and start it again.
+    /// Stop a worker (or every copy of a set) if needed and start it again.
     Restart(restart::Args),
+    /// Give a replica set N copies: add the next numbers, or remove the highest.
+    Scale(scale::Args),
     /// Send a signal to a worker.
     Signal(signal::Args),
     /// Wait for a worker to end, and exit with its exit code.
@@ -99,6 +103,7 @@ impl Command {
             Self::Logs(args) => logs::run(ctx, args).await,
             Self::Stop(args) => stop::run(ctx, args).await,
             Self::Restart(args) => restart::run(ctx, args).await,
+            Self::Scale(args) => scale::run(ctx, args).await,
             Self::Signal(args) => signal::run(ctx, args).await,
             Self::Wait(args) => wait::run(ctx, args).await,
             Self::Rm(args) => rm::run(ctx, args).await,

@@ -47,7 +47,11 @@ fn table(nodes: &[NodeInfo], now_ms: u64) -> Table {
         };
         table.row(vec![
             name,
-            n.addr.clone(),
+            if n.addr.is_empty() {
+                "-".to_string()
+            } else {
+                n.addr.clone()
+            },
             n.state.to_string(),
             labels(&n.labels),
             n.workers.to_string(),

@@ -1,6 +1,8 @@
 //! `circuit ps`: the worker table of the whole cluster (or of one node, with `--node`). One row
-//! per worker, sorted by name; the STATUS column says in words what the state means right now
-//! (up for how long, how it exited, why it failed, that its node died).
+//! per worker, sorted by name; CPU and MEM are what the worker's process group uses (CPU over
+//! the last second, in percent of one core; resident memory), sampled by its daemon; the STATUS
+//! column says in words what the state means right now (up for how long, how it exited, why it
+//! failed, that its node died).
 
 use std::process::ExitCode;
 
@@ -50,7 +52,7 @@ fn request(args: Args) -> Request {
 /// worker has channel bindings; STATUS comes last since a failure reason can be long.
 fn table(workers: &[WorkerInfo], now_ms: u64) -> Table {
     let with_chans = workers.iter().any(|w| !w.spec.chans.is_empty());
-    let mut header = vec!["name", "node", "state", "pid", "restarts"];
+    let mut header = vec!["name", "node", "state", "pid", "cpu", "mem", "restarts"];
     if with_chans {
         header.push("chans");
     }
@@ -62,6 +64,8 @@ fn table(workers: &[WorkerInfo], now_ms: u64) -> Table {
             w.node.clone(),
             w.state.to_string(),
             w.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string()),
+            cpu(w),
+            mem(w),
             w.restarts.to_string(),
         ];
         if with_chans {
@@ -72,6 +76,22 @@ fn table(workers: &[WorkerInfo], now_ms: u64) -> Table {
         table.row(row);
     }
     table
+}
+
+/// The process group's CPU share, `12.5%`; `-` while not running or not yet sampled twice.
+fn cpu(w: &WorkerInfo) -> String {
+    match w.usage.as_ref().and_then(|u| u.group_cpu_percent) {
+        Some(p) => format!("{p:.1}%"),
+        None => "-".into(),
+    }
+}
+
+/// The process group's resident memory, `12.3M`; `-` while not running or not sampled.
+fn mem(w: &WorkerInfo) -> String {
+    match &w.usage {
+        Some(u) => output::mem(u.group_rss_bytes),
+        None => "-".into(),
+    }
 }
 
 /// The command line, cut to [`COMMAND_WIDTH`]; `-` when unknown (a lost worker's spec is
@@ -138,10 +158,11 @@ fn status(w: &WorkerInfo, now: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use circuit_sdk::proto::{ExitStatus, SpawnSpec};
+    use circuit_sdk::proto::{ExitStatus, SpawnSpec, WorkerUsage};
 
     fn worker(name: &str, state: WorkerState) -> WorkerInfo {
         WorkerInfo {
+            usage: None,
             name: name.into(),
             node: "n1".into(),
             state,
@@ -164,6 +185,14 @@ mod tests {
     fn rows_describe_each_state() {
         let mut web = worker("web", WorkerState::Running);
         web.pid = Some(4242);
+        web.usage = Some(WorkerUsage {
+            cpu_percent: Some(12.0),
+            rss_bytes: 10 << 20,
+            group_cpu_percent: Some(12.5),
+            group_rss_bytes: 12_900_000,
+            group_processes: 2,
+            sampled_at_ms: 130_500,
+        });
         let mut job = worker("job", WorkerState::Exited);
         (job.exited_at_ms, job.last_exit) = (Some(126_000), Some(ExitStatus::Code { code: 3 }));
         let mut bad = worker("bad", WorkerState::Failed);
@@ -173,11 +202,11 @@ mod tests {
         gone.node = "h4".into();
         gone.spec = SpawnSpec::default();
         let want = "\
-NAME   NODE   STATE     PID    RESTARTS   CHANS     COMMAND    STATUS
-web    n1     running   4242   0          -         sleep 60   up 2m10s
-job    n1     exited    -      0          -         sleep 60   exited 5s ago (code 3)
-bad    n1     failed    -      5          in=jobs   sleep 60   too many restarts
-gone   h4     lost      -      0          -         -          node h4 is dead
+NAME   NODE   STATE     PID    CPU     MEM     RESTARTS   CHANS     COMMAND    STATUS
+web    n1     running   4242   12.5%   12.3M   0          -         sleep 60   up 2m10s
+job    n1     exited    -      -       -       0          -         sleep 60   exited 5s ago (code 3)
+bad    n1     failed    -      -       -       5          in=jobs   sleep 60   too many restarts
+gone   h4     lost      -      -       -       0          -         -          node h4 is dead
 ";
         assert_eq!(table(&[web, job, bad, gone], 131_000).render(), want);
     }
@@ -202,7 +231,7 @@ gone   h4     lost      -      0          -         -          node h4 is dead
     fn no_workers_prints_only_the_header() {
         assert_eq!(
             table(&[], 0).render(),
-            "NAME   NODE   STATE   PID   RESTARTS   COMMAND   STATUS\n"
+            "NAME   NODE   STATE   PID   CPU   MEM   RESTARTS   COMMAND   STATUS\n"
         );
     }
 }

@@ -15,9 +15,6 @@ use crate::stdout::{Fate, Stdout};
 /// Exit status when `--timeout` passes without a value (as timeout(1) uses).
 const TIMEOUT_EXIT: u8 = 124;
 
-/// Values held ahead of printing into a terminal or a file when no count is given, for speed.
-const PREFETCH: u32 = 64;
-
 /// What `--help` says above the options.
 pub const LONG_ABOUT: &str = "\
 Print values from the channel NAME, one per line (the value's bytes, then a newline), until the
@@ -30,9 +27,10 @@ first, that value goes back to the channel. recv notices a reader that went away
 while it waits for a value, and exits 0 without taking anything more. So
 `circuit recv q | head -1` takes exactly one value.
 
-Into a terminal or a file without -n, recv fetches up to 64 values ahead for speed; with -n, or
-into a pipe or a socket, it holds at most one value at a time, like a Go receiver. Values
-fetched ahead and not printed go back to the channel when recv stops.
+recv fetches values ahead for speed (the SDK's default: up to 512, about 4 MiB, on a channel
+one node owns, one at a time on a replicated channel; with -n, at most COUNT). Values fetched ahead are not taken: they go back to the channel when recv stops,
+and to another receiver that waits meanwhile, so a waiting receiver is never left without a
+value that recv holds but has not printed.
 
 With --json, each value is printed as a JSON string (invalid UTF-8 replaced by U+FFFD), so a
 value that contains newlines stays on one line.
@@ -72,10 +70,16 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     if args.count == Some(0) {
         return Ok(ExitCode::SUCCESS);
     }
-    let one_at_a_time = args.count.is_some() || stdout.holds_values();
+    let defaults = RecvOptions::default();
+    // With a count, nothing beyond it is fetched (a count above the automatic prefetch
+    // leaves it automatic).
     let options = RecvOptions {
-        prefetch: if one_at_a_time { 1 } else { PREFETCH },
-        ..RecvOptions::default()
+        prefetch: args
+            .count
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n < 512)
+            .unwrap_or(defaults.prefetch),
+        ..defaults
     };
     let mut rx = chan
         .receiver_with(Raw, options)
@@ -152,7 +156,7 @@ mod tests {
 
     #[test]
     fn help_states_the_prefetch_and_the_exit_status() {
-        assert!(LONG_ABOUT.contains(&format!("up to {PREFETCH} values ahead")));
+        assert!(LONG_ABOUT.contains("up to 512, about 4 MiB"));
         assert!(LONG_ABOUT.contains("`circuit recv q | head -1` takes exactly one value"));
         assert!(LONG_ABOUT.contains(&format!("{TIMEOUT_EXIT} when --timeout passed")));
     }

@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(short, long)]
     pub force: bool,
 
-    /// Workers to remove.
+    /// Workers to remove (a replica set's name stands for all its copies).
     #[arg(value_name = "WORKER", required = true)]
     pub names: Vec<String>,
 
@@ -31,12 +31,26 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let client = ctx.connect().await?;
     let mut code = ExitCode::SUCCESS;
-    for name in args.names {
+    let mut names: std::collections::VecDeque<String> = args.names.into();
+    while let Some(name) = names.pop_front() {
         let request = args.node.wrap(Request::Remove {
             name: name.clone(),
             force: args.force,
         });
         let result = match client.call(request).await {
+            // A name that is no worker may be a set: its copies are removed in its place.
+            Err(e) if e.is_not_found() => {
+                let node = args.node.node.as_deref();
+                match super::sets::copies_of(&client, &name, node).await? {
+                    Some(copies) => {
+                        for copy in copies.into_iter().rev() {
+                            names.push_front(copy);
+                        }
+                        continue;
+                    }
+                    None => Err(e.into()),
+                }
+            }
             Ok(reply) => expect_done(reply),
             Err(e) if e.code() == Some(ErrorCode::InvalidState) => Err(CliError::hinted(
                 e,

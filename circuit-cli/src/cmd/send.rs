@@ -1,6 +1,7 @@
 //! `circuit send`: puts values into a channel — the argument, or each line of stdin — and
 //! returns only once the channel has accepted every one (at capacity 0: a receiver took it).
-//! Lines are pipelined, but the sender's window keeps stdin from being read far ahead.
+//! Lines are pipelined with the SDK's default window, which keeps stdin from being read far
+//! ahead; no option is tuned here (the defaults are the fast path).
 
 use std::process::ExitCode;
 
@@ -10,8 +11,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use super::Ctx;
 use crate::error::{self, CliError};
 
-/// Most lines read from stdin and not yet accepted by the channel: how far `send` reads ahead.
-const WINDOW: u32 = 256;
+/// Most lines read from stdin and not yet accepted by the channel: how far `send` reads ahead
+/// (the SDK's default window).
+const WINDOW: u32 = 4096;
 
 /// Size of the stdin read buffer.
 const STDIN_BUFFER: usize = 64 << 10;
@@ -23,7 +25,7 @@ one value, in order.
 
 send returns only once every value is accepted: in the channel's buffer, or, at capacity 0,
 taken by a receiver. While the channel is full it waits, and so does reading stdin:
-at most 256 lines are read ahead of what the channel has accepted. It prints nothing.
+at most 4096 lines are read ahead of what the channel has accepted. It prints nothing.
 
 Exit status: 0 when every value was accepted; 1 when one was not (no such channel, the channel
 is closed, a value larger than the channel accepts, circuitd gone). Values before the failing
@@ -51,10 +53,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let name = args.name.as_str();
     let client = ctx.connect().await?;
     let chan = client.chan(name).await.map_err(|e| error::chan(e, name))?;
-    let options = SendOptions {
-        window: WINDOW,
-        ..SendOptions::default()
-    };
+    let options = SendOptions::default();
+    debug_assert_eq!(options.window, WINDOW);
     let tx = chan
         .sender_with(Raw, options)
         .await

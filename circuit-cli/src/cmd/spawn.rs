@@ -431,6 +431,7 @@ mod tests {
     #[test]
     fn a_started_worker_is_shown_with_its_node() {
         let mut w = WorkerInfo {
+            usage: None,
             name: "analyzer-1".into(),
             node: "h3".into(),
             state: circuit_sdk::proto::WorkerState::Running,

@@ -23,7 +23,8 @@ pub struct Args {
     #[arg(short, long, value_name = "DUR", value_parser = parse::duration)]
     pub timeout: Option<humantime::Duration>,
 
-    /// Workers to stop; none is touched unless all exist.
+    /// Workers to stop (a replica set's name stands for all its copies); none is touched unless
+    /// all exist.
     #[arg(value_name = "WORKER", required = true)]
     pub names: Vec<String>,
 
@@ -33,13 +34,27 @@ pub struct Args {
 
 /// Stops the workers and prints `name: state (how it ended)` for each.
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let request = args.node.wrap(Request::Stop {
-        names: args.names,
-        signal: args.signal,
-        timeout_ms: args.timeout.map(parse::millis),
-    });
     let client = ctx.connect().await?;
-    let workers = expect_workers(client.call(request).await?)?;
+    let stop = |names: Vec<String>| {
+        args.node.wrap(Request::Stop {
+            names,
+            signal: args.signal.clone(),
+            timeout_ms: args.timeout.map(parse::millis),
+        })
+    };
+    let reply = match client.call(stop(args.names.clone())).await {
+        // A name that is no worker may be a set: its copies, then.
+        Err(e) if e.is_not_found() => {
+            let node = args.node.node.as_deref();
+            let names = super::sets::expand(&client, args.names.clone(), node).await?;
+            if names == args.names {
+                return Err(e.into());
+            }
+            client.call(stop(names)).await?
+        }
+        other => other?,
+    };
+    let workers = expect_workers(reply)?;
     if ctx.json {
         output::json(&workers)?;
         return Ok(ExitCode::SUCCESS);

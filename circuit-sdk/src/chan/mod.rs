@@ -59,6 +59,11 @@ pub struct SendOptions {
     pub window: u32,
     /// Most bytes submitted and not yet accepted. Default 64 MiB.
     pub window_bytes: u64,
+    /// Most bytes of values whose `send` completed on room the owner reserved for them,
+    /// before the owner confirmed them: such a send returns as soon as its value is on its
+    /// way (docs/CHANNELS.md, rule 2). 0 makes every send wait for the owner's confirmation.
+    /// Default 64 KiB.
+    pub ahead_bytes: u64,
     /// How long to keep trying to reconnect after the connection is lost before failing with
     /// `OwnerLost`. Default 10 s.
     pub reconnect_for: Duration,
@@ -69,6 +74,7 @@ impl Default for SendOptions {
         Self {
             window: 4096,
             window_bytes: 64 << 20,
+            ahead_bytes: 64 << 10,
             reconnect_for: Duration::from_secs(10),
         }
     }
@@ -77,11 +83,16 @@ impl Default for SendOptions {
 /// How a receiver behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecvOptions {
-    /// Values the receiver may hold before the application asks for them. 1 (the default) is
-    /// Go's behaviour: a value goes only to a receiver that is waiting in `recv`. More lets the
-    /// owner stream values ahead, for throughput; those count as in flight (against the
-    /// capacity) and go back to the channel if the receiver goes away.
+    /// Values the owner may stream to the receiver ahead of `recv`. 0 (the default) is
+    /// automatic: 512 on a channel one node owns, 1 on a replicated channel. They count as in
+    /// flight (against the capacity), go back to the channel if the receiver goes away, and
+    /// are recalled when another receiver waits with nothing to take, so a value never sits
+    /// in one receiver's hands while another waits for it (docs/CHANNELS.md, rule 7). 1 is a
+    /// hand-over per `recv`: a value only ever goes to a receiver that waits.
     pub prefetch: u32,
+    /// About how many bytes of values the receiver may hold ahead (credit is sized by the
+    /// values it sees; at least one value). Default 4 MiB.
+    pub prefetch_bytes: u64,
     /// How long to keep trying to reconnect after the connection is lost. Default 10 s.
     pub reconnect_for: Duration,
 }
@@ -89,7 +100,8 @@ pub struct RecvOptions {
 impl Default for RecvOptions {
     fn default() -> Self {
         Self {
-            prefetch: 1,
+            prefetch: 0,
+            prefetch_bytes: 4 << 20,
             reconnect_for: Duration::from_secs(10),
         }
     }

@@ -81,7 +81,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
             capacity: AtomicU64::new(0),
             reconnect_for: opts.reconnect_for,
             slot: Mutex::new(Slot {
-                state: RecvState::new(opts.prefetch),
+                state: RecvState::new(opts.prefetch, opts.prefetch_bytes),
                 client: Some(client.clone()),
                 waker: None,
                 closing: None,
@@ -354,6 +354,11 @@ impl RecvCore {
         manual: bool,
     ) -> Poll<Result<(Bytes, u64), ChanError>> {
         let mut slot = self.lock();
+        if slot.state.should_yield() {
+            drop(slot);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let poll = slot.state.take(manual);
         if poll.is_pending() {
             slot.waker = Some(cx.waker().clone());

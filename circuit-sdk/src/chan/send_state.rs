@@ -1,6 +1,8 @@
 //! The sending half of a channel as a sans-IO state machine: sequence numbers, the send window
 //! (values and bytes submitted and not yet answered, and the line of submits waiting for
-//! room), the values pending until the owner answers, and what a reconnect sends again. Each
+//! room), the values pending until the owner answers, room the owner reserved (a value sent
+//! on it completes at once, up to `ahead_bytes` of them unconfirmed), and what a reconnect
+//! sends again. Each
 //! call takes an event — a value submitted or given up on, the owner's signals, a stream lost,
 //! reopened or failed, the last `Sender` gone — and records what to write in `effects`;
 //! `sender.rs` is the async shell around it. No I/O, no locks, no clock. The unit tests are
@@ -14,6 +16,11 @@ use super::stream_state::{Effect, Lost, StreamState};
 use super::ChanError;
 use crate::proto::{Frame, SignalOp};
 
+/// Bytes a value takes on the wire besides its payload (frame header, stream id, seq):
+/// counted in `ahead`, which must stay below what the socket to the daemon takes at once.
+const WIRE_OVERHEAD: u64 =
+    (crate::proto::frame::HEADER_LEN + crate::proto::frame::DATA_HEAD) as u64;
+
 /// Who waits for a value's outcome (in the SDK, the sender of a `Ticket`).
 pub(crate) trait Waiter {
     /// Tells the outcome; gives it back if nobody listens any more.
@@ -22,14 +29,16 @@ pub(crate) trait Waiter {
 
 /// What became of a submit.
 #[derive(Debug)]
-pub(crate) enum Submit<W> {
-    /// On its way, numbered with this seq.
-    Sent(u64),
+pub(crate) enum Submit {
+    /// On its way, numbered with this seq. `early` if room was reserved for it: then its send
+    /// is complete (CHANNELS.md rule 2) and no waiter was made; otherwise the waiter learns
+    /// its outcome.
+    Sent { seq: u64, early: bool },
     /// Refused; nothing changed.
     Refused(ChanError),
     /// No room in the window: the submit has its place in line; it is made again, with the
-    /// value and waiter given back here, once room is freed.
-    Wait(Bytes, W),
+    /// value given back here, once room is freed.
+    Wait(Bytes),
 }
 
 /// A submit's place in the line for window room (none until it had to wait).
@@ -136,10 +145,12 @@ struct Pending<W> {
     /// Kept to send it again after a reconnect.
     payload: Bytes,
     try_send: bool,
-    /// `None` once nobody waits (a send given up on).
+    /// `None` once nobody waits (a send given up on, or one that completed on reserved room).
     waiter: Option<W>,
     /// Byte-window units it holds (it also holds one value of the window).
     units: u32,
+    /// Its send completed on reserved room: it counts in `ahead` until confirmed.
+    early: bool,
 }
 
 /// One sender's side of its send stream.
@@ -151,6 +162,13 @@ pub(crate) struct SendState<W, K> {
     /// The channel's payload limit, told by the owner when the stream opens.
     max_payload: u64,
     next_seq: u64,
+    /// The owner reserved room for the values with seqs up to this one (0: none). It dies with
+    /// the stream: a reopened stream starts without.
+    reserved_upto: u64,
+    /// Most bytes of values that completed on reserved room and are not confirmed yet.
+    ahead_bytes: u64,
+    /// Bytes of those now.
+    ahead: u64,
     pending: super::pending::Pending<Pending<W>>,
     /// The channel was closed: sends fail at once.
     closed: bool,
@@ -166,8 +184,9 @@ pub(crate) struct SendState<W, K> {
 
 impl<W: Waiter, K: Clone> SendState<W, K> {
     /// A sender with a window of `window` values and `window_bytes` bytes (clamped to what
-    /// the owner allows: 65,536 values, 256 MiB).
-    pub fn new(window: u32, window_bytes: u64) -> Self {
+    /// the owner allows: 65,536 values, 256 MiB), whose sends complete on reserved room for
+    /// up to `ahead_bytes` unconfirmed.
+    pub fn new(window: u32, window_bytes: u64, ahead_bytes: u64) -> Self {
         let max_units = (window_bytes / 1024).clamp(1, 1 << 18);
         Self {
             stream: StreamState::default(),
@@ -182,6 +201,9 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
             },
             max_payload: 0,
             next_seq: 1,
+            reserved_upto: 0,
+            ahead_bytes,
+            ahead: 0,
             pending: Default::default(),
             closed: false,
             unreported: None,
@@ -221,10 +243,10 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
         &mut self,
         payload: Bytes,
         try_send: bool,
-        waiter: W,
+        waiter: impl FnOnce() -> W,
         place: &mut Place,
         room: &K,
-    ) -> Submit<W> {
+    ) -> Submit {
         let size = payload.len() as u64;
         let refused = if size > self.max_payload {
             Some(ChanError::TooLarge {
@@ -242,21 +264,32 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
         }
         let units = self.window.units_for(size);
         if !self.window.take(units, place, room) {
-            return Submit::Wait(payload, waiter);
+            return Submit::Wait(payload);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        // Room is kept for it: it will be accepted whenever it arrives.
+        let early = seq <= self.reserved_upto
+            && !self.stream.reconnecting
+            && self.ahead + size + WIRE_OVERHEAD <= self.ahead_bytes;
+        let waiter = if early {
+            self.ahead += size + WIRE_OVERHEAD;
+            None
+        } else {
+            Some(waiter())
+        };
         let pending = Pending {
             payload,
-            try_send,
-            waiter: Some(waiter),
+            try_send: try_send && !early,
+            waiter,
             units,
+            early,
         };
         if !self.stream.reconnecting {
             write_value(&mut self.effects, &self.stream, seq, &pending);
         }
         self.pending.push(seq, pending);
-        Submit::Sent(seq)
+        Submit::Sent { seq, early }
     }
 
     /// A submit waiting for room gives up: it leaves the line.
@@ -334,6 +367,12 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
                 }
             }
             SignalOp::Full => self.resolve(a, Err(ChanError::Full)),
+            SignalOp::Reserve => self.reserved_upto = self.reserved_upto.max(a),
+            SignalOp::Revoke => {
+                // Every value sent on the reservation went out before this answer.
+                self.reserved_upto = self.reserved_upto.min(self.next_seq - 1);
+                self.signal(SignalOp::Release, 0);
+            }
             SignalOp::Withdrawn => self.resolve(a, Err(ChanError::Timeout)),
             SignalOp::TooLarge => {
                 let size = self.pending.get(a).map_or(0, |p| p.payload.len() as u64);
@@ -352,6 +391,10 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
     /// answered — unless every `Sender` is gone and nothing is pending.
     pub fn lost(&mut self, gen: u64) -> Lost {
         let lost = self.stream.lost(gen);
+        if lost == Lost::Reconnect {
+            // The reservation was the old stream's.
+            self.reserved_upto = 0;
+        }
         if lost == Lost::Reconnect && self.released && self.pending.is_empty() {
             self.stream.reconnecting = false;
             self.stream.failed = Some(dropped());
@@ -403,6 +446,9 @@ impl<W: Waiter, K: Clone> SendState<W, K> {
     /// Tells a value's waiter its outcome and frees its room in the window.
     fn settle(&mut self, p: Pending<W>, result: Result<(), ChanError>) {
         self.window.give(p.units);
+        if p.early {
+            self.ahead -= p.payload.len() as u64 + WIRE_OVERHEAD;
+        }
         self.settled = true;
         if let Some(waiter) = p.waiter {
             if let Err(Err(e)) = waiter.settle(result) {
@@ -436,403 +482,4 @@ fn dropped() -> ChanError {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
-    use super::*;
-
-    /// A waiter that records its outcome (or is gone, like a dropped ticket).
-    #[derive(Debug, Clone, Default)]
-    struct Seen(Rc<RefCell<Option<Result<(), ChanError>>>>, bool);
-
-    impl Waiter for Seen {
-        fn settle(self, result: Result<(), ChanError>) -> Result<(), Result<(), ChanError>> {
-            if self.1 {
-                return Err(result);
-            }
-            *self.0.borrow_mut() = Some(result);
-            Ok(())
-        }
-    }
-
-    impl Seen {
-        fn gone() -> Self {
-            Self(Rc::default(), true)
-        }
-
-        fn outcome(&self) -> Option<Result<(), ChanError>> {
-            self.0.borrow().clone()
-        }
-    }
-
-    const STREAM: u64 = 5;
-
-    fn sender() -> SendState<Seen, u32> {
-        let mut st = SendState::new(4096, 64 << 20);
-        st.opened(STREAM, 1024);
-        st
-    }
-
-    fn v(s: &'static str) -> Bytes {
-        Bytes::from_static(s.as_bytes())
-    }
-
-    /// Submits a value that must be sent; returns its seq and waiter.
-    fn send(st: &mut SendState<Seen, u32>, value: &'static str) -> (u64, Seen) {
-        let seen = Seen::default();
-        match st.submit(v(value), false, seen.clone(), &mut Place::default(), &0) {
-            Submit::Sent(seq) => (seq, seen),
-            other => panic!("not sent: {other:?}"),
-        }
-    }
-
-    fn effects(st: &mut SendState<Seen, u32>) -> Vec<Effect> {
-        std::mem::take(&mut st.effects)
-    }
-
-    fn data(id: u64, seq: u64, value: &'static str) -> Effect {
-        Effect::Write(Frame::Data {
-            id,
-            seq,
-            payload: v(value),
-        })
-    }
-
-    fn signal(id: u64, op: SignalOp, a: u64) -> Effect {
-        Effect::Write(Frame::Signal { id, op, a, b: 0 })
-    }
-
-    fn from_owner(op: SignalOp, a: u64, b: u64) -> Vec<Frame> {
-        vec![Frame::Signal {
-            id: STREAM,
-            op,
-            a,
-            b,
-        }]
-    }
-
-    #[test]
-    fn rule_2_a_send_completes_when_the_owner_accepts_it() {
-        let mut st = sender();
-        let (seq, seen) = send(&mut st, "a");
-        assert_eq!(effects(&mut st), [data(STREAM, seq, "a")]);
-        assert_eq!(seen.outcome(), None, "sent is not accepted");
-        assert_eq!(st.pending(), 1);
-        st.on_frames(1, from_owner(SignalOp::Accepted, seq, 1));
-        assert_eq!(seen.outcome(), Some(Ok(())));
-        assert_eq!(st.pending(), 0);
-        assert_eq!(st.take_wakes(), (None, true), "flush is woken");
-    }
-
-    #[test]
-    fn rule_3_values_go_out_in_order_with_consecutive_seqs_and_a_run_accepts_them_all() {
-        let mut st = sender();
-        let sent: Vec<(u64, Seen)> = ["a", "b", "c"].map(|x| send(&mut st, x)).into();
-        assert_eq!(
-            effects(&mut st),
-            [
-                data(STREAM, 1, "a"),
-                data(STREAM, 2, "b"),
-                data(STREAM, 3, "c")
-            ]
-        );
-        st.on_frames(1, from_owner(SignalOp::Accepted, 1, 3));
-        for (seq, seen) in &sent {
-            assert_eq!(seen.outcome(), Some(Ok(())), "seq {seq}");
-        }
-    }
-
-    #[test]
-    fn rule_5_closed_fails_the_pending_and_every_later_send() {
-        let mut st = sender();
-        let (_, accepted) = send(&mut st, "a");
-        let (_, waiting) = send(&mut st, "b");
-        st.on_frames(1, from_owner(SignalOp::Accepted, 1, 1));
-        st.on_frames(1, from_owner(SignalOp::Closed, 2, 1));
-        assert_eq!(accepted.outcome(), Some(Ok(())));
-        assert_eq!(waiting.outcome(), Some(Err(ChanError::Closed)));
-        effects(&mut st);
-        let later = st.submit(v("c"), false, Seen::default(), &mut Place::default(), &0);
-        assert!(matches!(later, Submit::Refused(ChanError::Closed)));
-        assert!(effects(&mut st).is_empty(), "a refused value is not sent");
-    }
-
-    #[test]
-    fn rule_10_resend_after_reconnect_keeps_seqs() {
-        let mut st = sender();
-        let (_, first) = send(&mut st, "a");
-        send(&mut st, "b");
-        st.on_frames(1, from_owner(SignalOp::Accepted, 1, 1));
-        effects(&mut st);
-        assert_eq!(st.lost(1), Lost::Reconnect);
-        // While reopening, a new value waits for the resend; nothing is written.
-        let (seq, _) = send(&mut st, "c");
-        assert_eq!(seq, 3);
-        assert!(effects(&mut st).is_empty());
-        // Reopened as stream 9: what was not confirmed goes again, with the same seqs.
-        assert!(st.resumed(1, 9));
-        assert_eq!(effects(&mut st), [data(9, 2, "b"), data(9, 3, "c")]);
-        // The old stream's late news is stale.
-        st.on_frames(1, from_owner(SignalOp::Accepted, 2, 1));
-        assert_eq!(st.pending(), 2);
-        st.on_frames(2, from_owner(SignalOp::Accepted, 2, 2));
-        assert_eq!(st.pending(), 0);
-        assert_eq!(first.outcome(), Some(Ok(())));
-    }
-
-    #[test]
-    fn rule_10_a_try_send_is_announced_again_after_a_reconnect() {
-        let mut st = sender();
-        let seen = Seen::default();
-        assert!(matches!(
-            st.submit(v("a"), true, seen, &mut Place::default(), &0),
-            Submit::Sent(1)
-        ));
-        assert_eq!(
-            effects(&mut st),
-            [signal(STREAM, SignalOp::TrySend, 1), data(STREAM, 1, "a")]
-        );
-        assert_eq!(st.lost(1), Lost::Reconnect);
-        assert!(st.resumed(1, 9));
-        assert_eq!(
-            effects(&mut st),
-            [signal(9, SignalOp::TrySend, 1), data(9, 1, "a")]
-        );
-    }
-
-    #[test]
-    fn rule_11_try_send_is_announced_and_full_refuses_it_and_changes_nothing() {
-        let mut st = sender();
-        let seen = Seen::default();
-        st.submit(v("a"), true, seen.clone(), &mut Place::default(), &0);
-        assert_eq!(
-            effects(&mut st),
-            [signal(STREAM, SignalOp::TrySend, 1), data(STREAM, 1, "a")]
-        );
-        st.on_frames(1, from_owner(SignalOp::Full, 1, 0));
-        assert_eq!(seen.outcome(), Some(Err(ChanError::Full)));
-        assert_eq!(st.pending(), 0);
-        // The window has its room back: the next value goes out at once.
-        let (seq, _) = send(&mut st, "b");
-        assert_eq!(seq, 2);
-    }
-
-    #[test]
-    fn rule_11_a_send_timeout_asks_for_the_value_back_and_withdrawn_times_it_out() {
-        let mut st = sender();
-        let (seq, seen) = send(&mut st, "a");
-        effects(&mut st);
-        st.request_cancel(seq);
-        assert_eq!(
-            effects(&mut st),
-            [signal(STREAM, SignalOp::CancelSend, seq)]
-        );
-        st.on_frames(1, from_owner(SignalOp::Withdrawn, seq, 0));
-        assert_eq!(seen.outcome(), Some(Err(ChanError::Timeout)));
-    }
-
-    #[test]
-    fn rule_13_a_value_over_the_payload_limit_is_refused_before_it_is_sent() {
-        let mut st = sender();
-        let big = Bytes::from(vec![0u8; 1025]);
-        let refused = st.submit(big, false, Seen::default(), &mut Place::default(), &0);
-        assert!(matches!(
-            refused,
-            Submit::Refused(ChanError::TooLarge {
-                size: 1025,
-                max: 1024
-            })
-        ));
-        assert!(effects(&mut st).is_empty());
-        assert_eq!(st.next_seq(), 1, "no seq used");
-        // The owner's limit may be lower than what the stream said: its refusal is final.
-        let (seq, seen) = send(&mut st, "toolong");
-        st.on_frames(1, from_owner(SignalOp::TooLarge, seq, 3));
-        assert_eq!(
-            seen.outcome(),
-            Some(Err(ChanError::TooLarge { size: 7, max: 3 }))
-        );
-    }
-
-    #[test]
-    fn rule_16_a_dropped_send_is_withdrawn_and_never_reported() {
-        let mut st = sender();
-        let (seq, seen) = send(&mut st, "a");
-        effects(&mut st);
-        st.abandon(seq);
-        assert_eq!(
-            effects(&mut st),
-            [signal(STREAM, SignalOp::CancelSend, seq)]
-        );
-        st.on_frames(1, from_owner(SignalOp::Withdrawn, seq, 0));
-        assert_eq!(seen.outcome(), None, "nobody waits for it any more");
-        assert_eq!(st.flushed(st.next_seq()), Some(Ok(())));
-        // Withdrawn while reopening: the cancel goes with the resend, as nothing is written.
-        let (seq, _) = send(&mut st, "b");
-        effects(&mut st);
-        assert_eq!(st.lost(1), Lost::Reconnect);
-        st.abandon(seq);
-        assert!(effects(&mut st).is_empty());
-    }
-
-    #[test]
-    fn rule_17_a_failure_fails_every_pending_and_later_send_with_owner_lost() {
-        let mut st = sender();
-        let (_, a) = send(&mut st, "a");
-        let (_, b) = send(&mut st, "b");
-        assert_eq!(st.lost(1), Lost::Reconnect);
-        st.fail(1, ChanError::OwnerLost("circuitd restarted".into()));
-        for seen in [a, b] {
-            assert!(seen
-                .outcome()
-                .is_some_and(|r| r.is_err_and(|e| e.is_owner_lost())));
-        }
-        assert_eq!(st.take_wakes(), (None, true));
-        let later = st.submit(v("c"), false, Seen::default(), &mut Place::default(), &0);
-        assert!(matches!(later, Submit::Refused(ChanError::OwnerLost(_))));
-        assert!(!st.resumed(1, 9), "a late reopen is ended");
-    }
-
-    #[test]
-    fn the_window_holds_submits_in_line_and_wakes_the_first_when_room_comes() {
-        let mut st = SendState::<Seen, u32>::new(2, 64 << 20);
-        st.opened(STREAM, 1024);
-        send(&mut st, "a");
-        send(&mut st, "b");
-        let (mut first, mut second) = (Place::default(), Place::default());
-        let Submit::Wait(p1, w1) = st.submit(v("c"), false, Seen::default(), &mut first, &1) else {
-            panic!("the window is full");
-        };
-        let Submit::Wait(p2, w2) = st.submit(v("d"), false, Seen::default(), &mut second, &2)
-        else {
-            panic!("the window is full");
-        };
-        assert!(first.is_waiting() && second.is_waiting());
-        assert_eq!(st.take_wakes(), (None, false));
-        st.on_frames(1, from_owner(SignalOp::Accepted, 1, 1));
-        assert_eq!(
-            st.take_wakes(),
-            (Some(1), true),
-            "only the first in line is woken"
-        );
-        // The second in line may not overtake the first, even with room.
-        let Submit::Wait(p2, w2) = st.submit(p2, false, w2, &mut second, &2) else {
-            panic!("the first in line goes first");
-        };
-        assert!(matches!(
-            st.submit(p1, false, w1, &mut first, &1),
-            Submit::Sent(3)
-        ));
-        assert!(!first.is_waiting());
-        assert_eq!(st.take_wakes(), (Some(2), false), "then the next");
-        // The window is full again: the second waits on, and goes when room comes.
-        let Submit::Wait(p2, w2) = st.submit(p2, false, w2, &mut second, &2) else {
-            panic!("the window is full");
-        };
-        st.on_frames(1, from_owner(SignalOp::Accepted, 2, 1));
-        assert_eq!(st.take_wakes(), (Some(2), true));
-        assert!(matches!(
-            st.submit(p2, false, w2, &mut second, &2),
-            Submit::Sent(4)
-        ));
-        assert_eq!(st.take_wakes(), (None, false), "nobody left in line");
-    }
-
-    #[test]
-    fn a_submit_that_gives_up_its_place_wakes_the_next_in_line() {
-        let mut st = SendState::<Seen, u32>::new(1, 64 << 20);
-        st.opened(STREAM, 1024);
-        send(&mut st, "a");
-        let (mut first, mut second) = (Place::default(), Place::default());
-        st.submit(v("b"), false, Seen::default(), &mut first, &1);
-        st.submit(v("c"), false, Seen::default(), &mut second, &2);
-        st.on_frames(1, from_owner(SignalOp::Accepted, 1, 1));
-        assert_eq!(st.take_wakes(), (Some(1), true));
-        st.leave_line(&mut first);
-        assert_eq!(
-            st.take_wakes(),
-            (Some(2), false),
-            "the next in line is woken"
-        );
-        assert!(matches!(
-            st.submit(v("c"), false, Seen::default(), &mut second, &2),
-            Submit::Sent(2)
-        ));
-    }
-
-    #[test]
-    fn a_failure_wakes_the_submits_in_line_to_be_refused() {
-        let mut st = SendState::<Seen, u32>::new(1, 64 << 20);
-        st.opened(STREAM, 1024);
-        send(&mut st, "a");
-        let mut place = Place::default();
-        st.submit(v("b"), false, Seen::default(), &mut place, &1);
-        st.fail(1, ChanError::OwnerLost("gone".into()));
-        assert_eq!(st.take_wakes(), (Some(1), true));
-        let refused = st.submit(v("b"), false, Seen::default(), &mut place, &1);
-        assert!(matches!(refused, Submit::Refused(ChanError::OwnerLost(_))));
-        assert!(!place.is_waiting(), "a refused submit leaves the line");
-    }
-
-    #[test]
-    fn the_byte_window_counts_kib_and_any_value_fits_an_empty_window() {
-        let mut st = SendState::<Seen, u32>::new(100, 4 * 1024);
-        st.opened(STREAM, 1 << 20);
-        let big = Bytes::from(vec![0u8; 100 * 1024]);
-        let Submit::Sent(_) = st.submit(
-            big.clone(),
-            false,
-            Seen::default(),
-            &mut Place::default(),
-            &0,
-        ) else {
-            panic!("a value larger than the window fits an empty one");
-        };
-        let mut place = Place::default();
-        assert!(matches!(
-            st.submit(v("x"), false, Seen::default(), &mut place, &0),
-            Submit::Wait(..)
-        ));
-    }
-
-    #[test]
-    fn flush_reports_the_first_failure_of_a_value_nobody_waited_for() {
-        let mut st = sender();
-        let seq = match st.submit(v("a"), true, Seen::gone(), &mut Place::default(), &0) {
-            Submit::Sent(seq) => seq,
-            other => panic!("{other:?}"),
-        };
-        let upto = st.next_seq();
-        assert_eq!(st.flushed(upto), None, "pending");
-        st.on_frames(1, from_owner(SignalOp::Full, seq, 0));
-        assert_eq!(st.flushed(upto), Some(Err(ChanError::Full)));
-        assert_eq!(st.flushed(upto), Some(Ok(())), "reported once");
-    }
-
-    #[test]
-    fn a_released_sender_ends_its_stream_once_nothing_is_pending() {
-        let mut st = sender();
-        let (seq, _) = send(&mut st, "a");
-        effects(&mut st);
-        st.release();
-        assert!(effects(&mut st).is_empty(), "a value is still pending");
-        st.on_frames(1, from_owner(SignalOp::Accepted, seq, 1));
-        assert_eq!(effects(&mut st), [Effect::End(STREAM)]);
-        // Lost afterwards: nothing to reconnect for.
-        assert_eq!(st.lost(1), Lost::Ignore);
-    }
-
-    #[test]
-    fn a_data_frame_on_a_send_stream_fails_it() {
-        let mut st = sender();
-        let (_, seen) = send(&mut st, "a");
-        let data = Frame::Data {
-            id: STREAM,
-            seq: 1,
-            payload: v("x"),
-        };
-        st.on_frames(1, vec![data]);
-        assert!(matches!(seen.outcome(), Some(Err(ChanError::Protocol(_)))));
-    }
-}
+mod tests;

@@ -1,6 +1,8 @@
 //! [`Sender`]: the sending half of a channel. Every value carries a sequence number; the daemon
 //! confirms acceptance per value, so many sends can be in flight at once (pipelining) while
-//! each `send` still completes only when its value is in the channel. After a lost connection
+//! each `send` still completes only when its value is in the channel — or, when the owner
+//! has reserved room for it, as soon as it is on its way (it is then accepted whenever it
+//! arrives; docs/CHANNELS.md rule 2). After a lost connection
 //! the sender reconnects and sends again what was not confirmed; the owner drops duplicates.
 //! The rules live in the state machine (`send_state.rs`) and the stream's life in the shell
 //! (`stream.rs`); this file is the async API over them.
@@ -19,9 +21,10 @@ use tokio::sync::{oneshot, Notify};
 use super::codec::{Codec, Json};
 use super::send_state::{Place, SendState, Submit, Waiter};
 use super::stream::{self, Half};
-use super::stream_state::Lost;
+use super::stream_state::{Effect, Lost};
 use super::{ChanError, SendOptions};
 use crate::client::Client;
+use crate::connection::Pull;
 use crate::proto::{Frame, Request};
 
 /// The sending half of a channel, for values of `T` encoded with `C`. Cloning is cheap; clones
@@ -101,11 +104,16 @@ pub(crate) struct SendCore {
     settled: Notify,
 }
 
-/// The state machine (its submits waiting for window room leave their task's waker) and the
-/// connection its stream is on.
+/// The state machine (its submits waiting for window room leave their task's waker), the
+/// connection its stream is on, and the frames waiting for the connection's writer.
 struct Slot {
     state: SendState<Done, Waker>,
     client: Client,
+    /// Frames to write, in order, taken by the writer when it gets to this sender (one pull
+    /// for many values: no queueing and waking per value).
+    outbox: Vec<Frame>,
+    /// A pull is queued on the writer.
+    pull_queued: bool,
 }
 
 impl<T, C: Codec<T>> Sender<T, C> {
@@ -122,8 +130,10 @@ impl<T, C: Codec<T>> Sender<T, C> {
             replicated: Default::default(),
             reconnect_for: opts.reconnect_for,
             slot: Mutex::new(Slot {
-                state: SendState::new(opts.window, opts.window_bytes),
+                state: SendState::new(opts.window, opts.window_bytes, opts.ahead_bytes),
                 client: client.clone(),
+                outbox: Vec::new(),
+                pull_queued: false,
             }),
             settled: Notify::new(),
         });
@@ -155,7 +165,11 @@ impl<T, C: Codec<T>> Sender<T, C> {
     }
 
     /// Sends a value and waits until it is in the channel: buffered (capacity > 0) or taken by
-    /// a receiver (capacity 0). Waits while the channel is full.
+    /// a receiver (capacity 0). Waits while the channel is full. When the owner has reserved
+    /// room for this sender's next values (a channel with room, one node owning it), the send
+    /// completes as soon as the value is on its way: it is accepted whenever it arrives, even
+    /// if the channel is closed meanwhile. Until then it lives in this process; see
+    /// [`flush`](Self::flush) and `SendOptions::ahead_bytes`.
     ///
     /// Cancel-safe in this sense: if the future is dropped before it completes, the value is
     /// withdrawn unless the owner has already accepted it (or, at capacity 0, handed it to a
@@ -175,6 +189,12 @@ impl<T, C: Codec<T>> Sender<T, C> {
         let payload = self.codec.encode(&value)?;
         let core = &self.handle.core;
         let (seq, rx) = core.submit(payload, try_send).await?;
+        let Some(rx) = rx else {
+            // Complete on reserved room. A loop of such sends never waits, so it gives way now
+            // and then (tokio's budget) for the connection's writer and the rest to run.
+            tokio::task::coop::consume_budget().await;
+            return Ok(());
+        };
         let mut guard = CancelGuard {
             core,
             seq,
@@ -191,6 +211,10 @@ impl<T, C: Codec<T>> Sender<T, C> {
         let payload = self.codec.encode(&value)?;
         let core = &self.handle.core;
         let (seq, rx) = core.submit(payload, false).await?;
+        let Some(rx) = rx else {
+            tokio::task::coop::consume_budget().await;
+            return Ok(());
+        };
         let mut guard = CancelGuard {
             core,
             seq,
@@ -225,7 +249,9 @@ impl<T, C: Codec<T>> Sender<T, C> {
     pub async fn submit(&self, value: T) -> Result<Ticket, ChanError> {
         let payload = self.codec.encode(&value)?;
         let (_, rx) = self.handle.core.submit(payload, false).await?;
-        Ok(Ticket { rx })
+        Ok(Ticket {
+            rx: rx.unwrap_or_else(accepted),
+        })
     }
 
     /// Waits until every value submitted so far is accepted. Returns the first failure of a
@@ -235,9 +261,16 @@ impl<T, C: Codec<T>> Sender<T, C> {
     }
 }
 
+/// The end of a ticket that is complete: its value had room reserved.
+fn accepted() -> oneshot::Receiver<Result<(), ChanError>> {
+    let (done, rx) = oneshot::channel();
+    let _ = done.send(Ok(()));
+    rx
+}
+
 /// Withdraws a send whose future was dropped before it completed.
 struct CancelGuard<'a> {
-    core: &'a SendCore,
+    core: &'a Arc<SendCore>,
     seq: u64,
     armed: bool,
 }
@@ -252,7 +285,7 @@ impl Drop for CancelGuard<'_> {
 
 /// A submit's place in line for window room, given up if the submit is dropped while waiting.
 struct InLine<'a> {
-    core: &'a SendCore,
+    core: &'a Arc<SendCore>,
     place: Place,
 }
 
@@ -271,13 +304,31 @@ impl SendCore {
     }
 
     /// Runs `f` on the slot, then carries out what the state machine recorded and wakes the
-    /// submit first in line for room and the flushes, if it says so.
-    fn with<R>(&self, f: impl FnOnce(&mut Slot) -> R) -> R {
+    /// submit first in line for room and the flushes, if it says so. Frames go to the outbox,
+    /// which the writer pulls; the stream's end and cancel follow them on the connection's
+    /// queue (the pull was queued first).
+    fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut Slot) -> R) -> R {
         let mut slot = self.lock();
         let result = f(&mut slot);
-        let Slot { state, client } = &mut *slot;
-        // A sender never asks for pulls.
-        stream::apply(Some(client), &mut state.effects, |_, _| {});
+        let Slot {
+            state,
+            client,
+            outbox,
+            pull_queued,
+        } = &mut *slot;
+        let gen = state.stream.gen;
+        for effect in state.effects.drain(..) {
+            match effect {
+                Effect::Write(frame) => {
+                    outbox.push(frame);
+                    if !*pull_queued {
+                        *pull_queued = true;
+                        client.schedule(self.clone(), gen);
+                    }
+                }
+                other => stream::apply(Some(client), &mut vec![other], |_, _| {}),
+            }
+        }
         let (room, settled) = state.take_wakes();
         drop(slot);
         if let Some(room) = room {
@@ -289,39 +340,46 @@ impl SendCore {
         result
     }
 
-    /// Submits a payload: its seq and the receiving end of its ticket, once it is on its way.
+    /// Submits a payload: its seq and, unless it completed on reserved room, the receiving
+    /// end of its ticket, once it is on its way.
     async fn submit(
-        &self,
+        self: &Arc<Self>,
         payload: Bytes,
         try_send: bool,
-    ) -> Result<(u64, oneshot::Receiver<Result<(), ChanError>>), ChanError> {
-        let (done, rx) = oneshot::channel();
+    ) -> Result<(u64, Option<oneshot::Receiver<Result<(), ChanError>>>), ChanError> {
         let mut line = InLine {
             core: self,
             place: Place::default(),
         };
-        let mut value = Some((payload, done));
+        let mut value = Some(payload);
+        let mut ticket = None;
         // The common case, room in the window, is ready at the first poll; otherwise the
         // submit waits in line with its waker, which the state machine gives back to be woken
-        // when it is first in line and room has come.
-        let seq = std::future::poll_fn(|cx| {
-            let (payload, done) = value.take().expect("a submit is not polled after it ends");
+        // when it is first in line and room has come. A ticket is made only for a value that
+        // must wait for its answer.
+        let (seq, early) = std::future::poll_fn(|cx| {
+            let payload = value.take().expect("a submit is not polled after it ends");
             let place = &mut line.place;
+            let waiter = || {
+                let (done, rx) = oneshot::channel();
+                ticket = Some(rx);
+                done
+            };
             let submit = |slot: &mut Slot| {
                 slot.state
-                    .submit(payload, try_send, done, place, cx.waker())
+                    .submit(payload, try_send, waiter, place, cx.waker())
             };
             match self.with(submit) {
-                Submit::Sent(seq) => Poll::Ready(Ok(seq)),
+                Submit::Sent { seq, early } => Poll::Ready(Ok((seq, early))),
                 Submit::Refused(e) => Poll::Ready(Err(e)),
-                Submit::Wait(payload, done) => {
-                    value = Some((payload, done));
+                Submit::Wait(payload) => {
+                    value = Some(payload);
                     Poll::Pending
                 }
             }
         })
         .await?;
-        Ok((seq, rx))
+        Ok((seq, if early { None } else { ticket }))
     }
 
     async fn flush(&self) -> Result<(), ChanError> {
@@ -335,6 +393,17 @@ impl SendCore {
             }
             settled.await;
         }
+    }
+}
+
+impl Pull for SendCore {
+    fn pull(&self, token: u64, out: &mut Vec<Frame>) {
+        let mut slot = self.lock();
+        if token != slot.state.stream.gen {
+            return;
+        }
+        slot.pull_queued = false;
+        out.append(&mut slot.outbox);
     }
 }
 
@@ -357,6 +426,9 @@ impl Half for SendCore {
         Request::ChanSend {
             name: self.chan.clone(),
             sender: self.sender_id,
+            // Room may be reserved for the values not sent yet; those sent again after a
+            // reconnect wait for their answer as before.
+            reserve_from: Some(self.lock().state.next_seq()),
             direct: false,
         }
     }
@@ -367,7 +439,12 @@ impl Half for SendCore {
 
     fn lost(self: &Arc<Self>, gen: u64) -> Option<Client> {
         self.with(|slot| match slot.state.lost(gen) {
-            Lost::Reconnect => Some(slot.client.clone()),
+            Lost::Reconnect => {
+                // What was not written went with the connection; the resend covers it.
+                slot.outbox.clear();
+                slot.pull_queued = false;
+                Some(slot.client.clone())
+            }
             Lost::Ignore => None,
         })
     }

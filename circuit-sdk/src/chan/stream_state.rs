@@ -58,11 +58,16 @@ impl Default for StreamState {
 impl StreamState {
     /// A signal frame on this stream.
     pub fn signal(&self, op: SignalOp, a: u64) -> Frame {
+        self.signal2(op, a, 0)
+    }
+
+    /// A signal frame on this stream with both arguments.
+    pub fn signal2(&self, op: SignalOp, a: u64, b: u64) -> Frame {
         Frame::Signal {
             id: self.id,
             op,
             a,
-            b: 0,
+            b,
         }
     }
 

@@ -8,6 +8,21 @@ pub const MAX_CHAN_NAME: usize = 128;
 /// Default largest payload of one channel value: 16 MiB.
 pub const DEFAULT_MAX_PAYLOAD: u64 = 16 * 1024 * 1024;
 
+/// The largest capacity a channel may have: 2^30 values. A channel holds its values in its
+/// owner's memory; a capacity beyond this is a mistake (a `-1` meant as "unbounded"), not a
+/// plan.
+pub const MAX_CAPACITY: u64 = 1 << 30;
+
+/// Checks a channel capacity: 0 (rendezvous) to [`MAX_CAPACITY`].
+pub fn validate_capacity(capacity: u64) -> Result<(), String> {
+    if capacity > MAX_CAPACITY {
+        return Err(format!(
+            "capacity {capacity} is more than a channel may hold: at most {MAX_CAPACITY} values"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a channel name: 1–128 characters of `A-Z a-z 0-9 . _ - /`.
 pub fn validate_chan_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

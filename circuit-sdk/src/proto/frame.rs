@@ -72,8 +72,9 @@ signal_ops! {
     /// Receive stream: the oldest `a` delivered values were taken by the application; they
     /// leave the channel.
     Ack = 2,
-    /// Receive stream: the newest `a` delivered, unacknowledged values go back to the head of
-    /// the queue, in order.
+    /// Receive stream: `a` delivered, unacknowledged values go back to the head of the queue,
+    /// in order: the newest `a` of the first `b` values delivered on the stream (the client's
+    /// count of values received; those delivered after it are still on their way and stay).
     Return = 3,
     /// Receive stream: deliver one value if one is ready now, else answer `Empty`.
     TryRecv = 4,
@@ -84,6 +85,17 @@ signal_ops! {
     TrySend = 6,
     /// Send stream: withdraw the value with seq `a` if it is still waiting to be accepted.
     CancelSend = 7,
+    /// Receive stream: the application waits and every value delivered is taken; `a` is the
+    /// client's count of values received (if more were delivered, they are on their way and
+    /// the receiver is not starving). Receivers that wait are served before prefetching ones,
+    /// and values other receivers hold untaken are recalled for them.
+    Waiting = 8,
+    /// Receive stream: the answer to `Recall`: like `Return` (`a` values, the newest of the
+    /// first `b` delivered), sent even when `a` is 0.
+    Recalled = 9,
+    /// Send stream: the answer to `Revoke`: every value sent under a reservation is sent
+    /// (before this signal); the rest of the reservation is given back.
+    Release = 10,
     /// Send stream: the values with seqs `a .. a + b` are accepted.
     Accepted = 16,
     /// Send stream: the try-send with seq `a` was refused; nothing changed.
@@ -98,6 +110,15 @@ signal_ops! {
     Empty = 21,
     /// Receive stream: the channel is closed and drained; outstanding credit is void.
     Drained = 22,
+    /// Send stream: room is reserved for every value with seq up to `a`: the owner accepts
+    /// those at once whenever they come, even after a close.
+    Reserve = 23,
+    /// Send stream: give back the reservation (answer `Release`): another sender waits for
+    /// room, or the channel closed.
+    Revoke = 24,
+    /// Receive stream: another receiver waits while this one holds values its application
+    /// has not taken: give those back (answer `Recalled`), after acknowledging what was taken.
+    Recall = 25,
 }
 
 /// Kind byte of a control frame.

@@ -135,6 +135,10 @@ pub struct MeshEvent {
     pub generation: u64,
 }
 
+/// The worker label that marks the copies of a replica set: `spawn --replicas N --name api`
+/// labels `api-1..N` with `circuit.set=api`.
+pub const SET_LABEL: &str = "circuit.set";
+
 /// Most copies one placement may start: a bound on one request's work (and fewer than a
 /// node's default `--max-workers`).
 pub const MAX_REPLICAS: u32 = 1000;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::chan::{ChanInfo, ChanOpened};
 use super::error::ErrorCode;
 use super::mesh::{Claim, MeshEvent, NodeInfo, Placement};
-use super::types::{DaemonStatus, LogLine, SpawnSpec, WorkerEnd, WorkerInfo};
+use super::types::{DaemonStatus, LogLine, SpawnSpec, WorkerEnd, WorkerEvent, WorkerInfo};
 
 /// Version spoken by this build; the hello of both sides carries it and they must match.
 /// Version 2 added channels; version 3 the mesh.
@@ -195,6 +195,12 @@ pub enum Request {
         name: String,
         /// Identifies the sender across reconnects: a value (sender, seq) is accepted once.
         sender: u64,
+        /// The seq of the next new value, from a sender that takes reservations: the owner
+        /// may reserve room for the values from that seq on (signal `reserve`), so that they
+        /// complete as they are sent. Values below it (sent again after a reconnect) wait for
+        /// acceptance as usual.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reserve_from: Option<u64>,
         /// Serve the stream here or fail: a daemon relaying a stream to the node that serves
         /// the channel sets it, so a stream is never relayed twice.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -251,8 +257,12 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
-    /// Stream membership events as they happen. Items: `event`. Ends when cancelled.
+    /// Stream membership events as they happen, and the worker events of every node of the
+    /// mesh. Items: `event`, `worker_event`. Ends when cancelled.
     Events,
+    /// Stream this node's worker events as they happen (what `events` gathers from each
+    /// node). Items: `worker_event`. Ends when cancelled.
+    WorkerEvents,
     /// Between daemons, before creating a channel: does the callee own or create `name`?
     /// Reply: `claim`.
     ChanClaim {
@@ -339,8 +349,11 @@ pub struct LogsRequest {
     pub follow: bool,
     /// Start with only the last N lines (all when absent).
     pub tail: Option<usize>,
-    /// Only this stream (both when absent).
+    /// Only this stream (stdout and stderr when absent).
     pub stream: Option<super::types::LogStream>,
+    /// Also the supervisor's lifecycle lines (stream `circuit`: started, exited, restarting
+    /// in …) between the worker's output, when no stream is picked.
+    pub lifecycle: bool,
 }
 
 /// A streamed part of a reply.
@@ -353,6 +366,8 @@ pub enum Item {
     ChanOpened(ChanOpened),
     /// A membership event.
     Event(MeshEvent),
+    /// Something happened to a worker.
+    WorkerEvent(WorkerEvent),
 }
 
 /// The terminal result of a request.

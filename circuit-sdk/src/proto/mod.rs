@@ -9,11 +9,14 @@ pub mod message;
 pub mod types;
 
 pub use chan::{
-    validate_chan_name, ChanInfo, ChanOpened, ReplicaInfo, DEFAULT_MAX_PAYLOAD, MAX_CHAN_NAME,
+    validate_capacity, validate_chan_name, ChanInfo, ChanOpened, ReplicaInfo, DEFAULT_MAX_PAYLOAD,
+    MAX_CAPACITY, MAX_CHAN_NAME,
 };
 pub use error::ErrorCode;
 pub use frame::{Frame, FrameCodec, FrameError, SignalOp, DEFAULT_MAX_FRAME};
-pub use mesh::{Claim, EventKind, MeshEvent, NodeInfo, NodeState, Placement, MAX_REPLICAS};
+pub use mesh::{
+    Claim, EventKind, MeshEvent, NodeInfo, NodeState, Placement, MAX_REPLICAS, SET_LABEL,
+};
 pub use message::{
     ClientMessage, Item, KeyStatus, KeyStep, LogsRequest, Reply, Request, ServerMessage,
     PROTOCOL_VERSION,

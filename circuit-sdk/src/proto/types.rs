@@ -242,8 +242,89 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
-/// A worker as the daemon sees it.
+/// Something that happened to a worker: `circuit events` shows these from every node, and
+/// the worker's log records them between its runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerEvent {
+    /// When the daemon saw it (ms since the Unix epoch).
+    pub ts_ms: u64,
+    /// The node the worker runs on.
+    pub node: String,
+    /// The worker's name.
+    pub worker: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: WorkerEventKind,
+}
+
+/// What happened to a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkerEventKind {
+    /// A process was started.
+    Started {
+        /// Its pid.
+        pid: u32,
+    },
+    /// The process ended by itself (or was killed by someone other than `stop`).
+    Exited {
+        /// How it ended.
+        last_exit: ExitStatus,
+    },
+    /// The supervisor starts it again after a delay.
+    Restarting {
+        /// The delay, in milliseconds.
+        in_ms: u64,
+    },
+    /// The supervisor gave up on it (too many restarts, or it could not start).
+    GaveUp {
+        /// Why.
+        reason: String,
+    },
+    /// Stopped on request (`stop`, `rm`, a manifest), or by the daemon's shutdown.
+    Stopped {
+        /// How the process ended, if one was running.
+        last_exit: Option<ExitStatus>,
+    },
+}
+
+impl std::fmt::Display for WorkerEventKind {
+    /// `started (pid 42)`, `exited (code 1)`, `restarting in 200ms`, `gave up: …`, `stopped`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Started { pid } => write!(f, "started (pid {pid})"),
+            Self::Exited { last_exit } => write!(f, "exited ({last_exit})"),
+            Self::Restarting { in_ms } => write!(f, "restarting in {in_ms}ms"),
+            Self::GaveUp { reason } => write!(f, "gave up: {reason}"),
+            Self::Stopped {
+                last_exit: Some(exit),
+            } => write!(f, "stopped ({exit})"),
+            Self::Stopped { last_exit: None } => write!(f, "stopped"),
+        }
+    }
+}
+
+/// What a running worker uses, sampled by its daemon from `/proc` about once a second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerUsage {
+    /// CPU used by the worker's own process over the last interval, in percent of one core
+    /// (200 is two cores busy); `None` until it has been sampled twice.
+    pub cpu_percent: Option<f64>,
+    /// Resident memory of the worker's own process, in bytes.
+    pub rss_bytes: u64,
+    /// Like `cpu_percent`, summed over the worker's whole process group (what it forked).
+    pub group_cpu_percent: Option<f64>,
+    /// Resident memory summed over the worker's process group, in bytes (pages shared
+    /// between its processes count once per process, as `ps` counts them).
+    pub group_rss_bytes: u64,
+    /// Processes in the worker's process group.
+    pub group_processes: u32,
+    /// When the sample was taken (ms since the Unix epoch).
+    pub sampled_at_ms: u64,
+}
+
+/// A worker as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {
     /// Unique name on its node.
     pub name: String,
@@ -267,6 +348,9 @@ pub struct WorkerInfo {
     pub next_start_at_ms: Option<u64>,
     /// The spec it was spawned with.
     pub spec: SpawnSpec,
+    /// What its current process uses, while it runs and once sampled.
+    #[serde(default)]
+    pub usage: Option<WorkerUsage>,
 }
 
 /// Which output stream a log line came from.
@@ -277,6 +361,9 @@ pub enum LogStream {
     Stdout,
     /// Standard error.
     Stderr,
+    /// The supervisor's own note of a lifecycle event (started, exited, restarting, ...),
+    /// written between a restarting worker's runs.
+    Circuit,
 }
 
 /// One line of a worker's output.

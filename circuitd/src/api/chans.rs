@@ -28,6 +28,7 @@ pub(crate) async fn create(
 ) -> Result<Reply, ApiError> {
     let me = ctx.config.name.clone();
     circuit_sdk::proto::validate_chan_name(&name).map_err(ApiError::InvalidArgument)?;
+    circuit_sdk::proto::validate_capacity(capacity).map_err(ApiError::InvalidArgument)?;
     options.validate()?;
     if options.replicas > 1 && !ctx.membership.meshed() {
         return Err(ApiError::InvalidState(

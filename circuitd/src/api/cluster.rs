@@ -1,21 +1,21 @@
 //! Requests about the mesh and this node's place in it: `status`, `place` (copies of a worker
-//! over the matching nodes), the cluster-wide worker list, `join`, `events`, and push-pull from
+//! over the matching nodes), the cluster-wide worker list, `join`, and push-pull from
 //! another node. Those that ask other nodes do so through the peer links, each request wrapped
 //! in `on` so it runs on that node only.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use circuit_sdk::proto::{
-    DaemonStatus, Item, NodeInfo, Placement, Reply, Request, ServerMessage, SpawnSpec, WorkerInfo,
-    WorkerState, MAX_REPLICAS, PROTOCOL_VERSION,
+    DaemonStatus, NodeInfo, Placement, Reply, Request, SpawnSpec, WorkerInfo, WorkerState,
+    MAX_REPLICAS, PROTOCOL_VERSION, SET_LABEL,
 };
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
 use super::error::ApiError;
-use super::outbox::Outbox;
 use super::Context;
 
 /// How long `join` waits for a node at one of its addresses to become a member, unless the
@@ -48,9 +48,26 @@ pub(crate) fn status(ctx: &Context) -> Reply {
     })
 }
 
-/// The nodes this daemon knows.
+/// The nodes this daemon knows. Its own entry has its workers and channels as they are now
+/// (what the mesh was last told may lag by a moment, and a daemon without a mesh tells no
+/// one), and no address when it has no mesh port.
 pub(crate) fn nodes(ctx: &Context) -> Reply {
-    Reply::Nodes(ctx.membership.nodes())
+    let mut nodes = ctx.membership.nodes();
+    for me in nodes.iter_mut().filter(|n| n.is_self) {
+        me.worker_names = ctx
+            .supervisor
+            .list(false)
+            .into_iter()
+            .filter(|w| !w.state.is_terminal())
+            .map(|w| w.name)
+            .collect();
+        me.workers = me.worker_names.len();
+        me.channels = ctx.broker.names();
+        if !ctx.membership.meshed() {
+            me.addr = String::new();
+        }
+    }
+    Reply::Nodes(nodes)
 }
 
 /// Runs `request` on `node` and returns its terminal reply, ignoring items.
@@ -91,6 +108,7 @@ fn lost_workers(node: &NodeInfo) -> Vec<WorkerInfo> {
     node.worker_names
         .iter()
         .map(|name| WorkerInfo {
+            usage: None,
             name: name.clone(),
             node: node.name.clone(),
             state: WorkerState::Lost,
@@ -104,6 +122,47 @@ fn lost_workers(node: &NodeInfo) -> Vec<WorkerInfo> {
             spec: SpawnSpec::default(),
         })
         .collect()
+}
+
+/// The name of a new replica set of `replicas` copies: the spec's name, refused if one of its
+/// copies' names is `taken` (the set exists: `scale` changes it); without a name, the
+/// command's, with `-2`, `-3`, ... until no copy's name is taken.
+fn set_name(
+    spec: &SpawnSpec,
+    replicas: usize,
+    taken: &BTreeSet<String>,
+) -> Result<String, ApiError> {
+    let clash = |set: &str| {
+        (1..=replicas)
+            .map(|i| format!("{set}-{i}"))
+            .find(|n| taken.contains(n))
+    };
+    if let Some(name) = &spec.name {
+        return match clash(name) {
+            None => Ok(name.clone()),
+            Some(copy) => Err(ApiError::AlreadyExists(format!(
+                "a worker named \"{copy}\" exists: set \"{name}\" has copies already — \
+                 `circuit scale {name} N` changes how many"
+            ))),
+        };
+    }
+    let base: String = spec
+        .command
+        .rsplit('/')
+        .next()
+        .unwrap_or(&spec.command)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(48)
+        .collect();
+    let base = match base.trim_start_matches(['.', '-']) {
+        "" => "worker",
+        base => base,
+    };
+    let found = std::iter::once(base.to_string())
+        .chain((2..).map(|n| format!("{base}-{n}")))
+        .find(|set| clash(set).is_none() && !taken.contains(set));
+    Ok(found.expect("an unused set name"))
 }
 
 /// Places `replicas` copies of a worker over the matching nodes, least loaded first.
@@ -144,9 +203,24 @@ pub(crate) async fn place(p: Placement, ctx: &Context) -> Result<Reply, ApiError
         )));
     }
     let replicas = p.replicas.max(1) as usize;
+    let mut template = p.spec.clone();
+    if replicas > 1 {
+        // A set: its copies are named SET-1..N (unique across the mesh: every live node is
+        // asked, and the gossiped names of the others count too) and labelled with it.
+        let mut taken: BTreeSet<String> = nodes
+            .iter()
+            .flat_map(|n| n.worker_names.iter().cloned())
+            .collect();
+        if let Reply::Workers(all) = list_workers(true, ctx).await? {
+            taken.extend(all.into_iter().map(|w| w.name));
+        }
+        let set = set_name(&template, replicas, &taken)?;
+        template.labels.insert(SET_LABEL.to_string(), set.clone());
+        template.name = Some(set);
+    }
     let targets = spread(&matching, replicas);
     let spawns = targets.iter().enumerate().map(|(i, node)| {
-        let mut spec = p.spec.clone();
+        let mut spec = template.clone();
         if replicas > 1 {
             spec.name = spec.name.map(|n| format!("{n}-{}", i + 1));
         }
@@ -328,30 +402,6 @@ async fn reach(
         pause = (pause * 2).min(JOIN_RETRY_MAX);
     }
     Err(format!("no node at {addr} answered within {within}: {why}"))
-}
-
-/// `circuit events`: membership events until the client cancels.
-pub(crate) async fn events(id: u64, ctx: &Context, outbox: &Outbox) -> Result<Reply, ApiError> {
-    let mut events = ctx.membership.subscribe();
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                if !outbox
-                    .send(ServerMessage::Item {
-                        id,
-                        item: Item::Event(event),
-                    })
-                    .await
-                {
-                    return Err(ApiError::ClientGone);
-                }
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "an events stream fell behind");
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(Reply::Done),
-        }
-    }
 }
 
 /// Push-pull from another node: take its table, answer with ours.

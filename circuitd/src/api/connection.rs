@@ -210,7 +210,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     }
                     None
                 }
-                Some(Ok(Frame::Signal { id, op, a, .. })) => {
+                Some(Ok(Frame::Signal { id, op, a, b })) => {
                     conn.flush_batch().await;
                     match conn.streams.get(&id) {
                         Some(route) => {
@@ -218,6 +218,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                                 stream: route.key,
                                 op,
                                 a,
+                                b,
                             };
                             route.server.send(msg).await;
                         }
@@ -399,11 +400,13 @@ impl Conn {
                     Request::ChanSend {
                         name,
                         sender,
+                        reserve_from,
                         direct,
                     } => {
                         let open = |stream, out| StreamMsg::OpenSend {
                             stream,
                             sender,
+                            reserve_from,
                             out,
                         };
                         self.open_stream(id, &name, direct, ctx, outbox, stream_done_tx, open)
@@ -434,6 +437,7 @@ impl Conn {
                         let open = StreamMsg::OpenSend {
                             stream: key,
                             sender: 0,
+                            reserve_from: None,
                             out,
                         };
                         if server.send(open).await {

@@ -2,7 +2,7 @@
 //! following, new lines until the worker has ended. Reads run on the blocking pool, a step at a
 //! time, so a large log streams instead of loading whole.
 
-use circuit_sdk::proto::{Item, LogLine, LogsRequest, Reply, ServerMessage};
+use circuit_sdk::proto::{Item, LogLine, LogStream, LogsRequest, Reply, ServerMessage};
 
 use super::error::ApiError;
 use super::outbox::Outbox;
@@ -25,28 +25,20 @@ pub(crate) async fn stream(
     // Subscribe before the first read, so no write between the two goes unnoticed.
     let mut written = log.subscribe();
     let dir = log.dir().to_path_buf();
-    let filter = req.stream;
-    let mut cursor = blocking(move || Cursor::open(&dir, max_files, filter)).await?;
+    let (filter, lifecycle) = (req.stream, req.lifecycle);
+    let mut cursor = blocking(move || {
+        Cursor::open(&dir, max_files, filter).map(|c| c.with_lifecycle(lifecycle))
+    })
+    .await?;
 
-    // What is there now: all of it, or its last `tail` lines.
-    let mut tail = req
-        .tail
-        .map(|n| std::collections::VecDeque::with_capacity(n.min(100_000)));
+    // What is there now: all of it, or its last `tail` lines of the worker's own output (with
+    // the lifecycle lines among and after them).
+    let mut tail = req.tail.map(Tail::new);
     loop {
         let (c, lines, at_end) = read_step(cursor).await?;
         cursor = c;
         match tail.as_mut() {
-            Some(keep) => {
-                let n = req.tail.unwrap_or(0);
-                for line in lines {
-                    if keep.len() == n {
-                        keep.pop_front();
-                    }
-                    if n > 0 {
-                        keep.push_back(line);
-                    }
-                }
-            }
+            Some(keep) => lines.into_iter().for_each(|line| keep.push(line)),
             None => send_lines(id, lines, outbox).await?,
         }
         if at_end {
@@ -54,7 +46,7 @@ pub(crate) async fn stream(
         }
     }
     if let Some(keep) = tail {
-        send_lines(id, keep.into_iter().collect(), outbox).await?;
+        send_lines(id, keep.lines.into_iter().collect(), outbox).await?;
     }
     if !req.follow {
         return Ok(Reply::Done);
@@ -113,5 +105,92 @@ async fn blocking<T: Send + 'static>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(ApiError::Internal(format!("cannot read the log: {e}"))),
         Err(e) => Err(ApiError::Internal(format!("log reader failed: {e}"))),
+    }
+}
+
+/// The last `n` lines of a worker's own output, and the supervisor's lifecycle lines among and
+/// after them (which `--tail` does not count).
+struct Tail {
+    n: usize,
+    own: usize,
+    lines: std::collections::VecDeque<LogLine>,
+}
+
+impl Tail {
+    fn new(n: usize) -> Self {
+        Self {
+            n,
+            own: 0,
+            lines: std::collections::VecDeque::with_capacity(n.min(100_000)),
+        }
+    }
+
+    fn push(&mut self, line: LogLine) {
+        if self.n == 0 {
+            return;
+        }
+        if line.stream != LogStream::Circuit {
+            if self.own == self.n {
+                // Drop the oldest own line, and the lifecycle lines up to the next one.
+                while let Some(old) = self.lines.pop_front() {
+                    if old.stream != LogStream::Circuit {
+                        break;
+                    }
+                }
+                while self
+                    .lines
+                    .front()
+                    .is_some_and(|l| l.stream == LogStream::Circuit)
+                {
+                    self.lines.pop_front();
+                }
+                self.own -= 1;
+            }
+            self.own += 1;
+        }
+        self.lines.push_back(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(stream: LogStream, text: &str) -> LogLine {
+        LogLine {
+            ts_ms: 0,
+            stream,
+            line: text.into(),
+        }
+    }
+
+    #[test]
+    fn tail_counts_the_workers_own_lines_and_keeps_the_lifecycle_among_them() {
+        let mut tail = Tail::new(2);
+        for (stream, text) in [
+            (LogStream::Stdout, "1"),
+            (LogStream::Circuit, "exited (code 1)"),
+            (LogStream::Stdout, "2"),
+            (LogStream::Circuit, "exited (code 1)"),
+            (LogStream::Circuit, "restarting in 200ms"),
+            (LogStream::Stderr, "3"),
+            (LogStream::Circuit, "exited (code 5)"),
+        ] {
+            tail.push(line(stream, text));
+        }
+        let texts: Vec<&str> = tail.lines.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "2",
+                "exited (code 1)",
+                "restarting in 200ms",
+                "3",
+                "exited (code 5)"
+            ]
+        );
+        let mut none = Tail::new(0);
+        none.push(line(LogStream::Circuit, "x"));
+        assert!(none.lines.is_empty());
     }
 }

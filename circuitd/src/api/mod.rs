@@ -17,6 +17,7 @@ mod claims;
 mod cluster;
 mod connection;
 mod error;
+mod events;
 mod keys;
 mod logs;
 mod outbox;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::outbox::Outbox;
-use super::{chans, cluster, keys, logs, remote, replicated, workers, Context};
+use super::{chans, cluster, events, keys, logs, remote, replicated, workers, Context};
 use crate::broker::BrokerError;
 use crate::peer::{Incoming, PeerError, PeerRequest};
 
@@ -240,7 +240,8 @@ async fn here(
         Request::ClusterList { all } => cluster::list_workers(all, ctx).await,
         Request::Nodes => Ok(cluster::nodes(ctx)),
         Request::Join { addrs, timeout_ms } => cluster::join(addrs, timeout_ms, ctx).await,
-        Request::Events => cluster::events(id, ctx, outbox).await,
+        Request::Events => events::events(id, ctx, outbox).await,
+        Request::WorkerEvents => events::worker_events(id, ctx, outbox).await,
         Request::KeyList | Request::KeyRotate { .. } => keys::handle(request, ctx),
         // `route` and `on` take `on` apart before a request gets here.
         Request::On { .. } => Err(ApiError::InvalidArgument("`on` cannot be nested".into())),

@@ -49,7 +49,7 @@ pub(crate) struct Actor {
 
 impl Actor {
     pub fn new(meta: Meta, capacity: u64, closed: bool) -> Self {
-        let state = ChanState::new(capacity, meta.max_payload, closed);
+        let state = ChanState::new(capacity, meta.max_payload, closed).with_reservations();
         Self {
             meta,
             state,
@@ -111,11 +111,12 @@ impl Actor {
             StreamMsg::OpenSend {
                 stream,
                 sender,
+                reserve_from,
                 out,
             } => {
                 self.opened(&out);
                 self.outputs.insert(stream, out);
-                self.state.open_send(stream, sender, now_ms());
+                self.state.open_send(stream, sender, reserve_from, now_ms());
             }
             StreamMsg::OpenRecv { stream, out, .. } => {
                 self.opened(&out);
@@ -127,10 +128,13 @@ impl Actor {
                     self.state.send(stream, seq, payload);
                 }
             }
-            StreamMsg::Signal { stream, op, a } => match op {
+            StreamMsg::Signal { stream, op, a, b } => match op {
                 SignalOp::Credit => self.state.credit(stream, a),
                 SignalOp::Ack => self.state.ack(stream, a),
-                SignalOp::Return => self.state.give_back(stream, a),
+                SignalOp::Return => self.state.give_back(stream, a, b),
+                SignalOp::Waiting => self.state.waiting_for_value(stream, a),
+                SignalOp::Recalled => self.state.recalled(stream, a, b),
+                SignalOp::Release => self.state.release(stream),
                 SignalOp::TryRecv => self.state.try_recv(stream),
                 SignalOp::Withdraw => self.state.withdraw(stream),
                 SignalOp::TrySend => self.state.mark_try(stream, a),

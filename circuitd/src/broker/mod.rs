@@ -381,6 +381,11 @@ impl Broker {
         if version == seen {
             return None;
         }
+        Some((version, self.names()))
+    }
+
+    /// The names of the channels this node owns (or leads, replicated), sorted.
+    pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .inner
             .chans
@@ -391,7 +396,7 @@ impl Broker {
             .collect();
         names.append(&mut self.inner.replicas.served());
         names.sort_unstable();
-        Some((version, names))
+        names
     }
 }
 

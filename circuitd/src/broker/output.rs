@@ -30,35 +30,43 @@ impl Outputs {
         self.streams.remove(&key)
     }
 
-    /// Turns effects into frames, runs of acceptances into one range signal. A stream that
-    /// broke the rules is ended on its connection at once (after what it was owed this turn);
-    /// the keys of those are returned, for the state machine to forget them.
+    /// Turns effects into frames, runs of acceptances into one range signal. A run is kept
+    /// open per stream across the effects of other streams (a value accepted is usually
+    /// delivered next, on a receiver's stream), so a turn that accepts many values of one
+    /// sender answers them with one signal. A stream that broke the rules is ended on its
+    /// connection at once (after what it was owed this turn); the keys of those are returned,
+    /// for the state machine to forget them.
     pub fn effects(&mut self, effects: Vec<Effect>) -> Vec<StreamKey> {
         let mut failed = Vec::new();
-        let mut run: Option<(StreamKey, SignalOp, u64, u64)> = None;
+        // Open runs: (stream, op, first seq, count); a turn touches few streams.
+        let mut runs: Vec<(StreamKey, SignalOp, u64, u64)> = Vec::new();
         for effect in effects {
             let (stream, op, seq) = match effect {
                 Effect::Accepted { stream, seq } => (stream, SignalOp::Accepted, seq),
                 Effect::Closed { stream, seq } => (stream, SignalOp::Closed, seq),
                 other => {
-                    self.emit_run(run.take());
+                    // What this stream is owed goes first, in order.
+                    if let Some(i) = runs.iter().position(|r| r.0 == other.stream()) {
+                        self.emit_run(runs.swap_remove(i));
+                    }
                     if let Some(key) = self.emit(other) {
                         failed.push(key);
                     }
                     continue;
                 }
             };
-            match &mut run {
-                Some((s, o, start, n)) if *s == stream && *o == op && *start + *n == seq => {
-                    *n += 1;
+            match runs.iter_mut().find(|r| r.0 == stream) {
+                Some(run) if run.1 == op && run.2 + run.3 == seq => run.3 += 1,
+                Some(run) => {
+                    let done = std::mem::replace(run, (stream, op, seq, 1));
+                    self.emit_run(done);
                 }
-                _ => {
-                    self.emit_run(run.take());
-                    run = Some((stream, op, seq, 1));
-                }
+                None => runs.push((stream, op, seq, 1)),
             }
         }
-        self.emit_run(run);
+        for run in runs {
+            self.emit_run(run);
+        }
         failed
     }
 
@@ -95,10 +103,8 @@ impl Outputs {
         self.outgoing.entry(stream).or_default().push(frame);
     }
 
-    fn emit_run(&mut self, run: Option<(StreamKey, SignalOp, u64, u64)>) {
-        if let Some((stream, op, a, b)) = run {
-            self.signal(stream, op, a, b);
-        }
+    fn emit_run(&mut self, (stream, op, a, b): (StreamKey, SignalOp, u64, u64)) {
+        self.signal(stream, op, a, b);
     }
 
     fn signal(&mut self, stream: StreamKey, op: SignalOp, a: u64, b: u64) {
@@ -119,6 +125,9 @@ impl Outputs {
                 self.signal(stream, SignalOp::TooLarge, seq, max)
             }
             Effect::Empty { stream } => self.signal(stream, SignalOp::Empty, 0, 0),
+            Effect::Reserve { stream, upto } => self.signal(stream, SignalOp::Reserve, upto, 0),
+            Effect::Revoke { stream } => self.signal(stream, SignalOp::Revoke, 0, 0),
+            Effect::Recall { stream, n } => self.signal(stream, SignalOp::Recall, n, 0),
             Effect::Drained { stream } => self.signal(stream, SignalOp::Drained, 0, 0),
             Effect::Deliver {
                 stream,

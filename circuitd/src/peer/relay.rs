@@ -53,10 +53,16 @@ async fn run(peers: Peers, chan: String, node: Option<String>, mut rx: mpsc::Rec
     // The connection's first message opens the stream and says where its output goes; the
     // owner is asked for the same stream.
     let (request, out) = match rx.recv().await {
-        Some(StreamMsg::OpenSend { sender, out, .. }) => (
+        Some(StreamMsg::OpenSend {
+            sender,
+            reserve_from,
+            out,
+            ..
+        }) => (
             Request::ChanSend {
                 name: chan.clone(),
                 sender,
+                reserve_from,
                 direct: true,
             },
             out,
@@ -182,12 +188,12 @@ async fn forward(
                     });
                 }
             }
-            Some(StreamMsg::Signal { op, a, .. }) => {
+            Some(StreamMsg::Signal { op, a, b, .. }) => {
                 client.send_frame(Frame::Signal {
                     id: remote,
                     op,
                     a,
-                    b: 0,
+                    b,
                 });
             }
             // The worker's side ended: end the owner's side, which gives back what the stream

@@ -21,6 +21,8 @@ pub struct Cursor {
     queue: VecDeque<File>,
     partial: Vec<u8>,
     filter: Option<LogStream>,
+    /// Without a filter, also the supervisor's lifecycle lines.
+    lifecycle: bool,
 }
 
 impl Cursor {
@@ -46,7 +48,14 @@ impl Cursor {
             queue,
             partial: Vec::new(),
             filter,
+            lifecycle: false,
         })
+    }
+
+    /// Also yields the supervisor's lifecycle lines when no stream is picked.
+    pub fn with_lifecycle(mut self, lifecycle: bool) -> Self {
+        self.lifecycle = lifecycle;
+        self
     }
 
     /// Reads up to about `budget` bytes; returns the complete lines read and whether the end of
@@ -129,7 +138,11 @@ impl Cursor {
 
     fn push(&self, record: &[u8], out: &mut Vec<LogLine>) {
         if let Some(line) = parse_record(record) {
-            if self.filter.is_none_or(|f| f == line.stream) {
+            let keep = match self.filter {
+                Some(only) => only == line.stream,
+                None => line.stream != LogStream::Circuit || self.lifecycle,
+            };
+            if keep {
                 out.push(line);
             }
         }
@@ -145,6 +158,7 @@ pub fn parse_record(record: &[u8]) -> Option<LogLine> {
     let stream = match record.get(space + 1..space + 3)? {
         b"o " => LogStream::Stdout,
         b"e " => LogStream::Stderr,
+        b"c " => LogStream::Circuit,
         _ => return None,
     };
     let line = String::from_utf8_lossy(&record[space + 3..]).into_owned();

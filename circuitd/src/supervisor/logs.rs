@@ -74,6 +74,7 @@ impl LogFile {
         let tag = match stream {
             LogStream::Stdout => " o ",
             LogStream::Stderr => " e ",
+            LogStream::Circuit => " c ",
         };
         let mut writer = self.writer.lock().expect("log writer lock");
         let mut batch = Vec::with_capacity(4096);

@@ -9,6 +9,7 @@ pub mod recovery;
 pub mod restart;
 pub mod spawner;
 pub mod table;
+pub mod usage;
 pub mod validate;
 pub mod worker;
 
@@ -16,8 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use circuit_sdk::proto::{SpawnSpec, WorkerEnd, WorkerInfo, WorkerState};
-use tokio::sync::{mpsc, oneshot, watch};
+use circuit_sdk::proto::{SpawnSpec, WorkerEnd, WorkerEvent, WorkerInfo, WorkerState, WorkerUsage};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,6 +30,17 @@ use spawner::Spawner;
 use table::{Desired, JobRecord, Table};
 use worker::{Command, Worker};
 
+/// Worker events an `events` stream may fall behind by before it misses some.
+const EVENTS: usize = 1024;
+
+/// The usage sampled for `info`'s current process, while it runs.
+fn usage_of(usage: &HashMap<u32, WorkerUsage>, info: &WorkerInfo) -> Option<WorkerUsage> {
+    match info.state {
+        WorkerState::Running | WorkerState::Stopping => usage.get(&info.pid?).cloned(),
+        _ => None,
+    }
+}
+
 /// State shared by the handle and the worker tasks.
 pub(crate) struct Shared {
     config: Config,
@@ -37,6 +49,10 @@ pub(crate) struct Shared {
     spawner: Spawner,
     table: Table,
     workers: Mutex<HashMap<String, Slot>>,
+    /// The latest usage sample of each running worker, by pid.
+    usage: Mutex<HashMap<u32, WorkerUsage>>,
+    /// What happens to workers, for `events` streams.
+    events: broadcast::Sender<WorkerEvent>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -88,11 +104,17 @@ impl Supervisor {
             spawner: Spawner::start(tokio::runtime::Handle::current())?,
             table,
             workers: Mutex::new(HashMap::new()),
+            usage: Mutex::new(HashMap::new()),
+            events: broadcast::channel(EVENTS).0,
             tracker,
             shutdown,
             config,
         });
         let supervisor = Self { shared };
+        supervisor
+            .shared
+            .tracker
+            .spawn(supervisor.clone().sample_usage());
         for job in loaded.jobs {
             supervisor.restore(job)?;
         }
@@ -145,6 +167,7 @@ impl Supervisor {
         };
         spec.name = Some(name.clone());
         let info = WorkerInfo {
+            usage: None,
             name: name.clone(),
             node: self.shared.config.name.clone(),
             state: WorkerState::Starting,
@@ -264,12 +287,54 @@ impl Supervisor {
             .filter(|info| all || info.state != WorkerState::Exited)
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
+        let usage = self.shared.usage.lock().expect("usage lock");
+        for info in &mut list {
+            info.usage = usage_of(&usage, info);
+        }
         list
     }
 
     /// One worker.
     pub fn inspect(&self, name: &str) -> Result<WorkerInfo, SupervisorError> {
-        Ok(self.slot(name)?.info.borrow().clone())
+        let mut info = self.slot(name)?.info.borrow().clone();
+        info.usage = usage_of(&self.shared.usage.lock().expect("usage lock"), &info);
+        Ok(info)
+    }
+
+    /// What happens to this node's workers from now on.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<WorkerEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Samples what every running worker uses, every [`usage::EVERY`], until shutdown. The
+    /// scan of `/proc` runs on a blocking thread.
+    async fn sample_usage(self) {
+        let mut sampler = usage::Sampler::new();
+        let mut tick = tokio::time::interval(usage::EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.shared.shutdown.cancelled() => return,
+            }
+            let leaders: Vec<u32> = self
+                .shared
+                .workers
+                .lock()
+                .expect("registry lock")
+                .values()
+                .filter_map(|slot| slot.info.borrow().pid)
+                .collect();
+            let now = crate::clock::now_ms();
+            let sampled = tokio::task::spawn_blocking(move || {
+                let usage = sampler.sample(&leaders, now);
+                (sampler, usage)
+            })
+            .await;
+            let Ok((back, usage)) = sampled else { return };
+            sampler = back;
+            *self.shared.usage.lock().expect("usage lock") = usage;
+        }
     }
 
     /// Worker counts by state.

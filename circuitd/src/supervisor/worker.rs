@@ -12,7 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use circuit_sdk::proto::{ExitStatus, LogStream, SpawnSpec, WorkerInfo, WorkerState};
+use circuit_sdk::proto::{
+    ExitStatus, LogStream, SpawnSpec, WorkerEvent, WorkerEventKind, WorkerInfo, WorkerState,
+};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::Child;
@@ -135,6 +137,10 @@ impl Worker {
                     pgid: pid,
                     start_ticks: super::recovery::start_ticks(pid),
                 });
+                if self.info.borrow().exited_at_ms.is_some() {
+                    self.note(&format!("started again (pid {pid})"));
+                }
+                self.event(WorkerEventKind::Started { pid: pid as u32 });
                 if let Err(e) = self.shared.table.put(self.record()).await {
                     if self.first_start {
                         // Unrecorded, the process could outlive a crash unsupervised: undo.
@@ -161,6 +167,9 @@ impl Worker {
                 if let Some(reply) = self.pending_start.take() {
                     let _ = reply.send(Err(e));
                 }
+                self.event(WorkerEventKind::GaveUp {
+                    reason: reason.clone(),
+                });
                 self.set(|i| {
                     i.state = WorkerState::Failed;
                     i.pid = None;
@@ -254,13 +263,15 @@ impl Worker {
                             let status = self.terminate(&mut process, signal, grace).await;
                             self.reap(process).await;
                             self.exited(status, None);
+                            self.event(WorkerEventKind::Stopped { last_exit: Some(status) });
                             self.persist().await;
                             let _ = reply.send(self.info.borrow().clone());
                             return Phase::Idle;
                         }
                         Command::Restart { reply } => {
-                            self.terminate(&mut process, None, None).await;
+                            let status = self.terminate(&mut process, None, None).await;
                             self.reap(process).await;
+                            self.event(WorkerEventKind::Stopped { last_exit: Some(status) });
                             return self.restart_now(reply);
                         }
                         Command::Signal { signal, group, reply } => {
@@ -277,6 +288,7 @@ impl Worker {
                             let status = self.terminate(&mut process, None, None).await;
                             self.reap(process).await;
                             self.exited(status, None);
+                            self.event(WorkerEventKind::Stopped { last_exit: Some(status) });
                             return self.remove(reply).await;
                         }
                     }
@@ -285,6 +297,7 @@ impl Worker {
                     let status = self.terminate(&mut process, None, None).await;
                     self.reap(process).await;
                     self.exited(status, Some("stopped by daemon shutdown".into()));
+                    self.event(WorkerEventKind::Stopped { last_exit: Some(status) });
                     // `desired` is unchanged: a daemon restart brings the worker back.
                     let mut record = self.record();
                     record.interrupted = true;
@@ -346,6 +359,7 @@ impl Worker {
                         i.state = WorkerState::Exited;
                         i.next_start_at_ms = None;
                     });
+                    self.event(WorkerEventKind::Stopped { last_exit: None });
                 }
                 self.persist().await;
                 let _ = reply.send(self.info.borrow().clone());
@@ -410,6 +424,7 @@ impl Worker {
         let decision =
             self.restarts
                 .on_exit(&self.spec.restart, status, uptime, Instant::now(), jitter);
+        self.event(WorkerEventKind::Exited { last_exit: status });
         match decision {
             Decision::Exit => {
                 self.exited(status, None);
@@ -422,10 +437,16 @@ impl Worker {
                     i.exited_at_ms = Some(now_ms());
                     i.restarts += 1;
                 });
+                let in_ms = delay.as_millis() as u64;
+                self.note(&format!("exited ({status}), restarting in {in_ms}ms"));
+                self.event(WorkerEventKind::Restarting { in_ms });
                 Phase::Backoff(delay)
             }
             Decision::GiveUp(reason) => {
                 tracing::warn!(worker = %self.info.borrow().name, %reason, "worker failed");
+                self.event(WorkerEventKind::GaveUp {
+                    reason: reason.clone(),
+                });
                 self.exited(status, Some(reason));
                 self.set(|i| i.state = WorkerState::Failed);
                 self.shared.table.put_later(self.record());
@@ -478,6 +499,23 @@ impl Worker {
             i.next_start_at_ms = None;
             i.reason = reason;
         });
+    }
+
+    /// Tells `events` streams what happened.
+    fn event(&self, kind: WorkerEventKind) {
+        let _ = self.shared.events.send(WorkerEvent {
+            ts_ms: now_ms(),
+            node: self.shared.config.name.clone(),
+            worker: self.info.borrow().name.clone(),
+            kind,
+        });
+    }
+
+    /// Notes in the worker's log, between its runs, what happened (`logs` shows such lines
+    /// marked, on stderr). Only between runs: the end of the last run is what `logs -f` ends
+    /// with anyway.
+    fn note(&self, text: &str) {
+        self.log.write_lines(LogStream::Circuit, [text.as_bytes()]);
     }
 
     fn set(&self, change: impl FnOnce(&mut WorkerInfo)) {

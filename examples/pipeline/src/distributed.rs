@@ -34,9 +34,9 @@ pub struct Setup {
 /// The mesh nodes the stages run on, `--nodes FETCH,ANALYZE,STORE`.
 ///
 /// Each channel lives on the node of the stage that reads it — `docs` with the analyzers,
-/// `counts` with the store, `result` with this conductor: a receiver asks the owner for each
-/// value (prefetch 1), so its receives stay on its own node, while sends are pipelined and
-/// cross the network without waiting for each answer.
+/// `counts` with the store, `result` with this conductor: a receiver's credit, acknowledgements
+/// and recalls stay on its own node, while sends cross the network on reserved room without
+/// waiting for each answer. Every stage uses the SDK's defaults: nothing is tuned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nodes {
     /// Runs `fetch`.

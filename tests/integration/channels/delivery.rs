@@ -75,14 +75,15 @@ async fn rule_9(p: &Place) {
     tx.send(2).await.expect("send");
     let mut rx = rxc.receiver::<u32>().await.expect("receiver");
     let held = rx.recv_delivery().await.expect("delivery");
-    // One buffered plus one in flight: full. More senders block, and the bound holds.
+    // One taken and one prefetched, both in flight: full. More senders block, and the bound
+    // holds.
     let mut blocked = Vec::new();
     for i in 0..4 {
         let tx = tx.clone();
         blocked.push(tokio::spawn(async move { tx.send(10 + i).await }));
     }
     let info = until(&chan, "four sends wait", |i| i.waiting_senders == 4).await;
-    assert_eq!((info.len, info.in_flight), (1, 1));
+    assert_eq!((info.len, info.in_flight), (0, 2));
     for _ in 0..20 {
         let info = stat(&chan).await;
         assert!(
@@ -124,7 +125,8 @@ async fn rule_12_stat_reports_the_counts() {
     let info = until(&chan, "the ack of the first value", |i| i.received == 1).await;
     assert_eq!(info.name, "stat");
     assert_eq!(info.capacity, 5);
-    assert_eq!((info.len, info.in_flight), (1, 1));
+    // The receiver holds the delivery and, prefetched, the third value.
+    assert_eq!((info.len, info.in_flight), (0, 2));
     assert_eq!((info.sent, info.received), (3, 1));
     assert_eq!((info.senders, info.receivers), (2, 1));
     assert_eq!((info.waiting_senders, info.waiting_receivers), (0, 0));

@@ -254,6 +254,7 @@ async fn garbage_on_channel_streams_is_refused_and_the_daemon_keeps_serving() {
         request: Request::ChanSend {
             name: "g".into(),
             sender: 9,
+            reserve_from: None,
             direct: false,
         },
     };
@@ -280,6 +281,7 @@ async fn garbage_on_channel_streams_is_refused_and_the_daemon_keeps_serving() {
         request: Request::ChanSend {
             name: "no such".into(),
             sender: 9,
+            reserve_from: None,
             direct: false,
         },
     };
@@ -374,4 +376,149 @@ async fn rule_17_a_restarted_owner_fails_pending_operations_with_owner_lost() {
     let got = tokio::time::timeout(SOON, receiver).await.expect("no hang");
     assert!(got.expect("join").expect_err("lost").is_owner_lost());
     assert!(tx.send(3).await.expect_err("dead sender").is_owner_lost());
+}
+
+/// The next frame from the daemon: a control message is decoded, a data or signal frame
+/// returned as it is.
+async fn next_frame(conn: &mut RawConn) -> Result<circuit_sdk::proto::ServerMessage, Frame> {
+    match tokio::time::timeout(SOON, conn.next())
+        .await
+        .expect("a frame in time")
+    {
+        Some(Ok(Frame::Control(b))) => Ok(serde_json::from_slice(&b).expect("msg")),
+        Some(Ok(other)) => Err(other),
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+use circuit_sdk::proto::Frame;
+
+#[tokio::test]
+async fn bad_numbers_in_returns_recalls_and_reservations_end_one_stream_only() {
+    use circuit_sdk::proto::{ClientMessage, FrameCodec, Request, ServerMessage, SignalOp};
+    use futures::SinkExt;
+    let d = Daemon::start();
+    let client = d.client().await;
+    let chan = client.chan_create("r", 4).await.expect("create");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    let stream = tokio::net::UnixStream::connect(&d.socket)
+        .await
+        .expect("connect");
+    let mut conn = tokio_util::codec::Framed::new(stream, FrameCodec::default());
+    let control =
+        |msg: ClientMessage| Frame::Control(Bytes::from(serde_json::to_vec(&msg).expect("json")));
+    let signal = |id, op, a, b| Frame::Signal { id, op, a, b };
+    conn.send(control(ClientMessage::Hello {
+        version: circuit_sdk::proto::PROTOCOL_VERSION,
+        client: "numbers".into(),
+    }))
+    .await
+    .expect("hello");
+    assert!(matches!(
+        next_frame(&mut conn).await,
+        Ok(ServerMessage::Hello { .. })
+    ));
+    let recv = |id| {
+        control(ClientMessage::Request {
+            id,
+            request: Request::ChanRecv {
+                name: "r".into(),
+                receiver: None,
+                held: Vec::new(),
+                acked: Vec::new(),
+                direct: false,
+            },
+        })
+    };
+    let bad_request = |got: Result<ServerMessage, Frame>, id: u64, what: &str| match got {
+        Ok(ServerMessage::Error {
+            id: Some(got_id),
+            code,
+            message,
+        }) if got_id == id => {
+            assert_eq!(code, circuit_sdk::proto::ErrorCode::BadRequest, "{message}");
+            assert!(message.contains(what), "{message}");
+        }
+        other => panic!("expected stream {id} to end with bad_request, got {other:?}"),
+    };
+
+    // Two values delivered; giving back one "of five received" is refused.
+    conn.send(recv(1)).await.expect("open");
+    assert!(matches!(
+        next_frame(&mut conn).await,
+        Ok(ServerMessage::Item { id: 1, .. })
+    ));
+    conn.send(signal(1, SignalOp::Credit, 2, 0))
+        .await
+        .expect("credit");
+    tx.send(1).await.expect("send");
+    tx.send(2).await.expect("send");
+    for _ in 0..2 {
+        assert!(matches!(
+            next_frame(&mut conn).await,
+            Err(Frame::Data { id: 1, .. })
+        ));
+    }
+    conn.send(signal(1, SignalOp::Return, 1, 5))
+        .await
+        .expect("return");
+    bad_request(next_frame(&mut conn).await, 1, "returned 1 of 5");
+
+    // Both went back. A wrong count of values received in `waiting` is ignored; a recall
+    // answer giving back more than it holds ends the stream.
+    conn.send(recv(2)).await.expect("open");
+    assert!(matches!(
+        next_frame(&mut conn).await,
+        Ok(ServerMessage::Item { id: 2, .. })
+    ));
+    conn.send(signal(2, SignalOp::Credit, 2, 0))
+        .await
+        .expect("credit");
+    for _ in 0..2 {
+        assert!(matches!(
+            next_frame(&mut conn).await,
+            Err(Frame::Data { id: 2, .. })
+        ));
+    }
+    conn.send(signal(2, SignalOp::Waiting, 999, 0))
+        .await
+        .expect("waiting");
+    conn.send(signal(2, SignalOp::Recalled, 3, 2))
+        .await
+        .expect("recalled");
+    bad_request(next_frame(&mut conn).await, 2, "returned 3 of 2");
+
+    // A send stream asking for room from an absurd seq gets none (and no overflow); a release
+    // with nothing reserved changes nothing; a daemon's signal from a client ends the stream.
+    conn.send(control(ClientMessage::Request {
+        id: 3,
+        request: Request::ChanSend {
+            name: "r".into(),
+            sender: 42,
+            reserve_from: Some(u64::MAX),
+            direct: false,
+        },
+    }))
+    .await
+    .expect("open");
+    assert!(matches!(
+        next_frame(&mut conn).await,
+        Ok(ServerMessage::Item { id: 3, .. })
+    ));
+    conn.send(signal(3, SignalOp::Release, 0, 0))
+        .await
+        .expect("release");
+    conn.send(signal(3, SignalOp::Reserve, 9, 0))
+        .await
+        .expect("reserve");
+    bad_request(next_frame(&mut conn).await, 3, "not sent by clients");
+
+    // The channel holds both values, nothing in flight, and serves everyone else.
+    let info = until(&chan, "both values back", |i| i.len == 2).await;
+    assert_eq!((info.in_flight, info.receivers, info.senders), (0, 0, 1));
+    let mut rx = chan.receiver::<u32>().await.expect("receiver");
+    tx.send(3).await.expect("send");
+    for want in 1..=3 {
+        assert_eq!(rx.recv().await, Ok(want));
+    }
 }

@@ -246,6 +246,50 @@ async fn rule_7_waiting_receivers_are_served_in_order() {
 }
 
 #[tokio::test]
+async fn rule_7_a_waiting_receiver_gets_values_another_holds_untaken() {
+    rule_7_recall(&Place::one().await).await;
+}
+
+#[tokio::test]
+async fn rule_7_recall_across_nodes() {
+    rule_7_recall(&Place::across().await).await;
+}
+
+/// Receivers prefetch by default. One that took a value and then stopped taking holds the
+/// rest untaken; a second receiver that waits must get them, not starve.
+async fn rule_7_recall(p: &Place) {
+    let (chan, rxc) = p.create("recall", 16).await;
+    let mut first = rxc.receiver::<u32>().await.expect("receiver");
+    let tx = chan.sender::<u32>().await.expect("sender");
+    for i in 0..6 {
+        tx.send(i).await.expect("send");
+    }
+    assert_eq!(first.recv().await.expect("recv"), 0);
+    // The other five were streamed to `first` ahead of its `recv`s.
+    until(&chan, "the first receiver holds the rest", |i| {
+        i.in_flight == 5 && i.len == 0
+    })
+    .await;
+    let mut second = rxc.receiver::<u32>().await.expect("receiver");
+    let mut got: Vec<u32> = Vec::new();
+    for _ in 0..2 {
+        let v = tokio::time::timeout(SOON, second.recv())
+            .await
+            .expect("a waiting receiver is served while another holds values untaken")
+            .expect("recv");
+        got.push(v);
+    }
+    // The rest is still the first receiver's to take, each value once.
+    for _ in 0..3 {
+        got.push(first.recv().await.expect("recv"));
+    }
+    got.sort_unstable();
+    assert_eq!(got, [1, 2, 3, 4, 5]);
+    let info = until(&chan, "all acknowledged", |i| i.received == 6).await;
+    assert_eq!((info.len, info.in_flight), (0, 0));
+}
+
+#[tokio::test]
 async fn rule_11_try_and_timeouts_change_nothing_when_they_fail() {
     rule_11(&Place::one().await).await;
 }

@@ -22,7 +22,8 @@ use crate::output;
 pub struct Args {
     /// Values the channel holds before a send waits. 0 is a rendezvous channel, like Go's
     /// `make(chan T)`: every send waits until a receiver takes the value.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, allow_hyphen_values = true,
+          value_parser = crate::parse::capacity)]
     cap: u64,
 
     /// Succeed if a channel of this name and capacity exists already.

@@ -1,7 +1,7 @@
 //! The mesh as `apply`, `down` and `status` see it: one snapshot of every worker, channel and
 //! node, read before anything is changed, and the placement questions the plan asks of it.
 
-use circuit_sdk::proto::{ChanInfo, NodeInfo, Request, WorkerInfo, WorkerState};
+use circuit_sdk::proto::{ChanInfo, NodeInfo, Request, WorkerInfo, WorkerState, SET_LABEL};
 use circuit_sdk::Client;
 
 use super::validate::{pairs, Place};
@@ -9,7 +9,12 @@ use crate::cmd::{expect_nodes, expect_workers};
 
 /// Reads the snapshot: every worker (exited ones too), every channel, every node.
 pub async fn observe(client: &Client) -> anyhow::Result<Mesh> {
-    let workers = expect_workers(client.call(Request::ClusterList { all: true }).await?)?;
+    let mut workers = expect_workers(client.call(Request::ClusterList { all: true }).await?)?;
+    // The label circuitd gives the copies of a set is its own, not what a manifest declares:
+    // a manifest's copies would otherwise always look changed.
+    for w in &mut workers {
+        w.spec.labels.remove(SET_LABEL);
+    }
     let chans = client.chan_list().await?;
     let nodes = expect_nodes(client.call(Request::Nodes).await?)?;
     Ok(Mesh {
@@ -106,6 +111,7 @@ pub mod fixtures {
     /// A running worker spawned with `spec` (which names it) on `node`.
     pub fn running(spec: SpawnSpec, node: &str) -> WorkerInfo {
         WorkerInfo {
+            usage: None,
             name: spec.name.clone().expect("named"),
             node: node.into(),
             state: WorkerState::Running,

@@ -205,6 +205,7 @@ mod tests {
 
     fn worker(name: &str, state: WorkerState) -> WorkerInfo {
         WorkerInfo {
+            usage: None,
             name: name.into(),
             node: "n2".into(),
             state,

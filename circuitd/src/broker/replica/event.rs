@@ -39,8 +39,13 @@ pub(crate) enum Event {
         stream: StreamKey,
         values: Vec<(u64, Bytes)>,
     },
-    /// A client's signal on a stream (its wire op and argument).
-    Signal { stream: StreamKey, op: u8, a: u64 },
+    /// A client's signal on a stream (its wire op and arguments).
+    Signal {
+        stream: StreamKey,
+        op: u8,
+        a: u64,
+        b: u64,
+    },
     /// A stream ended.
     Gone { stream: StreamKey },
     /// A new leader serves from its term on: every stream with a key of an earlier term is
@@ -79,7 +84,7 @@ pub(crate) fn apply(state: &mut ChanState, batch: &Batch) -> Applied {
     let now = batch.now_ms;
     for event in &batch.events {
         match event {
-            Event::OpenSend { stream, sender } => state.open_send(*stream, *sender, now),
+            Event::OpenSend { stream, sender } => state.open_send(*stream, *sender, None, now),
             Event::OpenRecv {
                 stream,
                 receiver,
@@ -91,10 +96,12 @@ pub(crate) fn apply(state: &mut ChanState, batch: &Batch) -> Applied {
                     state.send(*stream, *seq, payload.clone());
                 }
             }
-            Event::Signal { stream, op, a } => match SignalOp::from_u8(*op) {
+            Event::Signal { stream, op, a, b } => match SignalOp::from_u8(*op) {
                 Some(SignalOp::Credit) => state.credit(*stream, *a),
                 Some(SignalOp::Ack) => state.ack(*stream, *a),
-                Some(SignalOp::Return) => state.give_back(*stream, *a),
+                Some(SignalOp::Return) => state.give_back(*stream, *a, *b),
+                Some(SignalOp::Waiting) => state.waiting_for_value(*stream, *a),
+                Some(SignalOp::Recalled) => state.recalled(*stream, *a, *b),
                 Some(SignalOp::TryRecv) => state.try_recv(*stream),
                 Some(SignalOp::Withdraw) => state.withdraw(*stream),
                 Some(SignalOp::TrySend) => state.mark_try(*stream, *a),
@@ -147,6 +154,7 @@ mod tests {
                         stream: b,
                         op: SignalOp::Credit as u8,
                         a: 1,
+                        b: 0,
                     },
                 ],
             },

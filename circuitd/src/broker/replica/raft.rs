@@ -800,6 +800,7 @@ mod tests {
                     stream: r,
                     op: circuit_sdk::proto::SignalOp::Credit as u8,
                     a: 1,
+                    b: 0,
                 },
             ],
         };

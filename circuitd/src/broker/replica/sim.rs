@@ -416,6 +416,7 @@ async fn schedule(seed: u64) -> Result<(usize, bool, Option<bool>), String> {
             tx_conn = world.open(|stream, out| StreamMsg::OpenSend {
                 stream,
                 sender: sender_id,
+                reserve_from: None,
                 out,
             });
             if let Some(conn) = &tx_conn {
@@ -448,6 +449,7 @@ async fn schedule(seed: u64) -> Result<(usize, bool, Option<bool>), String> {
                         stream: conn.key,
                         op: SignalOp::Credit,
                         a: 1,
+                        b: 0,
                     },
                 );
             }
@@ -469,6 +471,7 @@ async fn schedule(seed: u64) -> Result<(usize, bool, Option<bool>), String> {
                                 stream: conn.key,
                                 op: SignalOp::Ack,
                                 a: 1,
+                                b: 0,
                             },
                         );
                         world.send(
@@ -477,6 +480,7 @@ async fn schedule(seed: u64) -> Result<(usize, bool, Option<bool>), String> {
                                 stream: conn.key,
                                 op: SignalOp::Credit,
                                 a: 1,
+                                b: 0,
                             },
                         );
                     }

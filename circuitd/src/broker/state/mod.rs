@@ -6,10 +6,13 @@
 //! The same machine is what a replicated channel replicates (`broker::replica`): every event
 //! is a log entry applied in one order on every replica, and it serializes whole for a
 //! snapshot. The events only a replicated channel needs (a leader change, a receiver coming
-//! back with what it holds) are in `resume`.
+//! back with what it holds) are in `resume`; receivers that wait and the values recalled for
+//! them are in `recall`; room reserved for senders' values is in `slots`.
 
+mod recall;
 mod resume;
 mod seqs;
+mod slots;
 
 use std::collections::VecDeque;
 
@@ -55,6 +58,12 @@ pub(crate) enum Effect {
     },
     /// A try-receive found nothing.
     Empty { stream: StreamKey },
+    /// Room is reserved for a sender's values up to seq `upto`.
+    Reserve { stream: StreamKey, upto: u64 },
+    /// A sender is asked to give back its reservation.
+    Revoke { stream: StreamKey },
+    /// A receiver is asked to give back up to `n` values its application has not taken.
+    Recall { stream: StreamKey, n: u64 },
     /// The channel is closed and drained: the receiver's credit is void.
     Drained { stream: StreamKey },
     /// The stream broke the protocol: end it with this error.
@@ -63,6 +72,26 @@ pub(crate) enum Effect {
         code: ErrorCode,
         message: String,
     },
+}
+
+impl Effect {
+    /// The stream the effect is for.
+    pub fn stream(&self) -> StreamKey {
+        match self {
+            Effect::Accepted { stream, .. }
+            | Effect::Full { stream, .. }
+            | Effect::Withdrawn { stream, .. }
+            | Effect::Closed { stream, .. }
+            | Effect::TooLarge { stream, .. }
+            | Effect::Deliver { stream, .. }
+            | Effect::Empty { stream }
+            | Effect::Reserve { stream, .. }
+            | Effect::Revoke { stream }
+            | Effect::Recall { stream, .. }
+            | Effect::Drained { stream }
+            | Effect::Fail { stream, .. } => *stream,
+        }
+    }
 }
 
 /// A value in the channel. `origin` is set while it is not yet accepted (waiting to be
@@ -83,6 +112,17 @@ struct Recv {
     credit: u64,
     /// Delivered, not yet acknowledged, oldest first.
     in_flight: VecDeque<Value>,
+    /// Values delivered on this stream in all (a resumed stream counts what it kept): the
+    /// receiver's own count of values received tells which are still on their way.
+    delivered: u64,
+    /// The receiver's application waits and has taken everything delivered: it is served
+    /// before receivers that only prefetch (rule 7), and values others hold are recalled.
+    hungry: bool,
+    /// Values asked back by a recall not answered yet (0: none).
+    recalling: u64,
+    /// Values at the front of `in_flight` known to be in the application's hands (after a
+    /// recall they are what it kept): not asked back again.
+    kept: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +130,8 @@ struct SendStream {
     sender: u64,
     /// Seqs announced by `TrySend` whose value has not arrived yet.
     try_marks: HashSet<u64>,
+    /// Room reserved for this sender's values, if it takes reservations (`slots`).
+    slots: Option<slots::Slots>,
 }
 
 /// Values and bytes a sender has waiting, to bound what one client can park in the daemon.
@@ -144,6 +186,13 @@ pub(crate) struct ChanState {
     next_id: u64,
     sent: u64,
     received: u64,
+    /// Receivers that wait with nothing in hand, in the order they started waiting.
+    hungry: VecDeque<StreamKey>,
+    /// Room may be reserved for senders' values (not on a replicated channel, where a send
+    /// completes only once a majority holds the value).
+    reserving: bool,
+    /// Room reserved for values not arrived yet, over all senders: counts as taken.
+    reserved: u64,
     /// What to send, in order.
     #[serde(skip)]
     pub effects: Vec<Effect>,
@@ -174,8 +223,18 @@ impl ChanState {
             next_id: 1,
             sent: 0,
             received: 0,
+            hungry: VecDeque::new(),
+            reserving: false,
+            reserved: 0,
             effects: Vec::new(),
         }
+    }
+
+    /// The channel reserves room for the values of senders that ask (a channel one node
+    /// owns; see `slots`).
+    pub fn with_reservations(mut self) -> Self {
+        self.reserving = true;
+        self
     }
 
     /// The capacity.
@@ -194,7 +253,13 @@ impl ChanState {
             len: self.buffer.len() as u64,
             in_flight: self.in_flight,
             waiting_senders: self.pending.len() as u64,
-            waiting_receivers: self.receivers.values().filter(|r| r.credit > 0).count() as u64,
+            // A receiver waits if it asks for values and holds none its application has not
+            // taken (a prefetching receiver with values in hand is not waiting).
+            waiting_receivers: self
+                .receivers
+                .values()
+                .filter(|r| r.credit > 0 && (r.hungry || r.in_flight.is_empty()))
+                .count() as u64,
             senders: self.senders.len() as u64,
             receivers: self.receivers.len() as u64,
             sent: self.sent,
@@ -202,32 +267,49 @@ impl ChanState {
         }
     }
 
-    /// Values held: buffered plus accepted values in flight.
+    /// Room taken: buffered values, accepted values in flight, and room reserved for values
+    /// on their way.
     fn occupancy(&self) -> u64 {
         // At capacity 0 nothing is accepted before a receiver acknowledges it.
         if self.cap == 0 {
             0
         } else {
-            self.buffer.len() as u64 + self.in_flight
+            self.buffer.len() as u64 + self.in_flight + self.reserved
         }
     }
 
     fn is_drained(&self) -> bool {
-        self.closed && self.buffer.is_empty() && self.pending.is_empty() && self.in_flight == 0
+        self.closed
+            && self.buffer.is_empty()
+            && self.pending.is_empty()
+            && self.in_flight == 0
+            && self.reserved == 0
     }
 
     /// A send stream opened for `sender`. A sender that reconnects opens a new stream with the
-    /// same id; from then on acceptances are reported there.
-    pub fn open_send(&mut self, stream: StreamKey, sender: u64, now_ms: u64) {
+    /// same id; from then on acceptances are reported there. One that takes reservations
+    /// names the seq of its next new value (`reserve_from`).
+    pub fn open_send(
+        &mut self,
+        stream: StreamKey,
+        sender: u64,
+        reserve_from: Option<u64>,
+        now_ms: u64,
+    ) {
         self.sweep(now_ms);
+        let slots = reserve_from
+            .filter(|_| self.reserving)
+            .map(slots::Slots::from_seq);
         self.senders.insert(
             stream,
             SendStream {
                 sender,
                 try_marks: HashSet::default(),
+                slots,
             },
         );
         self.stream_of.insert(sender, stream);
+        self.grant(stream);
     }
 
     /// A receive stream opened.
@@ -241,10 +323,17 @@ impl ChanState {
     pub fn stream_gone(&mut self, stream: StreamKey, now_ms: u64) {
         if let Some(recv) = self.receivers.remove(&stream) {
             self.waiting.retain(|(k, _)| *k != stream);
+            if recv.hungry {
+                self.hungry.retain(|k| *k != stream);
+            }
             let n = recv.in_flight.len();
             self.requeue(recv.in_flight, n);
             self.pump();
         } else if let Some(send) = self.senders.remove(&stream) {
+            if let Some(slots) = send.slots {
+                self.reserved -= slots.outstanding();
+                self.pump();
+            }
             let sender = send.sender;
             if self.stream_of.get(&sender) == Some(&stream) {
                 self.stream_of.remove(&sender);
@@ -289,6 +378,9 @@ impl ChanState {
         };
         let sender = send.sender;
         let try_send = !send.try_marks.is_empty() && send.try_marks.remove(&seq);
+        // A value with room reserved for it is accepted at once, whatever else holds.
+        let (reserved, freed) = send.slots.as_mut().map_or((false, 0), |s| s.arrived(seq));
+        self.reserved -= freed;
         let settled = self.accepted.get(&sender);
         let below = settled.map_or(1, |s| s.below);
         let already = settled.is_some_and(|s| s.contains(seq));
@@ -307,6 +399,7 @@ impl ChanState {
         if already {
             // A retry of a value already accepted: confirm it again, keep one copy.
             self.effects.push(Effect::Accepted { stream, seq });
+            self.grant(stream);
             return;
         }
         if self.outstanding.contains(&(sender, seq)) {
@@ -319,6 +412,14 @@ impl ChanState {
             self.effects.push(Effect::TooLarge { stream, seq, max });
             return;
         }
+        if reserved {
+            // Its send completed when it was sent: it goes in, ahead of values waiting for
+            // room (its room was set aside before they came), and also after a close.
+            self.buffer_accepted(sender, seq, payload);
+            self.pump();
+            self.grant(stream);
+            return;
+        }
         if self.closed {
             self.refuse(sender, seq);
             self.effects.push(Effect::Closed { stream, seq });
@@ -327,17 +428,14 @@ impl ChanState {
         if try_send && !self.can_take_now() {
             self.refuse(sender, seq);
             self.effects.push(Effect::Full { stream, seq });
+            // Room reserved for others' values that are not coming takes no value's place
+            // for long: it is asked back.
+            self.revoke_all();
             return;
         }
         // The common case: room in the buffer and nobody ahead. Accept at once.
         if self.cap > 0 && self.pending.is_empty() && self.occupancy() < self.cap {
-            self.accept(sender, seq);
-            let id = self.next_id();
-            self.buffer.push_back(Value {
-                id,
-                payload,
-                origin: None,
-            });
+            self.buffer_accepted(sender, seq, payload);
             if !self.waiting.is_empty() {
                 self.pump();
             }
@@ -367,6 +465,21 @@ impl ChanState {
             origin: Some((sender, seq)),
         });
         self.pump();
+        if !self.pending.is_empty() {
+            // A send waits for room: room reserved for values not sent yet is asked back.
+            self.revoke_all();
+        }
+    }
+
+    /// Accepts `seq` of `sender` into the buffer.
+    fn buffer_accepted(&mut self, sender: u64, seq: u64, payload: Bytes) {
+        self.accept(sender, seq);
+        let id = self.next_id();
+        self.buffer.push_back(Value {
+            id,
+            payload,
+            origin: None,
+        });
     }
 
     /// The next value on this send stream must not wait.
@@ -444,6 +557,9 @@ impl ChanState {
         if let Some(recv) = self.receivers.get_mut(&stream) {
             recv.credit = 0;
             self.waiting.retain(|(k, _)| *k != stream);
+            if std::mem::take(&mut recv.hungry) {
+                self.hungry.retain(|k| *k != stream);
+            }
         }
     }
 
@@ -453,7 +569,7 @@ impl ChanState {
             return;
         }
         let ready = !self.buffer.is_empty() || (self.cap == 0 && !self.pending.is_empty());
-        if ready && self.waiting.is_empty() {
+        if ready && self.next_taker().is_none() {
             self.receivers.get_mut(&stream).expect("checked").credit += 1;
             self.waiting.push_back((stream, 1));
             self.pump();
@@ -470,6 +586,7 @@ impl ChanState {
             return;
         }
         let recv = self.receivers.get_mut(&stream).expect("checked");
+        recv.kept = recv.kept.saturating_sub(n);
         // Only values still waiting to be accepted (capacity 0) need more than dropping.
         let accepted_now: Vec<(u64, u64, usize)> = recv
             .in_flight
@@ -483,6 +600,7 @@ impl ChanState {
             self.accept(sender, seq);
         }
         self.pump();
+        self.grant_all();
     }
 
     /// Whether receiver `stream` holds at least `n` values; one that claims more is broken and
@@ -506,33 +624,56 @@ impl ChanState {
         true
     }
 
-    /// A receiver gives back its `n` newest unacknowledged values.
-    pub fn give_back(&mut self, stream: StreamKey, n: u64) {
-        if !self.holds(stream, n, "returned") {
+    /// A receiver gives back `n` unacknowledged values: the newest `n` of the first `seen`
+    /// it was delivered on this stream (those delivered after are on their way to it and
+    /// stay in flight).
+    pub fn give_back(&mut self, stream: StreamKey, n: u64, seen: u64) {
+        let Some(recv) = self.receivers.get_mut(&stream) else {
             return;
-        }
-        let recv = self.receivers.get_mut(&stream).expect("checked");
-        let keep = recv.in_flight.len() - n as usize;
-        let back = recv.in_flight.split_off(keep);
+        };
+        let held = recv.in_flight.len() as u64;
+        let on_the_way = recv.delivered.checked_sub(seen).filter(|w| w + n <= held);
+        let Some(on_the_way) = on_the_way else {
+            self.effects.push(Effect::Fail {
+                stream,
+                code: ErrorCode::BadRequest,
+                message: format!(
+                    "returned {n} of {seen} values received, but {} were delivered and {held} \
+                     are unacknowledged",
+                    recv.delivered
+                ),
+            });
+            return;
+        };
+        let end = (held - on_the_way) as usize;
+        let start = end - n as usize;
+        let back: VecDeque<Value> = recv.in_flight.drain(start..end).collect();
+        recv.kept = recv.kept.min(start as u64);
         self.requeue(back, n as usize);
         self.pump();
+        self.grant_all();
     }
 
-    /// Puts values back at the head of the queue, oldest first.
+    /// Puts values back in the queue where they were: before every value that came after
+    /// them. Usually that is the head; but a value given back later than a younger one (a
+    /// receiver returns what it took while what was on its way to it went back first) must
+    /// not overtake it.
     fn requeue(&mut self, values: VecDeque<Value>, n: usize) {
         self.in_flight -= n as u64;
+        // Youngest first, so that each older value finds its place at once.
         for v in values.into_iter().rev() {
             match v.origin {
                 // Not accepted yet (capacity 0): it is a waiting send again, unless the channel
                 // was closed meanwhile.
                 Some(_) if self.closed => self.fail_closed(&v),
-                Some(_) => self.pending.push_front(v),
-                None => self.buffer.push_front(v),
+                Some(_) => insert_in_order(&mut self.pending, v),
+                None => insert_in_order(&mut self.buffer, v),
             }
         }
     }
 
-    /// Closes the channel. Waiting sends fail; receivers drain what is buffered.
+    /// Closes the channel. Waiting sends fail; receivers drain what is buffered, and the
+    /// values senders send under their reservations (which are asked back).
     pub fn close(&mut self) -> Result<(), String> {
         if self.closed {
             return Err("channel is already closed".into());
@@ -541,6 +682,7 @@ impl ChanState {
         for v in std::mem::take(&mut self.pending) {
             self.fail_closed(&v);
         }
+        self.revoke_all();
         self.pump();
         Ok(())
     }
@@ -594,8 +736,9 @@ impl ChanState {
     }
 
     /// Moves values as far as they can go: waiting sends into free room, buffered values (or,
-    /// at capacity 0, waiting sends) to waiting receivers; then tells receivers of a drained
-    /// channel.
+    /// at capacity 0, waiting sends) to receivers — those that wait with nothing in hand
+    /// first, then by credit in the order it was granted; then tells receivers of a drained
+    /// channel, and recalls values for receivers that still wait.
     fn pump(&mut self) {
         loop {
             if self.cap > 0 {
@@ -609,7 +752,7 @@ impl ChanState {
                     self.buffer.push_back(v);
                 }
             }
-            let Some(&(stream, _)) = self.waiting.front() else {
+            let Some((stream, hungry)) = self.next_taker() else {
                 break;
             };
             let value = match self.buffer.pop_front() {
@@ -620,22 +763,33 @@ impl ChanState {
                 },
                 None => break,
             };
-            let front = self.waiting.front_mut().expect("checked");
-            front.1 -= 1;
-            if front.1 == 0 {
-                self.waiting.pop_front();
+            if hungry {
+                self.hungry.pop_front();
+            } else {
+                let front = self.waiting.front_mut().expect("checked");
+                front.1 -= 1;
+                if front.1 == 0 {
+                    self.waiting.pop_front();
+                }
             }
             let recv = self
                 .receivers
                 .get_mut(&stream)
                 .expect("waiting receivers exist");
             recv.credit -= 1;
+            recv.delivered += 1;
+            recv.hungry = false;
             self.effects.push(Effect::Deliver {
                 stream,
                 id: value.id,
                 payload: value.payload.clone(),
             });
             recv.in_flight.push_back(value);
+            if hungry {
+                // It goes to an application that waits for it: never asked back (it would
+                // bounce from one waiting receiver to the next).
+                recv.kept = recv.in_flight.len() as u64;
+            }
             self.in_flight += 1;
         }
         if self.is_drained() && !self.waiting.is_empty() {
@@ -644,247 +798,49 @@ impl ChanState {
                 if told.insert(stream) {
                     if let Some(r) = self.receivers.get_mut(&stream) {
                         r.credit = 0;
+                        r.hungry = false;
                     }
                     self.effects.push(Effect::Drained { stream });
                 }
             }
+            self.hungry.clear();
+        }
+        if !self.hungry.is_empty() {
+            self.recall();
         }
     }
+
+    /// Who is given the next value: the first receiver that waits with nothing in hand (true),
+    /// else the one whose credit is oldest (false). Entries of receivers left without credit
+    /// are dropped on the way.
+    fn next_taker(&mut self) -> Option<(StreamKey, bool)> {
+        while let Some(&stream) = self.hungry.front() {
+            match self.receivers.get_mut(&stream) {
+                Some(r) if r.credit > 0 => return Some((stream, true)),
+                Some(r) => r.hungry = false,
+                None => {}
+            }
+            self.hungry.pop_front();
+        }
+        while let Some(&(stream, _)) = self.waiting.front() {
+            // A receiver served while it waited may have less credit left than its runs say.
+            if self.receivers.get(&stream).is_some_and(|r| r.credit > 0) {
+                return Some((stream, false));
+            }
+            self.waiting.pop_front();
+        }
+        None
+    }
+}
+
+/// Inserts `v` before the first value of `queue` that came after it (ids grow with arrival).
+fn insert_in_order(queue: &mut VecDeque<Value>, v: Value) {
+    let at = queue
+        .iter()
+        .position(|w| w.id > v.id)
+        .unwrap_or(queue.len());
+    queue.insert(at, v);
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MAX: u64 = 1024;
-
-    fn v(s: &'static str) -> Bytes {
-        Bytes::from_static(s.as_bytes())
-    }
-
-    fn take(st: &mut ChanState) -> Vec<Effect> {
-        std::mem::take(&mut st.effects)
-    }
-
-    fn delivered(effects: &[Effect]) -> Vec<(StreamKey, Bytes)> {
-        effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Deliver {
-                    stream, payload, ..
-                } => Some((*stream, payload.clone())),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn accepted(effects: &[Effect]) -> Vec<u64> {
-        effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Accepted { seq, .. } => Some(*seq),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn rule_2_rendezvous_accepts_on_ack_and_a_returned_value_waits_again() {
-        let mut st = ChanState::new(0, MAX, false);
-        st.open_send(1, 100, 0);
-        st.open_recv(2);
-        st.open_recv(3);
-        st.send(1, 1, v("a"));
-        assert!(
-            take(&mut st).is_empty(),
-            "nothing happens without a receiver"
-        );
-        assert_eq!(st.counts().waiting_senders, 1);
-        st.credit(2, 1);
-        assert_eq!(delivered(&take(&mut st)), [(2, v("a"))]);
-        // The receiver goes away before acknowledging: the send is waiting again.
-        st.stream_gone(2, 0);
-        assert_eq!(st.counts().waiting_senders, 1);
-        st.credit(3, 1);
-        assert_eq!(delivered(&take(&mut st)), [(3, v("a"))]);
-        st.ack(3, 1);
-        assert_eq!(accepted(&take(&mut st)), [1]);
-        let c = st.counts();
-        assert_eq!((c.sent, c.received, c.in_flight), (1, 1, 0));
-    }
-
-    #[test]
-    fn rule_9_capacity_counts_buffered_and_in_flight() {
-        let mut st = ChanState::new(2, MAX, false);
-        st.open_send(1, 100, 0);
-        st.open_recv(2);
-        for seq in 1..=4 {
-            st.send(1, seq, v("x"));
-        }
-        assert_eq!(accepted(&take(&mut st)), [1, 2]);
-        st.credit(2, 1);
-        take(&mut st);
-        let c = st.counts();
-        assert_eq!((c.len, c.in_flight, c.waiting_senders), (1, 1, 2));
-        st.ack(2, 1);
-        assert_eq!(accepted(&take(&mut st)), [3]);
-    }
-
-    #[test]
-    fn rule_7_receivers_are_served_in_the_order_they_waited() {
-        let mut st = ChanState::new(4, MAX, false);
-        st.open_send(1, 100, 0);
-        for r in [5, 6, 7] {
-            st.open_recv(r);
-        }
-        st.credit(6, 1);
-        st.credit(5, 1);
-        st.credit(7, 1);
-        for (seq, s) in [(1, "a"), (2, "b"), (3, "c")] {
-            st.send(1, seq, v(s));
-        }
-        let got = delivered(&take(&mut st));
-        assert_eq!(got, [(6, v("a")), (5, v("b")), (7, v("c"))]);
-    }
-
-    #[test]
-    fn rule_10_a_retried_value_is_accepted_once() {
-        let mut st = ChanState::new(8, MAX, false);
-        st.open_send(1, 100, 0);
-        st.send(1, 1, v("a"));
-        take(&mut st);
-        // The sender reconnects on stream 2 and sends seq 1 again, then seq 2.
-        st.stream_gone(1, 0);
-        st.open_send(2, 100, 0);
-        st.send(2, 1, v("a"));
-        st.send(2, 2, v("b"));
-        assert_eq!(accepted(&take(&mut st)), [1, 2]);
-        assert_eq!(st.counts().len, 2, "one copy of seq 1");
-    }
-
-    #[test]
-    fn rule_10_a_retry_of_a_waiting_value_keeps_one_copy() {
-        let mut st = ChanState::new(0, MAX, false);
-        st.open_send(1, 100, 0);
-        st.send(1, 1, v("a"));
-        // The new stream opens before the old one is known to be gone.
-        st.open_send(2, 100, 0);
-        st.send(2, 1, v("a"));
-        st.stream_gone(1, 0);
-        assert_eq!(st.counts().waiting_senders, 1);
-        st.open_recv(3);
-        st.credit(3, 5);
-        assert_eq!(delivered(&take(&mut st)).len(), 1);
-        st.ack(3, 1);
-        let e = take(&mut st);
-        assert_eq!(e, [Effect::Accepted { stream: 2, seq: 1 }]);
-    }
-
-    #[test]
-    fn rule_5_close_fails_waiting_sends_and_drains_receivers() {
-        let mut st = ChanState::new(1, MAX, false);
-        st.open_send(1, 100, 0);
-        st.open_recv(2);
-        st.send(1, 1, v("a"));
-        st.send(1, 2, v("b"));
-        take(&mut st);
-        st.close().expect("close");
-        assert_eq!(take(&mut st), [Effect::Closed { stream: 1, seq: 2 }]);
-        assert!(st.close().is_err(), "second close");
-        st.send(1, 3, v("c"));
-        assert_eq!(take(&mut st), [Effect::Closed { stream: 1, seq: 3 }]);
-        st.credit(2, 2);
-        let e = take(&mut st);
-        assert_eq!(delivered(&e), [(2, v("a"))]);
-        st.ack(2, 1);
-        assert_eq!(take(&mut st), [Effect::Drained { stream: 2 }]);
-    }
-
-    #[test]
-    fn rule_11_try_send_and_try_recv_never_wait() {
-        let mut st = ChanState::new(0, MAX, false);
-        st.open_send(1, 100, 0);
-        st.open_recv(2);
-        st.mark_try(1, 1);
-        st.send(1, 1, v("a"));
-        assert_eq!(take(&mut st), [Effect::Full { stream: 1, seq: 1 }]);
-        st.try_recv(2);
-        assert_eq!(take(&mut st), [Effect::Empty { stream: 2 }]);
-        st.send(1, 2, v("b"));
-        st.try_recv(2);
-        assert_eq!(delivered(&take(&mut st)), [(2, v("b"))]);
-    }
-
-    #[test]
-    fn rule_13_and_protocol_violations() {
-        let mut st = ChanState::new(2, 3, false);
-        st.open_send(1, 100, 0);
-        st.open_recv(2);
-        st.send(1, 1, v("toolong"));
-        assert_eq!(
-            take(&mut st),
-            [Effect::TooLarge {
-                stream: 1,
-                seq: 1,
-                max: 3
-            }]
-        );
-        st.ack(2, 1);
-        assert!(matches!(
-            take(&mut st)[..],
-            [Effect::Fail { stream: 2, .. }]
-        ));
-        st.credit(2, MAX_CREDIT + 1);
-        assert!(matches!(
-            take(&mut st)[..],
-            [Effect::Fail { stream: 2, .. }]
-        ));
-    }
-
-    #[test]
-    fn rule_16_a_cancelled_send_is_withdrawn_only_while_waiting() {
-        let mut st = ChanState::new(1, MAX, false);
-        st.open_send(1, 100, 0);
-        st.send(1, 1, v("a"));
-        st.send(1, 2, v("b"));
-        take(&mut st);
-        st.cancel_send(1, 1);
-        assert!(take(&mut st).is_empty(), "already accepted: it stays");
-        st.cancel_send(1, 2);
-        assert_eq!(take(&mut st), [Effect::Withdrawn { stream: 1, seq: 2 }]);
-        assert_eq!(st.counts().waiting_senders, 0);
-    }
-
-    #[test]
-    fn refused_seqs_keep_the_window_moving_and_a_retry_is_judged_again() {
-        let mut st = ChanState::new(1, MAX, false);
-        st.open_send(1, 100, 0);
-        st.send(1, 1, v("a"));
-        st.mark_try(1, 2);
-        st.send(1, 2, v("b"));
-        assert_eq!(take(&mut st)[1], Effect::Full { stream: 1, seq: 2 });
-        assert_eq!(st.accepted[&100].below, 3, "a refusal settles its seq");
-        assert!(st.accepted[&100].above.is_empty());
-        // The refusal was lost with the connection; the retry is refused again, not accepted.
-        st.mark_try(1, 2);
-        st.send(1, 2, v("b"));
-        assert_eq!(take(&mut st), [Effect::Full { stream: 1, seq: 2 }]);
-        // Seqs far ahead of the window are a broken client.
-        st.send(1, 3 + MAX_PENDING_PER_SENDER, v("x"));
-        assert!(matches!(
-            take(&mut st)[..],
-            [Effect::Fail { stream: 1, .. }]
-        ));
-    }
-
-    #[test]
-    fn dedup_state_of_a_gone_sender_expires() {
-        let mut st = ChanState::new(4, MAX, false);
-        st.open_send(1, 100, 0);
-        st.send(1, 1, v("a"));
-        st.stream_gone(1, 0);
-        assert!(st.accepted.contains_key(&100));
-        st.open_send(2, 200, ORPHAN_TTL_MS + 1);
-        assert!(!st.accepted.contains_key(&100));
-    }
-}
+mod tests;

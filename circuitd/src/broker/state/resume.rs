@@ -41,10 +41,10 @@ impl ChanState {
                 back.push_back(v);
             }
         }
-        self.receivers
-            .get_mut(&stream)
-            .expect("inserted above")
-            .in_flight = keep;
+        let recv = self.receivers.get_mut(&stream).expect("inserted above");
+        // The receiver counts what it kept as delivered on its new stream.
+        recv.delivered = keep.len() as u64;
+        recv.in_flight = keep;
         let n = back.len();
         self.requeue(back, n);
         self.pump();
@@ -121,7 +121,7 @@ mod tests {
     /// receiver with id 77 on `OLD_RECV`.
     fn delivered(n: u64) -> ChanState {
         let mut s = ChanState::new(8, 1024, false);
-        s.open_send(SENDER, 5, 0);
+        s.open_send(SENDER, 5, None, 0);
         s.open_recv_as(OLD_RECV, 77, &[], &[]);
         for seq in 1..=n {
             s.send(SENDER, seq, Bytes::from(format!("v{seq}")));
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn rule_r3_a_sender_of_an_old_leader_sends_again_and_is_accepted_once() {
         let mut s = ChanState::new(1, 1024, false);
-        s.open_send(SENDER, 5, 0);
+        s.open_send(SENDER, 5, None, 0);
         s.send(SENDER, 1, Bytes::from_static(b"a"));
         // Full: seq 2 waits.
         s.send(SENDER, 2, Bytes::from_static(b"b"));
@@ -186,7 +186,7 @@ mod tests {
         s.leader_changed(0, |_| false);
         assert_eq!(s.counts().waiting_senders, 0);
         // The sender comes back and sends both again: 1 is confirmed, 2 waits once more.
-        s.open_send(20, 5, 0);
+        s.open_send(20, 5, None, 0);
         s.send(20, 1, Bytes::from_static(b"a"));
         s.send(20, 2, Bytes::from_static(b"b"));
         assert_eq!(s.effects, [Effect::Accepted { stream: 20, seq: 1 }]);
@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn a_receiver_without_an_id_gives_back_at_a_leader_change() {
         let mut s = ChanState::new(4, 1024, false);
-        s.open_send(SENDER, 5, 0);
+        s.open_send(SENDER, 5, None, 0);
         s.open_recv(OLD_RECV);
         s.send(SENDER, 1, Bytes::from_static(b"a"));
         s.credit(OLD_RECV, 1);
@@ -209,14 +209,14 @@ mod tests {
     #[test]
     fn rendezvous_values_held_across_a_leader_change_complete_their_send_when_acknowledged() {
         let mut s = ChanState::new(0, 1024, false);
-        s.open_send(SENDER, 5, 0);
+        s.open_send(SENDER, 5, None, 0);
         s.open_recv_as(OLD_RECV, 77, &[], &[]);
         s.credit(OLD_RECV, 1);
         s.send(SENDER, 1, Bytes::from_static(b"a"));
         s.effects.clear();
         s.leader_changed(0, |_| false);
         // The sender is back on a new stream; the receiver acknowledged the value meanwhile.
-        s.open_send(20, 5, 0);
+        s.open_send(20, 5, None, 0);
         s.open_recv_as(NEW_RECV, 77, &[], &[1]);
         assert_eq!(s.counts().sent, 1);
         // Its retry is confirmed, not taken again.

@@ -461,6 +461,7 @@ impl<C: Consensus> Group<C> {
                 stream,
                 sender,
                 out,
+                ..
             } => {
                 let key = serving.open(stream);
                 self.attach(key, out);
@@ -493,7 +494,7 @@ impl<C: Consensus> Group<C> {
                     });
                 }
             }
-            StreamMsg::Signal { stream, op, a } => {
+            StreamMsg::Signal { stream, op, a, b } => {
                 let Some(&key) = serving.keys.get(&stream) else {
                     return;
                 };
@@ -501,6 +502,8 @@ impl<C: Consensus> Group<C> {
                     SignalOp::Credit
                     | SignalOp::Ack
                     | SignalOp::Return
+                    | SignalOp::Waiting
+                    | SignalOp::Recalled
                     | SignalOp::TryRecv
                     | SignalOp::Withdraw
                     | SignalOp::TrySend
@@ -508,7 +511,11 @@ impl<C: Consensus> Group<C> {
                         stream: key,
                         op: op as u8,
                         a,
+                        b,
                     }),
+                    // No reservations here (a send completes when a majority holds it), so
+                    // there are none to give back.
+                    SignalOp::Release => {}
                     other => {
                         serving.keys.remove(&stream);
                         self.outputs.fail(
