@@ -171,15 +171,18 @@ fn converged(cluster: &NetnsCluster) {
 fn remove(cluster: &NetnsCluster, i: usize, name: &str) {
     // Right after replicas' daemons restart an election may be under way: rm is refused with
     // `unavailable` until it ends (R4), so it is asked again until it is served.
+    let mut refused = false;
     eventually(SOON, &format!("chan rm {name} on h{i} served"), || {
         let out = cli(cluster, i, &["chan", "rm", name]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        // A refused attempt may still have been carried out when the election ended.
-        let done = out.status.success() || stderr.contains("no channel named");
+        // A refused attempt may still have been carried out when the election ended; before
+        // one, `no channel` is a wrong answer.
+        let done = out.status.success() || (refused && stderr.contains("no channel named"));
         assert!(
             done || stderr.contains("unavailable"),
             "chan rm {name} on h{i}: {stderr}"
         );
+        refused = true;
         done.then_some(())
     });
     for h in 1..=HOSTS {

@@ -98,8 +98,12 @@ async fn route(
         {
             let name = name.clone();
             let (node, failed) = match ctx.peers.owner_of(&name).await {
+                // Unreachable, or it does not have it (the table was stale): the replicas of
+                // a replicated channel name its leader.
                 Ok(node) => match on(id, &node, request.clone(), ctx, outbox).await {
-                    Err(e) if e.code() == ErrorCode::Unreachable => (node, e),
+                    Err(e) if matches!(e.code(), ErrorCode::Unreachable | ErrorCode::NotFound) => {
+                        (node, e)
+                    }
                     other => return other,
                 },
                 Err(e) if e.is_not_found() => return here(id, request, ctx, outbox).await,

@@ -196,14 +196,21 @@ impl View {
         // Two nodes list it: the lower name wins, but an alive one wins over a suspect one, and
         // that over one down (the leader of a replicated channel changed and the old one's
         // list is stale).
-        let nodes = self.owners.get(chan)?;
-        let state = |node: &String| self.entries.get(node).map_or(NodeState::Dead, |e| e.state);
+        // A node that restarted lists what its earlier run owned until its new metadata
+        // arrives: that list is stale (the leader of a replicated channel restarted empty
+        // answered `no channel` for a channel that lived on elsewhere).
+        let current = |node: &&String| match (self.entries.get(*node), self.metas.get(*node)) {
+            (Some(entry), Some(meta)) => meta.generation >= entry.id.generation,
+            _ => true,
+        };
+        let nodes: Vec<&String> = self.owners.get(chan)?.iter().filter(current).collect();
+        let state = |node: &&String| self.entries.get(*node).map_or(NodeState::Dead, |e| e.state);
         let node = nodes
             .iter()
             .find(|n| state(n) == NodeState::Alive)
             .or_else(|| nodes.iter().find(|n| state(n).is_up()))
             .or_else(|| nodes.first())?;
-        Some((node.clone(), state(node)))
+        Some(((*node).clone(), state(node)))
     }
 
     /// A node's identity and state.
@@ -404,5 +411,25 @@ mod tests {
         );
         assert!(v.partial().is_empty());
         assert!(v.owner_of("more").is_some());
+    }
+
+    #[test]
+    fn a_restarted_node_owns_nothing_until_its_new_metadata_arrives() {
+        let mut v = view();
+        let meta = |generation: u64, chans: &[&str]| NodeMeta {
+            name: "b".into(),
+            generation,
+            version: 1,
+            channels: chans.iter().map(|c| c.to_string()).collect(),
+            ..NodeMeta::default()
+        };
+        v.observe(&id("b", 2), foca::State::Alive, 1);
+        v.merge_meta(meta(2, &["jobs"]));
+        assert_eq!(v.owner_of("jobs").map(|o| o.0), Some("b".to_string()));
+        // Restarted: SWIM has the new run before its metadata.
+        v.observe(&id("b", 9), foca::State::Alive, 2);
+        assert_eq!(v.owner_of("jobs"), None, "the earlier run's list is stale");
+        v.merge_meta(meta(9, &["jobs"]));
+        assert_eq!(v.owner_of("jobs").map(|o| o.0), Some("b".to_string()));
     }
 }
