@@ -10,6 +10,7 @@
 //! - `stdout`: what stdout is, and whether the reader took what was written (`recv`).
 
 mod cmd;
+mod complete;
 mod env_file;
 mod error;
 mod output;
@@ -82,6 +83,10 @@ pub(crate) struct Cli {
     #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
 
+    /// Show tables whole: do not cut columns to the terminal's width.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    wide: bool,
+
     #[command(subcommand)]
     command: cmd::Command,
 }
@@ -98,10 +103,15 @@ fn socket_help() -> String {
 }
 
 fn main() -> ExitCode {
+    // Called back by the shell's completion script: prints candidates and exits.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command)
+        .var(complete::ENV)
+        .complete();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
+    output::style::init(cli.wide);
     // An empty CIRCUIT_SOCKET means unset, as it does for the daemon and the SDK.
     let socket = match cli.socket {
         Some(path) if !path.is_empty() => PathBuf::from(path),
@@ -191,15 +201,16 @@ mod tests {
     }
 
     #[test]
-    fn completion_scripts_name_every_command() {
-        for shell in ["bash", "zsh", "fish"] {
+    fn completion_scripts_call_circuit_back() {
+        use clap_complete::env::{Bash, EnvCompleter, Fish, Zsh};
+        let shells: [&dyn EnvCompleter; 3] = [&Bash, &Zsh, &Fish];
+        for shell in shells {
             let mut out = Vec::new();
-            let shell: clap_complete::Shell = shell.parse().expect("shell");
-            clap_complete::generate(shell, &mut Cli::command(), "circuit", &mut out);
+            shell
+                .write_registration(complete::ENV, "circuit", "circuit", "circuit", &mut out)
+                .expect("script");
             let script = String::from_utf8(out).expect("utf-8");
-            for name in ["spawn", "install", "apply", "chan", "completions"] {
-                assert!(script.contains(name), "{shell}: no {name}");
-            }
+            assert!(script.contains(complete::ENV), "{}: {script}", shell.name());
         }
     }
 

@@ -394,6 +394,7 @@ impl Daemon {
         let mut cmd = Command::new(bin("circuit"));
         cmd.args(args)
             .env("CIRCUIT_SOCKET", &self.socket)
+            .env_remove("COLUMNS")
             .stdin(Stdio::null());
         cmd
     }

@@ -543,3 +543,106 @@ async fn sdk_connect_to_a_silent_socket_fails_within_its_handshake_timeout() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
     held.abort();
 }
+
+/// What the completion script gets for `circuit WORDS…` with the cursor on the last word.
+fn complete(d: &Daemon, words: &[&str]) -> Vec<String> {
+    let mut line = vec!["--", "circuit"];
+    line.extend_from_slice(words);
+    let out = d
+        .cli_command(&line)
+        .env("CIRCUIT_COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", words.len().to_string())
+        .env("_CLAP_IFS", "\n")
+        .output()
+        .expect("run circuit");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn completion_offers_the_clusters_names_and_enum_values() {
+    let d = Daemon::start();
+    d.cli_ok(&["spawn", "--name", "web", "--", "sleep", "1000"]);
+    d.cli_ok(&[
+        "spawn",
+        "--replicas",
+        "2",
+        "--name",
+        "api",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    d.cli_ok(&["chan", "create", "jobs"]);
+    assert_eq!(complete(&d, &["stop", "a"]), ["api", "api-1", "api-2"]);
+    assert!(complete(&d, &["logs", ""]).contains(&"web".to_string()));
+    assert_eq!(complete(&d, &["recv", "j"]), ["jobs"]);
+    assert_eq!(complete(&d, &["chan", "stat", "j"]), ["jobs"]);
+    let node = d.nodes()[0].name.clone();
+    assert_eq!(complete(&d, &["ps", "--node", ""]), [node]);
+    assert_eq!(
+        complete(&d, &["spawn", "--restart", ""]),
+        ["never", "on-failure", "always"]
+    );
+    assert_eq!(
+        complete(&d, &["chan", "create", "--storage", "d"]),
+        ["disk"]
+    );
+    // The script the user installs calls circuit back.
+    for shell in ["bash", "zsh", "fish"] {
+        let script = d.cli_ok(&["completions", shell]);
+        assert!(script.contains("CIRCUIT_COMPLETE"), "{shell}: {script}");
+    }
+    d.cli_ok(&["stop", "web", "api"]);
+}
+
+#[test]
+fn tables_fit_columns_unless_wide() {
+    let d = Daemon::start();
+    let long = "x".repeat(120);
+    d.cli_ok(&[
+        "spawn",
+        "--name",
+        "w",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1000",
+        &long,
+    ]);
+    let fitted = d
+        .cli_command(&["ps"])
+        .env("COLUMNS", "100")
+        .output()
+        .expect("ps");
+    let fitted = String::from_utf8_lossy(&fitted.stdout).into_owned();
+    assert!(fitted.contains('…'), "{fitted}");
+    for line in fitted.lines() {
+        assert!(line.chars().count() <= 100, "wider than 100: {line:?}");
+    }
+    let wide = d
+        .cli_command(&["ps", "--wide"])
+        .env("COLUMNS", "100")
+        .output()
+        .expect("ps --wide");
+    let wide = String::from_utf8_lossy(&wide.stdout).into_owned();
+    assert!(
+        wide.contains(&long),
+        "--wide shows the whole command: {wide}"
+    );
+    // Not a terminal and no COLUMNS: whole lines for grep, and no colour codes.
+    let piped = d
+        .cli_command(&["ps"])
+        .env_remove("COLUMNS")
+        .output()
+        .expect("ps");
+    let piped = String::from_utf8_lossy(&piped.stdout).into_owned();
+    assert!(
+        piped.contains(&long) && !piped.contains('\u{1b}'),
+        "{piped}"
+    );
+    d.cli_ok(&["stop", "w"]);
+}

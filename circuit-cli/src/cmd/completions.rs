@@ -1,10 +1,11 @@
-//! `circuit completions SHELL`: a completion script for bash, zsh or fish, from the same clap
-//! definition that parses the command line, so it never drifts from the flags.
+//! `circuit completions SHELL`: a completion script for bash, zsh or fish. The script calls
+//! `circuit` back while completing (with `CIRCUIT_COMPLETE` set), so flags come from the same
+//! clap definition that parses the command line, and worker, set, channel and node names from
+//! the daemon (see `complete.rs`).
 
 use std::process::ExitCode;
 
-use clap::CommandFactory;
-use clap_complete::Shell;
+use clap_complete::env::{Bash, EnvCompleter, Fish, Zsh};
 
 /// Arguments of `circuit completions`.
 #[derive(Debug, clap::Args)]
@@ -14,30 +15,25 @@ use clap_complete::Shell;
     circuit completions fish > ~/.config/fish/completions/circuit.fish\n  \
     source <(circuit completions bash)          # this shell only")]
 pub struct Args {
-    /// The shell to write the script for.
-    #[arg(value_name = "SHELL", value_parser = parse_shell)]
-    pub shell: Shell,
+    /// The shell to write the script for: bash, zsh or fish.
+    #[arg(value_name = "SHELL", value_parser = ["bash", "zsh", "fish"])]
+    pub shell: String,
 }
 
-/// The shells we support: the three the issue names. clap_complete also knows elvish and
-/// PowerShell; they are accepted too, but not advertised.
-fn parse_shell(s: &str) -> Result<Shell, String> {
-    match s {
-        "bash" => Ok(Shell::Bash),
-        "zsh" => Ok(Shell::Zsh),
-        "fish" => Ok(Shell::Fish),
-        "elvish" => Ok(Shell::Elvish),
-        "powershell" => Ok(Shell::PowerShell),
-        other => Err(format!(
-            "unknown shell \"{other}\" (expected bash, zsh or fish)"
-        )),
-    }
-}
-
-/// Writes the script to stdout.
+/// Writes the script to stdout. It calls back the `circuit` found on `PATH` when completing.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut command = crate::Cli::command();
+    let shell: &dyn EnvCompleter = match args.shell.as_str() {
+        "zsh" => &Zsh,
+        "fish" => &Fish,
+        _ => &Bash,
+    };
     let mut out = std::io::stdout().lock();
-    clap_complete::generate(args.shell, &mut command, "circuit", &mut out);
+    shell.write_registration(
+        crate::complete::ENV,
+        "circuit",
+        "circuit",
+        "circuit",
+        &mut out,
+    )?;
     Ok(ExitCode::SUCCESS)
 }

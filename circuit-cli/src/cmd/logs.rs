@@ -50,7 +50,7 @@ pub struct Args {
 
     /// The workers (a replica set's name stands for all its copies); with more than one, each
     /// line starts with its worker's name.
-    #[arg(value_name = "WORKER", required = true)]
+    #[arg(value_name = "WORKER", add = crate::complete::workers(), required = true)]
     pub names: Vec<String>,
 
     #[command(flatten)]

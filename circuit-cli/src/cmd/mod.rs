@@ -211,7 +211,7 @@ impl Ctx {
 #[derive(Debug, Default, clap::Args)]
 pub struct NodeFlag {
     /// The node the worker is on [default: found by circuitd].
-    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long, value_name = "NAME", add = crate::complete::nodes(), value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub node: Option<String>,
 }
 

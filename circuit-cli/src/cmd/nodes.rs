@@ -32,7 +32,8 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
 fn table(nodes: &[NodeInfo], now_ms: u64) -> Table {
     let mut table = Table::new(&[
         "name", "addr", "state", "labels", "workers", "channels", "version", "uptime",
-    ]);
+    ])
+    .states(2);
     for n in nodes {
         let name = if n.is_self {
             format!("{}*", n.name)

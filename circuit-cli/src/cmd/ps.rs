@@ -11,9 +11,6 @@ use circuit_sdk::proto::{Request, WorkerInfo, WorkerState};
 use super::{expect_workers, on, Ctx};
 use crate::output::{self, Table};
 
-/// Widest COMMAND cell; longer command lines are cut with `…`.
-const COMMAND_WIDTH: usize = 40;
-
 /// Arguments of `circuit ps`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  circuit ps\n  circuit ps -a --node h2 --json")]
@@ -23,7 +20,7 @@ pub struct Args {
     pub all: bool,
 
     /// Only the workers of this node [default: every node of the mesh].
-    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long, value_name = "NAME", add = crate::complete::nodes(), value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub node: Option<String>,
 }
 
@@ -57,7 +54,7 @@ fn table(workers: &[WorkerInfo], now_ms: u64) -> Table {
         header.push("chans");
     }
     header.extend(["command", "status"]);
-    let mut table = Table::new(&header);
+    let mut table = Table::new(&header).states(2);
     for w in workers {
         let mut row = vec![
             w.name.clone(),
@@ -94,16 +91,13 @@ fn mem(w: &WorkerInfo) -> String {
     }
 }
 
-/// The command line, cut to [`COMMAND_WIDTH`]; `-` when unknown (a lost worker's spec is
+/// The command line (the table cuts it to the terminal's width); `-` when unknown (a lost worker's spec is
 /// gone with its node).
 fn command(w: &WorkerInfo) -> String {
     if w.spec.command.is_empty() {
         return "-".into();
     }
-    output::truncate(
-        &output::command_line(&w.spec.command, &w.spec.args),
-        COMMAND_WIDTH,
-    )
+    output::command_line(&w.spec.command, &w.spec.args)
 }
 
 /// Channel bindings as `in=jobs,out=results`, or `-`.

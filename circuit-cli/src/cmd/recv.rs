@@ -56,7 +56,7 @@ pub struct Args {
     timeout: Option<humantime::Duration>,
 
     /// The channel.
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", add = crate::complete::channels())]
     name: String,
 }
 

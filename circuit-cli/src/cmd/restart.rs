@@ -20,7 +20,7 @@ pub struct Args {
     pub rolling: bool,
 
     /// The worker, or a replica set (all its copies).
-    #[arg(value_name = "WORKER")]
+    #[arg(value_name = "WORKER", add = crate::complete::workers())]
     pub name: String,
 
     #[command(flatten)]

@@ -20,7 +20,7 @@ pub struct Args {
     pub force: bool,
 
     /// Workers to remove (a replica set's name stands for all its copies).
-    #[arg(value_name = "WORKER", required = true)]
+    #[arg(value_name = "WORKER", add = crate::complete::workers(), required = true)]
     pub names: Vec<String>,
 
     #[command(flatten)]

@@ -19,7 +19,7 @@ use crate::output;
     circuit scale api 2   # removes api-5, api-4 and api-3")]
 pub struct Args {
     /// The set (the `--name` of `spawn --replicas`).
-    #[arg(value_name = "SET")]
+    #[arg(value_name = "SET", add = crate::complete::workers())]
     pub set: String,
 
     /// How many copies it should have.

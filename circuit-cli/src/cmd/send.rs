@@ -40,7 +40,7 @@ it was accepted.";
     circuit send jobs < tasks.txt && circuit chan close jobs")]
 pub struct Args {
     /// The channel.
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", add = crate::complete::channels())]
     name: String,
 
     /// The value to send, as its UTF-8 bytes [default: each line of stdin].

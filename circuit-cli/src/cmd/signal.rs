@@ -18,7 +18,7 @@ pub struct Args {
     pub signal: String,
 
     /// The worker.
-    #[arg(value_name = "WORKER")]
+    #[arg(value_name = "WORKER", add = crate::complete::workers())]
     pub name: String,
 
     /// Signal every process in the worker's process group, not only its main process.

@@ -43,7 +43,7 @@ pub struct Args {
     pub name: Option<String>,
 
     /// Run on this node [default: the least loaded node that matches --label].
-    #[arg(long, value_name = "NODE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long, value_name = "NODE", add = crate::complete::nodes(), value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub node: Option<String>,
 
     /// Run on a node that has this label (repeatable: all must match). Node labels are given
@@ -58,7 +58,8 @@ pub struct Args {
     pub replicas: u32,
 
     /// When to start the worker again after it exits: never, on-failure or always.
-    #[arg(long, value_name = "POLICY", default_value = "never")]
+    #[arg(long, value_name = "POLICY", default_value = "never",
+          add = crate::complete::values(&["never", "on-failure", "always"]))]
     pub restart: RestartPolicy,
 
     /// Set an environment variable (repeatable); wins over --env-file.
@@ -89,7 +90,8 @@ pub struct Args {
     pub chans: Vec<(String, String)>,
 
     /// Signal sent to the worker's process group to stop it (TERM, INT, 15, ...).
-    #[arg(long, value_name = "SIG", default_value_t = StopSpec::default().signal)]
+    #[arg(long, value_name = "SIG", default_value_t = StopSpec::default().signal,
+          add = crate::complete::values(crate::complete::SIGNALS))]
     pub stop_signal: String,
 
     /// Time between the stop signal and SIGKILL.

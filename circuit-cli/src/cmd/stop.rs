@@ -16,7 +16,7 @@ use crate::{output, parse};
     circuit stop --node h3 web")]
 pub struct Args {
     /// Signal to send instead of the worker's stop signal (TERM, INT, 15, ...).
-    #[arg(short, long, value_name = "SIG")]
+    #[arg(short, long, value_name = "SIG", add = crate::complete::values(crate::complete::SIGNALS))]
     pub signal: Option<String>,
 
     /// Time to wait before SIGKILL, instead of the worker's grace period.
@@ -25,7 +25,7 @@ pub struct Args {
 
     /// Workers to stop (a replica set's name stands for all its copies); none is touched unless
     /// all exist.
-    #[arg(value_name = "WORKER", required = true)]
+    #[arg(value_name = "WORKER", add = crate::complete::workers(), required = true)]
     pub names: Vec<String>,
 
     #[command(flatten)]

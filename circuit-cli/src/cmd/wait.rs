@@ -16,7 +16,7 @@ use crate::output;
     circuit wait --node h3 job")]
 pub struct Args {
     /// The worker.
-    #[arg(value_name = "WORKER")]
+    #[arg(value_name = "WORKER", add = crate::complete::workers())]
     pub name: String,
 
     #[command(flatten)]

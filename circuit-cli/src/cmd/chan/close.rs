@@ -12,7 +12,7 @@ use crate::cmd::Ctx;
     circuit recv jobs   # prints what is left, then exits 0")]
 pub struct Args {
     /// Channels to close. Closing a closed channel is an error.
-    #[arg(value_name = "NAME", required = true)]
+    #[arg(value_name = "NAME", add = crate::complete::channels(), required = true)]
     names: Vec<String>,
 }
 

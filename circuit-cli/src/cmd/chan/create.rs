@@ -31,7 +31,7 @@ pub struct Args {
     exist_ok: bool,
 
     /// The node that owns the channel [default: the one circuit talks to].
-    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long, value_name = "NAME", add = crate::complete::nodes(), value_parser = clap::builder::NonEmptyStringValueParser::new())]
     node: Option<String>,
 
     /// How many nodes hold the channel: 1 (one owner), or 3 or 5 (replicated through Raft: it
@@ -44,7 +44,7 @@ pub struct Args {
     replica_labels: Vec<String>,
 
     /// Where a replicated channel keeps its log: memory (the default).
-    #[arg(long, value_name = "memory|disk")]
+    #[arg(long, value_name = "memory|disk", add = crate::complete::values(&["memory", "disk"]))]
     storage: Option<String>,
 
     /// The channel: 1 to 128 characters of A-Z a-z 0-9 . _ - /

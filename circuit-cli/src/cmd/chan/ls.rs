@@ -40,7 +40,8 @@ fn table(chans: &[ChanInfo]) -> Table {
         "state",
         "owner",
         "replicas",
-    ]);
+    ])
+    .states(8);
     for c in chans {
         table.row(vec![
             c.name.clone(),

@@ -10,7 +10,7 @@ use crate::cmd::Ctx;
 #[command(after_help = "Examples:\n  circuit chan rm jobs\n  circuit chan rm jobs results")]
 pub struct Args {
     /// Channels to remove.
-    #[arg(value_name = "NAME", required = true)]
+    #[arg(value_name = "NAME", add = crate::complete::channels(), required = true)]
     names: Vec<String>,
 }
 

@@ -13,7 +13,7 @@ use crate::{error, output};
 #[command(after_help = "Examples:\n  circuit chan stat jobs\n  circuit chan stat jobs --json")]
 pub struct Args {
     /// The channel.
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", add = crate::complete::channels())]
     name: String,
 }
 

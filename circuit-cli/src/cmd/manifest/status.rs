@@ -108,7 +108,8 @@ fn render(r: &Report) -> String {
         "state",
         "senders",
         "receivers",
-    ]);
+    ])
+    .states(3);
     for c in &r.channels {
         chans.row(match c.found {
             Some(i) => vec![
@@ -129,7 +130,8 @@ fn render(r: &Report) -> String {
             ],
         });
     }
-    let mut workers = Table::new(&["worker", "node", "state", "pid", "restarts", "last exit"]);
+    let mut workers =
+        Table::new(&["worker", "node", "state", "pid", "restarts", "last exit"]).states(2);
     for w in &r.workers {
         workers.row(match w.found {
             Some(i) => vec![

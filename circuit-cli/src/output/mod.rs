@@ -1,81 +1,17 @@
-//! Human and JSON output: `docker ps`-style tables, short durations (`2m10s`), timestamps,
-//! and JSON documents or lines. Writers return `io::Error` as is, so a closed pipe is seen.
+//! Human and JSON output: `docker ps`-style tables (`table`) fitted to the terminal with
+//! `style`, short durations (`2m10s`), timestamps, and JSON documents or lines. Writers return
+//! `io::Error` as is, so a closed pipe is seen.
+
+pub mod style;
+mod table;
+
+pub use table::Table;
 
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use circuit_sdk::proto::WorkerEnd;
 use serde::Serialize;
-
-/// Spaces between two columns.
-const GAP: usize = 3;
-
-/// A table with an upper-case header and left-aligned columns padded to their widest cell.
-#[derive(Debug, Default)]
-pub struct Table {
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    /// A table with these column titles (shown in capitals).
-    pub fn new<S: AsRef<str>>(header: &[S]) -> Self {
-        Self {
-            header: header.iter().map(|h| h.as_ref().to_uppercase()).collect(),
-            rows: Vec::new(),
-        }
-    }
-
-    /// Adds a row; missing cells are blank, extra cells are dropped.
-    pub fn row(&mut self, mut cells: Vec<String>) {
-        cells.resize(self.header.len(), String::new());
-        self.rows.push(cells);
-    }
-
-    /// The table as text, one line per row, each ending in a newline, no trailing spaces.
-    pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.header.iter().map(|h| width(h)).collect();
-        for row in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(width(cell));
-            }
-        }
-        let mut out = String::new();
-        for row in std::iter::once(&self.header).chain(&self.rows) {
-            let mut line = String::new();
-            for (i, cell) in row.iter().enumerate() {
-                line.push_str(cell);
-                if i + 1 < row.len() {
-                    let pad = widths[i] - width(cell) + GAP;
-                    line.extend(std::iter::repeat_n(' ', pad));
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
-    }
-
-    /// Writes the table to stdout.
-    pub fn print(&self) -> io::Result<()> {
-        io::stdout().lock().write_all(self.render().as_bytes())
-    }
-}
-
-/// Display width of a cell, counted in characters.
-fn width(s: &str) -> usize {
-    s.chars().count()
-}
-
-/// Shortens `s` to at most `max` characters, ending in `…` when cut.
-pub fn truncate(s: &str, max: usize) -> String {
-    if width(s) <= max {
-        return s.to_string();
-    }
-    let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
-}
 
 /// A duration in its two largest units: `3s`, `2m10s`, `1h4m`, `2d3h`; a zero second unit is
 /// left out (`2m`). Below a second it is `0s`.
@@ -225,25 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn table_columns_are_aligned_by_their_widest_cell() {
-        let mut t = Table::new(&["name", "state", "pid"]);
-        t.row(vec!["web".into(), "running".into(), "4242".into()]);
-        t.row(vec!["a-long-name".into(), "exited".into(), "-".into()]);
-        t.row(vec!["ünï".into(), "failed".into()]);
-        let want = "\
-NAME          STATE     PID
-web           running   4242
-a-long-name   exited    -
-ünï           failed
-";
-        assert_eq!(t.render(), want);
-        assert_eq!(Table::new(&["a", "b"]).render(), "A   B\n");
-    }
-
-    #[test]
-    fn long_text_is_cut_and_odd_words_quoted() {
-        assert_eq!(truncate("abcdef", 4), "abc…");
-        assert_eq!(truncate("abc", 4), "abc");
+    fn odd_words_are_quoted_and_timestamps_exact() {
         assert_eq!(
             command_line("sh", &["-c".into(), "echo it's".into()]),
             r"sh -c 'echo it'\''s'"
