@@ -646,3 +646,43 @@ fn tables_fit_columns_unless_wide() {
     );
     d.cli_ok(&["stop", "w"]);
 }
+
+#[test]
+fn stop_of_a_worker_that_ignores_sigterm_says_it_waits_and_when_it_sent_sigkill() {
+    let d = Daemon::start();
+    d.cli_ok(&[
+        "spawn",
+        "--name",
+        "stubborn",
+        "--stop-timeout",
+        "2s",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; while :; do sleep 1; done",
+    ]);
+    wait_until(Duration::from_secs(10), "the worker traps TERM", || {
+        d.cli_ok(&["logs", "stubborn"]).contains("ready")
+    });
+    let out = d.cli(&["stop", "stubborn"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split(" (the stop took")
+            .next(),
+        Some(
+            "stubborn: exited (signal KILL) — it did not exit on SIGTERM within its 2s grace \
+             period, so circuitd sent SIGKILL"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stderr_of(&out).contains("waiting for stubborn to exit"),
+        "{}",
+        stderr_of(&out)
+    );
+}

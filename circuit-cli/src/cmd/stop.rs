@@ -1,9 +1,11 @@
 //! `circuit stop`: stops workers (the stop signal to each process group, SIGKILL after the
 //! grace period) and prints how each one ended.
 
+use std::future::Future;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use circuit_sdk::proto::Request;
+use circuit_sdk::proto::{ExitStatus, Request, WorkerInfo};
 
 use super::{expect_workers, Ctx, NodeFlag};
 use crate::{output, parse};
@@ -42,17 +44,25 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             timeout_ms: args.timeout.map(parse::millis),
         })
     };
-    let reply = match client.call(stop(args.names.clone())).await {
-        // A name that is no worker may be a set: its copies, then.
-        Err(e) if e.is_not_found() => {
-            let node = args.node.node.as_deref();
-            let names = super::sets::expand(&client, args.names.clone(), node).await?;
-            if names == args.names {
-                return Err(e.into());
+    let mut names = args.names.clone();
+    let started = Instant::now();
+    let reply = loop {
+        let call = client.call(stop(names.clone()));
+        let result = match ctx.json {
+            true => call.await,
+            false => say_while_waiting(call, &names).await,
+        };
+        match result {
+            // A name that is no worker may be a set: its copies, then.
+            Err(e) if e.is_not_found() && names == args.names => {
+                let node = args.node.node.as_deref();
+                names = super::sets::expand(&client, args.names.clone(), node).await?;
+                if names == args.names {
+                    return Err(e.into());
+                }
             }
-            client.call(stop(names)).await?
+            other => break other?,
         }
-        other => other?,
     };
     let workers = expect_workers(reply)?;
     if ctx.json {
@@ -60,10 +70,60 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for w in &workers {
-        match w.last_exit {
-            Some(exit) => output::line(&format!("{}: {} ({exit})", w.name, w.state))?,
-            None => output::line(&format!("{}: {}", w.name, w.state))?,
+        let mut text = match w.last_exit {
+            Some(exit) => format!("{}: {} ({exit})", w.name, w.state),
+            None => format!("{}: {}", w.name, w.state),
+        };
+        if let Some(why) = killed(w, args.signal.as_deref(), args.timeout, started.elapsed()) {
+            text.push_str(&format!(" — {why}"));
         }
+        output::line(&text)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a stop may take before the user is told what it waits for.
+const PATIENCE: Duration = Duration::from_secs(1);
+
+/// Awaits `call`; if it takes longer than [`PATIENCE`], says once on stderr what it waits for.
+async fn say_while_waiting<T>(call: impl Future<Output = T>, names: &[String]) -> T {
+    tokio::pin!(call);
+    tokio::select! {
+        result = &mut call => return result,
+        () = tokio::time::sleep(PATIENCE) => {}
+    }
+    eprintln!(
+        "waiting for {} to exit; circuitd sends SIGKILL when the grace period ends",
+        names.join(", ")
+    );
+    call.await
+}
+
+/// Why `w` ended by SIGKILL when it was asked to stop with another signal: it did not exit
+/// within its grace period. `None` when it exited on the stop signal.
+fn killed(
+    w: &WorkerInfo,
+    signal: Option<&str>,
+    timeout: Option<humantime::Duration>,
+    took: Duration,
+) -> Option<String> {
+    let asked = signal.unwrap_or(&w.spec.stop.signal);
+    let asked_kill = matches!(
+        asked
+            .trim_start_matches("SIG")
+            .to_ascii_uppercase()
+            .as_str(),
+        "KILL" | "9"
+    );
+    if asked_kill || w.last_exit != Some(ExitStatus::Signal { signal: 9 }) {
+        return None;
+    }
+    let grace = timeout.map_or(Duration::from_millis(w.spec.stop.grace_ms), Into::into);
+    Some(format!(
+        "it did not exit on SIG{} within its {} grace period, so circuitd sent SIGKILL \
+         (the stop took {})",
+        asked.trim_start_matches("SIG").to_ascii_uppercase(),
+        output::duration(grace),
+        output::duration(took),
+    ))
 }
