@@ -190,3 +190,50 @@ fn next_suffix() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed).to_string()
 }
+
+#[test]
+fn apply_replaces_a_changed_replica_set_one_copy_at_a_time() {
+    let d = node("solo", None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("api.toml");
+    let write = |seconds: u32| {
+        let text =
+            format!("[workers.api]\ncommand = \"sleep\"\nargs = [\"{seconds}\"]\nreplicas = 3\n");
+        std::fs::write(&file, text).expect("write the manifest");
+    };
+    write(1000);
+    d.cli_ok(&["apply", file.to_str().expect("utf-8 path")]);
+    let events = Events::start(&d);
+    wait_until(Duration::from_secs(20), "the event stream is open", || {
+        events.sees_a_worker_of(&d, "solo")
+    });
+    write(1001);
+    let out = d.cli_ok(&["apply", file.to_str().expect("utf-8 path")]);
+    assert!(out.contains("3 replaced"), "{out}");
+    // Each copy is stopped and started again before the next one is touched.
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let e = events
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("more events");
+        let Some(worker) = e["worker"].as_str() else {
+            continue;
+        };
+        if worker.starts_with("api-") && e["kind"] != "exited" {
+            seen.push(format!("{} {worker}", e["kind"].as_str().unwrap_or("?")));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "stopped api-1",
+            "started api-1",
+            "stopped api-2",
+            "started api-2",
+            "stopped api-3",
+            "started api-3"
+        ]
+    );
+    d.cli_ok(&["down", file.to_str().expect("utf-8 path")]);
+}

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use circuit_sdk::proto::{ErrorCode, Reply, Request, WorkerInfo};
+use circuit_sdk::proto::{ErrorCode, Reply, Request, WorkerInfo, WorkerState};
 use circuit_sdk::Client;
 use serde::Serialize;
 
@@ -246,6 +246,15 @@ async fn run_step(client: &Client, step: &mut super::plan::Step) -> anyhow::Resu
             .await
             .map_err(|e| CliError::plain(format!("{}: {}", what(action), error::render(&e))))?;
         for w in started {
+            // A copy that could not start ends the run before the next copy is replaced.
+            if w.state == WorkerState::Failed {
+                let why = w.reason.clone().unwrap_or_else(|| "it failed".into());
+                return Err(CliError::plain(format!(
+                    "worker {} did not start: {why}; the copies not yet replaced run as before",
+                    w.name
+                ))
+                .into());
+            }
             let created = step
                 .changes
                 .iter_mut()

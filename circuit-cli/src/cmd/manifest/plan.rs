@@ -313,8 +313,10 @@ fn worker_step(
         changes: Vec::new(),
         actions: Vec::new(),
     };
-    // Copies to start: missing ones, and replaced ones once their old selves are removed.
+    // Copies to start where none runs; copies to replace (the old removed, the new started,
+    // one copy at a time, so the others serve meanwhile); second copies to remove.
     let mut spawn: Vec<String> = Vec::new();
+    let mut replace: Vec<(String, Vec<Action>)> = Vec::new();
     let mut removals = Vec::new();
     let place = w.place.describe();
     for name in w.instances() {
@@ -394,8 +396,8 @@ fn worker_step(
                     step.changes
                         .push(removed(have, format!("a second copy of {name}")));
                 }
-                removals.extend(found.iter().map(|have| remove_action(have)));
-                spawn.push(name);
+                let olds = found.iter().map(|have| remove_action(have)).collect();
+                replace.push((name, olds));
             }
         }
     }
@@ -406,6 +408,11 @@ fn worker_step(
         return Ok(None);
     }
     step.actions = removals;
+    for (name, olds) in replace {
+        step.actions.extend(olds);
+        step.actions
+            .extend(placements(w, std::slice::from_ref(&name)));
+    }
     step.actions.extend(placements(w, &spawn));
     Ok(Some(step))
 }
@@ -666,6 +673,51 @@ mod tests {
             ),
             (1, 1, 1, 6)
         );
+    }
+
+    #[test]
+    fn a_changed_replica_set_is_replaced_one_copy_at_a_time_and_scaling_keeps_survivors() {
+        let m = manifest(PIPELINE);
+        let mesh = applied_mesh(&m);
+        let edited = PIPELINE.replace("\"--pause-ms\", \"3\"", "\"--pause-ms\", \"4\"");
+        let plan = apply(&manifest(&edited), &mesh, false).expect("plan");
+        let order: Vec<String> = plan.steps[0]
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::RemoveWorker { name, .. } => format!("-{name}"),
+                Action::Place(p) => {
+                    format!("+{}x{}", p.spec.name.as_deref().unwrap_or("?"), p.replicas)
+                }
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "-analyze-1",
+                "+analyze-1x1",
+                "-analyze-2",
+                "+analyze-2x1",
+                "-analyze-3",
+                "+analyze-3x1"
+            ]
+        );
+        // 3 -> 5: the three keep running; 4 and 5 are added by name.
+        let more = apply(
+            &manifest(&PIPELINE.replace("replicas = 3", "replicas = 5")),
+            &mesh,
+            false,
+        )
+        .expect("plan");
+        assert_eq!(
+            lines(&more),
+            [
+                "+ worker analyze-4 (node-labels role=compute)",
+                "+ worker analyze-5 (node-labels role=compute)"
+            ]
+        );
+        assert_eq!(more.counts().unchanged, 8);
     }
 
     #[test]
