@@ -25,6 +25,13 @@ fn spawn_wait_and_logs_of_a_worker_that_exits_3() {
     assert_eq!(name, "w\n");
     let out = daemon.cli(&["wait", "w"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    // The same field name as in `ps --json` and in events.
+    let end: serde_json::Value =
+        serde_json::from_slice(&daemon.cli(&["--json", "wait", "w"]).stdout).expect("json");
+    assert_eq!(end["last_exit"]["code"], 3, "{end}");
+    let ps: serde_json::Value =
+        serde_json::from_str(&daemon.cli_ok(&["--json", "ps", "-a"])).expect("ps json");
+    assert_eq!(ps[0]["last_exit"]["code"], 3, "{ps}");
     assert_eq!(daemon.cli_ok(&["logs", "w"]), "hi\n");
     let out = daemon.cli(&["logs", "--stderr", "w"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");

@@ -384,7 +384,9 @@ pub struct WorkerEnd {
     pub name: String,
     /// `exited` or `failed`.
     pub state: WorkerState,
-    /// How its last process ended, if it ever ran.
+    /// How its last process ended, if it ever ran. `last_exit` in JSON, as in a worker's
+    /// description and its events.
+    #[serde(rename = "last_exit", alias = "exit")]
     pub exit: Option<ExitStatus>,
     /// Why it failed, if it did.
     pub reason: Option<String>,
