@@ -237,3 +237,54 @@ impl Drop for StdinWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ErrorCode;
+
+    fn shared() -> (Arc<Shared>, watch::Receiver<Progress>) {
+        let (progress, rx) = watch::channel(Progress::default());
+        let shared = Arc::new(Shared {
+            progress,
+            end: Mutex::new(None),
+        });
+        (shared, rx)
+    }
+
+    fn accepted(a: u64, b: u64) -> Frame {
+        Frame::Signal {
+            id: 1,
+            op: SignalOp::Accepted,
+            a,
+            b,
+        }
+    }
+
+    #[test]
+    fn accepted_chunks_advance_what_is_written_and_never_go_back() {
+        let (shared, rx) = shared();
+        shared.on_frames(vec![accepted(1, 1), accepted(2, 3)]);
+        assert_eq!(rx.borrow().written, 4);
+        // A late, older answer changes nothing.
+        shared.on_frames(vec![accepted(1, 1)]);
+        assert_eq!(rx.borrow().written, 4);
+    }
+
+    #[test]
+    fn the_first_end_is_the_one_kept() {
+        let (shared, rx) = shared();
+        shared.on_message(ServerMessage::Error {
+            id: Some(1),
+            code: ErrorCode::Closed,
+            message: "worker \"w\" closed its stdin".into(),
+        });
+        shared.on_lost(Error::Disconnected);
+        assert!(rx.borrow().ended);
+        let end = shared.end.lock().expect("end lock").take();
+        assert!(
+            matches!(end, Some(Err(Error::Remote { code: ErrorCode::Closed, .. }))),
+            "{end:?}"
+        );
+    }
+}

@@ -494,6 +494,43 @@ mod tests {
     }
 
     #[test]
+    fn worker_stdin_leaves_out_what_is_not_set() {
+        let plain = Request::WorkerStdin {
+            name: "w".into(),
+            node: None,
+            keep_open: false,
+        };
+        let json = r#"{"op":"worker_stdin","args":{"name":"w"}}"#;
+        assert_eq!(serde_json::to_string(&plain).expect("serialize"), json);
+        assert_eq!(serde_json::from_str::<Request>(json).expect("parse"), plain);
+        let full: Request = serde_json::from_str(
+            r#"{"op":"worker_stdin","args":{"name":"w","node":"h2","keep_open":true}}"#,
+        )
+        .expect("parse");
+        assert!(matches!(
+            full,
+            Request::WorkerStdin { node: Some(ref n), keep_open: true, .. } if n == "h2"
+        ));
+    }
+
+    #[test]
+    fn a_spec_without_stdin_keeps_the_shape_older_daemons_read() {
+        let spec = SpawnSpec {
+            command: "cat".into(),
+            ..SpawnSpec::default()
+        };
+        let json = serde_json::to_string(&spec).expect("serialize");
+        assert!(!json.contains("stdin"), "{json}");
+        let piped = SpawnSpec {
+            stdin: true,
+            ..spec
+        };
+        let json = serde_json::to_string(&piped).expect("serialize");
+        assert!(json.contains(r#""stdin":true"#), "{json}");
+        assert_eq!(serde_json::from_str::<SpawnSpec>(&json).expect("parse"), piped);
+    }
+
+    #[test]
     fn wrong_shapes_are_rejected() {
         for bad in [
             r#"{"type":"request","id":1,"request":{"op":"launch_missiles"}}"#,

@@ -194,8 +194,12 @@ async fn pump(
                     }
                     // SIGPIPE is ignored in the daemon (Rust's runtime does so before `main`),
                     // so a reader that is gone is this error, not the daemon's death.
+                    // A reader that is gone: the worker closed its stdin, unless its process
+                    // is being stopped or has ended (a stop or restart, seen here first).
                     Err(e) if e.kind() == ErrorKind::BrokenPipe => {
-                        return if same_run(&info.borrow(), pid) { End::Closed } else { End::RunOver };
+                        let info = info.borrow();
+                        let running = info.pid == Some(pid) && info.state == WorkerState::Running;
+                        return if running { End::Closed } else { End::RunOver };
                     }
                     Err(e) => return End::Failed(e),
                 }
@@ -228,7 +232,8 @@ fn run_over(name: &str, info: &WorkerInfo) -> String {
         WorkerState::Backoff => format!(
             "worker \"{name}\" exited{exit} and restarts with a new stdin: attach again"
         ),
-        WorkerState::Starting | WorkerState::Running | WorkerState::Stopping => format!(
+        WorkerState::Stopping => format!("worker \"{name}\" was stopped while its stdin was attached"),
+        WorkerState::Starting | WorkerState::Running => format!(
             "worker \"{name}\" restarted, with a new stdin: attach again"
         ),
         state => format!("worker \"{name}\" {state}{exit} while its stdin was attached"),
