@@ -38,7 +38,5 @@ pub mod paths;
 pub mod proto;
 pub mod secure;
 
-pub use client::{
-    Client, ConnectOptions, Next, ReplyStream, StdinWriter, StreamHandler, Target,
-};
+pub use client::{Client, ConnectOptions, Next, ReplyStream, StdinWriter, StreamHandler, Target};
 pub use error::Error;

@@ -189,7 +189,9 @@ impl StreamOut {
     /// Ends the stream with `ok`, its terminal reply (a worker's stdin stream, once its input
     /// is written; a channel stream never ends this way).
     pub fn finish(&self, reply: Reply) {
-        let _ = self.tx.send(Out::Msg(ServerMessage::Ok { id: self.id, reply }));
+        let _ = self
+            .tx
+            .send(Out::Msg(ServerMessage::Ok { id: self.id, reply }));
         self.end();
     }
 

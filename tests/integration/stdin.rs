@@ -148,7 +148,10 @@ fn send_fails(d: &Daemon, args: &[&str], input: &[u8], wanted: &str) -> String {
     let out = Writer::feed(d, args, input.to_vec()).finish();
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(1), "circuit {args:?}: {err}");
-    assert!(err.contains(wanted), "circuit {args:?}: wanted {wanted:?} in {err:?}");
+    assert!(
+        err.contains(wanted),
+        "circuit {args:?}: wanted {wanted:?} in {err:?}"
+    );
     err
 }
 
@@ -189,13 +192,13 @@ fn keep_open_lets_a_later_writer_go_on() {
     send_ok(&d, &["stdin", "--keep-open", "echo"], b"first\n");
     wait_for_line(&d, "echo", "got first");
     let ps = d.cli_ok(&["ps", "--json"]);
-    assert!(ps.contains("\"stdin\": true"), "ps --json shows the spec's stdin: {ps}");
+    assert!(
+        ps.contains("\"stdin\": true"),
+        "ps --json shows the spec's stdin: {ps}"
+    );
     send_ok(&d, &["stdin", "echo"], b"second\n");
     assert_eq!(wait_exit(&d, "echo"), Some(0));
-    assert_eq!(
-        d.cli_ok(&["logs", "echo"]),
-        "got first\ngot second\neof\n"
-    );
+    assert_eq!(d.cli_ok(&["logs", "echo"]), "got first\ngot second\neof\n");
 }
 
 #[test]
@@ -294,7 +297,10 @@ fn a_worker_that_does_not_read_holds_up_only_its_writer() {
     send_ok(&d, &["stdin", "echo"], b"meanwhile\n");
     assert_eq!(wait_exit(&d, "echo"), Some(0));
     assert!(d.cli_ok(&["ps"]).contains("deaf"));
-    assert!(deaf.running(), "the writer to a worker that does not read waits");
+    assert!(
+        deaf.running(),
+        "the writer to a worker that does not read waits"
+    );
     // Stopping the worker ends the writer, saying so.
     d.cli_ok(&["stop", "deaf"]);
     let out = deaf.finish();
@@ -383,7 +389,12 @@ fn a_worker_on_another_node_gets_the_input_through_this_one() {
     send_ok(&a, &["stdin", "--node", "b", "far"], b"named\n");
     assert_eq!(wait_exit(&a, "far"), Some(0));
     assert_eq!(a.cli_ok(&["logs", "far"]), "got via a\ngot named\neof\n");
-    send_fails(&a, &["stdin", "nowhere"], b"x\n", "no worker named \"nowhere\"");
+    send_fails(
+        &a,
+        &["stdin", "nowhere"],
+        b"x\n",
+        "no worker named \"nowhere\"",
+    );
 }
 
 /// A raw connection to the daemon's socket, greeted.
@@ -449,7 +460,10 @@ async fn a_stream_that_breaks_the_rules_ends_alone_and_the_stdin_stays_open() {
     spawn_sh(&d, "echo", &[], ECHO);
     let mut conn = greeted(&d).await;
     let opened = open(&mut conn, 1, "echo").await;
-    assert_eq!((opened.worker.as_str(), opened.node.as_str()), ("echo", "test"));
+    assert_eq!(
+        (opened.worker.as_str(), opened.node.as_str()),
+        ("echo", "test")
+    );
     assert!(opened.window > 0 && opened.max_chunk > 0, "{opened:?}");
     // The first chunk must be 1.
     let data = |id, seq, payload: &'static [u8]| Frame::Data {

@@ -59,7 +59,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let mut writer = client
         .worker_stdin(&args.name, args.node.node.as_deref(), args.keep_open)
         .await
-        .map_err(|e| hinted(e))?;
+        .map_err(hinted)?;
     let chunk = usize::try_from(writer.opened().max_chunk).unwrap_or(usize::MAX);
     let mut input = read_stdin(chunk.min(1 << 20));
     loop {
@@ -68,15 +68,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             ended = writer.ended() => return Err(hinted(ended)),
         };
         match read {
-            Some(Ok(bytes)) => writer
-                .write(&bytes)
-                .await
-                .map_err(|e| hinted(e))?,
+            Some(Ok(bytes)) => writer.write(&bytes).await.map_err(hinted)?,
             Some(Err(e)) => return Err(CliError::plain(format!("cannot read stdin: {e}"))),
             None => break,
         }
     }
-    writer.finish().await.map_err(|e| hinted(e))?;
+    writer.finish().await.map_err(hinted)?;
     Ok(ExitCode::SUCCESS)
 }
 

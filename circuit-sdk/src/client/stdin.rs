@@ -283,7 +283,13 @@ mod tests {
         assert!(rx.borrow().ended);
         let end = shared.end.lock().expect("end lock").take();
         assert!(
-            matches!(end, Some(Err(Error::Remote { code: ErrorCode::Closed, .. }))),
+            matches!(
+                end,
+                Some(Err(Error::Remote {
+                    code: ErrorCode::Closed,
+                    ..
+                }))
+            ),
             "{end:?}"
         );
     }

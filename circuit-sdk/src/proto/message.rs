@@ -527,7 +527,10 @@ mod tests {
         };
         let json = serde_json::to_string(&piped).expect("serialize");
         assert!(json.contains(r#""stdin":true"#), "{json}");
-        assert_eq!(serde_json::from_str::<SpawnSpec>(&json).expect("parse"), piped);
+        assert_eq!(
+            serde_json::from_str::<SpawnSpec>(&json).expect("parse"),
+            piped
+        );
     }
 
     #[test]

@@ -260,9 +260,7 @@ impl Peers {
         let make = || Request::Inspect {
             name: name.to_string(),
         };
-        let mut found = self
-            .ask_all(make, |r| matches!(r, Reply::Worker(_)))
-            .await;
+        let mut found = self.ask_all(make, |r| matches!(r, Reply::Worker(_))).await;
         match found.len() {
             0 => Err(PeerError::NoWorker(name.to_string())),
             1 => Ok(found.remove(0)),

@@ -318,7 +318,10 @@ impl StreamHandler for Back {
     fn on_lost(&self, error: circuit_sdk::Error) {
         self.fail(
             self.lost,
-            format!("lost the link to node {} ({}): {error}", self.node, self.role),
+            format!(
+                "lost the link to node {} ({}): {error}",
+                self.node, self.role
+            ),
         );
     }
 }

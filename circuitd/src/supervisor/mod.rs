@@ -466,7 +466,10 @@ impl Supervisor {
     /// back open, `None` says it is closed. A run that is over already drops it.
     pub(crate) async fn release_stdin(&self, name: &str, pid: u32, pipe: Option<ChildStdin>) {
         if let Ok(slot) = self.slot(name) {
-            let _ = slot.commands.send(Command::ReleaseStdin { pid, pipe }).await;
+            let _ = slot
+                .commands
+                .send(Command::ReleaseStdin { pid, pipe })
+                .await;
         }
     }
 

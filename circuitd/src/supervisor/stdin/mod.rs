@@ -1,11 +1,11 @@
 //! A worker's stdin as a stream (`worker_stdin`; the semantics are in docs/SUPERVISION.md,
 //! "Stdin"). One task per attached writer takes the run's pipe from the worker's task
 //! ([`pipe`]), writes the chunks its stream brings, in order, and answers each with `accepted`
-//! once it is written ([`queue`] holds the stream's rules). The client keeps at most
+//! once it is written (`queue` holds the stream's rules). The client keeps at most
 //! [`WINDOW`] chunks unanswered, so a writer holds at most `WINDOW × MAX_CHUNK` bytes, and a
 //! worker that does not read holds up only its own writer: the task goes on reading its inbox
 //! while a write waits, so neither its connection nor a peer link the stream arrives on ever
-//! waits for the pipe. It serves the stream contract ([`crate::stream`]) as a channel's actor
+//! waits for the pipe. It serves the stream contract (`crate::stream`) as a channel's actor
 //! does.
 
 pub mod pipe;
@@ -13,9 +13,7 @@ pub(crate) mod queue;
 
 use std::io::ErrorKind;
 
-use circuit_sdk::proto::{
-    ErrorCode, Item, Reply, SignalOp, StdinOpened, WorkerInfo, WorkerState,
-};
+use circuit_sdk::proto::{ErrorCode, Item, Reply, SignalOp, StdinOpened, WorkerInfo, WorkerState};
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 use tokio::sync::{mpsc, watch};
@@ -128,7 +126,10 @@ async fn run(sup: Supervisor, name: String, keep_open: bool, mut rx: mpsc::Recei
         }
         End::Closed => {
             sup.release_stdin(&name, pid, None).await;
-            out.fail(ErrorCode::Closed, format!("worker \"{name}\" closed its stdin"));
+            out.fail(
+                ErrorCode::Closed,
+                format!("worker \"{name}\" closed its stdin"),
+            );
         }
         End::Failed(e) => {
             sup.release_stdin(&name, pid, None).await;
@@ -142,7 +143,10 @@ async fn run(sup: Supervisor, name: String, keep_open: bool, mut rx: mpsc::Recei
             out.fail(ErrorCode::InvalidState, run_over(&name, &info.borrow()));
         }
         End::Removed => {
-            out.fail(ErrorCode::NotFound, format!("worker \"{name}\" was removed"));
+            out.fail(
+                ErrorCode::NotFound,
+                format!("worker \"{name}\" was removed"),
+            );
         }
         End::Shutdown => {}
     }
@@ -229,13 +233,15 @@ fn run_over(name: &str, info: &WorkerInfo) -> String {
         .map(|e| format!(" ({e})"))
         .unwrap_or_default();
     match info.state {
-        WorkerState::Backoff => format!(
-            "worker \"{name}\" exited{exit} and restarts with a new stdin: attach again"
-        ),
-        WorkerState::Stopping => format!("worker \"{name}\" was stopped while its stdin was attached"),
-        WorkerState::Starting | WorkerState::Running => format!(
-            "worker \"{name}\" restarted, with a new stdin: attach again"
-        ),
+        WorkerState::Backoff => {
+            format!("worker \"{name}\" exited{exit} and restarts with a new stdin: attach again")
+        }
+        WorkerState::Stopping => {
+            format!("worker \"{name}\" was stopped while its stdin was attached")
+        }
+        WorkerState::Starting | WorkerState::Running => {
+            format!("worker \"{name}\" restarted, with a new stdin: attach again")
+        }
         state => format!("worker \"{name}\" {state}{exit} while its stdin was attached"),
     }
 }
@@ -266,7 +272,10 @@ mod tests {
     fn a_run_is_over_when_its_process_is_not_the_workers_live_one() {
         assert!(same_run(&info(WorkerState::Running, Some(7)), 7));
         assert!(same_run(&info(WorkerState::Stopping, Some(7)), 7));
-        assert!(!same_run(&info(WorkerState::Running, Some(8)), 7), "restarted");
+        assert!(
+            !same_run(&info(WorkerState::Running, Some(8)), 7),
+            "restarted"
+        );
         // A restart keeps the old pid until the new process runs.
         assert!(!same_run(&info(WorkerState::Starting, Some(7)), 7));
         assert!(!same_run(&info(WorkerState::Exited, None), 7));

@@ -157,14 +157,20 @@ mod tests {
     #[test]
     fn chunks_out_of_order_too_large_or_after_the_end_are_refused() {
         let mut q = Queue::new(8, 4);
-        assert!(q.push(vec![chunk(2, "a")]).unwrap_err().contains("out of order"));
+        assert!(q
+            .push(vec![chunk(2, "a")])
+            .unwrap_err()
+            .contains("out of order"));
         let mut q = Queue::new(8, 4);
         let err = q.push(vec![chunk(1, "12345")]).unwrap_err();
         assert_eq!(err, "stdin chunk 1 of 5 bytes is larger than 4 bytes");
         let mut q = Queue::new(8, 4);
         q.push(vec![chunk(1, "a")]).expect("fine");
         q.eof(1).expect("one sent");
-        assert!(q.push(vec![chunk(2, "b")]).unwrap_err().contains("after the end"));
+        assert!(q
+            .push(vec![chunk(2, "b")])
+            .unwrap_err()
+            .contains("after the end"));
         assert!(q.eof(1).is_err(), "twice");
     }
 
