@@ -395,6 +395,12 @@ fn a_worker_on_another_node_gets_the_input_through_this_one() {
         b"x\n",
         "no worker named \"nowhere\"",
     );
+    send_fails(
+        &a,
+        &["stdin", "--node", "h9", "far"],
+        b"x\n",
+        "no node named \"h9\"",
+    );
 }
 
 /// A raw connection to the daemon's socket, greeted.

@@ -184,6 +184,12 @@ async fn run_stdin(
             }
         },
     };
+    // A node that is not in the mesh, or not up, is refused as such (not as a broken link).
+    if let Err(e) = peers.client(&node).await {
+        back.fail(e.code(), e.to_string());
+        drain_until_gone(&mut rx).await;
+        return;
+    }
     // Named, the node serves the stream itself: it is never relayed twice.
     let request = Request::WorkerStdin {
         name: worker.clone(),
