@@ -5,7 +5,8 @@
 //! - [`proto`]: frames, control messages, shared types, error codes (see `docs/PROTOCOL.md`).
 //! - [`client`]: the client API: [`Client`] (requests, [`ReplyStream`]), how to reach a daemon
 //!   ([`Target`], [`ConnectOptions`]: key, handshake timeout, keepalive), and the low-level
-//!   stream API relays use ([`StreamHandler`], `Client::open_stream`, …).
+//!   stream API relays use ([`StreamHandler`], `Client::open_stream`, …), and
+//!   [`StdinWriter`], a worker's stdin (`Client::worker_stdin`).
 //! - `connection` (private): one connection: the hello, the reader that routes what the daemon
 //!   sends, the writer, the keepalive; and the contract with the streams it carries.
 //! - [`chan`]: named channels: [`chan::Chan`], [`chan::Sender`], [`chan::Receiver`], codecs.
@@ -37,5 +38,5 @@ pub mod paths;
 pub mod proto;
 pub mod secure;
 
-pub use client::{Client, ConnectOptions, Next, ReplyStream, StreamHandler, Target};
+pub use client::{Client, ConnectOptions, Next, ReplyStream, StdinWriter, StreamHandler, Target};
 pub use error::Error;

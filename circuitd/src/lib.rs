@@ -4,18 +4,21 @@
 //! # Layout
 //! Dependencies go one way (`python3 ../shared/tools/modcycles.py circuitd/src` finds no
 //! cycle): `main → lib → {api, publish}; api, publish → {broker, supervisor, membership, peer};
-//! api, broker, peer → stream; peer → membership; broker, membership, supervisor → clock`;
+//! api, broker, peer, supervisor → stream; peer → membership; broker, membership, supervisor →
+//! clock`;
 //! `config`, `listen` and `persist` use nothing of the daemon.
 //! - [`config`]: every setting and its default.
 //! - [`listen`]: binding the Unix socket and the mesh port; resolving join addresses.
 //! - `api`: accept loops and connections; the router that decides where a request runs; one
 //!   handler per area (workers, logs, channels, cluster, keys).
-//! - `stream`: the contract between a connection and whoever serves one of its channel
-//!   streams (stream keys, messages in, frames out).
+//! - `stream`: the contract between a connection and whoever serves one of its streams
+//!   (stream keys, messages in, frames out).
 //! - `broker`: the channels this node owns, one actor each, serving their streams.
-//! - `peer`: links to other daemons: requests run on another node, relays of channel streams
-//!   whose owner is another node, the requests only daemons send each other.
-//! - [`supervisor`]: workers: spawning, restart policy, stop, logs, the job table, recovery.
+//! - `peer`: links to other daemons: requests run on another node, relays of streams another
+//!   node serves (channels it owns, its workers' stdin), the requests only daemons send each
+//!   other.
+//! - [`supervisor`]: workers: spawning, restart policy, stop, logs, their stdin, the job table,
+//!   recovery.
 //! - [`membership`]: SWIM gossip and the node table (state and metadata of every node).
 //! - `publish`: this node's metadata (workers, channels) published to the mesh, and push-pull.
 //! - `clock`: the wall clock in milliseconds.

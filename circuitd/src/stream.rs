@@ -1,14 +1,14 @@
-//! The contract between a connection and whoever serves one of its channel streams: the
-//! channel's actor when this node owns the channel, a relay to the owner when another node
-//! does. A stream has a key; the connection sends it [`StreamMsg`]s; the server answers through
+//! The contract between a connection and whoever serves one of its streams: a channel's actor
+//! when this node owns the channel, a relay to the node that serves the stream when another
+//! node does, the writer of a worker's stdin. A stream has a key; the connection sends it [`StreamMsg`]s; the server answers through
 //! the stream's [`StreamOut`], which puts control messages and frames, in order, on the
-//! connection's stream queue. It belongs to neither party: both the broker and the peer relay
-//! serve it, and the api's connections use it.
+//! connection's stream queue. It belongs to neither party: the broker, the peer relay and the
+//! supervisor's stdin writer serve it, and the api's connections use it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use circuit_sdk::proto::{ErrorCode, Frame, Item, ServerMessage, SignalOp};
+use circuit_sdk::proto::{ErrorCode, Frame, Item, Reply, ServerMessage, SignalOp};
 use tokio::sync::mpsc;
 
 /// Identifies one open send or receive stream, unique in the daemon.
@@ -34,7 +34,9 @@ impl Keys {
 /// A message from a connection to the server of one of its streams.
 #[derive(Debug)]
 pub(crate) enum StreamMsg {
-    /// A send stream opened; `sender` identifies the sender across reconnects.
+    /// A send stream opened; `sender` identifies the sender across reconnects. The other
+    /// streams whose data comes from the client open with it too (a raft link, a worker's
+    /// stdin), with `sender` 0.
     OpenSend {
         stream: StreamKey,
         sender: u64,
@@ -181,6 +183,15 @@ impl StreamOut {
             code,
             message,
         }));
+        self.end();
+    }
+
+    /// Ends the stream with `ok`, its terminal reply (a worker's stdin stream, once its input
+    /// is written; a channel stream never ends this way).
+    pub fn finish(&self, reply: Reply) {
+        let _ = self
+            .tx
+            .send(Out::Msg(ServerMessage::Ok { id: self.id, reply }));
         self.end();
     }
 

@@ -23,6 +23,7 @@ mod recovery;
 mod replicated;
 mod security;
 mod sets;
+mod stdin;
 mod supervision;
 mod suspicion;
 mod usage;

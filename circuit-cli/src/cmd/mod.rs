@@ -24,6 +24,7 @@ mod sets;
 mod signal;
 mod spawn;
 mod status;
+mod stdin;
 mod stop;
 mod wait;
 
@@ -82,6 +83,9 @@ pub enum Command {
     /// Receive values from a channel and print one per line.
     #[command(long_about = recv::LONG_ABOUT)]
     Recv(recv::Args),
+    /// Forward stdin to a worker spawned with --stdin; its end closes the worker's stdin.
+    #[command(long_about = stdin::LONG_ABOUT)]
+    Stdin(stdin::Args),
     /// Install or upgrade circuitd on hosts over SSH, and wait until they are in the mesh.
     Install(install::Args),
     /// Stop circuitd on hosts over SSH and remove what `circuit install` put there.
@@ -116,6 +120,7 @@ impl Command {
             Self::Chan(args) => chan::run(ctx, args).await,
             Self::Send(args) => send::run(ctx, args).await,
             Self::Recv(args) => recv::run(ctx, args).await,
+            Self::Stdin(args) => stdin::run(ctx, args).await,
             Self::Install(args) => install::run(ctx, args),
             Self::Uninstall(args) => install::run_uninstall(ctx, args),
             Self::Apply(args) => manifest::apply(ctx, args).await,

@@ -131,6 +131,11 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub log_max_files: Option<u32>,
 
+    /// Give the worker a pipe as stdin, which `circuit stdin WORKER` writes to [default:
+    /// /dev/null].
+    #[arg(long)]
+    pub stdin: bool,
+
     /// The program and its arguments, after `--`.
     #[arg(
         value_name = "CMD",
@@ -274,6 +279,7 @@ fn spec(args: Args, local: bool) -> anyhow::Result<SpawnSpec> {
             max_bytes: args.log_max_size,
             max_files: args.log_max_files,
         },
+        stdin: args.stdin,
     })
 }
 
@@ -476,10 +482,12 @@ mod tests {
             "rel",
             "--log-max-size",
             "1M",
+            "--stdin",
             "--",
             "./w",
             "-v",
         ]);
+        assert!(s.stdin);
         assert_eq!(s.restart.policy, RestartPolicy::OnFailure);
         assert_eq!(s.env.get("A").map(String::as_str), Some("1=2"));
         assert_eq!(s.chans.get("in").map(String::as_str), Some("jobs"));

@@ -2,9 +2,11 @@
 //! and channel streams; a request's replies as a [`ReplyStream`] of [`Next`] parts. How to
 //! reach a daemon ([`Target`], [`ConnectOptions`], the `connect*` calls) is in `connect.rs`;
 //! the low-level stream API relays use ([`StreamHandler`], `open_stream`, …) in `streams.rs`;
-//! the connection itself (hello, reader, writer, keepalive) in `crate::connection`.
+//! writing to a worker's stdin ([`StdinWriter`]) in `stdin.rs`; the connection itself (hello,
+//! reader, writer, keepalive) in `crate::connection`.
 
 mod connect;
+mod stdin;
 mod streams;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use connect::{ConnectOptions, Target, HANDSHAKE_TIMEOUT, KEEPALIVE_DEFAULT, KEEPALIVE_ENV};
+pub use stdin::StdinWriter;
 pub use streams::StreamHandler;
 
 use crate::connection::{Connection, Hello, Route};

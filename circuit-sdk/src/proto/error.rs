@@ -32,7 +32,7 @@ pub enum ErrorCode {
     TooManyRequests,
     /// A bug or an I/O failure inside the daemon.
     Internal,
-    /// The channel is closed.
+    /// The channel is closed (or a worker's stdin is).
     Closed,
     /// A payload is larger than the channel accepts.
     TooLarge,

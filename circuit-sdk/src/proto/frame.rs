@@ -96,7 +96,12 @@ signal_ops! {
     /// Send stream: the answer to `Revoke`: every value sent under a reservation is sent
     /// (before this signal); the rest of the reservation is given back.
     Release = 10,
-    /// Send stream: the values with seqs `a .. a + b` are accepted.
+    /// Stdin stream: the input ended after chunk `a` (the number of chunks sent): once every
+    /// chunk is written, the worker's stdin is closed (unless the stream keeps it open) and the
+    /// stream ends with `done`.
+    Eof = 11,
+    /// Send stream: the values with seqs `a .. a + b` are accepted. Stdin stream: the chunks
+    /// with those seqs are written to the worker's stdin.
     Accepted = 16,
     /// Send stream: the try-send with seq `a` was refused; nothing changed.
     Full = 17,

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use super::chan::{ChanInfo, ChanOpened};
 use super::error::ErrorCode;
 use super::mesh::{Claim, MeshEvent, NodeInfo, Placement};
-use super::types::{DaemonStatus, LogLine, SpawnSpec, WorkerEnd, WorkerEvent, WorkerInfo};
+use super::types::{
+    DaemonStatus, LogLine, SpawnSpec, StdinOpened, WorkerEnd, WorkerEvent, WorkerInfo,
+};
 
 /// Version spoken by this build; the hello of both sides carries it and they must match.
 /// Version 2 added channels; version 3 the mesh.
@@ -227,6 +229,22 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         direct: bool,
     },
+    /// Attach to the stdin of a worker spawned with `stdin`: first item `stdin_opened`, then
+    /// data frames from the client (the input in chunks, seq 1, 2, …), each answered with the
+    /// signal `accepted` once written to the worker's pipe, at most `window` unanswered; the
+    /// signal `eof` ends the input. Reply: `done` once every chunk is written and, unless
+    /// `keep_open`, the worker's stdin is closed. One stream per worker at a time.
+    WorkerStdin {
+        /// Worker name.
+        name: String,
+        /// The node the worker runs on; when absent, this one if it has the worker, else the
+        /// one live node that does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+        /// At the end of the input, leave the worker's stdin open for a later stream.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep_open: bool,
+    },
     /// Run `request` on node `node` (this one, or another through the peer link) and relay
     /// its replies, streams included.
     On {
@@ -368,6 +386,8 @@ pub enum Item {
     Event(MeshEvent),
     /// Something happened to a worker.
     WorkerEvent(WorkerEvent),
+    /// A worker's stdin stream is open.
+    StdinOpened(StdinOpened),
 }
 
 /// The terminal result of a request.
@@ -471,6 +491,46 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn worker_stdin_leaves_out_what_is_not_set() {
+        let plain = Request::WorkerStdin {
+            name: "w".into(),
+            node: None,
+            keep_open: false,
+        };
+        let json = r#"{"op":"worker_stdin","args":{"name":"w"}}"#;
+        assert_eq!(serde_json::to_string(&plain).expect("serialize"), json);
+        assert_eq!(serde_json::from_str::<Request>(json).expect("parse"), plain);
+        let full: Request = serde_json::from_str(
+            r#"{"op":"worker_stdin","args":{"name":"w","node":"h2","keep_open":true}}"#,
+        )
+        .expect("parse");
+        assert!(matches!(
+            full,
+            Request::WorkerStdin { node: Some(ref n), keep_open: true, .. } if n == "h2"
+        ));
+    }
+
+    #[test]
+    fn a_spec_without_stdin_keeps_the_shape_older_daemons_read() {
+        let spec = SpawnSpec {
+            command: "cat".into(),
+            ..SpawnSpec::default()
+        };
+        let json = serde_json::to_string(&spec).expect("serialize");
+        assert!(!json.contains("stdin"), "{json}");
+        let piped = SpawnSpec {
+            stdin: true,
+            ..spec
+        };
+        let json = serde_json::to_string(&piped).expect("serialize");
+        assert!(json.contains(r#""stdin":true"#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<SpawnSpec>(&json).expect("parse"),
+            piped
+        );
     }
 
     #[test]

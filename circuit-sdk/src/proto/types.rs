@@ -151,6 +151,11 @@ pub struct SpawnSpec {
     pub stop: StopSpec,
     /// Log rotation.
     pub log: LogSpec,
+    /// Give the worker a pipe as its stdin, which `worker_stdin` streams (`circuit stdin`)
+    /// write to, instead of `/dev/null`. Left out of the JSON when false, so that daemons from
+    /// before the field still read every other spec (and job table).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
 }
 
 /// Where a worker is in its life.
@@ -351,6 +356,22 @@ pub struct WorkerInfo {
     /// What its current process uses, while it runs and once sampled.
     #[serde(default)]
     pub usage: Option<WorkerUsage>,
+}
+
+/// The first item of a `worker_stdin` stream: the daemon holds the worker's stdin for this
+/// stream, and says how much the client may send ahead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdinOpened {
+    /// The worker.
+    pub worker: String,
+    /// The node it runs on.
+    pub node: String,
+    /// The process whose stdin this is: a restart gives the next run a new one.
+    pub pid: u32,
+    /// Most chunks the client may have sent that are not yet `accepted` (written to the pipe).
+    pub window: u32,
+    /// Largest chunk (the payload of one data frame), in bytes.
+    pub max_chunk: u64,
 }
 
 /// Which output stream a log line came from.

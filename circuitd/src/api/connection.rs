@@ -1,6 +1,7 @@
 //! One client connection: the hello, then the read loop. Each request runs in a task of its own
-//! (the router's); each channel stream's frames, batched, go to whoever serves the stream (the
-//! channel's actor, or a relay to its owner); replies are written by the outbox's writer task.
+//! (the router's); each stream's frames, batched, go to whoever serves the stream (the
+//! channel's actor, a relay to the node that serves it, a worker's stdin writer); replies are
+//! written by the outbox's writer task.
 //! Bad input is answered with an error; bytes that cannot be framed close the connection, and
 //! so does silence past the idle timeout. Nothing a client sends can stop the daemon serving
 //! others.
@@ -27,6 +28,7 @@ use crate::broker::{BrokerError, ChanInbox, Served};
 use crate::peer::raft_link;
 use crate::peer::relay::{self, RelayInbox};
 use crate::stream::{StreamKey, StreamMsg, StreamOut};
+use crate::supervisor::stdin::StdinInbox;
 
 /// How long a connection's last replies may take to drain once the daemon is stopping.
 const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -44,8 +46,10 @@ struct Route {
 enum Server {
     /// The channel's actor: this node owns the channel.
     Chan(ChanInbox),
-    /// A relay to the node that owns the channel.
+    /// A relay to the node that serves the stream (owns the channel, runs the worker).
     Relay(RelayInbox),
+    /// The writer of a worker's stdin: the worker runs here.
+    Stdin(StdinInbox),
 }
 
 impl Server {
@@ -54,6 +58,7 @@ impl Server {
         match self {
             Self::Chan(inbox) => inbox.send(msg).await,
             Self::Relay(inbox) => inbox.send(msg).await,
+            Self::Stdin(inbox) => inbox.send(msg).await,
         }
     }
 }
@@ -429,6 +434,14 @@ impl Conn {
                         self.open_stream(id, &name, direct, ctx, outbox, stream_done_tx, open)
                             .await;
                     }
+                    Request::WorkerStdin {
+                        name,
+                        node,
+                        keep_open,
+                    } => {
+                        self.open_stdin(id, name, node, keep_open, ctx, outbox, stream_done_tx)
+                            .await;
+                    }
                     Request::RaftLink => {
                         let server =
                             Server::Relay(raft_link::serve(ctx.broker.clone(), &ctx.tracker));
@@ -521,6 +534,47 @@ impl Conn {
             return;
         }
         self.streams.insert(id, Route { key, server });
+    }
+
+    /// Opens a stream on a worker's stdin: served here when the worker runs here (or `node`
+    /// names this node, or there is no mesh to search), else by a relay to its node, which
+    /// finds that node itself. Either answers with the stream's first item, or its error.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_stdin(
+        &mut self,
+        id: u64,
+        name: String,
+        node: Option<String>,
+        keep_open: bool,
+        ctx: &Context,
+        outbox: &Outbox,
+        done: &mpsc::UnboundedSender<(u64, StreamKey)>,
+    ) {
+        let here = match &node {
+            Some(node) => *node == ctx.config.name,
+            None => ctx.supervisor.has(&name) || !ctx.membership.meshed(),
+        };
+        let server = if here {
+            Server::Stdin(ctx.supervisor.stdin(name, keep_open))
+        } else {
+            Server::Relay(relay::start_stdin(
+                ctx.peers.clone(),
+                name,
+                node,
+                keep_open,
+                &ctx.tracker,
+            ))
+        };
+        let key = ctx.stream_keys.next();
+        let open = StreamMsg::OpenSend {
+            stream: key,
+            sender: 0,
+            reserve_from: None,
+            out: StreamOut::new(id, key, outbox.streams(), done.clone()),
+        };
+        if server.send(open).await {
+            self.streams.insert(id, Route { key, server });
+        }
     }
 }
 

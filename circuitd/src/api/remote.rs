@@ -7,7 +7,7 @@ use circuit_sdk::Next;
 use super::error::ApiError;
 use super::outbox::Outbox;
 use super::Context;
-use crate::peer::next_on;
+use crate::peer::{next_on, PeerError};
 
 /// Runs `request` on `node`, another node, through the peer link (wrapped in `on`, so it runs
 /// there and nowhere else), relaying its items to the client of request `id`; returns its
@@ -35,22 +35,12 @@ pub(crate) async fn relay(
 /// The node that has worker `name`, if it is not here: asks every live node. `None` when no
 /// node has it (the caller's local error stands).
 pub(crate) async fn find_worker(name: &str, ctx: &Context) -> Result<Option<String>, ApiError> {
-    if !ctx.membership.meshed() || ctx.supervisor.inspect(name).is_ok() {
+    if !ctx.membership.meshed() || ctx.supervisor.has(name) {
         return Ok(None);
     }
-    let make = || Request::Inspect {
-        name: name.to_string(),
-    };
-    let found = ctx
-        .peers
-        .ask_all(make, |r| matches!(r, Reply::Worker(_)))
-        .await;
-    match found.len() {
-        0 => Ok(None),
-        1 => Ok(found.into_iter().next()),
-        _ => Err(ApiError::InvalidArgument(format!(
-            "a worker named \"{name}\" runs on nodes {}: pick one with --node",
-            found.join(", ")
-        ))),
+    match ctx.peers.worker_node(name).await {
+        Ok(node) => Ok(Some(node)),
+        Err(PeerError::NoWorker(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }

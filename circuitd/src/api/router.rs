@@ -186,6 +186,11 @@ async fn on(
                 "channel streams are opened by channel name from any node, not with `on`".into(),
             ));
         }
+        Request::WorkerStdin { .. } => {
+            return Err(ApiError::InvalidArgument(
+                "a worker's stdin is opened with worker_stdin's own `node`, not with `on`".into(),
+            ));
+        }
         _ => {}
     }
     if node == ctx.config.name {
@@ -235,9 +240,9 @@ async fn here(
         Request::ChanStat { name } => chans::stat(&name, ctx).await,
         Request::ChanClose { name } => chans::close(&name, ctx).await,
         Request::ChanRemove { name } => chans::remove(&name, ctx).await,
-        Request::ChanSend { .. } | Request::ChanRecv { .. } => Err(ApiError::Internal(
-            "channel streams are opened by the connection".into(),
-        )),
+        Request::ChanSend { .. } | Request::ChanRecv { .. } | Request::WorkerStdin { .. } => Err(
+            ApiError::Internal("streams are opened by the connection".into()),
+        ),
         Request::Status => Ok(cluster::status(ctx)),
         Request::Ping => Ok(Reply::Done),
         Request::Place(placement) => cluster::place(placement, ctx).await,

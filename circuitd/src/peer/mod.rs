@@ -77,13 +77,25 @@ pub enum PeerError {
     /// No live node owns a channel of that name.
     #[error("no channel named \"{0}\" — see `circuit chan ls`")]
     NoChannel(String),
+    /// No live node has a worker of that name.
+    #[error("no worker named \"{0}\"")]
+    NoWorker(String),
+    /// Several live nodes have a worker of that name.
+    #[error("a worker named \"{name}\" runs on nodes {}: pick one with --node", .nodes.join(", "))]
+    AmbiguousWorker {
+        /// The worker's name.
+        name: String,
+        /// The nodes that have one, sorted.
+        nodes: Vec<String>,
+    },
 }
 
 impl PeerError {
     /// The code a request failing this way ends with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unknown(_) | Self::NoChannel(_) => ErrorCode::NotFound,
+            Self::Unknown(_) | Self::NoChannel(_) | Self::NoWorker(_) => ErrorCode::NotFound,
+            Self::AmbiguousWorker { .. } => ErrorCode::InvalidArgument,
             Self::Down(..) | Self::Unreachable(..) | Self::LinkLost { .. } | Self::Timeout(_) => {
                 ErrorCode::Unreachable
             }
@@ -241,6 +253,22 @@ impl Peers {
         let mut found: Vec<String> = join_all(asks).await.into_iter().flatten().collect();
         found.sort();
         found
+    }
+
+    /// The one other live node that has a worker named `name`, found by asking every live node.
+    pub async fn worker_node(&self, name: &str) -> Result<String, PeerError> {
+        let make = || Request::Inspect {
+            name: name.to_string(),
+        };
+        let mut found = self.ask_all(make, |r| matches!(r, Reply::Worker(_))).await;
+        match found.len() {
+            0 => Err(PeerError::NoWorker(name.to_string())),
+            1 => Ok(found.remove(0)),
+            _ => Err(PeerError::AmbiguousWorker {
+                name: name.to_string(),
+                nodes: found,
+            }),
+        }
     }
 
     /// The node that owns channel `chan` (not this one): from the node table, or by asking

@@ -1,8 +1,10 @@
-//! A channel stream whose owner is another node: the relay serves the stream contract
+//! A stream served by another node — a channel stream whose owner is another node, or the stdin
+//! of a worker that runs on another node: the relay serves the stream contract
 //! ([`crate::stream`]) as a channel actor does, by passing the stream on over the peer link to
-//! the owner, renaming stream ids both ways. Sequence numbers and sender ids pass through
+//! that node, renaming stream ids both ways. Sequence numbers and sender ids pass through
 //! untouched, so the owner's de-duplication and acknowledgements work end to end; flow control
-//! stays per stream (credit and send windows), so the link itself never blocks.
+//! stays per stream (credit and send windows, a stdin stream's window), so the link itself
+//! never blocks.
 
 use std::sync::Arc;
 
@@ -88,7 +90,8 @@ async fn run(peers: Peers, chan: String, node: Option<String>, mut rx: mpsc::Rec
     let back = Back {
         out,
         node: String::new(),
-        chan: chan.clone(),
+        role: format!("owner of channel \"{chan}\""),
+        lost: ErrorCode::OwnerLost,
     };
     let mut owner = match node {
         Some(node) => Ok(node),
@@ -138,6 +141,76 @@ async fn run(peers: Peers, chan: String, node: Option<String>, mut rx: mpsc::Rec
     drain_until_gone(&mut rx).await;
 }
 
+/// Starts a relay for a stream on worker `worker`'s stdin, on `node` or, without one, on the
+/// one live node that has the worker; returns where the connection sends the stream's
+/// messages, the first of which opens it. The relay finds the node itself, so the connection
+/// never waits on the mesh.
+pub(crate) fn start_stdin(
+    peers: Peers,
+    worker: String,
+    node: Option<String>,
+    keep_open: bool,
+    tracker: &tokio_util::task::TaskTracker,
+) -> RelayInbox {
+    let (tx, rx) = mpsc::channel(INBOX);
+    tracker.spawn(run_stdin(peers, worker, node, keep_open, rx));
+    RelayInbox(tx)
+}
+
+async fn run_stdin(
+    peers: Peers,
+    worker: String,
+    node: Option<String>,
+    keep_open: bool,
+    mut rx: mpsc::Receiver<StreamMsg>,
+) {
+    let Some(StreamMsg::OpenSend { out, .. }) = rx.recv().await else {
+        return;
+    };
+    let back = Back {
+        out,
+        node: String::new(),
+        role: format!("where worker \"{worker}\" runs"),
+        lost: ErrorCode::Unreachable,
+    };
+    let node = match node {
+        Some(node) => node,
+        None => match peers.worker_node(&worker).await {
+            Ok(node) => node,
+            Err(e) => {
+                back.fail(e.code(), e.to_string());
+                drain_until_gone(&mut rx).await;
+                return;
+            }
+        },
+    };
+    // A node that is not in the mesh, or not up, is refused as such (not as a broken link).
+    if let Err(e) = peers.client(&node).await {
+        back.fail(e.code(), e.to_string());
+        drain_until_gone(&mut rx).await;
+        return;
+    }
+    // Named, the node serves the stream itself: it is never relayed twice.
+    let request = Request::WorkerStdin {
+        name: worker.clone(),
+        node: Some(node.clone()),
+        keep_open,
+    };
+    match connect(&peers, &node, request, &back).await {
+        Ok((client, remote, back)) => {
+            let lost = peers.lost_token(&node);
+            forward(&client, remote, &mut rx, &lost, &back).await;
+        }
+        Err(why) => {
+            back.fail(
+                ErrorCode::Unreachable,
+                format!("cannot reach node {node} (where worker \"{worker}\" runs): {why}"),
+            );
+            drain_until_gone(&mut rx).await;
+        }
+    }
+}
+
 /// Opens the stream on `node`: the client, the stream's id there, and where its traffic goes.
 async fn connect(
     peers: &Peers,
@@ -148,7 +221,8 @@ async fn connect(
     let back = Arc::new(Back {
         out: back.out.clone(),
         node: node.to_string(),
-        chan: back.chan.clone(),
+        role: back.role.clone(),
+        lost: back.lost,
     });
     let client = peers.client(node).await.map_err(|e| e.to_string())?;
     let id = client
@@ -170,10 +244,7 @@ async fn forward(
             msg = rx.recv() => msg,
             () = lost.cancelled() => {
                 client.close_stream(remote);
-                back.fail(
-                    ErrorCode::OwnerLost,
-                    format!("node {} (owner of channel \"{}\") is gone", back.node, back.chan),
-                );
+                back.fail(back.lost, format!("node {} ({}) is gone", back.node, back.role));
                 drain_until_gone(rx).await;
                 return;
             }
@@ -223,11 +294,15 @@ async fn drain_until_gone(rx: &mut mpsc::Receiver<StreamMsg>) {
     }
 }
 
-/// The owner's side of the stream, passed back to the worker's connection.
+/// The serving node's side of the stream, passed back to the client's connection.
 struct Back {
     out: StreamOut,
+    /// The node that serves the stream.
     node: String,
-    chan: String,
+    /// What that node is to the stream, for errors: `owner of channel "q"`.
+    role: String,
+    /// The code the stream ends with when that node is lost.
+    lost: ErrorCode,
 }
 
 impl Back {
@@ -248,10 +323,10 @@ impl StreamHandler for Back {
 
     fn on_lost(&self, error: circuit_sdk::Error) {
         self.fail(
-            ErrorCode::OwnerLost,
+            self.lost,
             format!(
-                "lost the link to node {} (owner of channel \"{}\"): {error}",
-                self.node, self.chan
+                "lost the link to node {} ({}): {error}",
+                self.node, self.role
             ),
         );
     }

@@ -20,6 +20,9 @@ pub enum SupervisorError {
     /// The request does not fit the worker's state.
     #[error("{0}")]
     InvalidState(String),
+    /// A worker's stdin is closed.
+    #[error("{0}")]
+    Closed(String),
     /// The daemon is shutting down.
     #[error("circuitd is shutting down")]
     ShuttingDown,
@@ -42,6 +45,7 @@ impl SupervisorError {
             Self::Invalid(_) => ErrorCode::InvalidArgument,
             Self::SpawnFailed(_) => ErrorCode::SpawnFailed,
             Self::InvalidState(_) => ErrorCode::InvalidState,
+            Self::Closed(_) => ErrorCode::Closed,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::LimitReached(_) => ErrorCode::LimitReached,
             Self::Io(_) => ErrorCode::Internal,

@@ -8,6 +8,7 @@ pub mod logs;
 pub mod recovery;
 pub mod restart;
 pub mod spawner;
+pub mod stdin;
 pub mod table;
 pub mod usage;
 pub mod validate;
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use circuit_sdk::proto::{SpawnSpec, WorkerEnd, WorkerEvent, WorkerInfo, WorkerState, WorkerUsage};
+use tokio::process::ChildStdin;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -415,6 +417,60 @@ impl Supervisor {
             .await?;
         rx.await
             .map_err(|_| SupervisorError::NotFound(name.to_string()))?
+    }
+
+    /// True when this node has a worker named `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.shared
+            .workers
+            .lock()
+            .expect("registry lock")
+            .contains_key(name)
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// Starts the writer of a `worker_stdin` stream to worker `name`; the connection sends the
+    /// stream's messages to the inbox returned, the first of which opens the stream.
+    pub(crate) fn stdin(&self, name: String, keep_open: bool) -> stdin::StdinInbox {
+        stdin::start(self.clone(), name, keep_open)
+    }
+
+    /// Takes worker `name`'s stdin for a writer: refused unless the worker was spawned with
+    /// `stdin`, runs, and no other writer has its stdin.
+    pub(crate) async fn attach_stdin(
+        &self,
+        name: &str,
+    ) -> Result<stdin::Attachment, SupervisorError> {
+        let slot = self.slot(name)?;
+        if !slot.info.borrow().spec.stdin {
+            return Err(stdin::pipe::not_spawned_with_stdin(name));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(&slot, name, Command::AttachStdin { reply })
+            .await?;
+        let taken = rx
+            .await
+            .map_err(|_| SupervisorError::NotFound(name.to_string()))??;
+        Ok(stdin::Attachment {
+            pipe: taken.pipe,
+            pid: taken.pid,
+            info: slot.info,
+        })
+    }
+
+    /// A writer is done with the stdin of worker `name`'s run `pid`: `Some` gives the pipe
+    /// back open, `None` says it is closed. A run that is over already drops it.
+    pub(crate) async fn release_stdin(&self, name: &str, pid: u32, pipe: Option<ChildStdin>) {
+        if let Ok(slot) = self.slot(name) {
+            let _ = slot
+                .commands
+                .send(Command::ReleaseStdin { pid, pipe })
+                .await;
+        }
     }
 
     /// Resolves when the worker has ended (exited or failed).

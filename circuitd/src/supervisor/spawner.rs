@@ -104,7 +104,11 @@ pub fn command(spec: &SpawnSpec, env: &WorkerEnv<'_>) -> Command {
     }
     cmd.envs(&spec.env)
         .envs(circuit_env(spec, env))
-        .stdin(Stdio::null())
+        .stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)

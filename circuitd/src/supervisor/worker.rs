@@ -17,7 +17,7 @@ use circuit_sdk::proto::{
 };
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use tokio::process::Child;
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -25,6 +25,7 @@ use super::error::SupervisorError;
 use super::logs::{self, LogFile};
 use super::restart::{Decision, Restarts};
 use super::spawner::{self, WorkerEnv};
+use super::stdin::pipe::{Pipe, Taken};
 use super::table::{Desired, JobRecord, ProcessIdentity};
 use super::{validate, Shared};
 use crate::clock::now_ms;
@@ -68,6 +69,18 @@ pub enum Command {
         /// Done, or refused.
         reply: oneshot::Sender<Result<(), SupervisorError>>,
     },
+    /// Hand the running process's stdin pipe to a writer (`worker_stdin`).
+    AttachStdin {
+        /// The pipe, or why not (no `stdin`, taken, closed, not running).
+        reply: oneshot::Sender<Result<Taken, SupervisorError>>,
+    },
+    /// A writer is done with the stdin of run `pid`.
+    ReleaseStdin {
+        /// The run it was taken from: another run's pipe is dropped.
+        pid: u32,
+        /// The pipe, open; `None` when the writer closed it (or found it closed).
+        pipe: Option<ChildStdin>,
+    },
 }
 
 /// Where the task goes next.
@@ -84,6 +97,8 @@ struct Process {
     pid: i32,
     started: Instant,
     pumps: Vec<JoinHandle<()>>,
+    /// The write end of its stdin, kept out of `child` (whose `wait` would close it).
+    stdin: Pipe,
 }
 
 /// A worker task's state.
@@ -231,11 +246,13 @@ impl Worker {
                 self.log.clone(),
             )));
         }
+        let stdin = child.stdin.take().map_or(Pipe::Unused, Pipe::Free);
         Ok(Process {
             child,
             pid,
             started: Instant::now(),
             pumps,
+            stdin,
         })
     }
 
@@ -290,6 +307,15 @@ impl Worker {
                             self.exited(status, None);
                             self.event(WorkerEventKind::Stopped { last_exit: Some(status) });
                             return self.remove(reply).await;
+                        }
+                        Command::AttachStdin { reply } => {
+                            let name = self.info.borrow().name.clone();
+                            let _ = reply.send(process.stdin.take(&name, process.pid as u32));
+                        }
+                        Command::ReleaseStdin { pid, pipe } => {
+                            if pid == process.pid as u32 {
+                                process.stdin.release(pipe);
+                            }
                         }
                     }
                 }
@@ -367,13 +393,15 @@ impl Worker {
             }
             Command::Restart { reply } => Some(self.restart_now(reply)),
             Command::Signal { reply, .. } => {
-                let name = self.info.borrow().name.clone();
-                let state = self.info.borrow().state;
-                let _ = reply.send(Err(SupervisorError::InvalidState(format!(
-                    "worker \"{name}\" is not running ({state})"
-                ))));
+                let _ = reply.send(Err(self.not_running()));
                 None
             }
+            Command::AttachStdin { reply } => {
+                let _ = reply.send(Err(self.not_running()));
+                None
+            }
+            // The run it was taken from is over: the pipe goes with it.
+            Command::ReleaseStdin { .. } => None,
             Command::Remove { force, reply } => {
                 if self.info.borrow().state == WorkerState::Backoff && !force {
                     let _ = reply.send(Err(self.still_active()));
@@ -408,6 +436,14 @@ impl Worker {
         self.shared.forget(&name);
         let _ = reply.send(Ok(()));
         Phase::Gone
+    }
+
+    fn not_running(&self) -> SupervisorError {
+        let info = self.info.borrow();
+        SupervisorError::InvalidState(format!(
+            "worker \"{}\" is not running ({})",
+            info.name, info.state
+        ))
     }
 
     fn still_active(&self) -> SupervisorError {

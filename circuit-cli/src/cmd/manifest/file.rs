@@ -86,6 +86,9 @@ pub struct WorkerTable {
     pub log_max_size: Option<Size>,
     /// Rotated log files to keep.
     pub log_max_files: Option<u32>,
+    /// Give the worker a pipe as stdin, for `circuit stdin` (`/dev/null` otherwise).
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 /// `restart = "on-failure"` or `restart = { policy = "on-failure", max-restarts = 5, ... }`.

@@ -463,6 +463,7 @@ pub fn differences(want: &SpawnSpec, have: &SpawnSpec) -> Vec<&'static str> {
     check(want.stop.grace_ms != have.stop.grace_ms, "stop-grace");
     check(want.log.max_bytes != have.log.max_bytes, "log-max-size");
     check(want.log.max_files != have.log.max_files, "log-max-files");
+    check(want.stdin != have.stdin, "stdin");
     check(want.name != have.name, "name");
     keys
 }

@@ -397,6 +397,7 @@ fn worker(
             max_bytes: t.log_max_size.map(|s| s.0),
             max_files: t.log_max_files,
         },
+        stdin: t.stdin,
     };
     Ok(Worker {
         name: key.get_ref().0.clone(),
@@ -590,6 +591,7 @@ stop-signal = "INT"
 stop-timeout = "2s"
 log-max-size = "1M"
 log-max-files = 2
+stdin = true
 "#,
         )
         .expect("parse");
@@ -614,6 +616,7 @@ log-max-files = 2
         assert_eq!((r.max_restarts, r.window_ms), (0, 600_000));
         assert_eq!((s.stop.signal.as_str(), s.stop.grace_ms), ("INT", 2_000));
         assert_eq!((s.log.max_bytes, s.log.max_files), (Some(1 << 20), Some(2)));
+        assert!(s.stdin);
     }
 
     #[test]
