@@ -17,7 +17,8 @@ use crate::supervisor::Supervisor;
 
 /// How often this node's metadata is looked at for changes.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
-/// A change in load alone is republished at most this often.
+/// A change in load or available memory alone is republished at most this often: they move
+/// all the time, and every republish is a gossip broadcast to the whole mesh.
 const LOAD_EVERY: Duration = Duration::from_secs(10);
 /// How often a push-pull runs with one random live node.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
@@ -60,6 +61,7 @@ pub(crate) async fn publish(
             .filter(|w| !w.state.is_terminal())
             .map(|w| w.name)
             .collect();
+        let memory = memory();
         let meta = NodeMeta {
             name: fixed.name.clone(),
             labels: fixed.labels.clone(),
@@ -69,17 +71,21 @@ pub(crate) async fn publish(
             worker_names,
             load: load_average(),
             channels: channels.clone(),
+            mem_total_bytes: memory.total_bytes,
+            mem_available_bytes: memory.available_bytes,
             ..NodeMeta::default()
         };
         let changed = match &last {
             None => true,
             Some(last) => {
-                let same_but_load = NodeMeta {
+                let same_but_gauges = NodeMeta {
                     load: last.load,
+                    mem_available_bytes: last.mem_available_bytes,
                     ..meta.clone()
                 };
-                &same_but_load != last
-                    || (last.load != meta.load && last_at.elapsed() >= LOAD_EVERY)
+                let gauges_moved =
+                    last.load != meta.load || last.mem_available_bytes != meta.mem_available_bytes;
+                &same_but_gauges != last || (gauges_moved && last_at.elapsed() >= LOAD_EVERY)
             }
         };
         if changed {
@@ -155,4 +161,66 @@ fn load_average() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
         .map_or(0.0, |l| (l * 10.0).round() / 10.0)
+}
+
+/// The host's memory, from `/proc/meminfo`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Memory {
+    /// `MemTotal`, in bytes.
+    total_bytes: u64,
+    /// `MemAvailable`, in bytes.
+    available_bytes: u64,
+}
+
+/// The host's memory now; zeros where `/proc/meminfo` cannot be read.
+fn memory() -> Memory {
+    std::fs::read_to_string("/proc/meminfo")
+        .map(|text| parse_meminfo(&text))
+        .unwrap_or_default()
+}
+
+/// `MemTotal` and `MemAvailable` of `/proc/meminfo` text (`MemTotal:  16318412 kB`).
+fn parse_meminfo(text: &str) -> Memory {
+    let mut memory = Memory::default();
+    for line in text.lines() {
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let field = match key {
+            "MemTotal" => &mut memory.total_bytes,
+            "MemAvailable" => &mut memory.available_bytes,
+            _ => continue,
+        };
+        let mut words = rest.split_whitespace();
+        let value = words
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        *field = match words.next() {
+            Some("kB") => value.saturating_mul(1024),
+            _ => value,
+        };
+    }
+    memory
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_gives_total_and_available_bytes() {
+        let text = "MemTotal:       16318412 kB\nMemFree:         1234567 kB\n\
+                    MemAvailable:    9876543 kB\nBuffers:          100 kB\n";
+        assert_eq!(
+            parse_meminfo(text),
+            Memory {
+                total_bytes: 16_318_412 * 1024,
+                available_bytes: 9_876_543 * 1024,
+            }
+        );
+        assert_eq!(parse_meminfo("garbage\n"), Memory::default());
+        let here = memory();
+        assert!(here.total_bytes > 0 && here.available_bytes <= here.total_bytes);
+    }
 }
