@@ -25,4 +25,5 @@ mod security;
 mod sets;
 mod supervision;
 mod suspicion;
+mod top;
 mod usage;

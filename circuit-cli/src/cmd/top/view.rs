@@ -8,7 +8,7 @@ use std::time::Duration;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Padding, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Cell, Padding, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
 use super::rows::{self, Align, Grid};
@@ -40,9 +40,14 @@ pub fn render(
         .as_ref()
         .map(|s| Pane::ALL.map(|pane| rows::grid(pane, s, ui.sort(pane))));
     let count = |pane: Pane| grids.as_ref().map_or(0, |g| g[pane.index()].rows.len());
+    // The status line wraps, up to 3 lines (an error with its hint can be long).
+    let status_line = status_line(model, every, now_ms);
+    let status_height = u16::try_from(status_line.width().div_ceil(usize::from(area.width.max(1))))
+        .unwrap_or(u16::MAX)
+        .clamp(1, 3);
     // The side panes take what their rows need, up to a third of the room each (3 lines:
     // the borders and the column titles); the workers pane gets the rest.
-    let room = area.height.saturating_sub(3);
+    let room = area.height.saturating_sub(2 + status_height);
     let side = |rows: usize| {
         let most = (room / 3).max(4);
         u16::try_from(rows + 3).unwrap_or(u16::MAX).min(most)
@@ -53,7 +58,7 @@ pub fn render(
         Constraint::Length(side(count(Pane::Nodes))),
         Constraint::Min(3),
         Constraint::Length(side(count(Pane::Channels))),
-        Constraint::Length(1),
+        Constraint::Length(status_height),
     ])
     .areas(area);
 
@@ -71,7 +76,10 @@ pub fn render(
         let grid = grids.as_ref().map(|g| &g[pane.index()]);
         most[pane.index()] = draw_pane(frame, rect, pane, grid, ui);
     }
-    frame.render_widget(Paragraph::new(status_line(model, every, now_ms)), status);
+    frame.render_widget(
+        Paragraph::new(status_line).wrap(Wrap { trim: false }),
+        status,
+    );
     most
 }
 
@@ -454,6 +462,18 @@ mod tests {
         );
         assert_eq!(buffer[(0, 19)].fg, Color::Red);
         assert_eq!(pane_rows(&screen, "Workers 3").len(), 3, "the figures stay");
+    }
+
+    #[test]
+    fn a_long_error_wraps_onto_more_lines() {
+        let mut model = model();
+        let socket = format!("/tmp/{}/circuitd.sock", "x".repeat(60));
+        model.failed(format!("cannot connect to circuitd at {socket}"), NOW);
+        let (screen, _) = draw(&model, &Ui::default(), 80, 20);
+        let bottom = screen[17..].join("");
+        assert!(screen[17].starts_with("error: cannot connect"), "{bottom}");
+        assert!(bottom.contains("retrying every 1s"), "{bottom}");
+        assert!(screen[16].starts_with('└'), "the panes make room");
     }
 
     #[test]
