@@ -30,8 +30,8 @@ struct Pty {
     screen: Arc<Mutex<vt100::Parser>>,
     /// Feeds the parser until the terminal closes.
     reader: Option<JoinHandle<()>>,
-    /// Holds the terminal open while the command runs.
-    _master: Box<dyn MasterPty + Send>,
+    /// Holds the terminal open while the command runs; resizes it.
+    master: Box<dyn MasterPty + Send>,
 }
 
 impl Pty {
@@ -77,16 +77,17 @@ impl Pty {
             writer,
             screen,
             reader: Some(reader),
-            _master: pair.master,
+            master: pair.master,
         }
     }
 
     /// The screen's lines, without trailing spaces.
     fn lines(&self) -> Vec<String> {
         let parser = self.screen.lock().expect("screen");
+        let (_, cols) = parser.screen().size();
         parser
             .screen()
-            .rows(0, COLS)
+            .rows(0, cols.get())
             .map(|row| row.trim_end().to_string())
             .collect()
     }
@@ -104,6 +105,21 @@ impl Pty {
             panic!("{e}; exited: {exit:?}; the screen:\n{}", seen.join("\n"));
         }
         seen
+    }
+
+    /// Makes the terminal `rows` × `cols` (the command gets SIGWINCH).
+    fn resize(&mut self, rows: u16, cols: u16) {
+        let mut parser = self.screen.lock().expect("screen");
+        let nonzero = |n| std::num::NonZeroU16::new(n).expect("not zero");
+        parser.screen_mut().set_size(nonzero(rows), nonzero(cols));
+        self.master
+            .resize(PtySize {
+                rows,
+                cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("resize the terminal");
     }
 
     /// Types `keys`.
@@ -277,6 +293,26 @@ fn top_shows_the_mesh_live_sorts_by_cpu_and_puts_the_terminal_back() {
     }
     a.cli_ok(&["stop", "--node", "top-b", "hog"]);
     drop(lock);
+
+    // A smaller terminal: drawn again to its size, whole columns only (those that do not
+    // fit are left out from the right).
+    top.resize(30, 60);
+    let titles = [
+        "NODE", "NAME", "STATE", "PID", "CPU", "MEM", "RESTARTS", "UPTIME", "LAST", "EXIT", "…",
+    ];
+    top.wait_for("the screen drawn again 60 wide", |screen| {
+        let header = screen.iter().find(|l| l.starts_with("│ NODE"));
+        screen.len() == 30
+            && screen.iter().all(|l| l.chars().count() <= 60)
+            && screen
+                .iter()
+                .any(|l| l.starts_with("┌ Workers ") && l.chars().count() == 60)
+            && header.is_some_and(|h| {
+                h.trim_matches('│')
+                    .split_whitespace()
+                    .all(|title| titles.contains(&title))
+            })
+    });
 
     top.press("q");
     assert_eq!(top.exit_code(), 0, "{}", top.lines().join("\n"));

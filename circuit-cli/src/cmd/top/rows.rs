@@ -56,7 +56,7 @@ const fn flex(title: &'static str) -> Column {
 pub const NODE_COLUMNS: &[Column] = &[
     flex("NAME"),
     left("STATE"),
-    left("ADDR"),
+    flex("ADDR"),
     right("LOAD"),
     right("MEM"),
     right("WORKERS"),

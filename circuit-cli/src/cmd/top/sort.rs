@@ -104,12 +104,12 @@ fn bigger_first<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Ordering {
 }
 
 /// `list` in `sort` order; ties go by name.
-fn sorted<'a, T>(
-    list: &'a [T],
+fn sorted<T>(
+    list: &[T],
     sort: Sort,
     by_key: impl Fn(&T, &T) -> Ordering,
     by_name: impl Fn(&T, &T) -> Ordering,
-) -> Vec<&'a T> {
+) -> Vec<&T> {
     let mut refs: Vec<&T> = list.iter().collect();
     refs.sort_by(|a, b| {
         let order = by_key(a, b).then_with(|| by_name(a, b));

@@ -221,7 +221,8 @@ fn cell(text: &str, width: usize, align: Align) -> Cell<'static> {
 
 /// Column widths for `grid` in `room` columns of the screen: each as wide as its widest cell;
 /// when that is too wide, the columns that may be cut lose width, widest first, down to
-/// [`MIN_FLEX`]. (Whatever still does not fit is cut at the right edge.)
+/// [`MIN_FLEX`]; if it still does not fit, columns are left out from the right (the widths
+/// returned are those of the columns shown, from the left).
 fn fit(grid: &Grid, room: usize) -> Vec<usize> {
     let chars = |s: &str| s.chars().count();
     let mut widths: Vec<usize> = grid
@@ -235,8 +236,10 @@ fn fit(grid: &Grid, room: usize) -> Vec<usize> {
                 .fold(chars(column.title), usize::max)
         })
         .collect();
-    let gaps = usize::from(GAP) * widths.len().saturating_sub(1);
-    let mut excess = (widths.iter().sum::<usize>() + gaps).saturating_sub(room);
+    let total = |widths: &[usize]| {
+        widths.iter().sum::<usize>() + usize::from(GAP) * widths.len().saturating_sub(1)
+    };
+    let mut excess = total(&widths).saturating_sub(room);
     while excess > 0 {
         let widest = (0..widths.len())
             .filter(|&i| grid.columns[i].flex && widths[i] > MIN_FLEX)
@@ -244,6 +247,9 @@ fn fit(grid: &Grid, room: usize) -> Vec<usize> {
         let Some(i) = widest else { break };
         widths[i] -= 1;
         excess -= 1;
+    }
+    while widths.len() > 1 && total(&widths) > room {
+        widths.pop();
     }
     widths
 }
@@ -413,6 +419,24 @@ mod tests {
         assert!(screen.iter().all(|l| l.chars().count() <= 80));
         // The figures are whole: only the name and the last exit give way.
         assert!(row.contains("1.0%") && row.contains("1.0M"), "{row}");
+    }
+
+    #[test]
+    fn columns_that_do_not_fit_are_left_out_from_the_right() {
+        let (screen, _) = draw(&model(), &Ui::default(), 50, 20);
+        let header = screen
+            .iter()
+            .find(|l| l.starts_with("│ NODE"))
+            .expect("the workers' column titles");
+        assert_eq!(
+            header.trim_matches('│').trim(),
+            "NODE  NAME    STATE     PID    CPU   MEM"
+        );
+        assert_eq!(
+            pane_rows(&screen, "Workers 3")[2],
+            "b2    hog     running  4003  98.7%  2.0M"
+        );
+        assert!(screen.iter().all(|l| l.chars().count() <= 50));
     }
 
     #[test]
