@@ -5,7 +5,7 @@
 //! Dependencies go one way (`python3 ../shared/tools/modcycles.py circuitd/src` finds no
 //! cycle): `main → lib → {api, publish}; api, publish → {broker, supervisor, membership, peer};
 //! api, broker, peer, supervisor → stream; peer → membership; broker, membership, supervisor →
-//! clock`;
+//! clock; api, publish → host`;
 //! `config`, `listen` and `persist` use nothing of the daemon.
 //! - [`config`]: every setting and its default.
 //! - [`listen`]: binding the Unix socket and the mesh port; resolving join addresses.
@@ -22,6 +22,7 @@
 //! - [`membership`]: SWIM gossip and the node table (state and metadata of every node).
 //! - `publish`: this node's metadata (workers, channels) published to the mesh, and push-pull.
 //! - `clock`: the wall clock in milliseconds.
+//! - `host`: this host's load average and memory, from `/proc`.
 //! - `persist`: atomic file replacement for the tables in the data dir.
 //! - `pidfile`: the `--pidfile`, written once the data dir is ours, removed at exit.
 
@@ -30,6 +31,7 @@ mod broker;
 mod clock;
 pub mod config;
 mod failover;
+mod host;
 pub mod listen;
 pub mod membership;
 mod peer;

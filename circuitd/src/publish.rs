@@ -11,13 +11,15 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::host;
 use crate::membership::{Membership, NodeMeta};
 use crate::peer::{PeerRequest, Peers};
 use crate::supervisor::Supervisor;
 
 /// How often this node's metadata is looked at for changes.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
-/// A change in load alone is republished at most this often.
+/// A change in load or available memory alone is republished at most this often: they move
+/// all the time, and every republish is a gossip broadcast to the whole mesh.
 const LOAD_EVERY: Duration = Duration::from_secs(10);
 /// How often a push-pull runs with one random live node.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
@@ -60,6 +62,7 @@ pub(crate) async fn publish(
             .filter(|w| !w.state.is_terminal())
             .map(|w| w.name)
             .collect();
+        let memory = host::memory();
         let meta = NodeMeta {
             name: fixed.name.clone(),
             labels: fixed.labels.clone(),
@@ -67,19 +70,23 @@ pub(crate) async fn publish(
             started_at_ms: fixed.started_at_ms,
             workers: worker_names.len(),
             worker_names,
-            load: load_average(),
+            load: host::load_average(),
             channels: channels.clone(),
+            mem_total_bytes: memory.total_bytes,
+            mem_available_bytes: memory.available_bytes,
             ..NodeMeta::default()
         };
         let changed = match &last {
             None => true,
             Some(last) => {
-                let same_but_load = NodeMeta {
+                let same_but_gauges = NodeMeta {
                     load: last.load,
+                    mem_available_bytes: last.mem_available_bytes,
                     ..meta.clone()
                 };
-                &same_but_load != last
-                    || (last.load != meta.load && last_at.elapsed() >= LOAD_EVERY)
+                let gauges_moved =
+                    last.load != meta.load || last.mem_available_bytes != meta.mem_available_bytes;
+                &same_but_gauges != last || (gauges_moved && last_at.elapsed() >= LOAD_EVERY)
             }
         };
         if changed {
@@ -147,12 +154,4 @@ async fn sync_with(membership: &Membership, peers: &Peers, node: &str) -> Result
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {SYNC_TIMEOUT:?}")),
     }
-}
-
-/// The 1-minute load average, to one decimal.
-fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |l| (l * 10.0).round() / 10.0)
 }

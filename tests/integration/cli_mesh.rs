@@ -176,6 +176,8 @@ fn node(name: &str, is_self: bool) -> NodeInfo {
         workers: 2,
         worker_names: vec!["a".into(), "b".into()],
         load: 0.5,
+        mem_total_bytes: 8 << 30,
+        mem_available_bytes: 6 << 30,
         channels: vec!["jobs".into()],
         meta_version: 1,
         updated_at_ms: 1_000,

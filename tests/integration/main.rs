@@ -26,4 +26,5 @@ mod sets;
 mod stdin;
 mod supervision;
 mod suspicion;
+mod top;
 mod usage;

@@ -268,6 +268,8 @@ mod tests {
             workers: 0,
             worker_names: Vec::new(),
             load: 0.0,
+            mem_total_bytes: 0,
+            mem_available_bytes: 0,
             channels: Vec::new(),
             meta_version: 1,
             updated_at_ms: 0,

@@ -1,7 +1,7 @@
-//! Nodes and channels as the daemon describes them, for the subcommands' unit tests: each test
+//! Nodes, workers and channels as the daemon describes them, for the subcommands' unit tests: each test
 //! starts from these and changes the fields it is about.
 
-use circuit_sdk::proto::{ChanInfo, NodeInfo, NodeState};
+use circuit_sdk::proto::{ChanInfo, NodeInfo, NodeState, SpawnSpec, WorkerInfo, WorkerState};
 
 /// A node in `state`, not this one, with no labels, workers or channels; its address is
 /// 10.0.0.N:7711 for a name ending in N (`h1`, `n3`).
@@ -19,6 +19,8 @@ pub fn node(name: &str, state: NodeState) -> NodeInfo {
         workers: 0,
         worker_names: Vec::new(),
         load: 0.0,
+        mem_total_bytes: 0,
+        mem_available_bytes: 0,
         channels: Vec::new(),
         meta_version: 1,
         updated_at_ms: 1_000,
@@ -43,5 +45,28 @@ pub fn chan(name: &str, capacity: u64, owner: &str) -> ChanInfo {
         max_payload: 16 << 20,
         created_at_ms: 1_000,
         ..Default::default()
+    }
+}
+
+/// A worker of `node` in `state` running `sleep 60`, started at 1 s past the epoch, with no
+/// pid, restarts or usage.
+pub fn worker(name: &str, node: &str, state: WorkerState) -> WorkerInfo {
+    WorkerInfo {
+        name: name.into(),
+        node: node.into(),
+        state,
+        pid: None,
+        restarts: 0,
+        started_at_ms: Some(1_000),
+        exited_at_ms: None,
+        last_exit: None,
+        reason: None,
+        next_start_at_ms: None,
+        spec: SpawnSpec {
+            command: "sleep".into(),
+            args: vec!["60".into()],
+            ..SpawnSpec::default()
+        },
+        usage: None,
     }
 }

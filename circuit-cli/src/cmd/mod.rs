@@ -26,6 +26,7 @@ mod spawn;
 mod status;
 mod stdin;
 mod stop;
+mod top;
 mod wait;
 
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ pub enum Command {
     Spawn(Box<spawn::Args>),
     /// List workers.
     Ps(ps::Args),
+    /// Watch the whole mesh live: nodes, workers and channels, refreshed every second.
+    Top(top::Args),
     /// Print a worker's output.
     Logs(logs::Args),
     /// Stop workers: their stop signal, then SIGKILL after the grace period.
@@ -104,6 +107,7 @@ impl Command {
         match self {
             Self::Spawn(args) => spawn::run(ctx, *args).await,
             Self::Ps(args) => ps::run(ctx, args).await,
+            Self::Top(args) => top::run(ctx, args).await,
             Self::Logs(args) => logs::run(ctx, args).await,
             Self::Stop(args) => stop::run(ctx, args).await,
             Self::Restart(args) => restart::run(ctx, args).await,

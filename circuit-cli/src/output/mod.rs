@@ -5,7 +5,7 @@
 pub mod style;
 mod table;
 
-pub use table::Table;
+pub use table::{cut as truncate, Table};
 
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -72,6 +72,14 @@ pub struct NodeInfo {
     pub worker_names: Vec<String>,
     /// Its 1-minute load average.
     pub load: f64,
+    /// Its host's memory, in bytes (`MemTotal` of `/proc/meminfo`); 0 when unknown (a daemon
+    /// from before this field, or no `/proc`).
+    #[serde(default)]
+    pub mem_total_bytes: u64,
+    /// Memory its host can still give without swapping (`MemAvailable`), in bytes; 0 when
+    /// unknown. Like `load`, refreshed in the mesh at most every 10 s.
+    #[serde(default)]
+    pub mem_available_bytes: u64,
     /// Names of the channels it owns.
     pub channels: Vec<String>,
     /// Bumped by the node each time its metadata changes; the highest (generation, version)

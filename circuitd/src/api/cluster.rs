@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use super::Context;
+use crate::host;
 
 /// How long `join` waits for a node at one of its addresses to become a member, unless the
 /// request says otherwise.
@@ -48,12 +49,15 @@ pub(crate) fn status(ctx: &Context) -> Reply {
     })
 }
 
-/// The nodes this daemon knows. Its own entry has its workers and channels as they are now
-/// (what the mesh was last told may lag by a moment, and a daemon without a mesh tells no
-/// one), and no address when it has no mesh port.
+/// The nodes this daemon knows. Its own entry has its workers, channels, load and memory as
+/// they are now (what the mesh was last told may lag by a moment, and a daemon without a mesh
+/// tells no one), and no address when it has no mesh port.
 pub(crate) fn nodes(ctx: &Context) -> Reply {
     let mut nodes = ctx.membership.nodes();
     for me in nodes.iter_mut().filter(|n| n.is_self) {
+        let memory = host::memory();
+        me.load = host::load_average();
+        (me.mem_total_bytes, me.mem_available_bytes) = (memory.total_bytes, memory.available_bytes);
         me.worker_names = ctx
             .supervisor
             .list(false)

@@ -38,6 +38,52 @@ pub struct NodeMeta {
     pub partial: bool,
     /// The node is shutting down: when it goes, it left rather than died.
     pub leaving: bool,
+    /// Its host's memory in bytes (`MemTotal`); 0 when unknown. The memory figures come last,
+    /// so a daemon from before them reads the rest of a broadcast (postcard leaves trailing
+    /// bytes alone), and [`NodeMeta::from_broadcast`] reads that daemon's broadcasts.
+    pub mem_total_bytes: u64,
+    /// Memory its host can still give without swapping (`MemAvailable`), in bytes; 0 when
+    /// unknown.
+    pub mem_available_bytes: u64,
+}
+
+/// [`NodeMeta`] as daemons from before the memory figures broadcast it: the same fields, in
+/// the same order, without the last two.
+#[derive(Deserialize)]
+struct EarlierMeta {
+    name: String,
+    generation: u64,
+    version: u64,
+    labels: BTreeMap<String, String>,
+    daemon_version: String,
+    started_at_ms: u64,
+    workers: usize,
+    worker_names: Vec<String>,
+    load: f64,
+    channels: Vec<String>,
+    partial: bool,
+    leaving: bool,
+}
+
+impl From<EarlierMeta> for NodeMeta {
+    fn from(m: EarlierMeta) -> Self {
+        NodeMeta {
+            name: m.name,
+            generation: m.generation,
+            version: m.version,
+            labels: m.labels,
+            daemon_version: m.daemon_version,
+            started_at_ms: m.started_at_ms,
+            workers: m.workers,
+            worker_names: m.worker_names,
+            load: m.load,
+            channels: m.channels,
+            partial: m.partial,
+            leaving: m.leaving,
+            mem_total_bytes: 0,
+            mem_available_bytes: 0,
+        }
+    }
 }
 
 impl NodeMeta {
@@ -60,6 +106,20 @@ impl NodeMeta {
             ..self.clone()
         };
         postcard::to_stdvec(&brief).expect("metadata serialises")
+    }
+
+    /// Decodes a broadcast, from this version's daemons or from one that predates the memory
+    /// figures (they are 0 then).
+    pub fn from_broadcast(data: &[u8]) -> Result<NodeMeta, BadMeta> {
+        match postcard::from_bytes::<NodeMeta>(data) {
+            Ok(meta) => Ok(meta),
+            Err(postcard::Error::DeserializeUnexpectedEnd) => {
+                postcard::from_bytes::<EarlierMeta>(data)
+                    .map(NodeMeta::from)
+                    .map_err(|e| BadMeta(e.to_string()))
+            }
+            Err(e) => Err(BadMeta(e.to_string())),
+        }
     }
 }
 
@@ -115,7 +175,7 @@ impl<T> foca::BroadcastHandler<T> for MetaBroadcasts {
         data: &[u8],
         _sender: Option<&T>,
     ) -> Result<Option<MetaKey>, BadMeta> {
-        let meta: NodeMeta = postcard::from_bytes(data).map_err(|e| BadMeta(e.to_string()))?;
+        let meta = NodeMeta::from_broadcast(data)?;
         let at = (meta.generation, meta.version);
         if self.seen.get(&meta.name).is_some_and(|seen| *seen >= at) {
             return Ok(None);
@@ -167,11 +227,65 @@ mod tests {
     fn large_metadata_is_broadcast_without_its_lists() {
         let mut big = meta(1);
         big.channels = (0..500).map(|i| format!("channel-{i}")).collect();
-        let brief: NodeMeta = postcard::from_bytes(&big.to_broadcast()).unwrap();
+        let brief = NodeMeta::from_broadcast(&big.to_broadcast()).unwrap();
         assert!(brief.partial && brief.channels.is_empty());
         assert!(
             big.newer_than(&brief),
             "the whole wins over the brief at the same version"
         );
+    }
+
+    #[test]
+    fn memory_figures_travel_and_older_broadcasts_still_decode() {
+        let mut m = meta(4);
+        (m.load, m.mem_total_bytes, m.mem_available_bytes) = (1.5, 16 << 30, 9 << 30);
+        m.channels = vec!["jobs".into()];
+        assert_eq!(NodeMeta::from_broadcast(&m.to_broadcast()).unwrap(), m);
+        // What a daemon from before the memory figures sends: the same bytes, less the last
+        // two fields (two varints); it reads ours by ignoring them.
+        #[derive(Serialize)]
+        struct Earlier<'a>(
+            &'a str,
+            u64,
+            u64,
+            &'a BTreeMap<String, String>,
+            &'a str,
+            u64,
+            usize,
+            &'a [String],
+            f64,
+            &'a [String],
+            bool,
+            bool,
+        );
+        let earlier = postcard::to_stdvec(&Earlier(
+            &m.name,
+            m.generation,
+            m.version,
+            &m.labels,
+            &m.daemon_version,
+            m.started_at_ms,
+            m.workers,
+            &m.worker_names,
+            m.load,
+            &m.channels,
+            m.partial,
+            m.leaving,
+        ))
+        .unwrap();
+        let read = NodeMeta::from_broadcast(&earlier).unwrap();
+        let want = NodeMeta {
+            mem_total_bytes: 0,
+            mem_available_bytes: 0,
+            ..m.clone()
+        };
+        assert_eq!(read, want);
+        let theirs: EarlierMeta = postcard::from_bytes(&m.to_broadcast()).unwrap();
+        assert_eq!(
+            NodeMeta::from(theirs),
+            want,
+            "an older daemon reads the rest"
+        );
+        assert!(NodeMeta::from_broadcast(&earlier[..earlier.len() - 1]).is_err());
     }
 }

@@ -257,6 +257,8 @@ impl View {
             workers: meta.workers,
             worker_names: meta.worker_names,
             load: meta.load,
+            mem_total_bytes: meta.mem_total_bytes,
+            mem_available_bytes: meta.mem_available_bytes,
             channels: meta.channels,
             meta_version: meta.version,
             updated_at_ms: entry.map_or(0, |e| e.updated_at_ms),
@@ -279,6 +281,8 @@ pub fn meta_of(info: NodeInfo) -> NodeMeta {
         load: info.load,
         channels: info.channels,
         partial: false,
+        mem_total_bytes: info.mem_total_bytes,
+        mem_available_bytes: info.mem_available_bytes,
     }
 }
 
