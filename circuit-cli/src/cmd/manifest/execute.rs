@@ -252,8 +252,7 @@ async fn run_step(client: &Client, step: &mut super::plan::Step) -> anyhow::Resu
                 return Err(CliError::plain(format!(
                     "worker {} did not start: {why}; the copies not yet replaced run as before",
                     w.name
-                ))
-                .into());
+                )));
             }
             let created = step
                 .changes
