@@ -382,3 +382,34 @@ fn join_to_the_nodes_own_address_fails() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_worker_name_on_two_nodes_gets_the_same_refusal_from_every_node() {
+    let (a, b, c) = three_nodes();
+    a.cli_ok(&["spawn", "--node", "a", "--name", "x", "--", "sleep", "1000"]);
+    b.cli_ok(&["spawn", "--node", "b", "--name", "x", "--", "sleep", "1000"]);
+    // Every node knows both once the gossip has the names.
+    wait_until(Duration::from_secs(10), "every node hears of both", || {
+        [&a, &b, &c].iter().all(|d| {
+            d.nodes()
+                .iter()
+                .filter(|n| n.worker_names.iter().any(|w| w == "x"))
+                .count()
+                == 2
+        })
+    });
+    for d in [&a, &b, &c] {
+        for verb in ["stop", "logs", "restart"] {
+            let out = d.cli(&[verb, "x"]);
+            assert!(!out.status.success(), "{verb} x succeeded");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr).lines().next(),
+                Some("error: a worker named \"x\" runs on nodes a, b: pick one with --node"),
+                "{verb} x"
+            );
+        }
+    }
+    // Both still run; --node picks one.
+    c.cli_ok(&["stop", "--node", "b", "x"]);
+    c.cli_ok(&["stop", "--node", "a", "x"]);
+}

@@ -35,12 +35,30 @@ pub(crate) async fn relay(
 /// The node that has worker `name`, if it is not here: asks every live node. `None` when no
 /// node has it (the caller's local error stands).
 pub(crate) async fn find_worker(name: &str, ctx: &Context) -> Result<Option<String>, ApiError> {
-    if !ctx.membership.meshed() || ctx.supervisor.has(name) {
+    if !ctx.membership.meshed() {
         return Ok(None);
     }
+    // Here too: asked only when another node lists one by that name, so that every node gives
+    // the same answer to an ambiguous name (refused, naming the nodes).
+    let here = ctx.supervisor.has(name);
+    if here && !ctx.membership.others_list_worker(name) {
+        return Ok(None);
+    }
+    let me = ctx.membership.me().name;
+    let ambiguous = |mut nodes: Vec<String>| {
+        nodes.push(me.clone());
+        nodes.sort();
+        nodes.dedup();
+        PeerError::AmbiguousWorker {
+            name: name.to_string(),
+            nodes,
+        }
+    };
     match ctx.peers.worker_node(name).await {
+        Ok(node) if here => Err(ambiguous(vec![node]).into()),
         Ok(node) => Ok(Some(node)),
         Err(PeerError::NoWorker(_)) => Ok(None),
+        Err(PeerError::AmbiguousWorker { nodes, .. }) if here => Err(ambiguous(nodes).into()),
         Err(e) => Err(e.into()),
     }
 }

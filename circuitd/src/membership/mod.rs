@@ -181,6 +181,11 @@ impl Membership {
         }
     }
 
+    /// Whether another live node says it has a worker `name`.
+    pub fn others_list_worker(&self, name: &str) -> bool {
+        self.read().others_list_worker(name)
+    }
+
     /// A node's identity and state.
     pub fn node(&self, name: &str) -> Option<(NodeId, NodeState)> {
         self.read().node(name)

@@ -213,6 +213,15 @@ impl View {
         Some(((*node).clone(), state(node)))
     }
 
+    /// Whether a node other than this one, alive or suspect, says it has a worker `name`.
+    pub fn others_list_worker(&self, name: &str) -> bool {
+        self.metas.values().any(|m| {
+            m.name != self.me
+                && m.worker_names.iter().any(|w| w == name)
+                && self.entries.get(&m.name).is_some_and(|e| e.state.is_up())
+        })
+    }
+
     /// A node's identity and state.
     pub fn node(&self, name: &str) -> Option<(NodeId, NodeState)> {
         self.entries.get(name).map(|e| (e.id.clone(), e.state))
