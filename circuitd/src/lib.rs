@@ -3,9 +3,9 @@
 //!
 //! # Layout
 //! Dependencies go one way (`python3 ../shared/tools/modcycles.py circuitd/src` finds no
-//! cycle): `main → lib → {api, publish}; api, publish → {broker, supervisor, membership, peer};
-//! api, broker, peer → stream; peer → membership; broker, membership, supervisor → clock`;
-//! `config`, `listen` and `persist` use nothing of the daemon.
+//! cycle): `main → lib → {api, publish, http}; http → api; api, publish → {broker, supervisor,
+//! membership, peer}; api, broker, peer → stream; peer → membership; broker, membership,
+//! supervisor → clock`; `config`, `listen` and `persist` use nothing of the daemon.
 //! - [`config`]: every setting and its default.
 //! - [`listen`]: binding the Unix socket and the mesh port; resolving join addresses.
 //! - `api`: accept loops and connections; the router that decides where a request runs; one
@@ -17,6 +17,8 @@
 //!   whose owner is another node, the requests only daemons send each other.
 //! - [`supervisor`]: workers: spawning, restart policy, stop, logs, the job table, recovery.
 //! - [`membership`]: SWIM gossip and the node table (state and metadata of every node).
+//! - `http`: the `--http` listener: `/metrics` (Prometheus text) and the read-only web
+//!   dashboard of the mesh.
 //! - `publish`: this node's metadata (workers, channels) published to the mesh, and push-pull.
 //! - `clock`: the wall clock in milliseconds.
 //! - `persist`: atomic file replacement for the tables in the data dir.
@@ -27,6 +29,7 @@ mod broker;
 mod clock;
 pub mod config;
 mod failover;
+mod http;
 pub mod listen;
 pub mod membership;
 mod peer;
@@ -163,6 +166,7 @@ pub async fn run(
         node = %config.name,
         socket = %listeners.unix_path.display(),
         listen = ?listeners.tcp.as_ref().and_then(|l| l.local_addr().ok()),
+        http = ?config.http,
         data_dir = %config.data_dir.display(),
         "circuitd ready"
     );
@@ -180,11 +184,15 @@ pub async fn run(
         started: std::time::Instant::now(),
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
+        meters: Default::default(),
     });
     tracker.spawn(api::repairs(ctx.clone()));
     tracker.spawn(api::serve_unix(listeners.unix, ctx.clone()));
     if let Some(tcp) = listeners.tcp {
         tracker.spawn(api::serve_tcp(tcp, ctx.clone()));
+    }
+    if let Some(listener) = listeners.http {
+        tracker.spawn(http::serve(listener, ctx.clone()));
     }
     drop(ctx);
     shutdown.cancelled().await;
