@@ -222,5 +222,20 @@ mod tests {
         assert_eq!(with_default_port("localhost"), "localhost:7711");
         assert_eq!(with_default_port("::1"), "[::1]:7711");
         assert_eq!(with_default_port("[::1]:80"), "[::1]:80");
+        assert_eq!(with_port("localhost", DEFAULT_HTTP_PORT), "localhost:7712");
+    }
+
+    #[test]
+    fn http_beyond_loopback_needs_a_key() {
+        let lo: SocketAddr = "127.0.0.1:7712".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:7712".parse().expect("addr");
+        assert!(check_http_loopback("127.0.0.1:7712", &[lo]).is_ok());
+        let refused = check_http_loopback("0.0.0.0:7712", &[lo, any]).expect_err("refused");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("refusing to serve HTTP on 0.0.0.0:7712 without a cluster key:"),
+            "{refused}"
+        );
     }
 }

@@ -15,7 +15,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::api::Context;
+use crate::api::{meters as api, Context};
+use crate::membership::meters as mesh;
 
 /// The content type of the Prometheus text format.
 pub(super) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -41,9 +42,18 @@ const NODE_STATES: [NodeState; 4] = [
 /// This daemon's metrics, as text.
 pub(super) async fn render(ctx: &Context) -> String {
     let snapshot = Snapshot::gather(ctx).await;
-    let node = (Cow::Borrowed("node"), Cow::Owned(ctx.config.name.clone()));
+    encode(
+        &ctx.config.name,
+        snapshot,
+        ctx.membership.meters(),
+        &ctx.meters,
+    )
+}
+
+/// The text of node `node`'s metrics: what it holds now, and what it has counted.
+fn encode(node: &str, snapshot: Snapshot, mesh: &mesh::Meters, api: &api::Meters) -> String {
+    let node = (Cow::Borrowed("node"), Cow::Owned(node.to_string()));
     let mut registry = Registry::with_labels(std::iter::once(node));
-    let mesh = ctx.membership.meters();
     // The registry ends each help text with a period: those below have none.
     registry.register_with_unit(
         "circuit_mesh_gossip_sent",
@@ -71,12 +81,12 @@ pub(super) async fn render(ctx: &Context) -> String {
     registry.register(
         "circuit_api_connections",
         "API connections open now (Unix socket and TCP, other daemons' peer links included)",
-        ctx.meters.connections.clone(),
+        api.connections.clone(),
     );
     registry.register(
         "circuit_api_requests",
         "API requests received, by op (a channel stream counts once, when it opens)",
-        ctx.meters.requests.clone(),
+        api.requests.clone(),
     );
     registry.register_collector(Box::new(snapshot));
     let mut text = String::new();
@@ -141,6 +151,9 @@ where
     }
     Ok(())
 }
+
+/// A family of one figure per channel: name, help, and the figure.
+type ChanFamily = (&'static str, &'static str, fn(&ChanInfo) -> u64);
 
 /// A worker's label set.
 fn worker(w: &WorkerInfo) -> [(&'static str, &str); 1] {
@@ -242,7 +255,7 @@ impl Collector for Snapshot {
 
         // Channels.
 
-        let gauges: [(&str, &str, fn(&ChanInfo) -> u64); 8] = [
+        let gauges: [ChanFamily; 8] = [
             (
                 "circuit_channel_capacity",
                 "A channel's capacity: values it holds, buffered and in flight (0: rendezvous).",
@@ -296,7 +309,7 @@ impl Collector for Snapshot {
                     .map(|c| (chan(c), ConstGauge::new(value(c)))),
             )?;
         }
-        let counters: [(&str, &str, fn(&ChanInfo) -> u64); 3] = [
+        let counters: [ChanFamily; 3] = [
             ("circuit_channel_sent", "Values a channel accepted since it was created.", |c| c.sent),
             ("circuit_channel_received", "Values receivers acknowledged since the channel was created.", |c| c.received),
             ("circuit_channel_redelivered", "Values put back after a delivery (their receiver went away or gave them back), to be delivered again; since this node serves the channel.", |c| c.redelivered),
@@ -325,5 +338,99 @@ impl Collector for Snapshot {
                 .iter()
                 .map(|(state, n)| ([("state", state.as_str())], ConstGauge::new(*n))),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use circuit_sdk::proto::{SpawnSpec, WorkerUsage};
+
+    use super::*;
+
+    fn worker(name: &str, state: WorkerState, rss: Option<u64>) -> WorkerInfo {
+        WorkerInfo {
+            name: name.into(),
+            node: "n1".into(),
+            state,
+            pid: rss.map(|_| 42),
+            restarts: 3,
+            started_at_ms: None,
+            exited_at_ms: None,
+            last_exit: None,
+            reason: None,
+            next_start_at_ms: None,
+            usage: rss.map(|rss_bytes| WorkerUsage {
+                rss_bytes,
+                cpu_seconds: 1.5,
+                ..WorkerUsage::default()
+            }),
+            spec: SpawnSpec::default(),
+        }
+    }
+
+    #[test]
+    fn the_text_has_every_family_typed_and_labelled_with_the_node() {
+        let snapshot = Snapshot {
+            workers: vec![
+                worker("web", WorkerState::Running, Some(4096)),
+                worker("old", WorkerState::Exited, None),
+            ],
+            chans: vec![ChanInfo {
+                name: "jobs".into(),
+                capacity: 8,
+                len: 2,
+                sent: 10,
+                received: 8,
+                redelivered: 1,
+                ..ChanInfo::default()
+            }],
+            members: NODE_STATES
+                .map(|s| (s, u64::from(s == NodeState::Alive)))
+                .into(),
+            version: "9.9.9",
+            started_at_ms: 1_500,
+        };
+        let (mesh, api) = (mesh::Meters::default(), api::Meters::default());
+        mesh.gossip_sent_bytes.inc_by(100);
+        mesh.probe_rtt.observe(0.002);
+        api.request("spawn");
+        let _open = api.connection();
+        let text = encode("n1", snapshot, &mesh, &api);
+        for line in [
+            "# TYPE circuit_workers gauge",
+            "circuit_workers{node=\"n1\",state=\"running\"} 1",
+            "circuit_workers{node=\"n1\",state=\"exited\"} 1",
+            "circuit_workers{node=\"n1\",state=\"failed\"} 0",
+            "# TYPE circuit_worker_restarts_total counter",
+            "circuit_worker_restarts_total{node=\"n1\",worker=\"old\"} 3",
+            "circuit_worker_resident_memory_bytes{node=\"n1\",worker=\"web\"} 4096",
+            "circuit_worker_cpu_seconds_total{node=\"n1\",worker=\"web\"} 1.5",
+            "# TYPE circuit_channel_sent_total counter",
+            "circuit_channel_sent_total{node=\"n1\",channel=\"jobs\"} 10",
+            "circuit_channel_redelivered_total{node=\"n1\",channel=\"jobs\"} 1",
+            "circuit_channel_depth{node=\"n1\",channel=\"jobs\"} 2",
+            "circuit_mesh_members{node=\"n1\",state=\"alive\"} 1",
+            "circuit_mesh_gossip_sent_bytes_total{node=\"n1\"} 100",
+            "# TYPE circuit_mesh_probe_rtt_seconds histogram",
+            "circuit_mesh_probe_rtt_seconds_bucket{node=\"n1\",le=\"0.0025\"} 1",
+            "circuit_mesh_probe_rtt_seconds_count{node=\"n1\"} 1",
+            "circuit_api_requests_total{node=\"n1\",op=\"spawn\"} 1",
+            "circuit_api_connections{node=\"n1\"} 1",
+            "circuit_daemon_info{node=\"n1\",version=\"9.9.9\"} 1",
+            "circuit_daemon_start_time_seconds{node=\"n1\"} 1.5",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from:\n{text}"
+            );
+        }
+        // A worker that does not run has no usage to report.
+        assert!(!text.contains("worker=\"old\"} 0.0"), "{text}");
+        assert!(
+            !text.contains("circuit_worker_resident_memory_bytes{node=\"n1\",worker=\"old\""),
+            "{text}"
+        );
+        // A help text ends with one period, never two.
+        assert!(!text.contains(".."), "{text}");
     }
 }

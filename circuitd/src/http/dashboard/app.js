@@ -113,7 +113,8 @@ function spark(kind, series, opts) {
   // samples is in, the chart spans one minute.
   const span = Math.max(points, 30);
   const x = (i) => ((span - points + i) / (span - 1)) * w;
-  const y = (v) => (peak > 0 ? h - 1 - (v / peak) * (h - 4) : h - 1);
+  // A fifth of headroom above the peak, so that a steady line stays clear of the label.
+  const y = (v) => (peak > 0 ? h - 1 - (v / (peak * 1.25)) * (h - 2) : h - 1);
   for (const s of series) {
     let d = "";
     let first = null;
