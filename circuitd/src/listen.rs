@@ -18,7 +18,7 @@ pub struct BindError(pub String);
 pub const DEFAULT_PORT: u16 = 7711;
 
 /// The HTTP port when `--http` names none.
-pub const DEFAULT_HTTP_PORT: u16 = 7712;
+pub const DEFAULT_HTTP_PORT: u16 = 9711;
 
 /// Listeners bound and ready to serve.
 pub struct Listeners {
@@ -36,7 +36,7 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds the socket at `socket` and, if given, the mesh port at `listen` (TCP and UDP on
-    /// one address; port 7711 when it names none) and the HTTP listener at `http` (port 7712
+    /// one address; port 7711 when it names none) and the HTTP listener at `http` (port 9711
     /// when it names none). Without a cluster key (`keyed`), only loopback. The Unix socket
     /// is bound last, so a refused address leaves no socket file behind.
     pub async fn bind(
@@ -110,7 +110,7 @@ pub fn check_http_loopback(addr: &str, addrs: &[SocketAddr]) -> Result<(), BindE
     )))
 }
 
-/// Binds the HTTP listener at `host[:port]` (port 7712 when it names none), refusing any
+/// Binds the HTTP listener at `host[:port]` (port 9711 when it names none), refusing any
 /// address that is not loopback without a cluster key (`keyed`).
 pub async fn bind_http(addr: &str, keyed: bool) -> Result<TcpListener, BindError> {
     let addr = with_port(addr, DEFAULT_HTTP_PORT);
@@ -222,19 +222,19 @@ mod tests {
         assert_eq!(with_default_port("localhost"), "localhost:7711");
         assert_eq!(with_default_port("::1"), "[::1]:7711");
         assert_eq!(with_default_port("[::1]:80"), "[::1]:80");
-        assert_eq!(with_port("localhost", DEFAULT_HTTP_PORT), "localhost:7712");
+        assert_eq!(with_port("localhost", DEFAULT_HTTP_PORT), "localhost:9711");
     }
 
     #[test]
     fn http_beyond_loopback_needs_a_key() {
-        let lo: SocketAddr = "127.0.0.1:7712".parse().expect("addr");
-        let any: SocketAddr = "0.0.0.0:7712".parse().expect("addr");
-        assert!(check_http_loopback("127.0.0.1:7712", &[lo]).is_ok());
-        let refused = check_http_loopback("0.0.0.0:7712", &[lo, any]).expect_err("refused");
+        let lo: SocketAddr = "127.0.0.1:9711".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:9711".parse().expect("addr");
+        assert!(check_http_loopback("127.0.0.1:9711", &[lo]).is_ok());
+        let refused = check_http_loopback("0.0.0.0:9711", &[lo, any]).expect_err("refused");
         assert!(
             refused
                 .to_string()
-                .starts_with("refusing to serve HTTP on 0.0.0.0:7712 without a cluster key:"),
+                .starts_with("refusing to serve HTTP on 0.0.0.0:9711 without a cluster key:"),
             "{refused}"
         );
     }

@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// Serve Prometheus metrics at /metrics and a read-only web dashboard of the mesh at / on
-    /// HOST[:PORT] (port 7712 by default; loopback only without a cluster key). Off unless
+    /// HOST[:PORT] (port 9711 by default; loopback only without a cluster key). Off unless
     /// given
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
@@ -124,7 +124,7 @@ Config file (--config /etc/circuit/circuitd.toml), one key per long flag:
   join = [\"10.0.0.1:7711\", \"10.0.0.2:7711\"]
   label = [\"zone=a\", \"disk=ssd\"]
   key-file = \"cluster.key\"     # relative to the file's directory
-  http = \"127.0.0.1:7712\"       # /metrics and the dashboard
+  http = \"127.0.0.1:9711\"       # /metrics and the dashboard
   pidfile = \"/run/circuit/circuitd.pid\"
   max-workers = 500
 An error in it names the file, line and column, and circuitd exits 2 before starting.";

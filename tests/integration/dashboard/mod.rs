@@ -410,6 +410,9 @@ fn the_http_listener_only_reads_and_says_what_it_does_not_serve() {
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
 
+    let head = request(&addr, "HEAD", "/metrics");
+    assert_eq!((head.status, head.body.as_str()), (200, ""), "{head:?}");
+
     let missing = request(&addr, "GET", "/nothing/here");
     assert_eq!(missing.status, 404, "{missing:?}");
     assert!(
