@@ -18,6 +18,10 @@ fi
 if [ "$(id -u)" -eq 0 ] && [ ! -x /usr/sbin/sshd ]; then
   need_packages+=(openssh-server)
 fi
+# The dashboard test opens the page in headless Chromium, driven through chromedriver over
+# WebDriver (tests/integration/dashboard).
+command -v chromium >/dev/null || need_packages+=(chromium)
+command -v chromedriver >/dev/null || need_packages+=(chromium-driver)
 if [ ${#need_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need_packages[*]} (run as root or install them)" >&2

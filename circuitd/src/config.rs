@@ -20,6 +20,9 @@ pub struct Config {
     pub socket: PathBuf,
     /// The TCP API address, if any (shown by `status`).
     pub listen: Option<String>,
+    /// The HTTP listener's address (`--http`: `/metrics` and the dashboard), if any, as
+    /// bound (shown by `status`).
+    pub http: Option<String>,
     /// Default size at which a worker's log file rotates.
     pub log_max_bytes: u64,
     /// Default number of rotated log files kept per worker.
@@ -75,6 +78,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             socket: circuit_sdk::paths::socket_path(),
             listen: None,
+            http: None,
             log_max_bytes: 10 * 1024 * 1024,
             log_max_files: 5,
             max_frame: circuit_sdk::proto::DEFAULT_MAX_FRAME,

@@ -3,10 +3,10 @@
 //!
 //! # Layout
 //! Dependencies go one way (`python3 ../shared/tools/modcycles.py circuitd/src` finds no
-//! cycle): `main → lib → {api, publish}; api, publish → {broker, supervisor, membership, peer};
-//! api, broker, peer, supervisor → stream; peer → membership; broker, membership, supervisor →
-//! clock; api, publish → host`;
-//! `config`, `listen` and `persist` use nothing of the daemon.
+//! cycle): `main → lib → {api, publish, http}; http → api; api, publish → {broker, supervisor,
+//! membership, peer}; api, broker, peer, supervisor → stream; peer → membership; broker,
+//! membership, supervisor → clock; api, publish → host`; `config`, `listen` and `persist` use
+//! nothing of the daemon.
 //! - [`config`]: every setting and its default.
 //! - [`listen`]: binding the Unix socket and the mesh port; resolving join addresses.
 //! - `api`: accept loops and connections; the router that decides where a request runs; one
@@ -20,6 +20,8 @@
 //! - [`supervisor`]: workers: spawning, restart policy, stop, logs, their stdin, the job table,
 //!   recovery.
 //! - [`membership`]: SWIM gossip and the node table (state and metadata of every node).
+//! - `http`: the `--http` listener: `/metrics` (Prometheus text) and the read-only web
+//!   dashboard of the mesh.
 //! - `publish`: this node's metadata (workers, channels) published to the mesh, and push-pull.
 //! - `clock`: the wall clock in milliseconds.
 //! - `host`: this host's load average and memory, from `/proc`.
@@ -32,6 +34,7 @@ mod clock;
 pub mod config;
 mod failover;
 mod host;
+mod http;
 pub mod listen;
 pub mod membership;
 mod peer;
@@ -168,6 +171,7 @@ pub async fn run(
         node = %config.name,
         socket = %listeners.unix_path.display(),
         listen = ?listeners.tcp.as_ref().and_then(|l| l.local_addr().ok()),
+        http = ?config.http,
         data_dir = %config.data_dir.display(),
         "circuitd ready"
     );
@@ -185,11 +189,15 @@ pub async fn run(
         started: std::time::Instant::now(),
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
+        meters: Default::default(),
     });
     tracker.spawn(api::repairs(ctx.clone()));
     tracker.spawn(api::serve_unix(listeners.unix, ctx.clone()));
     if let Some(tcp) = listeners.tcp {
         tracker.spawn(api::serve_tcp(tcp, ctx.clone()));
+    }
+    if let Some(listener) = listeners.http {
+        tracker.spawn(http::serve(listener, ctx.clone()));
     }
     drop(ctx);
     shutdown.cancelled().await;

@@ -1,6 +1,7 @@
 //! Binding the daemon's listeners before `run`: the Unix socket (0600; its directory created
-//! 0700; a stale socket replaced, a live one refused) and the optional mesh port (TCP for the
-//! API and peer links, UDP for gossip, on one address).
+//! 0700; a stale socket replaced, a live one refused), the optional mesh port (TCP for the
+//! API and peer links, UDP for gossip, on one address) and the optional HTTP listener
+//! (`/metrics` and the dashboard).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -16,6 +17,9 @@ pub struct BindError(pub String);
 /// The mesh port when `--listen` names none.
 pub const DEFAULT_PORT: u16 = 7711;
 
+/// The HTTP port when `--http` names none.
+pub const DEFAULT_HTTP_PORT: u16 = 9711;
+
 /// Listeners bound and ready to serve.
 pub struct Listeners {
     /// The Unix socket.
@@ -26,13 +30,21 @@ pub struct Listeners {
     pub tcp: Option<TcpListener>,
     /// The UDP socket for gossip, on the same address and port as `tcp`.
     pub udp: Option<std::net::UdpSocket>,
+    /// The HTTP listener (`/metrics`, the dashboard), if any.
+    pub http: Option<TcpListener>,
 }
 
 impl Listeners {
     /// Binds the socket at `socket` and, if given, the mesh port at `listen` (TCP and UDP on
-    /// one address; port 7711 when it names none). Without a cluster key (`keyed`), only
-    /// loopback.
-    pub async fn bind(socket: &Path, listen: Option<&str>, keyed: bool) -> Result<Self, BindError> {
+    /// one address; port 7711 when it names none) and the HTTP listener at `http` (port 9711
+    /// when it names none). Without a cluster key (`keyed`), only loopback. The Unix socket
+    /// is bound last, so a refused address leaves no socket file behind.
+    pub async fn bind(
+        socket: &Path,
+        listen: Option<&str>,
+        http: Option<&str>,
+        keyed: bool,
+    ) -> Result<Self, BindError> {
         let (tcp, udp) = match listen {
             Some(addr) => {
                 let tcp = bind_tcp(addr, keyed).await?;
@@ -45,11 +57,16 @@ impl Listeners {
             }
             None => (None, None),
         };
+        let http = match http {
+            Some(addr) => Some(bind_http(addr, keyed).await?),
+            None => None,
+        };
         Ok(Self {
             unix: bind_unix(socket)?,
             unix_path: socket.to_path_buf(),
             tcp,
             udp,
+            http,
         })
     }
 }
@@ -80,8 +97,45 @@ pub fn check_loopback(addr: &str, addrs: &[SocketAddr]) -> Result<(), BindError>
     )))
 }
 
+/// Without a cluster key the HTTP listener serves loopback only; says why in one line.
+pub fn check_http_loopback(addr: &str, addrs: &[SocketAddr]) -> Result<(), BindError> {
+    if addrs.iter().all(|a| a.ip().is_loopback()) {
+        return Ok(());
+    }
+    Err(BindError(format!(
+        "refusing to serve HTTP on {addr} without a cluster key: the metrics and the \
+         dashboard show every node, worker and channel of the mesh to anyone who can reach \
+         it; serve it on a loopback address such as 127.0.0.1:{DEFAULT_HTTP_PORT}, or start \
+         circuitd with --key-file KEYFILE for a mesh meant to be reached from other hosts"
+    )))
+}
+
+/// Binds the HTTP listener at `host[:port]` (port 9711 when it names none), refusing any
+/// address that is not loopback without a cluster key (`keyed`).
+pub async fn bind_http(addr: &str, keyed: bool) -> Result<TcpListener, BindError> {
+    let addr = with_port(addr, DEFAULT_HTTP_PORT);
+    let addrs = resolve_listen(&addr)?;
+    if !keyed {
+        check_http_loopback(&addr, &addrs)?;
+    }
+    TcpListener::bind(&addrs[..]).await.map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the address is already in use (another circuitd, or another program, serves it)"
+                .to_string()
+        } else {
+            e.to_string()
+        };
+        BindError(format!("cannot serve HTTP on {addr}: {why}"))
+    })
+}
+
 /// `host:port`, or `host` with the default port.
 pub fn with_default_port(addr: &str) -> String {
+    with_port(addr, DEFAULT_PORT)
+}
+
+/// `host:port`, or `host` with `port`.
+pub fn with_port(addr: &str, port: u16) -> String {
     let has_port = match addr.rsplit_once(':') {
         Some((host, port)) => {
             port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
@@ -91,9 +145,9 @@ pub fn with_default_port(addr: &str) -> String {
     if has_port {
         addr.to_string()
     } else if addr.contains(':') && !addr.starts_with('[') {
-        format!("[{addr}]:{DEFAULT_PORT}")
+        format!("[{addr}]:{port}")
     } else {
-        format!("{addr}:{DEFAULT_PORT}")
+        format!("{addr}:{port}")
     }
 }
 
@@ -168,5 +222,20 @@ mod tests {
         assert_eq!(with_default_port("localhost"), "localhost:7711");
         assert_eq!(with_default_port("::1"), "[::1]:7711");
         assert_eq!(with_default_port("[::1]:80"), "[::1]:80");
+        assert_eq!(with_port("localhost", DEFAULT_HTTP_PORT), "localhost:9711");
+    }
+
+    #[test]
+    fn http_beyond_loopback_needs_a_key() {
+        let lo: SocketAddr = "127.0.0.1:9711".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:9711".parse().expect("addr");
+        assert!(check_http_loopback("127.0.0.1:9711", &[lo]).is_ok());
+        let refused = check_http_loopback("0.0.0.0:9711", &[lo, any]).expect_err("refused");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("refusing to serve HTTP on 0.0.0.0:9711 without a cluster key:"),
+            "{refused}"
+        );
     }
 }

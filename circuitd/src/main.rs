@@ -23,6 +23,11 @@ struct Args {
     /// is a single node serving its Unix socket
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Serve Prometheus metrics at /metrics and a read-only web dashboard of the mesh at / on
+    /// HOST[:PORT] (port 9711 by default; loopback only without a cluster key). Off unless
+    /// given
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
     /// The mesh address other nodes reach this one at [default: the --listen address]
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
@@ -119,6 +124,7 @@ Config file (--config /etc/circuit/circuitd.toml), one key per long flag:
   join = [\"10.0.0.1:7711\", \"10.0.0.2:7711\"]
   label = [\"zone=a\", \"disk=ssd\"]
   key-file = \"cluster.key\"     # relative to the file's directory
+  http = \"127.0.0.1:9711\"       # /metrics and the dashboard
   pidfile = \"/run/circuit/circuitd.pid\"
   max-workers = 500
 An error in it names the file, line and column, and circuitd exits 2 before starting.";
@@ -199,6 +205,10 @@ fn start(args: Args) -> anyhow::Result<()> {
         let full = circuitd::listen::with_default_port(listen);
         circuitd::listen::check_loopback(&full, &circuitd::listen::resolve_listen(&full)?)?;
     }
+    if let (Some(http), None) = (&args.http, &config.keys) {
+        let full = circuitd::listen::with_port(http, circuitd::listen::DEFAULT_HTTP_PORT);
+        circuitd::listen::check_http_loopback(&full, &circuitd::listen::resolve_listen(&full)?)?;
+    }
     if let (Some(listen), None) = (&args.listen, advertise) {
         if resolve_one(listen).is_ok_and(|a| a.ip().is_unspecified()) {
             anyhow::bail!(
@@ -232,9 +242,13 @@ fn start(args: Args) -> anyhow::Result<()> {
         let listeners = circuitd::Listeners::bind(
             &config.socket,
             args.listen.as_deref(),
+            args.http.as_deref(),
             config.keys.is_some(),
         )
         .await?;
+        if let Some(http) = &listeners.http {
+            config.http = Some(http.local_addr()?.to_string());
+        }
         if let Some(tcp) = &listeners.tcp {
             let at = tcp.local_addr()?;
             config.listen = Some(at.to_string());

@@ -1,6 +1,7 @@
 //! [`Daemon`]: one `circuitd` child process with its own socket and data dir in a temp dir,
-//! started by a [`DaemonBuilder`] (name, flags, environment, key, listen and join addresses, a
-//! launcher), waited for until its socket answers, and stopped by pid when asked or dropped.
+//! started by a [`DaemonBuilder`] (name, flags, environment, key, listen, join and HTTP
+//! addresses, a launcher), waited for until its socket answers, and stopped by pid when asked
+//! or dropped.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -78,6 +79,12 @@ impl DaemonBuilder {
     /// `--listen ADDR`: the mesh port (`127.0.0.1:0` for one the kernel picks).
     pub fn listen(self, addr: &str) -> Self {
         self.flags(["--listen", addr])
+    }
+
+    /// `--http ADDR`: the HTTP listener, `/metrics` and the dashboard (`127.0.0.1:0` for a
+    /// port the kernel picks; [`Daemon::http_addr`] tells which).
+    pub fn http(self, addr: &str) -> Self {
+        self.flags(["--http", addr])
     }
 
     /// `--join ADDR`: a node to join.
@@ -420,6 +427,17 @@ impl Daemon {
         status["listen"]
             .as_str()
             .expect("listen address")
+            .to_string()
+    }
+
+    /// The address of its HTTP listener (started with `--http`), as `circuit status` shows it.
+    pub fn http_addr(&self) -> String {
+        let out = self.cli(&["--json", "status"]);
+        assert!(out.status.success(), "status failed: {}", stderr(&out));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        status["http"]
+            .as_str()
+            .expect("an http address: start the daemon with --http")
             .to_string()
     }
 

@@ -9,6 +9,7 @@ mod cli_chan;
 mod cli_mesh;
 mod cli_spawn;
 mod config_file;
+mod dashboard;
 mod events;
 mod exits;
 mod join_warnings;

@@ -186,6 +186,7 @@ mod tests {
             group_rss_bytes: 12_900_000,
             group_processes: 2,
             sampled_at_ms: 130_500,
+            cpu_seconds: 3.25,
         });
         let mut job = worker("job", WorkerState::Exited);
         (job.exited_at_ms, job.last_exit) = (Some(126_000), Some(ExitStatus::Code { code: 3 }));

@@ -56,6 +56,7 @@ fn render(s: &DaemonStatus) -> String {
         ("data dir", s.data_dir.clone()),
         ("socket", s.socket.clone()),
         ("listen", s.listen.clone().unwrap_or_else(|| "-".into())),
+        ("http", s.http.clone().unwrap_or_else(|| "-".into())),
         (
             "workers",
             if counts.is_empty() {
@@ -89,13 +90,14 @@ mod tests {
             data_dir: "/var/lib/circuit".into(),
             socket: "/run/circuit/circuitd.sock".into(),
             listen: None,
+            http: Some("127.0.0.1:9711".into()),
             workers: [(WorkerState::Exited, 1), (WorkerState::Running, 3)].into(),
             channels: 2,
         };
         let text = render(&status);
         assert!(text.starts_with("node: h1\nversion: 0.1.0\n"), "{text}");
         assert!(
-            text.contains("uptime: 1h4m\n") && text.contains("listen: -\n"),
+            text.contains("uptime: 1h4m\n") && text.contains("listen: -\nhttp: 127.0.0.1:9711\n"),
             "{text}"
         );
         assert!(

@@ -69,6 +69,12 @@ pub struct ChanInfo {
     pub sent: u64,
     /// Values acknowledged by receivers since the channel was created.
     pub received: u64,
+    /// Values put back in the queue after they were delivered, to be delivered again: their
+    /// receiver went away, or gave them back unacknowledged (a recall). Counted by the
+    /// owner since it started serving the channel (a replicated channel's leader: since it
+    /// leads).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redelivered: u64,
     /// Closed: sends fail; receivers drain what is left.
     pub closed: bool,
     /// The node that owns the channel.

@@ -357,6 +357,49 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The request's `op`, as it travels on the wire (`spawn`, `chan_stat`, …): a name for
+    /// counting requests by kind without serialising them.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Spawn(_) => "spawn",
+            Self::List { .. } => "list",
+            Self::Inspect { .. } => "inspect",
+            Self::Logs(_) => "logs",
+            Self::Stop { .. } => "stop",
+            Self::Restart { .. } => "restart",
+            Self::Signal { .. } => "signal",
+            Self::Wait { .. } => "wait",
+            Self::Remove { .. } => "remove",
+            Self::Status => "status",
+            Self::ChanCreate { .. } => "chan_create",
+            Self::ChanList => "chan_list",
+            Self::ChanStat { .. } => "chan_stat",
+            Self::ChanClose { .. } => "chan_close",
+            Self::ChanRemove { .. } => "chan_remove",
+            Self::ChanSend { .. } => "chan_send",
+            Self::ChanRecv { .. } => "chan_recv",
+            Self::On { .. } => "on",
+            Self::Place(_) => "place",
+            Self::ClusterList { .. } => "cluster_list",
+            Self::Nodes => "nodes",
+            Self::Join { .. } => "join",
+            Self::Events => "events",
+            Self::WorkerEvents => "worker_events",
+            Self::ChanClaim { .. } => "chan_claim",
+            Self::ChanRelease { .. } => "chan_release",
+            Self::Ping => "ping",
+            Self::KeyList => "key_list",
+            Self::KeyRotate { .. } => "key_rotate",
+            Self::MeshSync { .. } => "mesh_sync",
+            Self::RaftLink => "raft_link",
+            Self::ReplicaStart { .. } => "replica_start",
+            Self::ReplicaDrop { .. } => "replica_drop",
+            Self::WorkerStdin { .. } => "worker_stdin",
+        }
+    }
+}
+
 /// Arguments of [`Request::Logs`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -444,6 +487,107 @@ pub struct KeyStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn op_names_each_request_as_the_wire_does() {
+        let name = || "x".to_string();
+        let requests = vec![
+            Request::Spawn(SpawnSpec::default()),
+            Request::List { all: false },
+            Request::Inspect { name: name() },
+            Request::Logs(LogsRequest::default()),
+            Request::Stop {
+                names: vec![],
+                signal: None,
+                timeout_ms: None,
+            },
+            Request::Restart { name: name() },
+            Request::Signal {
+                name: name(),
+                signal: name(),
+                group: false,
+            },
+            Request::Wait { name: name() },
+            Request::Remove {
+                name: name(),
+                force: false,
+            },
+            Request::Status,
+            Request::ChanCreate {
+                name: name(),
+                capacity: 1,
+                exist_ok: false,
+                replicas: None,
+                replica_labels: vec![],
+                storage: None,
+            },
+            Request::ChanList,
+            Request::ChanStat { name: name() },
+            Request::ChanClose { name: name() },
+            Request::ChanRemove { name: name() },
+            Request::ChanSend {
+                name: name(),
+                sender: 1,
+                reserve_from: None,
+                direct: false,
+            },
+            Request::ChanRecv {
+                name: name(),
+                receiver: None,
+                held: vec![],
+                acked: vec![],
+                direct: false,
+            },
+            Request::On {
+                node: name(),
+                request: Box::new(Request::Ping),
+            },
+            Request::Place(Placement::default()),
+            Request::ClusterList { all: true },
+            Request::Nodes,
+            Request::Join {
+                addrs: vec![],
+                timeout_ms: None,
+            },
+            Request::Events,
+            Request::WorkerEvents,
+            Request::ChanClaim {
+                name: name(),
+                node: name(),
+            },
+            Request::ChanRelease {
+                name: name(),
+                node: name(),
+            },
+            Request::Ping,
+            Request::KeyList,
+            Request::KeyRotate {
+                step: KeyStep::Add,
+                key: name(),
+            },
+            Request::MeshSync { nodes: vec![] },
+            Request::RaftLink,
+            Request::ReplicaStart {
+                name: name(),
+                capacity: 1,
+                id: 1,
+                members: vec![],
+                storage: name(),
+                found: false,
+                created_at_ms: 0,
+                labels: vec![],
+            },
+            Request::ReplicaDrop {
+                name: name(),
+                id: 1,
+                removed: false,
+            },
+        ];
+        for request in requests {
+            let json = serde_json::to_value(&request).expect("serialize");
+            assert_eq!(json["op"], request.op(), "{json}");
+        }
+    }
 
     #[test]
     fn request_json_shape_is_stable() {

@@ -326,6 +326,10 @@ pub struct WorkerUsage {
     pub group_processes: u32,
     /// When the sample was taken (ms since the Unix epoch).
     pub sampled_at_ms: u64,
+    /// CPU time the worker's own process has used since it started (user and system), in
+    /// seconds: a counter that starts again with each new process.
+    #[serde(default)]
+    pub cpu_seconds: f64,
 }
 
 /// A worker as the daemon sees it.
@@ -450,4 +454,7 @@ pub struct DaemonStatus {
     /// Channels this node owns.
     #[serde(default)]
     pub channels: usize,
+    /// Its HTTP listener (`/metrics` and the dashboard), if any (`--http`).
+    #[serde(default)]
+    pub http: Option<String>,
 }

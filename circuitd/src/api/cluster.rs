@@ -46,6 +46,7 @@ pub(crate) fn status(ctx: &Context) -> Reply {
         listen: ctx.config.listen.clone(),
         workers: ctx.supervisor.counts(),
         channels: ctx.broker.count(),
+        http: ctx.config.http.clone(),
     })
 }
 

@@ -68,6 +68,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let _open = ctx.meters.connection();
     let mut reader = FramedRead::new(read, FrameCodec::new(ctx.config.max_frame));
     let (outbox, writer) = Outbox::start(write, ctx.config.max_frame);
     match handshake(&mut reader, &outbox, &ctx).await {
@@ -401,6 +402,7 @@ impl Conn {
                     notify(outbox, many.reply(Some(id)), ctx).await;
                     return;
                 }
+                ctx.meters.request(request.op());
                 match request {
                     Request::ChanSend {
                         name,

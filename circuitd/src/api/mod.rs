@@ -10,7 +10,10 @@
 //! - the leaf handlers, one per area: `workers`, `logs`, `chans` (with `claims`), `cluster`,
 //!   `keys`. They never call back into the router; those that ask other nodes use the peer
 //!   links directly.
-//! - `outbox`: the connection's output queues and its writer task; `error`: `ApiError`.
+//! - `outbox`: the connection's output queues and its writer task; `error`: `ApiError`;
+//!   `meters`: connections and requests counted for `/metrics`.
+//! - `view`: the whole mesh at once (nodes, workers, channels) for the HTTP dashboard, from
+//!   the same handlers as `nodes`, `ps -a` and `chan ls`.
 
 mod chans;
 mod claims;
@@ -20,12 +23,14 @@ mod error;
 mod events;
 mod keys;
 mod logs;
+pub(crate) mod meters;
 mod outbox;
 mod remote;
 mod replicated;
 
 pub(crate) use replicated::repairs;
 mod router;
+pub(crate) mod view;
 mod workers;
 
 use std::collections::HashSet;
@@ -47,7 +52,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::supervisor::Supervisor;
-use error::ApiError;
+pub(crate) use error::ApiError;
 
 /// What every connection needs.
 pub(crate) struct Context {
@@ -68,6 +73,8 @@ pub(crate) struct Context {
     pub shutdown: CancellationToken,
     /// Connection limits.
     pub gate: Gate,
+    /// Connections and requests, counted for `/metrics`.
+    pub meters: meters::Meters,
 }
 
 /// Connection limits and the record of refused peers, shared by both listeners.

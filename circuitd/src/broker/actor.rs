@@ -198,6 +198,7 @@ impl Actor {
             receivers: c.receivers,
             sent: c.sent,
             received: c.received,
+            redelivered: c.redelivered,
             closed: self.state.is_closed(),
             owner: self.meta.owner.clone(),
             max_payload: self.meta.max_payload,

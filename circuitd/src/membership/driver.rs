@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use circuit_sdk::proto::MeshEvent;
+use circuit_sdk::proto::{EventKind, MeshEvent};
 use circuit_sdk::secure::Keyring;
-use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec, Timer};
+use foca::{AccumulatingRuntime, Codec, Foca, Member, OwnedNotification, PostcardCodec, Timer};
 use rand::rngs::StdRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +19,7 @@ use super::config::{size_bucket, swim_config, MAX_PACKET};
 use super::identity::NodeId;
 use super::join_warning::{diagnose, Warnings};
 use super::meta::{Inbox, MetaBroadcasts, NodeMeta};
+use super::probes::Probes;
 use super::seal::{OpenError, Opener, Sealer};
 use super::suspicion::{Due, Schedule, Suspicions};
 use super::Shared;
@@ -50,6 +51,8 @@ pub(crate) struct Driver {
     pub sealer: Sealer,
     /// The suspicions this node raised, so that one the suspect refuted does not reach foca.
     pub suspicions: Suspicions,
+    /// Pings out, for the probe round trip in the meters.
+    pub probes: Probes,
 }
 
 /// Gossip refused per source address: the first refusal of an address is a warning, the
@@ -138,12 +141,14 @@ impl Driver {
                 () = self.shutdown.cancelled() => break,
                 got = self.socket.recv_from(&mut buf) => match got {
                     Ok((n, from)) => {
+                        self.shared.meters.gossip_received_bytes.inc_by(n as u64);
                         let opened = match &self.keys {
                             None => Ok(buf[..n].to_vec()),
                             Some(keys) => opener.open(&keys.keys(), &buf[..n], now_ms()),
                         };
                         match opened {
                             Ok(data) => {
+                                self.time_probe_in(&data);
                                 if let Err(e) = swim.handle_data(&data, &mut rt) {
                                     tracing::debug!(%from, error = %e, "gossip packet ignored");
                                 }
@@ -248,6 +253,16 @@ impl Driver {
         tracing::info!("left the mesh");
     }
 
+    /// An opened packet that acks one of our pings: its round trip goes in the meters.
+    fn time_probe_in(&mut self, data: &[u8]) {
+        let Ok(header) = PostcardCodec.decode_header(data) else {
+            return;
+        };
+        if let Some(rtt) = self.probes.received(&header, Instant::now().into_std()) {
+            self.shared.meters.probe_rtt.observe(rtt.as_secs_f64());
+        }
+    }
+
     fn set_meta(
         &mut self,
         mut meta: NodeMeta,
@@ -278,12 +293,18 @@ impl Driver {
     ) {
         loop {
             while let Some((to, data)) = rt.to_send() {
+                if let Ok(header) = PostcardCodec.decode_header(&data[..]) {
+                    self.probes.sent(&header, Instant::now().into_std());
+                }
                 let data = match &self.keys {
                     None => data.to_vec(),
                     Some(keys) => self.sealer.seal(&keys.primary(), &data, now_ms()),
                 };
-                if let Err(e) = self.socket.send_to(&data, to.addr).await {
-                    tracing::debug!(to = %to.addr, error = %e, "gossip send failed");
+                match self.socket.send_to(&data, to.addr).await {
+                    Ok(n) => {
+                        self.shared.meters.gossip_sent_bytes.inc_by(n as u64);
+                    }
+                    Err(e) => tracing::debug!(to = %to.addr, error = %e, "gossip send failed"),
                 }
             }
             let now = Instant::now();
@@ -343,6 +364,9 @@ impl Driver {
                 .collect()
         };
         for event in events {
+            if event.kind == EventKind::Suspect {
+                self.shared.meters.suspicions.inc();
+            }
             tracing::info!(node = %event.node, addr = %event.addr, event = %event.kind, "mesh");
             let _ = self.shared.events.send(event);
         }

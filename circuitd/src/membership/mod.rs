@@ -9,12 +9,16 @@
 //! - `join_warning`: warnings about a join that does not succeed, and their reason.
 //! - `suspicion`: the timers that declare a suspect down, dropped once it refuted (sans-IO).
 //! - `seal`: gossip packets authenticated and encrypted with the cluster key, replays refused.
+//! - `meters`: what the SWIM task counts for `/metrics` (gossip bytes, suspicions, probe
+//!   round trips); `probes`: pings matched with their acks (sans-IO).
 
 pub mod config;
 mod driver;
 pub mod identity;
 mod join_warning;
 pub mod meta;
+pub mod meters;
+mod probes;
 pub mod seal;
 mod suspicion;
 pub mod view;
@@ -41,6 +45,8 @@ pub(crate) struct Shared {
     cmds: mpsc::UnboundedSender<driver::Cmd>,
     /// Membership events, for `circuit events` and the peer links.
     events: broadcast::Sender<MeshEvent>,
+    /// Counted by the SWIM task, read for `/metrics`.
+    meters: meters::Meters,
 }
 
 /// Handle to the membership of this daemon: cheap to clone.
@@ -81,6 +87,7 @@ impl Membership {
                 view: RwLock::new(View::new(&me, meta, crate::clock::now_ms())),
                 cmds,
                 events,
+                meters: meters::Meters::default(),
             }),
             meshed,
         }
@@ -129,6 +136,7 @@ impl Membership {
                         keys,
                         sealer: seal::Sealer::new(),
                         suspicions: suspicion::Suspicions::default(),
+                        probes: probes::Probes::default(),
                         cmds: cmd_rx,
                         shutdown,
                         meta,
@@ -142,6 +150,11 @@ impl Membership {
             let _ = done_rx.await;
         });
         Ok(membership)
+    }
+
+    /// What the SWIM task has counted: gossip bytes, suspicions, probe round trips.
+    pub fn meters(&self) -> &meters::Meters {
+        &self.shared.meters
     }
 
     /// Whether this daemon has a mesh port.

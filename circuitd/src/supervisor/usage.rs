@@ -2,7 +2,8 @@
 //! resident memory, for its own process and summed over its whole process group (a worker is
 //! the leader of a group of its own, so what it forks counts too). One scan of `/proc` per
 //! interval serves every worker; the figures are kept by worker name and pid, and a worker's
-//! info carries the latest sample of its current process.
+//! info carries the latest sample of its current process (with the CPU time its own process
+//! has used in all, for the `/metrics` counter).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -149,6 +150,7 @@ impl Sampler {
             *group_ticks.entry(p.pgrp).or_default() += delta.unwrap_or(0);
             if p.pid == p.pgrp {
                 u.rss_bytes = rss;
+                u.cpu_seconds = p.ticks as f64 / USER_HZ;
                 own_ticks.insert(p.pid, delta);
             }
         }
@@ -235,6 +237,10 @@ mod tests {
         );
         let u = &second[&10];
         assert_eq!(u.cpu_percent, Some(50.0));
+        assert_eq!(
+            u.cpu_seconds, 2.0,
+            "the leader's 200 ticks, its children's not"
+        );
         assert_eq!(u.group_cpu_percent, Some(85.0));
         assert_eq!(u.group_processes, 3);
         assert_eq!(u.sampled_at_ms, 2);

@@ -152,6 +152,7 @@ pub(crate) struct Counts {
     pub receivers: u64,
     pub sent: u64,
     pub received: u64,
+    pub redelivered: u64,
 }
 
 /// One channel.
@@ -186,6 +187,11 @@ pub(crate) struct ChanState {
     next_id: u64,
     sent: u64,
     received: u64,
+    /// Values put back in the queue after a delivery (their receiver went away or gave them
+    /// back), to be delivered again. A figure of this copy of the state, for metrics: not in
+    /// a replicated channel's snapshots (a new leader counts from 0).
+    #[serde(skip)]
+    redelivered: u64,
     /// Receivers that wait with nothing in hand, in the order they started waiting.
     hungry: VecDeque<StreamKey>,
     /// Room may be reserved for senders' values (not on a replicated channel, where a send
@@ -223,6 +229,7 @@ impl ChanState {
             next_id: 1,
             sent: 0,
             received: 0,
+            redelivered: 0,
             hungry: VecDeque::new(),
             reserving: false,
             reserved: 0,
@@ -264,6 +271,7 @@ impl ChanState {
             receivers: self.receivers.len() as u64,
             sent: self.sent,
             received: self.received,
+            redelivered: self.redelivered,
         }
     }
 
@@ -666,8 +674,14 @@ impl ChanState {
                 // Not accepted yet (capacity 0): it is a waiting send again, unless the channel
                 // was closed meanwhile.
                 Some(_) if self.closed => self.fail_closed(&v),
-                Some(_) => insert_in_order(&mut self.pending, v),
-                None => insert_in_order(&mut self.buffer, v),
+                Some(_) => {
+                    self.redelivered += 1;
+                    insert_in_order(&mut self.pending, v);
+                }
+                None => {
+                    self.redelivered += 1;
+                    insert_in_order(&mut self.buffer, v);
+                }
             }
         }
     }

@@ -57,6 +57,7 @@ fn rule_2_rendezvous_accepts_on_ack_and_a_returned_value_waits_again() {
     assert_eq!(accepted(&take(&mut st)), [1]);
     let c = st.counts();
     assert_eq!((c.sent, c.received, c.in_flight), (1, 1, 0));
+    assert_eq!(c.redelivered, 1, "the value given again is counted once");
 }
 
 #[test]
@@ -253,4 +254,9 @@ fn rule_3_values_given_back_in_two_steps_keep_their_order() {
     st.credit(3, 3);
     let got = delivered(&take(&mut st));
     assert_eq!(got, [(3, v("a")), (3, v("b")), (3, v("c"))]);
+    assert_eq!(
+        st.counts().redelivered,
+        3,
+        "one given back, two with the receiver gone"
+    );
 }

@@ -51,6 +51,7 @@ impl<C: Consensus> Group<C> {
             receivers: c.receivers,
             sent: c.sent,
             received: c.received,
+            redelivered: c.redelivered,
             closed: self.closed,
             owner: leader,
             max_payload: self.meta.max_payload,
