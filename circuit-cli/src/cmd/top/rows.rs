@@ -281,6 +281,7 @@ mod tests {
         let mut web = worker("web", "h1", WorkerState::Running);
         (web.pid, web.restarts) = (Some(4242), 2);
         web.usage = Some(WorkerUsage {
+            cpu_seconds: 0.0,
             cpu_percent: Some(12.0),
             rss_bytes: 10 << 20,
             group_cpu_percent: Some(12.5),

@@ -190,6 +190,7 @@ mod tests {
     fn with_usage(name: &str, cpu: Option<f64>, rss: u64) -> WorkerInfo {
         let mut w = worker(name, "h1", WorkerState::Running);
         w.usage = Some(WorkerUsage {
+            cpu_seconds: 0.0,
             cpu_percent: cpu,
             rss_bytes: rss,
             group_cpu_percent: cpu,

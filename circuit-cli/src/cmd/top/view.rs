@@ -272,6 +272,7 @@ mod tests {
         let mut w = worker(name, node, WorkerState::Running);
         w.pid = Some(4000 + u32::try_from(name.len()).unwrap());
         w.usage = Some(WorkerUsage {
+            cpu_seconds: 0.0,
             cpu_percent: Some(cpu),
             rss_bytes: rss,
             group_cpu_percent: Some(cpu),
