@@ -223,7 +223,17 @@ pub(crate) async fn place(p: Placement, ctx: &Context) -> Result<Reply, ApiError
         template.labels.insert(SET_LABEL.to_string(), set.clone());
         template.name = Some(set);
     }
-    let targets = spread(&matching, replicas);
+    // The gossiped worker counts lag a spawn by up to a gossip round, so copies placed one
+    // after another (`circuit scale`) would land on one node: count what runs now instead.
+    let mut live: Vec<NodeInfo> = matching.iter().map(|n| (*n).clone()).collect();
+    if live.len() > 1 {
+        if let Ok(Reply::Workers(running)) = list_workers(false, ctx).await {
+            for node in &mut live {
+                node.workers = running.iter().filter(|w| w.node == node.name).count();
+            }
+        }
+    }
+    let targets = spread(&live.iter().collect::<Vec<_>>(), replicas);
     let spawns = targets.iter().enumerate().map(|(i, node)| {
         let mut spec = template.clone();
         if replicas > 1 {
