@@ -32,6 +32,9 @@ Exits 0 once it has measured, whether or not the targets pass; non-zero on an er
 
 /// Target: median spawns/s, from the first spawn until all have exited.
 const TARGET_SPAWNS_PER_S: f64 = 500.0;
+/// How long the daemon's CPU is measured while the `sleep` workers run.
+const LIVE_CPU_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Target: idle RSS right after start.
 const TARGET_IDLE_RSS_MIB: f64 = 15.0;
 const MIB: f64 = 1024.0 * 1024.0;
@@ -104,6 +107,7 @@ struct Results {
     client_cpu_per_spawn: Samples,
     idle_rss: Samples,
     live_rss: Samples,
+    live_cpu: Samples,
     stop_n: Samples,
     rss_after: Samples,
     findings: Vec<String>,
@@ -123,6 +127,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         client_cpu_per_spawn: Samples::new("this client's CPU per `true` worker (ms)", 2),
         idle_rss: Samples::new("idle RSS after start (MiB)", 1),
         live_rss: Samples::new(format!("RSS with {n} live workers (MiB)"), 1),
+        live_cpu: Samples::new(
+            format!(
+                "daemon CPU with {n} live idle workers, usage sampled each second (% of a core)"
+            ),
+            2,
+        ),
         stop_n: Samples::new(format!("stop {n} live workers, one request (ms)"), 0),
         rss_after: Samples::new("RSS after each trial, workers removed (MiB)", 1),
         findings: Vec::new(),
@@ -168,13 +178,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         results.client_cpu_per_spawn,
         results.idle_rss,
         results.live_rss,
+        results.live_cpu,
         results.stop_n,
         results.rss_after,
     ];
     let caption = format!(
         "Per trial: {n} `true` workers spawned ({} requests in flight) until all exited, then \
-         {n} `sleep 1000` workers, the RSS, one stop of them all, and their removal.",
-        args.concurrency
+         {n} `sleep 1000` workers, the RSS, the daemon's CPU over {}s while they run, one stop \
+         of them all, and their removal.",
+        args.concurrency,
+        LIVE_CPU_WINDOW.as_secs()
     );
     print!(
         "{}",
@@ -260,6 +273,13 @@ async fn measure(
         results
             .live_rss
             .push(procfs::daemon_rss(daemon)? as f64 / MIB);
+        // What the daemon spends holding them: chiefly the supervisor's /proc scan each second.
+        let cpu_before = procfs::daemon_cpu(daemon)?;
+        tokio::time::sleep(LIVE_CPU_WINDOW).await;
+        let used = procfs::daemon_cpu(daemon)?.saturating_sub(cpu_before);
+        results
+            .live_cpu
+            .push(used.as_secs_f64() / LIVE_CPU_WINDOW.as_secs_f64() * 100.0);
         let took = stop_all(client, &names, &pids, deadline, &mut results.findings)
             .await
             .with_context(|| format!("trial {}: stopping `sleep` workers", trial + 1))?;
