@@ -64,3 +64,14 @@ pub fn keygen(dir: &Path, name: &str) -> PathBuf {
     assert!(out.status.success(), "keygen: {out:?}");
     path
 }
+
+/// The list a `--json` verb prints under `key` (`circuit ps --json` prints
+/// `{"workers": [...]}`), parsed as `T`.
+pub fn json_list<T: serde::de::DeserializeOwned>(
+    text: impl AsRef<[u8]>,
+    key: &str,
+) -> serde_json::Result<T> {
+    let mut doc: serde_json::Value = serde_json::from_slice(text.as_ref())?;
+    let list = doc.get_mut(key).map(serde_json::Value::take);
+    serde_json::from_value(list.unwrap_or(serde_json::Value::Null))
+}

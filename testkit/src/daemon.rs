@@ -445,7 +445,7 @@ impl Daemon {
     pub fn nodes(&self) -> Vec<NodeInfo> {
         let out = self.cli(&["--json", "nodes"]);
         assert!(out.status.success(), "nodes failed: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).expect("nodes json")
+        crate::json_list(&out.stdout, "nodes").expect("nodes json")
     }
 }
 

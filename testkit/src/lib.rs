@@ -30,7 +30,7 @@ pub mod requests;
 pub mod steps;
 pub mod wait;
 
-pub use bin::{bin, bin_dir, cli_raw, keygen, stderr};
+pub use bin::{bin, bin_dir, cli_raw, json_list, keygen, stderr};
 pub use daemon::{Daemon, DaemonBuilder, Stopped};
 pub use error::{Error, Result};
 pub use liveness::{alive, converged, in_namespace};

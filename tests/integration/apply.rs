@@ -71,7 +71,7 @@ fn fails(d: &Daemon, args: &[&str]) -> Output {
 /// Every worker of the mesh, exited ones too, by name.
 fn workers(d: &Daemon) -> Vec<WorkerInfo> {
     let mut list: Vec<WorkerInfo> =
-        serde_json::from_str(&ok(d, &["--json", "ps", "-a"])).expect("ps json");
+        circuit_testkit::json_list(ok(d, &["--json", "ps", "-a"]), "workers").expect("ps json");
     list.sort_by(|a, b| a.name.cmp(&b.name));
     list
 }
@@ -79,7 +79,8 @@ fn workers(d: &Daemon) -> Vec<WorkerInfo> {
 /// Every channel of the mesh, by name, without the counters that move.
 fn channels(d: &Daemon) -> Vec<(String, u64, String, u64)> {
     let list: Vec<ChanInfo> =
-        serde_json::from_str(&ok(d, &["--json", "chan", "ls"])).expect("chan ls json");
+        circuit_testkit::json_list(ok(d, &["--json", "chan", "ls"]), "channels")
+            .expect("chan ls json");
     let mut list: Vec<_> = list
         .into_iter()
         .map(|c| (c.name, c.capacity, c.owner, c.created_at_ms))

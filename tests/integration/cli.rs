@@ -31,7 +31,7 @@ fn spawn_wait_and_logs_of_a_worker_that_exits_3() {
     assert_eq!(end["last_exit"]["code"], 3, "{end}");
     let ps: serde_json::Value =
         serde_json::from_str(&daemon.cli_ok(&["--json", "ps", "-a"])).expect("ps json");
-    assert_eq!(ps[0]["last_exit"]["code"], 3, "{ps}");
+    assert_eq!(ps["workers"][0]["last_exit"]["code"], 3, "{ps}");
     assert_eq!(daemon.cli_ok(&["logs", "w"]), "hi\n");
     let out = daemon.cli(&["logs", "--stderr", "w"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
@@ -117,14 +117,14 @@ fn ps_status_and_json() {
 
     let json: serde_json::Value =
         serde_json::from_str(&daemon.cli_ok(&["ps", "-a", "--json"])).expect("ps --json");
-    let names: Vec<&str> = json
+    let names: Vec<&str> = json["workers"]
         .as_array()
         .expect("array")
         .iter()
         .map(|w| w["name"].as_str().expect("name"))
         .collect();
     assert_eq!(names, ["once", "web"]);
-    assert_eq!(json[1]["spec"]["labels"]["role"], "api");
+    assert_eq!(json["workers"][1]["spec"]["labels"]["role"], "api");
 
     let status = daemon.cli_ok(&["status"]);
     for expected in [
@@ -247,7 +247,8 @@ fn logs_of_several_workers_are_prefixed_and_since_keeps_recent_lines() {
     wait_until(Duration::from_secs(10), "a and b have exited", || {
         let ps: serde_json::Value =
             serde_json::from_str(&d.cli_ok(&["ps", "-a", "--json"])).expect("ps --json");
-        ps.as_array()
+        ps["workers"]
+            .as_array()
             .is_some_and(|ws| ws.iter().all(|w| w["state"] == "exited"))
     });
     let out = d.cli(&["logs", "a", "b"]);
@@ -280,7 +281,7 @@ fn nodes_of_a_single_daemon_has_real_counts_and_no_address() {
     d.cli_ok(&["chan", "create", "jobs"]);
     let nodes: serde_json::Value =
         serde_json::from_str(&d.cli_ok(&["nodes", "--json"])).expect("nodes --json");
-    let me = &nodes[0];
+    let me = &nodes["nodes"][0];
     assert_eq!(
         (me["workers"].as_u64(), me["addr"].as_str()),
         (Some(1), Some("")),

@@ -341,8 +341,8 @@ results   2     0     0           0         0           0      0          closed
 ",
         || d.cli_ok(&["chan", "ls"]),
     );
-    let list: Value = serde_json::from_str(&d.cli_ok(&["chan", "ls", "--json"])).expect("ls");
-    let list = list.as_array().expect("an array");
+    let list: Vec<Value> =
+        circuit_testkit::json_list(d.cli_ok(&["chan", "ls", "--json"]), "channels").expect("ls");
     let names: Vec<&str> = list.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["jobs", "results"]);
     assert_eq!(

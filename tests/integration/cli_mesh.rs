@@ -354,10 +354,9 @@ async fn spawn_places_the_spec_and_prints_each_worker() {
         (placement.node.as_deref(), placement.replicas),
         (Some("h3"), 1)
     );
-    let lines: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let doc: serde_json::Value =
+        serde_json::from_str(text(&out.stdout)).expect("one JSON document");
+    let lines = doc["workers"].as_array().expect("a list of workers");
     assert_eq!(lines.len(), 1);
     assert_eq!(
         (&lines[0]["name"], &lines[0]["node"]),
@@ -412,7 +411,8 @@ async fn nodes_are_a_table_sorted_by_name_or_a_json_array() {
     assert_eq!(rows[2][0], "h2", "{table}");
 
     let (_, out) = exchange(&["nodes", "--json"], Reply::Nodes(nodes)).await;
-    let json: Vec<NodeInfo> = serde_json::from_slice(&out.stdout).expect("a JSON array");
+    let json: Vec<NodeInfo> =
+        circuit_testkit::json_list(&out.stdout, "nodes").expect("a list of nodes");
     let names: Vec<&str> = json.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["h1", "h2"]);
 }

@@ -96,7 +96,8 @@ fn spawn_relative_command_runs_in_the_callers_directory() {
 
     // The caller's directory is the worker's spec: `ps` shows it.
     let info: serde_json::Value =
-        serde_json::from_str(&daemon.cli_ok(&["--json", "ps", "-a"])).expect("ps json");
+        circuit_testkit::json_list(daemon.cli_ok(&["--json", "ps", "-a"]), "workers")
+            .expect("ps json");
     let rel = info
         .as_array()
         .expect("a list")

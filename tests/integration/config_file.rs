@@ -82,7 +82,8 @@ impl Running {
 
     /// This node's labels, as `circuit nodes` shows them.
     fn labels(&self) -> BTreeMap<String, String> {
-        let nodes: Vec<NodeInfo> = serde_json::from_value(self.json(&["nodes"])).expect("nodes");
+        let nodes: Vec<NodeInfo> =
+            serde_json::from_value(self.json(&["nodes"])["nodes"].take()).expect("nodes");
         let me = nodes
             .into_iter()
             .find(|n| n.is_self)

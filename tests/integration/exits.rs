@@ -52,7 +52,7 @@ fn a_normal_exit_does_not_give_the_last_value_away_again() {
     }
 
     let ps = || -> Vec<Value> {
-        serde_json::from_str(&d.cli_ok(&["ps", "-a", "--json"])).expect("ps --json")
+        circuit_testkit::json_list(d.cli_ok(&["ps", "-a", "--json"]), "workers").expect("ps --json")
     };
     wait_until(Duration::from_secs(60), "every worker has exited", || {
         let ps = ps();

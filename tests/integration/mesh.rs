@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use circuit_sdk::proto::{NodeState, Reply, Request};
-use circuit_testkit::{converged, stderr, wait_until, Daemon};
+use circuit_testkit::{converged, json_list, stderr, wait_until, Daemon};
 
 /// A daemon with a mesh port on loopback, joined to `join` if given.
 fn node(name: &str, join: Option<&str>) -> Daemon {
@@ -135,7 +135,7 @@ fn bad_mesh_input_gets_clear_errors_and_changes_nothing() {
         stderr(&out)
     );
     let out = a.cli(&["ps", "--json"]);
-    let ps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("ps json");
+    let ps: Vec<serde_json::Value> = json_list(&out.stdout, "workers").expect("ps json");
     assert!(
         ps.iter().any(|w| w["name"] == "after" && w["node"] == "b"),
         "{ps:?}"

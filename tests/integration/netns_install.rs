@@ -67,7 +67,7 @@ fn run(
 
 /// The per-host reports of a `--json` run, in the order the hosts were given.
 fn json_reports(out: &Output) -> Vec<Value> {
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_else(|e| {
+    circuit_testkit::json_list::<Vec<Value>>(&out.stdout, "hosts").unwrap_or_else(|e| {
         panic!(
             "no JSON reports ({e}):\nstdout: {}\nstderr: {}",
             String::from_utf8_lossy(&out.stdout),
@@ -134,7 +134,7 @@ fn nodes(ip: Ipv4Addr, key: &Path) -> Result<Vec<NodeInfo>, String> {
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    circuit_testkit::json_list(&out.stdout, "nodes").map_err(|e| e.to_string())
 }
 
 /// Polls until every host's daemon sees h1..h3 alive with the label `zone=lab`.

@@ -549,7 +549,8 @@ fn pipeline_over_three_hosts() {
     .collect();
     assert_eq!(placed, expected_placement);
     let chans: Vec<ChanInfo> =
-        serde_json::from_str(&cluster.cli_ok(2, &["chan", "ls", "--json"])).expect("chan ls");
+        circuit_testkit::json_list(cluster.cli_ok(2, &["chan", "ls", "--json"]), "channels")
+            .expect("chan ls");
     let owners: BTreeMap<&str, &str> = chans
         .iter()
         .map(|c| (c.name.as_str(), c.owner.as_str()))
@@ -579,5 +580,8 @@ fn pipeline_over_three_hosts() {
 
     // The run removed what it created, on every host.
     assert_eq!(cluster.ps(1, &["-a"]), vec![]);
-    assert_eq!(cluster.cli_ok(3, &["chan", "ls", "--json"]).trim(), "[]");
+    let left: Vec<ChanInfo> =
+        circuit_testkit::json_list(cluster.cli_ok(3, &["chan", "ls", "--json"]), "channels")
+            .expect("chan ls");
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -192,8 +192,9 @@ fn remove(cluster: &NetnsCluster, i: usize, name: &str) {
             eventually(REMOVED_WITHIN, &format!("h{h} lists no {name}"), || {
                 let out = cli(cluster, h, &["--json", "chan", "ls"]);
                 assert_ne!(out.status.code(), Some(124), "chan ls on h{h} hung");
-                let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-                let listed = list.as_array()?.iter().any(|c| c["name"] == name);
+                let list: Vec<serde_json::Value> =
+                    circuit_testkit::json_list(&out.stdout, "channels").ok()?;
+                let listed = list.iter().any(|c| c["name"] == name);
                 (!listed).then_some(())
             })
         }));

@@ -13,7 +13,7 @@ use circuit_sdk::chan::{ChanError, Json, RecvOptions};
 use circuit_sdk::proto::{EventKind, Item, NodeState, Reply, Request};
 use circuit_sdk::secure::{read_key_file, Key};
 use circuit_sdk::{Client, Next, Target};
-use circuit_testkit::{converged, keygen, stderr, wait_until, wait_until_async, Daemon};
+use circuit_testkit::{converged, json_list, keygen, stderr, wait_until, wait_until_async, Daemon};
 
 /// A daemon on `127.0.0.1:0` with its own copy (in `dir`) of the key file `key` (daemons
 /// write their key file during a rotation), joined to `join` if given.
@@ -48,7 +48,7 @@ fn keyed_trio(dir: &Path, key: &Path) -> (Daemon, Daemon, Daemon) {
 fn key_file_of(d: &Daemon) -> PathBuf {
     let out = d.cli(&["--json", "key", "ls"]);
     assert!(out.status.success(), "key ls: {}", stderr(&out));
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let rows: Vec<serde_json::Value> = json_list(&out.stdout, "nodes").expect("json");
     let me = rows
         .iter()
         .find(|r| r["node"] == d.name.as_str())

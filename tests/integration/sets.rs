@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use circuit_testkit::{converged, wait_until, Daemon};
+use circuit_testkit::{converged, json_list, wait_until, Daemon};
 use serde_json::Value;
 
 fn node(name: &str, join: Option<&str>) -> Daemon {
@@ -19,7 +19,7 @@ fn node(name: &str, join: Option<&str>) -> Daemon {
 
 /// The set's copies as `ps -a --json` lists them: name → (state, pid).
 fn copies(d: &Daemon, set: &str) -> BTreeMap<String, (String, Option<u64>)> {
-    let ps: Vec<Value> = serde_json::from_str(&d.cli_ok(&["ps", "-a", "--json"])).expect("ps");
+    let ps: Vec<Value> = json_list(d.cli_ok(&["ps", "-a", "--json"]), "workers").expect("ps");
     ps.iter()
         .filter(|w| w["spec"]["labels"]["circuit.set"] == set)
         .map(|w| {

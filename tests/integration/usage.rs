@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use circuit_testkit::{bin, wait_until, Daemon, MachineLock};
+use circuit_testkit::{bin, json_list, wait_until, Daemon, MachineLock};
 use serde_json::Value;
 
 const MIB: f64 = (1 << 20) as f64;
@@ -22,7 +22,7 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 /// The worker named `name` in `ps --json`, once its usage has a CPU share (two samples).
 fn sampled(d: &Daemon, name: &str) -> Option<Value> {
-    let ps: Vec<Value> = serde_json::from_str(&d.cli_ok(&["ps", "--json"])).expect("ps --json");
+    let ps: Vec<Value> = json_list(d.cli_ok(&["ps", "--json"]), "workers").expect("ps --json");
     ps.into_iter()
         .find(|w| w["name"] == name)
         .filter(|w| w["usage"]["group_cpu_percent"].is_number())
@@ -98,7 +98,7 @@ fn ps_shows_what_each_worker_and_its_process_group_use() {
     assert_eq!(busy["usage"]["group_processes"], 1);
 
     // A stopped worker has no usage.
-    let ps: Vec<Value> = serde_json::from_str(&d.cli_ok(&["ps", "-a", "--json"])).expect("ps");
+    let ps: Vec<Value> = json_list(d.cli_ok(&["ps", "-a", "--json"]), "workers").expect("ps");
     let spinner = ps.iter().find(|w| w["name"] == "spinner").expect("spinner");
     assert!(spinner["usage"].is_null(), "{spinner}");
     d.cli_ok(&["stop", "holder"]);

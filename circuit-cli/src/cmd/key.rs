@@ -162,7 +162,7 @@ fn print(ctx: &Ctx, statuses: &[Result<KeyStatus, (String, String)>]) -> anyhow:
                 Err((node, error)) => serde_json::json!({"node": node, "error": error}),
             })
             .collect();
-        return output::json(&rows);
+        return output::json_list("nodes", &rows);
     }
     let mut table = Table::new(&["node", "keys (sending first)", "file"]);
     for s in statuses {

@@ -20,7 +20,7 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
     let mut nodes = expect_nodes(client.call(Request::Nodes).await?)?;
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     if ctx.json {
-        output::json(&nodes)?;
+        output::json_list("nodes", &nodes)?;
     } else {
         table(&nodes, output::now_ms()).print()?;
     }

@@ -30,7 +30,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let mut workers = expect_workers(client.call(request(args)).await?)?;
     workers.sort_by(|a, b| (&a.name, &a.node).cmp(&(&b.name, &b.node)));
     if ctx.json {
-        output::json(&workers)?;
+        output::json_list("workers", &workers)?;
     } else {
         table(&workers, output::now_ms()).print()?;
     }

@@ -74,10 +74,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         done
     };
     if ctx.json {
-        match &restarted[..] {
-            [one] => output::json(one)?,
-            many => output::json(many)?,
-        }
+        // A set: its copies, however many.
+        output::json_list("workers", &restarted)?;
     }
     Ok(ExitCode::SUCCESS)
 }

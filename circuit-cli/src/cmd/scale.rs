@@ -73,7 +73,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             .into_iter()
             .map(|(_, w)| w.clone())
             .collect();
-        output::json(&now)?;
+        output::json_list("workers", &now)?;
     } else if lines.is_empty() {
         output::line(&format!("{} has {want} copies already", args.set))?;
     } else {

@@ -189,11 +189,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             "are circuit and circuitd the same version?",
         ));
     }
+    if ctx.json {
+        output::json_list("workers", &workers)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let terminal = std::io::stdout().is_terminal();
     for w in &workers {
-        if ctx.json {
-            output::json_line(w)?;
-        } else if terminal {
+        if terminal {
             output::line(&started(w))?;
         } else {
             output::line(&w.name)?;

@@ -66,7 +66,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     };
     let workers = expect_workers(reply)?;
     if ctx.json {
-        output::json(&workers)?;
+        output::json_list("workers", &workers)?;
         return Ok(ExitCode::SUCCESS);
     }
     for w in &workers {

@@ -99,10 +99,12 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints `value` as one compact JSON line on stdout (for streams).
-pub fn json_line<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
-    line(&serde_json::to_string(value)?)?;
-    Ok(())
+/// Prints a list as one JSON object holding it under `key` (`{"workers": [...]}`): every verb's
+/// `--json` document is an object, so it can gain fields without breaking its readers.
+pub fn json_list<T: Serialize>(key: &str, list: &[T]) -> anyhow::Result<()> {
+    let mut doc = serde_json::Map::new();
+    doc.insert(key.to_string(), serde_json::to_value(list)?);
+    json(&doc)
 }
 
 /// How a worker ended, for a person: `worker w exited (code 3)`, `worker w failed: <reason>`.

@@ -99,7 +99,7 @@ impl NetnsCluster {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        serde_json::from_slice(&out.stdout).map_err(|e| {
+        crate::json_list(&out.stdout, "nodes").map_err(|e| {
             format!(
                 "circuit nodes --json on h{i} printed no node list ({e}): {}",
                 String::from_utf8_lossy(&out.stdout)
@@ -113,7 +113,7 @@ impl NetnsCluster {
         let mut all = vec!["ps", "--json"];
         all.extend_from_slice(args);
         let out = self.cli_ok(i, &all);
-        serde_json::from_str(&out).unwrap_or_else(|e| {
+        crate::json_list(&out, "workers").unwrap_or_else(|e| {
             panic!("circuit {all:?} on h{i} printed no worker list ({e}): {out}")
         })
     }

@@ -18,7 +18,7 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
     let client = ctx.connect().await?;
     let chans = client.chan_list().await?;
     if ctx.json {
-        output::json(&chans)?;
+        output::json_list("channels", &chans)?;
     } else {
         table(&chans).print()?;
     }

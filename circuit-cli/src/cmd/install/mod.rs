@@ -363,7 +363,7 @@ fn default_binary() -> Option<PathBuf> {
 /// whether every host succeeded.
 fn summarize(ctx: &Ctx, reports: &[Report], uninstall: bool) -> anyhow::Result<ExitCode> {
     if ctx.json {
-        output::json(reports)?;
+        output::json_list("hosts", reports)?;
     } else {
         table(reports, uninstall).print()?;
     }
