@@ -253,8 +253,17 @@ pub async fn send_steady(ctx: &mut Ctx) -> anyhow::Result<(Span, Vec<Acked>)> {
 
 /// Receives from the trial's channel until stdin closes (or the channel is closed and drained).
 pub async fn recv(ctx: &mut Ctx, inbox: &mut Inbox) -> anyhow::Result<()> {
+    recv_with(ctx, inbox, prefetching(PREFETCH)).await
+}
+
+/// As [`recv`], with the receiver's options `opts` (the defaults contender passes none).
+pub(super) async fn recv_with(
+    ctx: &mut Ctx,
+    inbox: &mut Inbox,
+    opts: RecvOptions,
+) -> anyhow::Result<()> {
     let client = connect(ctx).await?;
-    let mut rx = receiver(&client, &ctx.args.name, prefetching(PREFETCH)).await?;
+    let mut rx = receiver(&client, &ctx.args.name, opts).await?;
     ctx.ready();
     let stopped = ctx.stopped();
     tokio::pin!(stopped);

@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use circuit_sdk::chan::{Raw, Receiver, RecvOptions, SendOptions, Sender};
+use circuit_sdk::chan::{Raw, RecvOptions, SendOptions, Sender};
 use circuit_sdk::Client;
 
 use super::circuit::{self, connect};
@@ -15,10 +15,6 @@ use super::tally::Inbox;
 
 async fn sender(client: &Client, name: &str) -> anyhow::Result<Sender<Bytes, Raw>> {
     circuit::sender(client, name, SendOptions::default()).await
-}
-
-async fn receiver(client: &Client, name: &str) -> anyhow::Result<Receiver<Bytes, Raw>> {
-    circuit::receiver(client, name, RecvOptions::default()).await
 }
 
 /// Sends `count` stamped values after `go`, awaiting each `send`; done when the last returns.
@@ -43,25 +39,7 @@ pub async fn send(ctx: &mut Ctx) -> anyhow::Result<Span> {
 
 /// Awaits `recv` in a loop until stdin closes (or the channel is closed and drained).
 pub async fn recv(ctx: &mut Ctx, inbox: &mut Inbox) -> anyhow::Result<()> {
-    let client = connect(ctx).await?;
-    let mut rx = receiver(&client, &ctx.args.name).await?;
-    ctx.ready();
-    let stopped = ctx.stopped();
-    tokio::pin!(stopped);
-    loop {
-        // The harness's stop, not part of the plain loop: `recv` is cancel-safe.
-        tokio::select! {
-            // The value first: the stop is looked at only while none is ready, as a plain
-            // loop would not look at it at all.
-            biased;
-            value = rx.recv() => match value {
-                Ok(value) => inbox.take(&value),
-                Err(e) if e.is_closed() => return Ok(()),
-                Err(e) => return Err(e).context("recv"),
-            },
-            () = &mut stopped => return Ok(()),
-        }
-    }
+    circuit::recv_with(ctx, inbox, RecvOptions::default()).await
 }
 
 /// Receives each ping and sends it back on the pong channel, until stdin closes.
