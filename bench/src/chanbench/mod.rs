@@ -19,12 +19,14 @@
 //! - [`fleet`]: the role processes of a trial, their output, and their end.
 //! - [`driver`]: one trial from the harness's side: start roles, `go`, follow, check.
 //! - [`ratios`]: per-round ratios; [`results`]: every trial's outcome and what is read from it;
-//!   [`targets`]: the targets' verdicts; [`table`]: the tables, the targets and the notes.
+//!   [`targets`]: the targets' verdicts; [`table`]: the tables, the targets and the notes;
+//!   [`charts`]: throughput by size as SVG charts.
 //!
 //! Dependencies point down this list. Each system has a role function per [`ctx::Kind`] (or a
 //! C program) and a [`server::Server`]; adding one is a variant here, an arm in [`host::start`]
 //! and one in each `match system` of [`role`].
 
+pub mod charts;
 pub mod circuit;
 pub mod circuit_defaults;
 pub mod cprog;
@@ -54,6 +56,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
+use crate::plot::PlotArgs;
 use driver::Outcome;
 use protocol::STAMP_LEN;
 use results::Results;
@@ -259,6 +262,9 @@ pub struct RunArgs {
     /// The NATS server binary [default: nats-server on the PATH, or /usr/sbin/nats-server].
     #[arg(long)]
     pub nats_server: Option<PathBuf>,
+    /// Where the charts go (`channels-1-1.svg`, …: throughput by size per scenario).
+    #[command(flatten)]
+    pub plots: PlotArgs,
 }
 
 impl RunArgs {
@@ -363,7 +369,11 @@ async fn bench(args: &RunArgs) -> anyhow::Result<()> {
             Err(_) => format!("{system}: did not start"),
         })
         .collect();
-    print!("{}", results.markdown(args, &described));
+    let charts = match args.plots.dir() {
+        Some(dir) => results.write_charts(dir),
+        None => Vec::new(),
+    };
+    print!("{}", results.markdown(args, &described, &charts));
     // Dropping the servers stops nats-server and circuitd by pid.
     drop(servers);
     Ok(())

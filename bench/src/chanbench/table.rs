@@ -31,12 +31,17 @@ const CPU_RATIOS: [(System, System); 2] = [
 const CELL_REASON: usize = 60;
 
 impl Results {
-    /// The run's header, every table, the targets and the notes.
-    pub fn markdown(&self, args: &RunArgs, described: &[String]) -> String {
+    /// The run's header, every table, the targets and the notes; `charts` (the lines that
+    /// show the throughput charts) go under the throughput table.
+    pub fn markdown(&self, args: &RunArgs, described: &[String], charts: &[String]) -> String {
         let mut out = String::new();
         self.header(&mut out, args, described);
         if self.stream_scenarios().next().is_some() {
-            let _ = write!(out, "{}", self.throughput());
+            let mut table = self.throughput();
+            for line in charts {
+                table.note(line.as_str());
+            }
+            let _ = write!(out, "{table}");
         }
         if self.has_rtt() {
             let _ = write!(out, "{}", self.round_trips());

@@ -9,9 +9,11 @@
 //! - [`views`]: every daemon's `nodes` polled until each lists the whole mesh with metadata.
 //! - [`events`]: `circuit events --json` running in every namespace, collected in one log.
 //! - [`join`], [`failure`], [`idle`], [`chans`], [`soak`]: one measurement each.
-//! - [`tables`]: percentiles and the Markdown tables; [`machine`]: date, machine and commit.
+//! - [`tables`]: percentiles and the Markdown tables; [`charts`]: failure detection as an SVG
+//!   chart; [`machine`]: date, machine and commit.
 
 pub mod chans;
+pub mod charts;
 pub mod events;
 pub mod failure;
 pub mod idle;
@@ -29,6 +31,7 @@ use anyhow::{bail, Context as _};
 use circuit_testkit::netns::free_id;
 use circuit_testkit::{MachineLock, NetnsCluster, UpOptions};
 
+use crate::plot::PlotArgs;
 use tables::Report;
 
 /// A part of the benchmark, to run only some (`--phases`).
@@ -107,6 +110,9 @@ pub struct RunArgs {
     /// Where `circuitd` and `circuit` are [default: next to this binary].
     #[arg(long)]
     pub bin: Option<PathBuf>,
+    /// Where the chart goes (`mesh-kill.svg`: failure-detection times).
+    #[command(flatten)]
+    pub plots: PlotArgs,
 }
 
 impl RunArgs {
@@ -233,6 +239,9 @@ async fn bench(args: &RunArgs) -> anyhow::Result<()> {
         report.soak = Some(soak::run(options, args).await?);
     }
     report.took = began.elapsed();
+    if let Some(dir) = args.plots.dir() {
+        report.write_charts(dir);
+    }
     print!("{}", report.markdown());
     Ok(())
 }

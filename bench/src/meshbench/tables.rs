@@ -35,6 +35,9 @@ pub struct Report {
     pub soak: Option<SoakResult>,
     /// Wall time of the whole run.
     pub took: Duration,
+    /// Printed under the failure-detection table: its chart's image line
+    /// ([`super::charts`]).
+    pub kill_charts: Vec<String>,
 }
 
 impl Report {
@@ -61,6 +64,7 @@ impl Report {
             kill: Vec::new(),
             soak: None,
             took: Duration::ZERO,
+            kill_charts: Vec::new(),
         }
     }
 
@@ -74,9 +78,15 @@ impl Report {
             self.header,
             self.took.as_secs_f64() / 60.0
         );
+        let kill = self.kill_table().map(|mut table| {
+            for line in &self.kill_charts {
+                table.note(line.as_str());
+            }
+            table
+        });
         let tables = [
             self.join_table(),
-            self.kill_table(),
+            kill,
             self.idle_table(),
             self.chan_table(),
             self.soak_table(),

@@ -11,10 +11,12 @@
 //!   (`chanbench`).
 //! - [`failover`]: steady load, `kill -9` of the leader, time until sends are acknowledged
 //!   again; circuit on network-namespace hosts, JetStream on loopback.
-//! - [`tables`]: medians, per-round ratios, the tables, the targets.
+//! - [`tables`]: medians, per-round ratios, the tables, the targets; [`charts`]: throughput by
+//!   size and the failover times as SVG charts.
 //!
 //! Dependencies point down this list.
 
+pub mod charts;
 pub mod contender;
 pub mod failover;
 pub mod jscluster;
@@ -32,6 +34,7 @@ use circuit_testkit::UpOptions;
 
 use crate::chanbench::protocol::STAMP_LEN;
 use crate::chanbench::{nats, Scenario};
+use crate::plot::PlotArgs;
 use contender::{Contender, Tried};
 use jscluster::JsCluster;
 use mesh::Mesh;
@@ -173,6 +176,10 @@ pub struct RunArgs {
     /// Cluster ID for the namespace hosts (namespaces `c<ID>-h<i>`) [default: a free one].
     #[arg(long)]
     pub id: Option<u32>,
+    /// Where the charts go (`replicated-1-1.svg`, …: throughput by size per scenario;
+    /// `replicated-failover.svg`).
+    #[command(flatten)]
+    pub plots: PlotArgs,
 }
 
 /// Target: kill → sends acknowledged again, p99.
@@ -466,6 +473,9 @@ async fn bench(args: &RunArgs) -> anyhow::Result<()> {
         report.failover = Some((failover_setup, outcome));
     }
     report.took = began.elapsed();
+    if let Some(dir) = args.plots.dir() {
+        report.write_charts(dir);
+    }
     print!("{}", report.markdown());
     Ok(())
 }

@@ -35,7 +35,8 @@ const RTT_RATIOS: [(Contender, Contender); 2] = [
     (Contender::R3Disk, Contender::R1),
 ];
 
-type Rounds<T> = Vec<(usize, Tried<T>)>;
+/// Each round's outcome, with its round number.
+pub(super) type Rounds<T> = Vec<(usize, Tried<T>)>;
 
 /// Every trial's outcome, and what the run was.
 pub struct Report {
@@ -43,15 +44,22 @@ pub struct Report {
     header: String,
     /// What each contender ran on.
     described: Vec<String>,
-    contenders: Vec<Contender>,
-    scenarios: Vec<Scenario>,
-    sizes: Vec<usize>,
-    stream: BTreeMap<(Contender, Scenario, usize), Rounds<throughput::Run>>,
+    /// A `--quick` run, which the charts say too.
+    pub(super) quick: bool,
+    pub(super) rounds: usize,
+    pub(super) contenders: Vec<Contender>,
+    pub(super) scenarios: Vec<Scenario>,
+    pub(super) sizes: Vec<usize>,
+    pub(super) stream: BTreeMap<(Contender, Scenario, usize), Rounds<throughput::Run>>,
     rtt: BTreeMap<(Contender, usize), Rounds<rtt::Run>>,
     /// The failover phase's setup and outcome, if it ran.
     pub failover: Option<(failover::Setup, Failover)>,
     /// How long the whole run took.
     pub took: Duration,
+    /// Printed under the throughput table: its charts' image lines ([`super::charts`]).
+    pub throughput_charts: Vec<String>,
+    /// Printed under the failover table: its chart's image line.
+    pub failover_charts: Vec<String>,
 }
 
 impl Report {
@@ -91,6 +99,8 @@ impl Report {
         Self {
             header,
             described: Vec::new(),
+            quick: settings.quick,
+            rounds: settings.rounds,
             contenders: contenders.to_vec(),
             scenarios: args.scenarios.clone(),
             sizes: args.sizes.clone(),
@@ -98,6 +108,8 @@ impl Report {
             rtt: BTreeMap::new(),
             failover: None,
             took: Duration::ZERO,
+            throughput_charts: Vec::new(),
+            failover_charts: Vec::new(),
         }
     }
 
@@ -153,7 +165,11 @@ impl Report {
             self.took.as_secs_f64() / 60.0
         );
         if !self.stream.is_empty() {
-            let _ = write!(out, "{}", self.throughput());
+            let mut table = self.throughput();
+            for line in &self.throughput_charts {
+                table.note(line.as_str());
+            }
+            let _ = write!(out, "{table}");
         }
         if !self.rtt.is_empty() {
             let _ = write!(out, "{}", self.round_trips());
@@ -163,7 +179,11 @@ impl Report {
             let _ = write!(out, "{ratios}");
         }
         if let Some((setup, f)) = &self.failover {
-            let _ = write!(out, "{}", failover_table(setup, f));
+            let mut table = failover_table(setup, f);
+            for line in &self.failover_charts {
+                table.note(line.as_str());
+            }
+            let _ = write!(out, "{table}");
         }
         let _ = write!(out, "{}", self.targets());
         self.notes(&mut out);
@@ -175,7 +195,7 @@ impl Report {
     }
 
     /// Per round, the rate of the trial that ran.
-    fn rates(&self, key: (Contender, Scenario, usize)) -> BTreeMap<usize, f64> {
+    pub(super) fn rates(&self, key: (Contender, Scenario, usize)) -> BTreeMap<usize, f64> {
         let trials = self.stream.get(&key).into_iter().flatten();
         trials
             .filter_map(|(round, t)| t.ran().map(|r| (*round, r.outcome.rate())))
@@ -658,14 +678,7 @@ fn failover_table(setup: &failover::Setup, f: &Failover) -> Table {
         .right("max (ms)")
         .right("lost")
         .right("duplicated");
-    for (system, run) in [
-        ("circuit R3 memory, 5 namespace hosts", &f.circuit),
-        ("JetStream R3, 3 servers on loopback", &f.jetstream),
-    ] {
-        let label = match &run.described {
-            d if d.is_empty() => system.to_string(),
-            d => d.split(':').next().unwrap_or(system).to_string(),
-        };
+    for (label, run) in failover_runs(f) {
         if run.samples.is_empty() {
             let why = match (&run.skipped, run.failures.first()) {
                 (Some(why), _) => format!("not measured: {}", short(why)),
@@ -717,8 +730,27 @@ fn failover_table(setup: &failover::Setup, f: &Failover) -> Table {
     table
 }
 
+/// Both systems' failover runs, each with its name: the start of what it ran on (`circuit R3
+/// memory`, `JetStream R3 file`), or a stand-in when it did not start.
+pub(super) fn failover_runs(f: &Failover) -> [(String, &failover::Run); 2] {
+    let label = |run: &failover::Run, otherwise: &str| match &run.described {
+        d if d.is_empty() => otherwise.to_string(),
+        d => d.split(':').next().unwrap_or(otherwise).to_string(),
+    };
+    [
+        (
+            label(&f.circuit, "circuit R3 memory, 5 namespace hosts"),
+            &f.circuit,
+        ),
+        (
+            label(&f.jetstream, "JetStream R3, 3 servers on loopback"),
+            &f.jetstream,
+        ),
+    ]
+}
+
 /// Sorted milliseconds of one measure over the samples.
-fn millis(samples: &[Sample], pick: impl Fn(&Sample) -> Duration) -> Vec<u64> {
+pub(super) fn millis(samples: &[Sample], pick: impl Fn(&Sample) -> Duration) -> Vec<u64> {
     let mut ms: Vec<u64> = samples
         .iter()
         .map(|s| u64::try_from(pick(s).as_millis()).unwrap_or(u64::MAX))
