@@ -4,7 +4,9 @@
 # next to them, and runs it; arguments go to bench-channels (try --help). Installs nats-server,
 # libnats-dev and libzmq3-dev from Debian's packages when they are missing (as root; otherwise it
 # says what to install). Honours CARGO_TARGET_DIR. Prints Markdown tables for BENCHMARKS.md on
-# stdout, progress on stderr.
+# stdout, progress on stderr, and writes a chart of throughput by size per scenario to
+# bench/plots/channels-<scenario>.svg (`--plots DIR` elsewhere, `--no-plots` none); each chart's
+# image line is printed under the throughput table.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the release binaries and runs the mesh benchmark on real daemons, one per Linux network
 # namespace (scripts/netns-cluster.sh); arguments go to bench-mesh (try --help). Root only.
-# Installs stress-ng (Debian package) when a soak is asked for and it is missing. Prints
-# Markdown tables for BENCHMARKS.md on stdout, progress on stderr. The cluster it used is taken
-# down however the run ends.
+# Installs stress-ng (Debian package) when a soak is asked for and it is missing. Honours
+# CARGO_TARGET_DIR. Prints Markdown tables for BENCHMARKS.md on stdout, progress on stderr, and
+# writes bench/plots/mesh-kill.svg, every kill trial's failure-detection times (`--plots DIR`
+# elsewhere, `--no-plots` none), its image line under the failure-detection table. The cluster
+# it used is taken down however the run ends.
 #
 #   scripts/bench-mesh.sh                      # 5 and 20 daemons, 20 trials, no soak
 #   scripts/bench-mesh.sh --soak 10            # the same, then a 10-minute soak at 20 daemons
@@ -67,6 +69,6 @@ trap 'scripts/netns-cluster.sh down --id "$id" >/dev/null 2>&1 || true' EXIT
 
 started=$SECONDS
 status=0
-target/release/bench-mesh "${extra[@]}" "$@" || status=$?
+"${CARGO_TARGET_DIR:-target}/release/bench-mesh" "${extra[@]}" "$@" || status=$?
 echo "bench-mesh: finished in $(((SECONDS - started) / 60)) min $(((SECONDS - started) % 60)) s (exit $status)" >&2
 exit "$status"

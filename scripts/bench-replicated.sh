@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds circuitd, the CLI and the benchmarks in release mode and runs the replicated-channel
 # benchmark; arguments go to bench-replicated (try --help). Installs nats-server from the
-# Debian package when it is missing (as root). Prints Markdown tables for BENCHMARKS.md on
-# stdout, progress on stderr.
+# Debian package when it is missing (as root). Honours CARGO_TARGET_DIR. Prints Markdown tables
+# for BENCHMARKS.md on stdout, progress on stderr, and writes charts to bench/plots/
+# (`--plots DIR` elsewhere, `--no-plots` none): replicated-<scenario>.svg, throughput by size,
+# and replicated-failover.svg, every failover trial; their image lines go under their tables.
 #
 # Throughput and round trips run on loopback (three circuitd daemons, three JetStream servers).
 # Failover runs circuit on five network-namespace hosts (scripts/netns-cluster.sh), which needs
