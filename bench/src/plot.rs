@@ -595,6 +595,7 @@ impl Chart for DurationsChart {
                 .configure_mesh()
                 .bold_line_style(GRID.stroke_width(1))
                 .light_line_style(GRID.mix(0.4).stroke_width(1))
+                .x_max_light_lines(2)
                 .x_labels(8)
                 .x_desc(self.x_label.as_str())
                 .y_desc("trials at or below (%)")

@@ -51,7 +51,9 @@ pub fn kill_chart(kill: &[KillResult]) -> Option<DurationsChart> {
         x_label: "ms from kill -9 to the event".into(),
         series,
         target: Some((
-            format!("target: dead on all, p99 ≤ {TARGET_DEAD_P99_MS} ms at {TARGET_DEAD_AT}"),
+            format!(
+                "target: dead on all, p99 ≤ {TARGET_DEAD_P99_MS} ms at {TARGET_DEAD_AT} daemons"
+            ),
             TARGET_DEAD_P99_MS as f64,
         )),
     })
@@ -105,7 +107,7 @@ mod tests {
         for text in [
             "bench-mesh: failure detection after kill -9",
             "ms from kill -9 to the event",
-            "target: dead on all, p99 ≤ 5000 ms at 20",
+            "target: dead on all, p99 ≤ 5000 ms at 20 daemons",
             "20 daemons, dead on every live daemon (2 trials)",
         ] {
             assert!(svg.contains(text), "no {text:?}");
