@@ -114,7 +114,7 @@ pub fn write(dir: &Path, name: &str, chart: &dyn Chart) -> anyhow::Result<Link> 
     })
 }
 
-/// [`write`], as the line a report prints under the chart's table: the image line, or why the
+/// [`write`](fn@write), as the line a report prints under the chart's table: the image line, or why the
 /// chart is missing (also said on stderr). A chart that cannot be written never costs the run
 /// its tables.
 pub fn emit(dir: &Path, name: &str, chart: &dyn Chart) -> String {
@@ -158,8 +158,9 @@ impl Spread {
 pub struct RateSeries {
     /// Its legend entry.
     pub name: String,
-    /// Its colour and marker ([`PALETTE`] slot), so that a system looks the same in every
-    /// chart of a run.
+    /// Its colour and marker, so that a system looks the same in every chart of a run: 0 blue
+    /// circle, 1 vermillion triangle, 2 bluish green square, 3 orange cross, 4 reddish purple
+    /// circle, 5 sky blue triangle, 6 black square, 7 grey cross (then again from 0).
     pub slot: usize,
     /// One per category of the chart, `None` where it has no figure (failed, not run).
     pub at: Vec<Option<Spread>>,
@@ -189,7 +190,7 @@ pub struct RatesChart {
 pub struct DurationSeries {
     /// Its legend entry.
     pub name: String,
-    /// Its colour and marker ([`PALETTE`] slot).
+    /// Its colour and marker, as in [`RateSeries::slot`].
     pub slot: usize,
     /// Every trial's value in ms, in any order.
     pub ms: Vec<f64>,
