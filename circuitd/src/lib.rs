@@ -93,6 +93,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let tracker = TaskTracker::new();
+    // What a worker's processes leave orphaned is reparented to the daemon, not init, so the
+    // supervisor still sees (and a stop still ends) descendants that left the worker's group.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "cannot become a child subreaper: descendants that leave a worker's process group go unseen");
+    }
     let started = async {
         let lock = lock_data_dir(&config.data_dir)?;
         // Only the one daemon of this data dir writes it; it goes when `run` returns.

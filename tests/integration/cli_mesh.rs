@@ -146,6 +146,7 @@ async fn exchange(args: &[&str], reply: Reply) -> (Request, Output) {
 fn worker(name: &str, node: &str, state: WorkerState, pid: Option<u32>) -> WorkerInfo {
     WorkerInfo {
         usage: None,
+        escaped: Vec::new(),
         name: name.into(),
         node: node.into(),
         state,

@@ -10,6 +10,7 @@ mod cli_mesh;
 mod cli_spawn;
 mod config_file;
 mod dashboard;
+mod escaped;
 mod events;
 mod exits;
 mod join_warnings;

@@ -68,5 +68,6 @@ pub fn worker(name: &str, node: &str, state: WorkerState) -> WorkerInfo {
             ..SpawnSpec::default()
         },
         usage: None,
+        escaped: Vec::new(),
     }
 }

@@ -33,6 +33,16 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         output::json_list("workers", &workers)?;
     } else {
         table(&workers, output::now_ms()).print()?;
+        for w in workers.iter().filter(|w| !w.escaped.is_empty()) {
+            let them = if w.escaped.len() == 1 { "it" } else { "them" };
+            eprintln!(
+                "{}: {} outside its process group: signals to the group miss {them}; \
+                 `circuit stop {}` ends {them} too",
+                w.name,
+                output::processes(&w.escaped),
+                w.name
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -114,8 +124,19 @@ fn chans(w: &WorkerInfo) -> String {
     pairs.join(",")
 }
 
-/// What the worker's state means now: `up 2m10s`, `exited 5s ago (code 3)`, ...
+/// What the worker's state means now: `up 2m10s`, `exited 5s ago (code 3)`, ..., and how
+/// many escaped descendants it has.
 fn status(w: &WorkerInfo, now: u64) -> String {
+    let text = state_status(w, now);
+    match w.escaped.len() {
+        0 => text,
+        1 => format!("{text}, 1 escaped process"),
+        n => format!("{text}, {n} escaped processes"),
+    }
+}
+
+/// The STATUS cell without the escaped descendants.
+fn state_status(w: &WorkerInfo, now: u64) -> String {
     let exited = || {
         let mut text = String::from("exited");
         if let Some(at) = w.exited_at_ms {
@@ -157,6 +178,7 @@ mod tests {
     fn worker(name: &str, state: WorkerState) -> WorkerInfo {
         WorkerInfo {
             usage: None,
+            escaped: Vec::new(),
             name: name.into(),
             node: "n1".into(),
             state,

@@ -86,6 +86,7 @@ mod tests {
         }
         WorkerInfo {
             usage: None,
+            escaped: Vec::new(),
             name: name.into(),
             node: "n1".into(),
             state: WorkerState::Running,

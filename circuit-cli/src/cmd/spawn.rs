@@ -442,6 +442,7 @@ mod tests {
     fn a_started_worker_is_shown_with_its_node() {
         let mut w = WorkerInfo {
             usage: None,
+            escaped: Vec::new(),
             name: "analyzer-1".into(),
             node: "h3".into(),
             state: circuit_sdk::proto::WorkerState::Running,

@@ -77,6 +77,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         if let Some(why) = killed(w, args.signal.as_deref(), args.timeout, started.elapsed()) {
             text.push_str(&format!(" — {why}"));
         }
+        if !w.escaped.is_empty() {
+            text.push_str(&format!(
+                "; it also stopped {} that had left the worker's process group",
+                output::processes(&w.escaped)
+            ));
+        }
         output::line(&text)?;
     }
     Ok(ExitCode::SUCCESS)

@@ -10,7 +10,7 @@ pub use table::{cut as truncate, Table};
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use circuit_sdk::proto::WorkerEnd;
+use circuit_sdk::proto::{EscapedProcess, WorkerEnd};
 use serde::Serialize;
 
 /// A duration in its two largest units: `3s`, `2m10s`, `1h4m`, `2d3h`; a zero second unit is
@@ -117,6 +117,21 @@ pub fn worker_end(end: &WorkerEnd) -> String {
         text.push_str(&format!(": {reason}"));
     }
     text
+}
+
+/// A worker's escaped descendants for a sentence: `1 process (4242 sleep 1000)`, `2 processes
+/// (4242 a, 4243 b)`; control characters in the command lines do not reach the terminal.
+pub fn processes(list: &[EscapedProcess]) -> String {
+    let each: Vec<String> = list
+        .iter()
+        .map(|p| format!("{} {}", p.pid, table::clean(&p.command)))
+        .collect();
+    let noun = if list.len() == 1 {
+        "process"
+    } else {
+        "processes"
+    };
+    format!("{} {noun} ({})", list.len(), each.join(", "))
 }
 
 /// Shows a command line, quoting words a shell would split: `sh -c 'echo hi'`.

@@ -139,7 +139,7 @@ pub fn cut(s: &str, max: usize) -> String {
 }
 
 /// A cell without control characters: a tab or newline shows as a space, others as `�`.
-fn clean(cell: &str) -> String {
+pub(super) fn clean(cell: &str) -> String {
     if !cell.chars().any(char::is_control) {
         return cell.to_string();
     }

@@ -360,6 +360,22 @@ pub struct WorkerInfo {
     /// What its current process uses, while it runs and once sampled.
     #[serde(default)]
     pub usage: Option<WorkerUsage>,
+    /// Its escaped descendants: processes it started (or they started) that left its process
+    /// group (`setsid`, a daemon's double fork), so signals to the group miss them. Sampled
+    /// about once a second, also after the worker exits while they outlive it; in the answer
+    /// to `stop` and `restart`, the ones that stop ended too.
+    #[serde(default)]
+    pub escaped: Vec<EscapedProcess>,
+}
+
+/// A descendant of a worker outside its process group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscapedProcess {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command line (arguments joined by spaces, cut at 200 characters), or its name when
+    /// the command line cannot be read.
+    pub command: String,
 }
 
 /// The first item of a `worker_stdin` stream: the daemon holds the worker's stdin for this

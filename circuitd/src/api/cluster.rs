@@ -114,6 +114,7 @@ fn lost_workers(node: &NodeInfo) -> Vec<WorkerInfo> {
         .iter()
         .map(|name| WorkerInfo {
             usage: None,
+            escaped: Vec::new(),
             name: name.clone(),
             node: node.name.clone(),
             state: WorkerState::Lost,

@@ -365,6 +365,7 @@ mod tests {
                 ..WorkerUsage::default()
             }),
             spec: SpawnSpec::default(),
+            escaped: Vec::new(),
         }
     }
 

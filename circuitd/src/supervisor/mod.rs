@@ -3,6 +3,7 @@
 //! forgets them, and restores them from the job table at start-up.
 
 pub mod error;
+pub mod escaped;
 pub mod logread;
 pub mod logs;
 pub mod recovery;
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     workers: Mutex<HashMap<String, Slot>>,
     /// The latest usage sample of each running worker, by pid.
     usage: Mutex<HashMap<u32, WorkerUsage>>,
+    /// The escaped descendants of each worker at the latest sample, by worker name.
+    escaped: Mutex<HashMap<String, Vec<escaped::Escapee>>>,
     /// What happens to workers, for `events` streams.
     events: broadcast::Sender<WorkerEvent>,
     tracker: TaskTracker,
@@ -107,6 +110,7 @@ impl Supervisor {
             table,
             workers: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
+            escaped: Mutex::new(HashMap::new()),
             events: broadcast::channel(EVENTS).0,
             tracker,
             shutdown,
@@ -170,6 +174,7 @@ impl Supervisor {
         spec.name = Some(name.clone());
         let info = WorkerInfo {
             usage: None,
+            escaped: Vec::new(),
             name: name.clone(),
             node: self.shared.config.name.clone(),
             state: WorkerState::Starting,
@@ -289,9 +294,8 @@ impl Supervisor {
             .filter(|info| all || info.state != WorkerState::Exited)
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
-        let usage = self.shared.usage.lock().expect("usage lock");
         for info in &mut list {
-            info.usage = usage_of(&usage, info);
+            self.shared.sampled(info);
         }
         list
     }
@@ -299,7 +303,7 @@ impl Supervisor {
     /// One worker.
     pub fn inspect(&self, name: &str) -> Result<WorkerInfo, SupervisorError> {
         let mut info = self.slot(name)?.info.borrow().clone();
-        info.usage = usage_of(&self.shared.usage.lock().expect("usage lock"), &info);
+        self.shared.sampled(&mut info);
         Ok(info)
     }
 
@@ -312,6 +316,7 @@ impl Supervisor {
     /// scan of `/proc` runs on a blocking thread.
     async fn sample_usage(self) {
         let mut sampler = usage::Sampler::new();
+        let mut tracker = escaped::Tracker::new();
         let mut tick = tokio::time::interval(usage::EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -319,23 +324,34 @@ impl Supervisor {
                 _ = tick.tick() => {}
                 () = self.shared.shutdown.cancelled() => return,
             }
-            let leaders: Vec<u32> = self
-                .shared
-                .workers
-                .lock()
-                .expect("registry lock")
-                .values()
-                .filter_map(|slot| slot.info.borrow().pid)
-                .collect();
+            let (leaders, any) = {
+                let workers = self.shared.workers.lock().expect("registry lock");
+                let leaders: HashMap<u32, String> = workers
+                    .iter()
+                    .filter_map(|(name, slot)| Some((slot.info.borrow().pid?, name.clone())))
+                    .collect();
+                (leaders, !workers.is_empty())
+            };
             let now = crate::clock::now_ms();
             let sampled = tokio::task::spawn_blocking(move || {
-                let usage = sampler.sample(&leaders, now);
-                (sampler, usage)
+                // Nothing to read when no worker exists and none left anything behind.
+                let procs = if any || tracker.watching() {
+                    usage::scan()
+                } else {
+                    Vec::new()
+                };
+                let pids: Vec<u32> = leaders.keys().copied().collect();
+                let usage = sampler.sample(&procs, &pids, now);
+                let escaped = tracker.track(&procs, &leaders);
+                (sampler, tracker, usage, escaped)
             })
             .await;
-            let Ok((back, usage)) = sampled else { return };
-            sampler = back;
+            let Ok((back, back_tracker, usage, escaped)) = sampled else {
+                return;
+            };
+            (sampler, tracker) = (back, back_tracker);
             *self.shared.usage.lock().expect("usage lock") = usage;
+            *self.shared.escaped.lock().expect("escaped lock") = escaped;
         }
     }
 
@@ -510,6 +526,28 @@ impl Supervisor {
 impl Shared {
     fn forget(&self, name: &str) {
         self.workers.lock().expect("registry lock").remove(name);
+    }
+
+    /// Fills in what the latest sample says of `info`'s worker: its usage while it runs, its
+    /// escaped descendants in any state.
+    fn sampled(&self, info: &mut WorkerInfo) {
+        info.usage = usage_of(&self.usage.lock().expect("usage lock"), info);
+        info.escaped = self
+            .escaped_of(&info.name)
+            .iter()
+            .map(escaped::Escapee::public)
+            .collect();
+    }
+
+    /// The escaped descendants of worker `name` at the latest sample.
+    fn escaped_of(&self, name: &str) -> Vec<escaped::Escapee> {
+        let escaped = self.escaped.lock().expect("escaped lock");
+        escaped.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Forgets worker `name`'s escaped descendants until the next sample (a stop ended them).
+    fn forget_escaped(&self, name: &str) {
+        self.escaped.lock().expect("escaped lock").remove(name);
     }
 }
 

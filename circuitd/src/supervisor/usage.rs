@@ -21,7 +21,11 @@ pub(crate) const EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProcStat {
     pub pid: u32,
+    /// Its parent.
+    pub ppid: u32,
     pub pgrp: u32,
+    /// `Z` for a zombie (exited, not yet waited for), `R`, `S`, ... otherwise.
+    pub state: char,
     /// utime + stime, in clock ticks.
     pub ticks: u64,
     /// When it started, in clock ticks after boot: tells a reused pid from the same process.
@@ -40,7 +44,9 @@ pub(crate) fn parse_stat(line: &str) -> Option<ProcStat> {
     let field = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
     Some(ProcStat {
         pid,
+        ppid: u32::try_from(field(4)?).ok()?,
         pgrp: u32::try_from(field(5)?).ok()?,
+        state: fields.first()?.chars().next()?,
         ticks: field(14)? + field(15)?,
         start: field(22)?,
         rss_pages: field(24)?,
@@ -48,7 +54,7 @@ pub(crate) fn parse_stat(line: &str) -> Option<ProcStat> {
 }
 
 /// Every process now running, from `/proc` (those that vanish meanwhile are skipped).
-fn scan() -> Vec<ProcStat> {
+pub(crate) fn scan() -> Vec<ProcStat> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -94,19 +100,18 @@ impl Sampler {
         }
     }
 
-    /// Scans `/proc` and returns the usage of each worker in `leaders` (the pids of running
-    /// workers, each its group's id), stamped `now_ms`.
-    pub fn sample(&mut self, leaders: &[u32], now_ms: u64) -> HashMap<u32, WorkerUsage> {
+    /// The usage of each worker in `leaders` (the pids of running workers, each its group's
+    /// id) among `procs` (a [`scan`] of now), stamped `now_ms`.
+    pub fn sample(
+        &mut self,
+        procs: &[ProcStat],
+        leaders: &[u32],
+        now_ms: u64,
+    ) -> HashMap<u32, WorkerUsage> {
         let now = Instant::now();
         let elapsed = self.last_at.map(|at| now.duration_since(at).as_secs_f64());
         self.last_at = Some(now);
-        // No worker runs: nothing to read.
-        let procs = if leaders.is_empty() {
-            Vec::new()
-        } else {
-            scan()
-        };
-        self.account(&procs, leaders, elapsed, now_ms)
+        self.account(procs, leaders, elapsed, now_ms)
     }
 
     /// The usage of each worker in `leaders` given the processes `procs`, `elapsed` seconds
@@ -183,7 +188,9 @@ mod tests {
     fn proc(pid: u32, pgrp: u32, ticks: u64, rss_pages: u64) -> ProcStat {
         ProcStat {
             pid,
+            ppid: 1,
             pgrp,
+            state: 'S',
             ticks,
             start: 7,
             rss_pages,
@@ -196,6 +203,7 @@ mod tests {
                     150 25 0 0 20 0 1 0 98765 10485760 2560 18446744073709551615";
         let p = parse_stat(line).expect("parses");
         assert_eq!(p.pid, 4242);
+        assert_eq!((p.ppid, p.state), (1, 'S'));
         assert_eq!(p.pgrp, 4242);
         assert_eq!(p.ticks, 175);
         assert_eq!(p.start, 98765);

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::error::SupervisorError;
+use super::escaped::{self, Escapee};
 use super::logs::{self, LogFile};
 use super::restart::{Decision, Restarts};
 use super::spawner::{self, WorkerEnv};
@@ -355,9 +356,27 @@ impl Worker {
                         return next;
                     },
                 },
-                () = self.shared.shutdown.cancelled() => return Phase::Gone,
+                () = self.shared.shutdown.cancelled() => {
+                    // A daemon that stops leaves nothing of its workers running.
+                    self.stop_escaped(None, None).await;
+                    return Phase::Gone;
+                }
             }
         }
+    }
+
+    /// Ends what the worker's last run left outside its group (it runs no process now):
+    /// `signal` (its stop signal by default), the grace period, then SIGKILL.
+    async fn stop_escaped(&mut self, signal: Option<Signal>, grace: Option<Duration>) {
+        let escaped = self.escaped_now(None).await;
+        let signal = signal
+            .or_else(|| validate::signal(&self.spec.stop.signal).ok())
+            .unwrap_or(Signal::SIGTERM);
+        for e in &escaped {
+            e.signal(signal);
+        }
+        let grace = grace.unwrap_or(Duration::from_millis(self.spec.stop.grace_ms));
+        self.end_escaped(escaped, grace).await;
     }
 
     async fn idle(&mut self) -> Phase {
@@ -369,7 +388,11 @@ impl Worker {
                         return next;
                     },
                 },
-                () = self.shared.shutdown.cancelled() => return Phase::Gone,
+                () = self.shared.shutdown.cancelled() => {
+                    // A daemon that stops leaves nothing of its workers running.
+                    self.stop_escaped(None, None).await;
+                    return Phase::Gone;
+                }
             }
         }
     }
@@ -377,9 +400,15 @@ impl Worker {
     /// Handles a command while no process runs (backoff or idle); `Some` changes phase.
     async fn when_not_running(&mut self, command: Command) -> Option<Phase> {
         match command {
-            Command::Stop { reply, .. } => {
+            Command::Stop {
+                signal,
+                grace,
+                reply,
+            } => {
                 let in_backoff = self.info.borrow().state == WorkerState::Backoff;
                 self.desired = Desired::Stopped;
+                // What its last run left outside its group ends too.
+                self.stop_escaped(signal, grace).await;
                 if in_backoff {
                     self.set(|i| {
                         i.state = WorkerState::Exited;
@@ -503,15 +532,45 @@ impl Worker {
             .or_else(|| validate::signal(&self.spec.stop.signal).ok())
             .unwrap_or(Signal::SIGTERM);
         let grace = grace.unwrap_or(Duration::from_millis(self.spec.stop.grace_ms));
+        let escaped = self.escaped_now(Some(process.pid as u32)).await;
+        let asked = Instant::now();
         let group = Pid::from_raw(process.pid);
         let _ = killpg(group, signal);
-        match tokio::time::timeout(grace, process.child.wait()).await {
+        for e in &escaped {
+            e.signal(signal);
+        }
+        let status = match tokio::time::timeout(grace, process.child.wait()).await {
             Ok(status) => convert(status),
             Err(_) => {
                 let _ = killpg(group, Signal::SIGKILL);
                 convert(process.child.wait().await)
             }
+        };
+        self.end_escaped(escaped, grace.saturating_sub(asked.elapsed()))
+            .await;
+        status
+    }
+
+    /// This worker's escaped descendants now: below its process `leader` while it runs, those
+    /// the latest sample knew, and orphans whose environment names it.
+    async fn escaped_now(&self, leader: Option<u32>) -> Vec<Escapee> {
+        let name = self.info.borrow().name.clone();
+        let known = self.shared.escaped_of(&name);
+        tokio::task::spawn_blocking(move || escaped::find_now(&name, leader, &known))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Gives the escaped descendants a stop has signalled `patience` to exit, SIGKILLs the
+    /// rest, and names them in the worker's info (the stop's answer shows them).
+    async fn end_escaped(&self, escaped: Vec<Escapee>, patience: Duration) {
+        if !escaped.is_empty() {
+            escaped::wait_or_kill(&escaped, patience).await;
+            let name = self.info.borrow().name.clone();
+            tracing::info!(worker = %name, processes = escaped.len(), "stopped escaped descendants");
+            self.shared.forget_escaped(&name);
         }
+        self.set(|i| i.escaped = escaped.iter().map(Escapee::public).collect());
     }
 
     /// After the main process is gone: kill what is left of its group, drain the pipes.

@@ -112,6 +112,7 @@ pub mod fixtures {
     pub fn running(spec: SpawnSpec, node: &str) -> WorkerInfo {
         WorkerInfo {
             usage: None,
+            escaped: Vec::new(),
             name: spec.name.clone().expect("named"),
             node: node.into(),
             state: WorkerState::Running,

@@ -208,6 +208,7 @@ mod tests {
     fn worker(name: &str, state: WorkerState) -> WorkerInfo {
         WorkerInfo {
             usage: None,
+            escaped: Vec::new(),
             name: name.into(),
             node: "n2".into(),
             state,

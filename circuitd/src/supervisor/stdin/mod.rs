@@ -265,6 +265,7 @@ mod tests {
             next_start_at_ms: None,
             spec: SpawnSpec::default(),
             usage: None,
+            escaped: Vec::new(),
         }
     }
 
