@@ -137,6 +137,26 @@ fn processes_that_outlive_their_worker_are_listed_until_a_stop_ends_them() {
         "{out}"
     );
     reaped(found[0].0);
+
+    // Removing such a worker ends them too: nothing would name them afterwards.
+    std::fs::remove_file(&ready).expect("remove the mark");
+    d.cli_ok(&[
+        "spawn",
+        "--name",
+        "gone2",
+        "--restart",
+        "never",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    wait_until(Duration::from_secs(20), "the worker exits", || {
+        worker(&d, "gone2")["state"] == "exited"
+    });
+    let found = escaped(&d, "gone2", 1);
+    d.cli_ok(&["rm", "gone2"]);
+    reaped(found[0].0);
 }
 
 #[test]

@@ -420,7 +420,11 @@ impl Worker {
                 let _ = reply.send(self.info.borrow().clone());
                 in_backoff.then_some(Phase::Idle)
             }
-            Command::Restart { reply } => Some(self.restart_now(reply)),
+            Command::Restart { reply } => {
+                // As a stop then a start: what its last run left ends first.
+                self.stop_escaped(None, None).await;
+                Some(self.restart_now(reply))
+            }
             Command::Signal { reply, .. } => {
                 let _ = reply.send(Err(self.not_running()));
                 None
@@ -436,6 +440,8 @@ impl Worker {
                     let _ = reply.send(Err(self.still_active()));
                     return None;
                 }
+                // Nothing would name them once the worker is forgotten.
+                self.stop_escaped(None, None).await;
                 Some(self.remove(reply).await)
             }
         }
