@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 cargo build --release -p circuitd -p circuit-cli -p circuit-bench
-exec target/release/bench-crypto "$@"
+exec "${CARGO_TARGET_DIR:-target}"/release/bench-crypto "$@"

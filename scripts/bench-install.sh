@@ -9,7 +9,7 @@ trials=${TRIALS:-3}
 [ "$(id -u)" -eq 0 ] || { echo "bench-install: needs root (network namespaces)" >&2; exit 2; }
 
 cargo build --release --quiet -p circuitd -p circuit-cli
-bin=$PWD/target/release
+bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release
 work=$(mktemp -d)
 id=$((($$ % 10000) + 5000))
 cleanup() {

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
 cargo build --release -q -p circuitd -p circuit-cli
-B=target/release
+B=${CARGO_TARGET_DIR:-target}/release
 D=$(mktemp -d)
 pids=()
 cleanup() {

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release -p circuitd -p circuit-bench
-exec target/release/bench-spawn "$@"
+exec "${CARGO_TARGET_DIR:-target}"/release/bench-spawn "$@"

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release -p circuit-bench --bin bench-swim-sim
-exec target/release/bench-swim-sim "$@"
+exec "${CARGO_TARGET_DIR:-target}"/release/bench-swim-sim "$@"
