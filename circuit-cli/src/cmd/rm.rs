@@ -3,10 +3,10 @@
 
 use std::process::ExitCode;
 
-use circuit_sdk::proto::{ErrorCode, Request};
+use circuit_sdk::proto::Request;
 
 use super::{expect_done, Ctx, NodeFlag};
-use crate::error::{self, CliError};
+use crate::error;
 use crate::output;
 
 /// Arguments of `circuit rm`.
@@ -52,10 +52,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(reply) => expect_done(reply),
-            Err(e) if e.code() == Some(ErrorCode::InvalidState) => Err(CliError::hinted(
-                e,
-                format!("stop it first with `circuit stop {name}`, or use `circuit rm -f`"),
-            )),
+            // The daemon's refusal says what to do already (`stop it first or use --force`).
             Err(e) => Err(e.into()),
         };
         match result {
