@@ -265,17 +265,23 @@ impl Tracker {
 }
 
 /// The escaped descendants of worker `name` now: below its running process `leader`, those
-/// its latest sample knew (`known`) that still run, and — when it does not run, or the kernel
-/// does not list children — orphans whose environment names it, from a scan of `/proc`.
-/// Listing `leader`'s tree costs a few reads, where a scan reads every process of the host: a
-/// daemon stopping 500 workers at once does not scan 500 times.
-pub(crate) fn find_now(name: &str, leader: Option<u32>, known: &[Escapee]) -> Vec<Escapee> {
+/// its latest sample knew (`known`) that still run, and — with `scan`, when it does not run or
+/// the kernel does not list children — orphans whose environment names it, from a scan of
+/// `/proc`. Listing `leader`'s tree costs a few reads, where a scan reads every process of the
+/// host: a daemon stopping 500 workers at once does not scan 500 times.
+pub(crate) fn find_now(
+    name: &str,
+    leader: Option<u32>,
+    known: &[Escapee],
+    scan: bool,
+) -> Vec<Escapee> {
     let below = leader.and_then(|l| Some((l, descendants(l)?)));
     let found: Vec<ProcStat> = match below {
         Some((leader, tree)) => tree
             .into_iter()
             .filter(|p| p.pgrp != leader && p.state != 'Z')
             .collect(),
+        None if !scan => Vec::new(),
         None => {
             let procs = super::usage::scan();
             let leaders: HashMap<u32, String> =
@@ -313,11 +319,20 @@ pub(crate) fn find_now(name: &str, leader: Option<u32>, known: &[Escapee]) -> Ve
     escaped
 }
 
-/// Every process below `pid` (not itself), from the kernel's lists of children
-/// (`/proc/PID/task/TID/children`); `None` when the kernel has no such lists.
+/// Whether the kernel lists each task's children (`/proc/PID/task/TID/children`, Linux 3.5+
+/// with `CONFIG_PROC_CHILDREN`).
+pub(crate) fn children_listed() -> bool {
+    static LISTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LISTED.get_or_init(|| {
+        let me = std::process::id();
+        std::path::Path::new(&format!("/proc/{me}/task/{me}/children")).exists()
+    })
+}
+
+/// Every process below `pid` (not itself), from the kernel's lists of children; `None` when
+/// the kernel has no such lists.
 fn descendants(pid: u32) -> Option<Vec<ProcStat>> {
-    let me = std::process::id();
-    if !std::path::Path::new(&format!("/proc/{me}/task/{me}/children")).exists() {
+    if !children_listed() {
         return None;
     }
     let mut found = Vec::new();

@@ -559,10 +559,18 @@ impl Worker {
 
     /// This worker's escaped descendants now: below its process `leader` while it runs, those
     /// the latest sample knew, and orphans whose environment names it.
+    ///
+    /// The leader's tree is a few reads, done here. A scan of every process of the host runs
+    /// on a blocking thread, and not during the daemon's shutdown, when every worker stops at
+    /// once: then the latest sample (at most a second old) says what escaped.
     async fn escaped_now(&self, leader: Option<u32>) -> Vec<Escapee> {
         let name = self.info.borrow().name.clone();
         let known = self.shared.escaped_of(&name);
-        tokio::task::spawn_blocking(move || escaped::find_now(&name, leader, &known))
+        let tree = leader.filter(|_| escaped::children_listed());
+        if tree.is_some() || self.shared.shutdown.is_cancelled() {
+            return escaped::find_now(&name, tree, &known, false);
+        }
+        tokio::task::spawn_blocking(move || escaped::find_now(&name, leader, &known, true))
             .await
             .unwrap_or_default()
     }
