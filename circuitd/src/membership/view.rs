@@ -244,11 +244,18 @@ impl View {
             .collect()
     }
 
-    /// Every node's metadata, for push-pull.
+    /// Every node's metadata, for push-pull: each under the generation *it* was written in.
+    /// (Under the generation of the node's current identity, a restarted node's old metadata,
+    /// still held here, would pass for new at the receiver and outrank the real new one, whose
+    /// version starts again at 1: the receiver listed the old start time for as long as the
+    /// old run's version stayed ahead.)
     pub fn metas(&self) -> Vec<NodeInfo> {
         self.metas
-            .keys()
-            .map(|name| self.info(name, self.entries.get(name)))
+            .iter()
+            .map(|(name, meta)| NodeInfo {
+                generation: meta.generation,
+                ..self.info(name, self.entries.get(name))
+            })
             .collect()
     }
 
@@ -328,6 +335,39 @@ mod tests {
 
     fn kind(event: Option<MeshEvent>) -> Option<EventKind> {
         event.map(|e| e.kind)
+    }
+
+    #[test]
+    fn push_pull_never_passes_a_restarted_nodes_old_metadata_off_as_new() {
+        let meta = |generation, version, started_at_ms| NodeMeta {
+            name: "a".into(),
+            generation,
+            version,
+            started_at_ms,
+            ..NodeMeta::default()
+        };
+        // This node heard that a restarted (generation 9) but still holds its old metadata
+        // (generation 5, version 40 after a long run).
+        let mut stale = view();
+        stale.observe(&id("a", 9), foca::State::Alive, 1);
+        stale.merge_meta(meta(5, 40, 500));
+        let pushed = stale
+            .metas()
+            .into_iter()
+            .find(|n| n.name == "a")
+            .expect("a");
+        assert_eq!((pushed.generation, pushed.meta_version), (5, 40));
+        // A node that has the new metadata keeps it...
+        let mut fresh = view();
+        fresh.observe(&id("a", 9), foca::State::Alive, 1);
+        assert!(fresh.merge_meta(meta(9, 1, 900)));
+        assert!(!fresh.merge_meta(meta_of(pushed.clone())));
+        assert_eq!(fresh.info("a", None).started_at_ms, 900);
+        // ...and one that has neither still takes the new one after the old.
+        let mut other = view();
+        other.merge_meta(meta_of(pushed));
+        assert!(other.merge_meta(meta(9, 1, 900)));
+        assert_eq!(other.info("a", None).started_at_ms, 900);
     }
 
     #[test]
