@@ -49,6 +49,34 @@ fn reaped(pid: i32) {
     );
 }
 
+/// Spawns worker `name`, which leaves `sleep SECS` running outside its group and exits once it
+/// has (what is still in the group when the worker exits is killed with it); waits until the
+/// worker has exited and its escapee is listed, and returns that escapee.
+fn exits_leaving(d: &Daemon, name: &str, secs: u32) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ready = dir.path().join("ready");
+    let script = format!(
+        "(setsid sh -c 'touch {0}; exec sleep {secs}' &); \
+         while [ ! -e {0} ]; do sleep 0.01; done; exit 0",
+        ready.display()
+    );
+    d.cli_ok(&[
+        "spawn",
+        "--name",
+        name,
+        "--restart",
+        "never",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    wait_until(Duration::from_secs(20), &format!("{name} exits"), || {
+        worker(d, name)["state"] == "exited"
+    });
+    escaped(d, name, 1).remove(0)
+}
+
 #[test]
 fn stop_ends_and_names_the_processes_that_left_the_group() {
     let d = Daemon::start();
@@ -106,80 +134,26 @@ fn stop_ends_and_names_the_processes_that_left_the_group() {
 fn processes_that_outlive_their_worker_are_listed_until_a_stop_ends_them() {
     let d = Daemon::start();
     // Nothing links this one to the worker but its environment: its parent is gone before
-    // any scan can see it under the worker. The worker exits once it has left the group
-    // (what is still in the group when the worker exits is killed with it).
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let ready = dir.path().join("ready");
-    let script = format!(
-        "(setsid sh -c 'touch {0}; exec sleep 1003' &); \
-         while [ ! -e {0} ]; do sleep 0.01; done; exit 0",
-        ready.display()
-    );
-    d.cli_ok(&[
-        "spawn",
-        "--name",
-        "gone",
-        "--restart",
-        "never",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    wait_until(Duration::from_secs(20), "the worker exits", || {
-        worker(&d, "gone")["state"] == "exited"
-    });
-    let found = escaped(&d, "gone", 1);
-    assert_eq!(found[0].1, "sleep 1003");
+    // any scan can see it under the worker.
+    let (pid, command) = exits_leaving(&d, "gone", 1003);
+    assert_eq!(command, "sleep 1003");
     let out = d.cli_ok(&["stop", "gone"]);
     assert!(
         out.contains("it also stopped 1 process (") && out.contains("sleep 1003"),
         "{out}"
     );
-    reaped(found[0].0);
+    reaped(pid);
 
     // Removing such a worker ends them too: nothing would name them afterwards.
-    std::fs::remove_file(&ready).expect("remove the mark");
-    d.cli_ok(&[
-        "spawn",
-        "--name",
-        "gone2",
-        "--restart",
-        "never",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    wait_until(Duration::from_secs(20), "the worker exits", || {
-        worker(&d, "gone2")["state"] == "exited"
-    });
-    let found = escaped(&d, "gone2", 1);
+    let (pid, _) = exits_leaving(&d, "gone2", 1003);
     d.cli_ok(&["rm", "gone2"]);
-    reaped(found[0].0);
+    reaped(pid);
 }
 
 #[test]
 fn a_daemon_that_stops_leaves_no_escaped_process_behind() {
     let mut d = Daemon::start();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let ready = dir.path().join("ready");
-    let script = format!(
-        "(setsid sh -c 'touch {0}; exec sleep 1004' &); \
-         while [ ! -e {0} ]; do sleep 0.01; done; exit 0",
-        ready.display()
-    );
-    d.cli_ok(&[
-        "spawn",
-        "--name",
-        "left",
-        "--restart",
-        "never",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let left = exits_leaving(&d, "left", 1004);
     d.cli_ok(&[
         "spawn",
         "--name",
@@ -189,11 +163,10 @@ fn a_daemon_that_stops_leaves_no_escaped_process_behind() {
         "-c",
         "setsid sleep 1005 & exec sleep 1000",
     ]);
-    let left = escaped(&d, "left", 1);
     let runs = escaped(&d, "runs", 1);
     let stopped = d.stop(Duration::from_secs(10)).expect("the daemon stops");
     assert!(!stopped.killed, "the daemon needed SIGKILL");
-    for (pid, command) in [&left[0], &runs[0]] {
+    for (pid, command) in [&left, &runs[0]] {
         assert!(!alive(*pid), "{command} ({pid}) outlived its daemon");
     }
 }
