@@ -104,6 +104,11 @@ struct Args {
           value_parser = |s: &str| circuitd::config::parse_duration_in(
               s, &circuitd::config::REPAIR_AFTER_RANGE))]
     replica_repair_after: std::time::Duration,
+    /// Threads that serve connections, channels and the mesh's links, 1 to 1024 [default:
+    /// half the CPUs this process may use, at least 1: the other half is left to the workers
+    /// and the clients whose values it carries]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
     /// Read flags from a TOML file whose keys are the long flag names, e.g. `name = "web-1"`,
     /// `join = ["10.0.0.1:7711"]` (see below). Flags on the command line win (a repeatable
     /// one's values replace the file's list); the file wins over environment variables.
@@ -114,6 +119,15 @@ struct Args {
     /// dir, and remove it when the daemon stops. A stale one is replaced
     #[arg(long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
+}
+
+/// Runtime threads without `--threads`: half the CPUs this process may use (its affinity and
+/// cgroup quota counted), at least 1. Every value a channel carries passes through the daemon
+/// and through two client processes: on a small host, a second daemon thread competes with
+/// those clients for the same cores, and the hand-offs between threads (a futex wake each)
+/// cost more than the thread brings; on a large one, half the cores serve many channels.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// `--help`'s last words: a config file.
@@ -234,7 +248,7 @@ fn start(args: Args) -> anyhow::Result<()> {
     // A frame carries one value plus its headers.
     config.max_frame = config.max_frame.max(args.max_payload as usize + 64 * 1024);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.threads.map_or_else(default_threads, |n| n as usize))
         .enable_all()
         .build()
         .context("cannot start the runtime")?;

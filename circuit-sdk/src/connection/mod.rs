@@ -26,6 +26,10 @@ use crate::proto::{ClientMessage, Frame, FrameCodec, Request, ServerMessage};
 /// Largest frame a client reads or writes: the largest value a daemon can be configured for.
 const CLIENT_MAX_FRAME: usize = (1 << 30) + 64 * 1024;
 
+/// Bytes read from the socket at most at once: a burst of small values comes in with one read,
+/// not one per 8 KiB (the codec's default).
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Bytes the writer buffers before writing without waiting for more.
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -87,7 +91,8 @@ impl Connection {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         // A daemon may be configured for values up to 1 GiB; the client takes what it sends.
-        let mut reader = FramedRead::new(read, FrameCodec::new(CLIENT_MAX_FRAME));
+        let codec = FrameCodec::new(CLIENT_MAX_FRAME);
+        let mut reader = FramedRead::with_capacity(read, codec, READ_BUFFER);
         let mut writer = FramedWrite::new(write, FrameCodec::new(CLIENT_MAX_FRAME));
         writer.set_backpressure_boundary(WRITE_BUFFER);
         let hello = hello::exchange(&mut reader, &mut writer, peer).await?;

@@ -33,6 +33,10 @@ use crate::supervisor::stdin::StdinInbox;
 /// How long a connection's last replies may take to drain once the daemon is stopping.
 const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Bytes read from the socket at most at once: a sender's burst of small values (a 16 B value
+/// is 37 bytes on the wire) comes in with one read, not one per 8 KiB (the codec's default).
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Data frames read before they are handed to a channel in one batch.
 const DATA_BATCH: usize = 256;
 
@@ -69,7 +73,8 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let _open = ctx.meters.connection();
-    let mut reader = FramedRead::new(read, FrameCodec::new(ctx.config.max_frame));
+    let codec = FrameCodec::new(ctx.config.max_frame);
+    let mut reader = FramedRead::with_capacity(read, codec, READ_BUFFER);
     let (outbox, writer) = Outbox::start(write, ctx.config.max_frame);
     match handshake(&mut reader, &outbox, &ctx).await {
         Ok(client) => {
