@@ -21,14 +21,10 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 pub(crate) use hello::Hello;
 
 use crate::error::Error;
-use crate::proto::{ClientMessage, Frame, FrameCodec, Request, ServerMessage};
+use crate::proto::{ClientMessage, Frame, FrameCodec, Request, ServerMessage, READ_BUFFER};
 
 /// Largest frame a client reads or writes: the largest value a daemon can be configured for.
 const CLIENT_MAX_FRAME: usize = (1 << 30) + 64 * 1024;
-
-/// Bytes read from the socket at most at once: a burst of small values comes in with one read,
-/// not one per 8 KiB (the codec's default).
-const READ_BUFFER: usize = 64 * 1024;
 
 /// Bytes the writer buffers before writing without waiting for more.
 const WRITE_BUFFER: usize = 256 * 1024;

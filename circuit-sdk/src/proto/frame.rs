@@ -9,6 +9,11 @@ use tokio_util::codec::{Decoder, Encoder};
 /// Largest frame accepted by default: a 16 MiB payload plus room for headers.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024 + 64 * 1024;
 
+/// Bytes a reader of frames takes from its socket at most at once (`FramedRead::with_capacity`),
+/// in the daemon and in clients: a burst of small values (a 16 B value is 37 bytes on the wire)
+/// comes in with one read, not one per 8 KiB, tokio-util's default.
+pub const READ_BUFFER: usize = 64 * 1024;
+
 /// Bytes before the body: the length prefix and the kind byte.
 pub const HEADER_LEN: usize = 5;
 

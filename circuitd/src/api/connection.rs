@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use circuit_sdk::proto::{
-    ClientMessage, Frame, FrameCodec, Request, ServerMessage, PROTOCOL_VERSION,
+    ClientMessage, Frame, FrameCodec, Request, ServerMessage, PROTOCOL_VERSION, READ_BUFFER,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -32,10 +32,6 @@ use crate::supervisor::stdin::StdinInbox;
 
 /// How long a connection's last replies may take to drain once the daemon is stopping.
 const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Bytes read from the socket at most at once: a sender's burst of small values (a 16 B value
-/// is 37 bytes on the wire) comes in with one read, not one per 8 KiB (the codec's default).
-const READ_BUFFER: usize = 64 * 1024;
 
 /// Data frames read before they are handed to a channel in one batch.
 const DATA_BATCH: usize = 256;
