@@ -57,14 +57,19 @@ impl<T, C> std::fmt::Debug for Sender<T, C> {
 #[derive(Debug)]
 #[must_use = "a ticket does nothing unless awaited; drop it to not wait"]
 pub struct Ticket {
-    rx: oneshot::Receiver<Result<(), ChanError>>,
+    /// The outcome to come; `None`: the value was accepted when it was submitted (room was
+    /// reserved for it), so there is nothing to wait for.
+    rx: Option<oneshot::Receiver<Result<(), ChanError>>>,
 }
 
 impl Future for Ticket {
     type Output = Result<(), ChanError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| {
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        Pin::new(rx).poll(cx).map(|r| {
             r.unwrap_or_else(|_| Err(ChanError::OwnerLost("the send was abandoned".into())))
         })
     }
@@ -200,7 +205,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
             seq,
             armed: true,
         };
-        let result = Ticket { rx }.await;
+        let result = Ticket { rx: Some(rx) }.await;
         guard.armed = false;
         result
     }
@@ -220,7 +225,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
             seq,
             armed: true,
         };
-        let mut ticket = Ticket { rx };
+        let mut ticket = Ticket { rx: Some(rx) };
         let result = tokio::select! {
             result = &mut ticket => result,
             () = tokio::time::sleep(timeout) => {
@@ -249,9 +254,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
     pub async fn submit(&self, value: T) -> Result<Ticket, ChanError> {
         let payload = self.codec.encode(&value)?;
         let (_, rx) = self.handle.core.submit(payload, false).await?;
-        Ok(Ticket {
-            rx: rx.unwrap_or_else(accepted),
-        })
+        Ok(Ticket { rx })
     }
 
     /// Waits until every value submitted so far is accepted. Returns the first failure of a
@@ -259,13 +262,6 @@ impl<T, C: Codec<T>> Sender<T, C> {
     pub async fn flush(&self) -> Result<(), ChanError> {
         self.handle.core.flush().await
     }
-}
-
-/// The end of a ticket that is complete: its value had room reserved.
-fn accepted() -> oneshot::Receiver<Result<(), ChanError>> {
-    let (done, rx) = oneshot::channel();
-    let _ = done.send(Ok(()));
-    rx
 }
 
 /// Withdraws a send whose future was dropped before it completed.

@@ -213,36 +213,40 @@ impl Decoder for FrameCodec {
             src.reserve(4 + len - src.len());
             return Ok(None);
         }
-        let kind = src[4];
-        src.advance(HEADER_LEN);
-        let mut body = src.split_to(len - 1).freeze();
-        match kind {
-            KIND_CONTROL => Ok(Some(Frame::Control(body))),
+        // The fixed fields are read in place; only a payload or a control body is split off
+        // the buffer (a signal shares nothing with it).
+        let body = &src[HEADER_LEN..4 + len];
+        match src[4] {
+            KIND_CONTROL => {
+                src.advance(HEADER_LEN);
+                Ok(Some(Frame::Control(src.split_to(len - 1).freeze())))
+            }
             KIND_DATA => {
                 if body.len() < DATA_HEAD {
                     return Err(FrameError::ShortData(body.len()));
                 }
-                let id = body.get_u64();
-                let seq = body.get_u64();
+                let id = be_u64(&body[0..8]);
+                let seq = be_u64(&body[8..16]);
+                src.advance(HEADER_LEN + DATA_HEAD);
                 Ok(Some(Frame::Data {
                     id,
                     seq,
-                    payload: body,
+                    payload: src.split_to(len - 1 - DATA_HEAD).freeze(),
                 }))
             }
             KIND_SIGNAL => {
                 if body.len() != SIGNAL_BODY {
                     return Err(FrameError::BadSignal(body.len()));
                 }
-                let id = body.get_u64();
-                let op = body.get_u8();
-                let op = SignalOp::from_u8(op).ok_or(FrameError::UnknownSignal(op))?;
-                Ok(Some(Frame::Signal {
-                    id,
+                let op = SignalOp::from_u8(body[8]).ok_or(FrameError::UnknownSignal(body[8]))?;
+                let frame = Frame::Signal {
+                    id: be_u64(&body[0..8]),
                     op,
-                    a: body.get_u64(),
-                    b: body.get_u64(),
-                }))
+                    a: be_u64(&body[9..17]),
+                    b: be_u64(&body[17..25]),
+                };
+                src.advance(4 + len);
+                Ok(Some(frame))
             }
             other => Err(FrameError::UnknownKind(other)),
         }
@@ -255,6 +259,11 @@ impl Decoder for FrameCodec {
             None => Err(FrameError::Truncated(buf.len())),
         }
     }
+}
+
+/// A big-endian u64 from exactly 8 bytes.
+fn be_u64(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(bytes.try_into().expect("8 bytes"))
 }
 
 impl Encoder<Frame> for FrameCodec {
@@ -280,24 +289,29 @@ impl FrameCodec {
             });
         }
         dst.reserve(4 + len);
-        dst.put_u32(len as u32);
+        // The fixed fields are laid out on the stack and copied in one go.
+        let mut head = [0u8; 4 + 1 + SIGNAL_BODY];
+        head[..4].copy_from_slice(&(len as u32).to_be_bytes());
         match frame {
             Frame::Control(body) => {
-                dst.put_u8(KIND_CONTROL);
+                head[4] = KIND_CONTROL;
+                dst.put_slice(&head[..HEADER_LEN]);
                 dst.put_slice(body);
             }
             Frame::Data { id, seq, payload } => {
-                dst.put_u8(KIND_DATA);
-                dst.put_u64(*id);
-                dst.put_u64(*seq);
+                head[4] = KIND_DATA;
+                head[5..13].copy_from_slice(&id.to_be_bytes());
+                head[13..21].copy_from_slice(&seq.to_be_bytes());
+                dst.put_slice(&head[..HEADER_LEN + DATA_HEAD]);
                 dst.put_slice(payload);
             }
             Frame::Signal { id, op, a, b } => {
-                dst.put_u8(KIND_SIGNAL);
-                dst.put_u64(*id);
-                dst.put_u8(*op as u8);
-                dst.put_u64(*a);
-                dst.put_u64(*b);
+                head[4] = KIND_SIGNAL;
+                head[5..13].copy_from_slice(&id.to_be_bytes());
+                head[13] = *op as u8;
+                head[14..22].copy_from_slice(&a.to_be_bytes());
+                head[22..30].copy_from_slice(&b.to_be_bytes());
+                dst.put_slice(&head);
             }
         }
         Ok(())
@@ -335,6 +349,42 @@ mod tests {
             b: u64::MAX,
         };
         assert_eq!(roundtrip(s.clone()), s);
+    }
+
+    #[test]
+    fn frames_keep_their_wire_layout_and_decode_back_to_back() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::new();
+        let data = Frame::Data {
+            id: 0x0102,
+            seq: 0x0304,
+            payload: Bytes::from_static(b"xy"),
+        };
+        let signal = Frame::Signal {
+            id: 5,
+            op: SignalOp::Ack,
+            a: 6,
+            b: 7,
+        };
+        codec.encode(data.clone(), &mut buf).expect("encode");
+        let mut wire = vec![0, 0, 0, 19, KIND_DATA];
+        wire.extend_from_slice(&0x0102u64.to_be_bytes());
+        wire.extend_from_slice(&0x0304u64.to_be_bytes());
+        wire.extend_from_slice(b"xy");
+        assert_eq!(&buf[..], &wire[..]);
+        codec.encode(signal.clone(), &mut buf).expect("encode");
+        let mut wire = vec![0, 0, 0, 26, KIND_SIGNAL];
+        wire.extend_from_slice(&5u64.to_be_bytes());
+        wire.push(SignalOp::Ack as u8);
+        wire.extend_from_slice(&6u64.to_be_bytes());
+        wire.extend_from_slice(&7u64.to_be_bytes());
+        assert_eq!(&buf[23..], &wire[..]);
+        codec.encode(data.clone(), &mut buf).expect("encode");
+        assert_eq!(codec.decode(&mut buf).expect("decode"), Some(data.clone()));
+        assert_eq!(codec.decode(&mut buf).expect("decode"), Some(signal));
+        assert_eq!(codec.decode(&mut buf).expect("decode"), Some(data));
+        assert!(buf.is_empty());
+        assert_eq!(codec.decode(&mut buf).expect("decode"), None);
     }
 
     #[test]
