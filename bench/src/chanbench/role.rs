@@ -35,8 +35,9 @@ pub fn main(args: RoleArgs) -> ExitCode {
         Ok(runtime) => {
             let mut ctx = Ctx::from_stdin(args);
             let outcome = runtime.block_on(play(&mut ctx));
-            // A client's background tasks may still wait on a socket; do not wait for them.
-            runtime.shutdown_background();
+            // Dropped as `#[tokio::main]` drops it when `main` returns: the tasks still
+            // running are dropped (the SDK's writer then writes what it holds).
+            drop(runtime);
             outcome
         }
         Err(e) => Err(anyhow::Error::new(e).context("cannot start a runtime")),
