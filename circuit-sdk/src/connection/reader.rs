@@ -4,13 +4,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead;
 
 use super::{decode_message, Route, Routes};
 use crate::error::Error;
-use crate::proto::{Frame, FrameCodec, FrameError, ServerMessage};
+use crate::proto::{next_buffered, Frame, FrameCodec, FrameError, ServerMessage};
 
 /// Most frames of one stream handed to it at once.
 const READ_BATCH: usize = 256;
@@ -44,14 +44,14 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
             Some(Ok(frame)) => {
-                // Hand over every frame of this stream already read, in one batch.
+                // Hand over every frame of this stream already read (buffered), in one batch.
                 let id = stream_of(&frame);
                 let mut batch = vec![frame];
                 while batch.len() < READ_BATCH {
-                    match reader.next().now_or_never() {
-                        Some(Some(Ok(next))) if stream_of(&next) == id => batch.push(next),
+                    match next_buffered(&mut reader) {
+                        Some(Ok(next)) if stream_of(&next) == id => batch.push(next),
                         Some(next) => {
-                            ahead = Some(next);
+                            ahead = Some(Some(next));
                             break;
                         }
                         None => break,

@@ -4,7 +4,7 @@
 //! (`u64 stream | u8 op | u64 a | u64 b`), the last two for channel streams.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::{Decoder, Encoder, FramedRead};
 
 /// Largest frame accepted by default: a 16 MiB payload plus room for headers.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024 + 64 * 1024;
@@ -13,6 +13,17 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024 + 64 * 1024;
 /// in the daemon and in clients: a burst of small values (a 16 B value is 37 bytes on the wire)
 /// comes in with one read, not one per 8 KiB, tokio-util's default.
 pub const READ_BUFFER: usize = 64 * 1024;
+
+/// The next frame already in `reader`'s buffer, decoded there without reading the socket;
+/// `None` when no whole frame is buffered. Readers take a burst with it after one read,
+/// without polling the stream (and trying the socket) once per frame.
+pub fn next_buffered<R>(
+    reader: &mut FramedRead<R, FrameCodec>,
+) -> Option<Result<Frame, FrameError>> {
+    // The codec holds only its limit: a copy decodes the same.
+    let mut codec = reader.decoder().clone();
+    codec.decode(reader.read_buffer_mut()).transpose()
+}
 
 /// Bytes before the body: the length prefix and the kind byte.
 pub const HEADER_LEN: usize = 5;

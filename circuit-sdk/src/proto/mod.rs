@@ -13,7 +13,9 @@ pub use chan::{
     MAX_CAPACITY, MAX_CHAN_NAME,
 };
 pub use error::ErrorCode;
-pub use frame::{Frame, FrameCodec, FrameError, SignalOp, DEFAULT_MAX_FRAME, READ_BUFFER};
+pub use frame::{
+    next_buffered, Frame, FrameCodec, FrameError, SignalOp, DEFAULT_MAX_FRAME, READ_BUFFER,
+};
 pub use mesh::{
     Claim, EventKind, MeshEvent, NodeInfo, NodeState, Placement, MAX_REPLICAS, SET_LABEL,
 };

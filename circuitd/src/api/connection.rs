@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use circuit_sdk::proto::{
-    ClientMessage, Frame, FrameCodec, Request, ServerMessage, PROTOCOL_VERSION, READ_BUFFER,
+    next_buffered, ClientMessage, Frame, FrameCodec, Request, ServerMessage, PROTOCOL_VERSION,
+    READ_BUFFER,
 };
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -246,8 +247,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 conn.control(&body, outbox, ctx, &connection, &done_tx, &stream_done_tx)
                     .await;
             }
-            match reader.next().now_or_never() {
-                Some(next) => frame = next,
+            match next_buffered(&mut reader) {
+                Some(next) => frame = Some(next),
                 None => break,
             }
         }
