@@ -70,13 +70,21 @@ impl ChanState {
         if !self.reserving || self.closed || self.cap == 0 || !self.pending.is_empty() {
             return;
         }
+        let Some(slots) = self.senders.get(&stream).and_then(|s| s.slots.as_ref()) else {
+            return;
+        };
+        // No share is above MAX_SLOTS, so a sender holding more than half of that needs no
+        // top-up: the common case, decided without counting the senders.
+        if slots.revoking || slots.outstanding() > MAX_SLOTS / 2 {
+            return;
+        }
         let share = self.slot_share();
         let free = self.cap.saturating_sub(self.occupancy());
         let Some(slots) = self.senders.get_mut(&stream).and_then(|s| s.slots.as_mut()) else {
             return;
         };
         let outstanding = slots.outstanding();
-        if slots.revoking || share == 0 || outstanding > share / 2 {
+        if share == 0 || outstanding > share / 2 {
             return;
         }
         let more = (share - outstanding).min(free);
