@@ -70,23 +70,20 @@ impl ChanState {
         if !self.reserving || self.closed || self.cap == 0 || !self.pending.is_empty() {
             return;
         }
-        let Some(slots) = self.senders.get(&stream).and_then(|s| s.slots.as_ref()) else {
-            return;
-        };
-        // No share is above MAX_SLOTS, so a sender holding more than half of that needs no
-        // top-up: the common case, decided without counting the senders.
-        if slots.revoking || slots.outstanding() > MAX_SLOTS / 2 {
-            return;
-        }
-        let share = self.slot_share();
-        let free = self.cap.saturating_sub(self.occupancy());
-        let Some(slots) = self.senders.get_mut(&stream).and_then(|s| s.slots.as_mut()) else {
+        let Some(slots) = self.senders.get(&stream).and_then(|s| s.slots) else {
             return;
         };
         let outstanding = slots.outstanding();
+        // No share is above MAX_SLOTS, so a sender holding more than half of that needs no
+        // top-up: the common case, decided without counting the senders.
+        if slots.revoking || outstanding > MAX_SLOTS / 2 {
+            return;
+        }
+        let share = self.slot_share();
         if share == 0 || outstanding > share / 2 {
             return;
         }
+        let free = self.cap.saturating_sub(self.occupancy());
         let more = (share - outstanding).min(free);
         if more == 0 {
             return;
@@ -95,7 +92,9 @@ impl ChanState {
         let Some(upto) = slots.limit.max(slots.high).checked_add(more) else {
             return;
         };
-        slots.limit = upto;
+        if let Some(kept) = self.senders.get_mut(&stream).and_then(|s| s.slots.as_mut()) {
+            kept.limit = upto;
+        }
         self.reserved += more;
         self.effects.push(Effect::Reserve { stream, upto });
     }
