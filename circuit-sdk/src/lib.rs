@@ -17,6 +17,8 @@
 //!   TCP connections.
 //! - [`paths`]: default socket path and the `CIRCUIT_*` environment variables.
 //! - [`error`]: [`Error`], the SDK's one error type.
+//! - [`linger`]: a connection's last write as the runtime goes away (straight to the socket,
+//!   waiting for room until a deadline).
 //!
 //! Dependencies point one way: `chan → client → connection → proto`.
 //!
@@ -34,6 +36,7 @@ pub mod chan;
 pub mod client;
 mod connection;
 pub mod error;
+pub mod linger;
 pub mod paths;
 pub mod proto;
 pub mod secure;

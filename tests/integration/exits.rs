@@ -89,3 +89,113 @@ fn a_normal_exit_does_not_give_the_last_value_away_again() {
         "{stat}"
     );
 }
+
+/// Resumes a stopped daemon when dropped, so that a failing test still stops it cleanly.
+struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    fn stop(pid: i32) -> Self {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+        Self(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// A sender that returns from `main` right after its last `send().await` keeps every value,
+/// also when far more is unconfirmed than its socket buffers (CHANNELS.md rule 2): its daemon
+/// is stopped (SIGSTOP) while it sends 240 values of 4 KiB, nearly all of `ahead_bytes`, so
+/// they complete on reserved room but most cannot leave the process; its last write, as the
+/// runtime goes away, waits for the daemon to read them. On both of tokio's runtimes, and
+/// over TCP, where a socket closed with answers unread would reset and drop what it had not
+/// sent.
+#[test]
+fn a_normal_exit_right_after_send_keeps_every_value() {
+    let d = Daemon::builder()
+        .listen("127.0.0.1:0")
+        .start()
+        .expect("daemon");
+    let tcp = d.mesh_addr();
+    burst_then_exit(&d, "burst-mt", &[]);
+    burst_then_exit(&d, "burst-ct", &["--current-thread"]);
+    burst_then_exit(&d, "burst-tcp", &["--tcp", &tcp]);
+}
+
+/// Runs `circuit-test-send-then-exit` with `args` on channel `chan` as the test above says,
+/// and checks that every value arrived once, in order.
+fn burst_then_exit(d: &Daemon, chan: &str, args: &[&str]) {
+    use std::io::{BufRead, Write};
+    const COUNT: u64 = 240;
+    const SIZE: usize = 4096;
+    let value = |i: u64| {
+        let mut v = format!("{i:08}");
+        v.extend(std::iter::repeat_n('.', SIZE - 8));
+        v
+    };
+    d.cli_ok(&["chan", "create", chan, "--cap", "4096"]);
+    let mut sender = std::process::Command::new(bin("circuit-test-send-then-exit"))
+        .args([COUNT.to_string(), SIZE.to_string()])
+        .args(args)
+        .env("CIRCUIT_SOCKET", &d.socket)
+        .env("CIRCUIT_CHAN_OUT", chan)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the sender");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = sender.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = |what: &str| {
+        lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the sender never printed {what:?} ({chan})"))
+    };
+    assert_eq!(next_line("ready"), "ready");
+    {
+        let _stopped = Stopped::stop(d.pid());
+        let mut stdin = sender.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("tell the sender to go");
+        // Every send completes on reserved room while the daemon reads nothing.
+        assert_eq!(next_line("sent"), "sent");
+    }
+    let status = sender.wait().expect("the sender exits");
+    assert!(status.success(), "sender ({chan}): {status}");
+    let out = d.cli(&[
+        "recv",
+        chan,
+        "-n",
+        &(COUNT + 1).to_string(),
+        "--timeout",
+        "10",
+    ]);
+    let got = String::from_utf8(out.stdout).expect("utf-8 values");
+    let got: Vec<&str> = got.lines().collect();
+    let want: Vec<String> = (0..=COUNT).map(value).collect();
+    let missing: Vec<&str> = want
+        .iter()
+        .filter(|v| !got.contains(&v.as_str()))
+        .map(|v| &v[..8])
+        .collect();
+    assert!(
+        missing.is_empty() && got.len() == want.len(),
+        "every value arrives once ({chan}): {} arrived, missing {missing:?}; recv: {}",
+        got.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(got == want, "the values arrived in order ({chan})");
+    let stat: Value =
+        serde_json::from_str(&d.cli_ok(&["chan", "stat", "--json", chan])).expect("stat");
+    assert_eq!(stat["len"], 0, "nothing more in {chan}: {stat}");
+}

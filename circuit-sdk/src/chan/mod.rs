@@ -62,10 +62,10 @@ pub struct SendOptions {
     /// Most bytes of values whose `send` completed on room the owner reserved for them,
     /// before the owner confirmed them: such a send returns as soon as its value is on its
     /// way (docs/CHANNELS.md, rule 2). 0 makes every send wait for the owner's confirmation.
-    /// Counted on the wire (payload and frame). Default 128 KiB: under the 208 KiB a Unix
-    /// socket buffers by default, so a process that returns from `main` right after its last
-    /// `send` still writes every such value as it exits (the writer's last write does not
-    /// wait); more risks values left unwritten then.
+    /// Counted on the wire (payload and frame). Default 1 MiB: what a crash (SIGKILL) of the
+    /// sending process can lose at most. A process that returns from `main` right after its
+    /// last `send` loses none of them: the connection's last write, as the runtime goes away,
+    /// waits (up to 10 s) for the socket to take what is queued.
     pub ahead_bytes: u64,
     /// How long to keep trying to reconnect after the connection is lost before failing with
     /// `OwnerLost`. Default 10 s.
@@ -77,7 +77,7 @@ impl Default for SendOptions {
         Self {
             window: 4096,
             window_bytes: 64 << 20,
-            ahead_bytes: 128 << 10,
+            ahead_bytes: 1 << 20,
             reconnect_for: Duration::from_secs(10),
         }
     }

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 
 use super::Client;
 use crate::connection::Connection;
 use crate::error::Error;
+use crate::linger::Linger;
 use crate::secure::{noise, HandshakeError, Key, Keyring};
 
 /// How long connecting and the handshake may take by default (see [`ConnectOptions`]).
@@ -223,11 +224,13 @@ impl Client {
     }
 
     /// Runs the hello exchange over an already-open transport and starts the reader and
-    /// writer. The keepalive is [`KEEPALIVE_ENV`]'s when it is set, else the default.
+    /// writer. The keepalive is [`KEEPALIVE_ENV`]'s when it is set, else the default. The
+    /// write half's [`Linger`] makes the last write when the runtime goes away (Unix and TCP
+    /// halves wait for room; other transports get the default, one attempt).
     pub async fn handshake<R, W>(read: R, write: W) -> Result<Self, Error>
     where
         R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
+        W: Linger + Send + 'static,
     {
         let options = ConnectOptions::default().keepalive_from_env();
         Self::start(read, write, None, options).await
@@ -242,7 +245,7 @@ impl Client {
     ) -> Result<Self, Error>
     where
         R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
+        W: Linger + Send + 'static,
     {
         let peer = target
             .as_ref()

@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 pub(crate) use hello::Hello;
 
 use crate::error::Error;
+use crate::linger::Linger;
 use crate::proto::{ClientMessage, Frame, FrameCodec, Request, ServerMessage, READ_BUFFER};
 
 /// Largest frame a client reads or writes: the largest value a daemon can be configured for.
@@ -84,7 +85,7 @@ impl Connection {
     ) -> Result<(Self, Hello), Error>
     where
         R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
+        W: Linger + Send + 'static,
     {
         // A daemon may be configured for values up to 1 GiB; the client takes what it sends.
         let codec = FrameCodec::new(CLIENT_MAX_FRAME);

@@ -20,10 +20,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use std::time::Instant;
+
 use snow::StatelessTransportState;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::keys::{Key, Keyring};
+use crate::linger::Linger;
 
 const MAGIC: &[u8; 7] = b"CIRCUIT";
 const PREAMBLE_VERSION: u8 = 1;
@@ -453,6 +456,33 @@ impl<W: AsyncWrite + Unpin> SecureWrite<W> {
     }
 }
 
+impl<W> SecureWrite<W> {
+    /// Seals `plain` (at most `MAX_PLAIN` bytes) as one record after those not yet written.
+    fn seal(&mut self, plain: &[u8]) -> io::Result<()> {
+        let start = self.out.len();
+        self.out.resize(start + 2 + plain.len() + TAG, 0);
+        self.out[start..start + 2].copy_from_slice(&((plain.len() + TAG) as u16).to_be_bytes());
+        self.state
+            .write_message(self.nonce, plain, &mut self.out[start + 2..])
+            .map_err(|e| io::Error::other(format!("cannot encrypt: {e}")))?;
+        self.nonce += 1;
+        Ok(())
+    }
+}
+
+/// The last write seals what is left and writes every record not yet written through the
+/// transport's own last write.
+impl<W: Linger> Linger for SecureWrite<W> {
+    fn write_last(&mut self, bytes: &[u8], deadline: Instant) -> io::Result<()> {
+        for plain in bytes.chunks(MAX_PLAIN) {
+            self.seal(plain)?;
+        }
+        let out = std::mem::take(&mut self.out);
+        let at = std::mem::take(&mut self.out_at);
+        self.inner.write_last(&out[at..], deadline)
+    }
+}
+
 impl<W: AsyncWrite + Unpin> AsyncWrite for SecureWrite<W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -471,13 +501,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for SecureWrite<W> {
             return Poll::Ready(Ok(0));
         }
         let n = buf.len().min(MAX_PLAIN);
-        let start = this.out.len();
-        this.out.resize(start + 2 + n + TAG, 0);
-        this.out[start..start + 2].copy_from_slice(&((n + TAG) as u16).to_be_bytes());
-        this.state
-            .write_message(this.nonce, &buf[..n], &mut this.out[start + 2..])
-            .map_err(|e| io::Error::other(format!("cannot encrypt: {e}")))?;
-        this.nonce += 1;
+        this.seal(&buf[..n])?;
         Poll::Ready(Ok(n))
     }
 
