@@ -240,8 +240,11 @@ pub struct RunArgs {
     /// Round trips before measuring.
     #[arg(long, default_value_t = 1_000)]
     pub warmup: u64,
-    /// Capacity of circuit's channel in throughput trials.
-    #[arg(long, default_value_t = 4096)]
+    /// Capacity of circuit's channel in throughput trials (and JetStream's `max_ack_pending`).
+    /// 16384 values: still far less than the NATS roles let a subscription buffer (2^21
+    /// messages), and enough that a receiver descheduled for a few milliseconds (a time slice,
+    /// 3 processes on 2 CPUs) does not fill the channel and stall its senders, as 4096 did.
+    #[arg(long, default_value_t = 16384)]
     pub capacity: u64,
     /// Capacity of circuit's ping and pong channels.
     #[arg(long, default_value_t = 1)]

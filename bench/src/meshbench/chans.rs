@@ -1,5 +1,5 @@
 //! Channel throughput across nodes: the channel benchmark's sender and receiver roles
-//! (`chanbench`, a pipelining SDK sender and a receiver prefetching 1024), each run inside a
+//! (`chanbench`, a pipelining SDK sender and a receiver prefetching `circuit::PREFETCH`), each run inside a
 //! host's namespace on that host's daemon, against a channel owned by the same or another host.
 //!
 //! The roles are this binary's hidden `role` subcommand, started through the cluster's

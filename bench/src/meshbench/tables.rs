@@ -241,9 +241,10 @@ impl Report {
             .unwrap_or(0);
         let mut table = Table::new("Channel throughput, same node and across nodes")
             .caption(format!(
-                "One pipelining sender, one receiver prefetching 1024, channel capacity {}; \
+                "One pipelining sender, one receiver prefetching {}, channel capacity {}; \
                  msgs/s median of {trials} trials (slowest in brackets); ÷ same node: target ≥ \
                  {:.0} %; daemon CPU-seconds per million messages.",
+                crate::chanbench::circuit::PREFETCH,
                 self.chan_capacity,
                 TARGET_CROSS_RATIO * 100.0
             ))

@@ -20,7 +20,7 @@ use super::stream_state::{Effect, Lost, StreamState};
 
 /// What automatic prefetch (`RecvOptions::prefetch` 0, the default) is on a channel one node
 /// owns.
-pub(crate) const AUTO_PREFETCH: u64 = 512;
+pub(crate) const AUTO_PREFETCH: u64 = 2048;
 
 /// Most acknowledged ids remembered for a resume.
 const RECENT_ACKED: usize = 4096;
@@ -200,7 +200,7 @@ impl RecvState {
             // With prefetch, keep the owner's credit topped up while the application reads.
             if self.prefetch > 1 {
                 let held = self.buf.len() as u64 + self.credit;
-                if held <= self.prefetch / 2 {
+                if held <= self.prefetch_limit() / 2 {
                     let more = self.credit_room(held);
                     self.to_credit += more;
                     self.credit += more;
@@ -247,6 +247,18 @@ impl RecvState {
     /// the owner would learn of the room only then, leaving a gap in the stream each time.
     pub fn should_yield(&mut self) -> bool {
         std::mem::take(&mut self.yield_once)
+    }
+
+    /// How many values it may hold: `prefetch`, or fewer when `prefetch_bytes` of values the
+    /// size of the last one is fewer. Credit is topped up at half of it: at half of
+    /// `prefetch` alone, a receiver bounded by bytes below that would top up (and give way)
+    /// on every take.
+    fn prefetch_limit(&self) -> u64 {
+        let by_bytes = self
+            .prefetch_bytes
+            .checked_div(self.last_size)
+            .unwrap_or(u64::MAX);
+        self.prefetch.min(by_bytes).max(1)
     }
 
     /// Credit to grant on top of `held` (values here or asked for): up to `prefetch`, and

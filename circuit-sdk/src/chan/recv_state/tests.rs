@@ -470,3 +470,34 @@ fn prefetch_is_bounded_by_bytes_as_well_as_values() {
         "10 bytes hold two values; one is here"
     );
 }
+
+/// When bytes bound the prefetch below its count, credit is still topped up at half of what
+/// may be held, in one go: not one value at a time, each making the receive give way (with
+/// `prefetch: 100` and room for ten 4-byte values, taking a hundred values sent two credits,
+/// not eleven, and gave way twice).
+#[test]
+fn prefetch_bounded_by_bytes_tops_up_at_half_of_what_the_bytes_allow() {
+    let mut st = RecvState::new(100, 40);
+    st.opened(STREAM, 1);
+    assert!(st.take(false).is_pending());
+    assert_eq!(pulled(&mut st)[0], (SignalOp::Credit, 100));
+    let value = |seq| Frame::Data {
+        id: STREAM,
+        seq,
+        payload: Bytes::from_static(b"wxyz"),
+    };
+    st.on_frames(1, (1..=100).map(value).collect());
+    let (mut credits, mut yields) = (Vec::new(), 0);
+    for _ in 0..100 {
+        taken(&mut st, false);
+        yields += usize::from(st.should_yield());
+        credits.extend(
+            pulled(&mut st)
+                .into_iter()
+                .filter(|(op, _)| *op == SignalOp::Credit)
+                .map(|(_, n)| n),
+        );
+    }
+    assert_eq!(credits, [5, 5], "topped up at half of ten, to ten");
+    assert_eq!(yields, 1, "gave way once, with values still here");
+}

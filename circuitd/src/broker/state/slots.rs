@@ -13,7 +13,7 @@ use super::{ChanState, Effect};
 use crate::stream::StreamKey;
 
 /// Most room one sender is given ahead.
-pub(crate) const MAX_SLOTS: u64 = 1024;
+pub(crate) const MAX_SLOTS: u64 = 4096;
 
 /// One send stream's reservation: room for the values with seqs in `high + 1 ..= limit`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
