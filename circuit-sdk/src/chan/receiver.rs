@@ -89,7 +89,9 @@ impl<T, C: Codec<T>> Receiver<T, C> {
         });
         let (id, opened) = stream::open_first(&core, client, opts.reconnect_for).await?;
         core.capacity.store(opened.capacity, Ordering::Relaxed);
-        core.lock().state.opened(id, opened.replicas);
+        core.lock()
+            .state
+            .opened(id, opened.replicas, opened.capacity);
         Ok(Self {
             core,
             codec,

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use super::stream_state::{Effect, Lost, StreamState};
 
 /// What automatic prefetch (`RecvOptions::prefetch` 0, the default) is on a channel one node
-/// owns.
+/// owns, unless half its capacity is less.
 pub(crate) const AUTO_PREFETCH: u64 = 2048;
 
 /// Most acknowledged ids remembered for a resume.
@@ -146,16 +146,22 @@ impl RecvState {
         }
     }
 
-    /// The stream opened as `id`, on a channel held by `replicas` nodes.
-    pub fn opened(&mut self, id: u64, replicas: u32) {
+    /// The stream opened as `id`, on a channel of `capacity` held by `replicas` nodes.
+    pub fn opened(&mut self, id: u64, replicas: u32, capacity: u64) {
         self.stream.id = id;
         self.replicated = replicas > 1;
         if self.prefetch == 0 {
-            // Automatic: prefetch on a channel one node owns; one value per `recv` on a
-            // replicated one (a receiver that died with the leader while holding prefetched
-            // values stalled the live one in a namespace test; until that is understood,
-            // prefetch there is a choice, not a default).
-            self.prefetch = if self.replicated { 1 } else { AUTO_PREFETCH };
+            // Automatic: prefetch on a channel one node owns, up to half its capacity (what
+            // a receiver holds counts against the capacity: the other half is room that
+            // senders get ahead into); one value per `recv` on a replicated one (a receiver
+            // that died with the leader while holding prefetched values stalled the live one
+            // in a namespace test; until that is understood, prefetch there is a choice, not
+            // a default).
+            self.prefetch = if self.replicated {
+                1
+            } else {
+                AUTO_PREFETCH.min(capacity / 2).max(1)
+            };
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use circuit_sdk::chan::{Receiver, RecvOptions};
+use circuit_sdk::chan::{Json, Receiver, RecvOptions};
 use circuit_testkit::Daemon;
 
 use super::{stat, until, Place, SOON};
@@ -31,7 +31,7 @@ async fn rule_8(p: &Place) {
         let own = p.rx_client().await.chan("back").await.expect("open");
         let mut rx: Receiver<u32> = own
             .receiver_with(
-                circuit_sdk::chan::Json,
+                Json,
                 RecvOptions {
                     prefetch: 4,
                     ..Default::default()
@@ -73,7 +73,15 @@ async fn rule_9(p: &Place) {
     let tx = chan.sender::<u32>().await.expect("sender");
     tx.send(1).await.expect("send");
     tx.send(2).await.expect("send");
-    let mut rx = rxc.receiver::<u32>().await.expect("receiver");
+    // Prefetching 2 (automatic prefetch would take half the capacity, 1).
+    let opts = RecvOptions {
+        prefetch: 2,
+        ..RecvOptions::default()
+    };
+    let mut rx = rxc
+        .receiver_with::<u32, _>(Json, opts)
+        .await
+        .expect("receiver");
     let held = rx.recv_delivery().await.expect("delivery");
     // One taken and one prefetched, both in flight: full. More senders block, and the bound
     // holds.

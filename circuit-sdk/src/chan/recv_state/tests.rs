@@ -4,10 +4,12 @@
 use super::*;
 
 const STREAM: u64 = 3;
+/// A channel's capacity large enough not to bound automatic prefetch.
+const CAPACITY: u64 = 1 << 20;
 
 fn receiver(prefetch: u32) -> RecvState {
     let mut st = RecvState::new(prefetch, 4 << 20);
-    st.opened(STREAM, 1);
+    st.opened(STREAM, 1, CAPACITY);
     st
 }
 
@@ -222,7 +224,7 @@ fn rule_10_a_reconnected_receiver_forgets_what_it_held_and_asks_again() {
 #[test]
 fn rule_r2_a_replicated_receiver_keeps_what_it_holds_and_names_it_when_it_comes_back() {
     let mut st = RecvState::new(4, 4 << 20);
-    st.opened(STREAM, 3);
+    st.opened(STREAM, 3, CAPACITY);
     assert!(st.take(true).is_pending());
     st.on_frames(1, values(&["a", "b", "c"]));
     // "a" taken and acknowledged (the ack may not have reached the old leader), "b" taken
@@ -447,7 +449,7 @@ fn rule_7_a_recall_acknowledges_what_was_taken_and_gives_back_the_newest_untaken
 #[test]
 fn prefetch_is_bounded_by_bytes_as_well_as_values() {
     let mut st = RecvState::new(100, 10);
-    st.opened(STREAM, 1);
+    st.opened(STREAM, 1, CAPACITY);
     assert!(st.take(false).is_pending());
     assert_eq!(pulled(&mut st)[0], (SignalOp::Credit, 100));
     // Values of 4 bytes: once the first arrives, credit is sized for 10 bytes.
@@ -478,7 +480,7 @@ fn prefetch_is_bounded_by_bytes_as_well_as_values() {
 #[test]
 fn prefetch_bounded_by_bytes_tops_up_at_half_of_what_the_bytes_allow() {
     let mut st = RecvState::new(100, 40);
-    st.opened(STREAM, 1);
+    st.opened(STREAM, 1, CAPACITY);
     assert!(st.take(false).is_pending());
     assert_eq!(pulled(&mut st)[0], (SignalOp::Credit, 100));
     let value = |seq| Frame::Data {
@@ -500,4 +502,23 @@ fn prefetch_bounded_by_bytes_tops_up_at_half_of_what_the_bytes_allow() {
     }
     assert_eq!(credits, [5, 5], "topped up at half of ten, to ten");
     assert_eq!(yields, 1, "gave way once, with values still here");
+}
+
+/// Automatic prefetch takes at most half the channel's capacity, so that what a receiver
+/// holds (it counts against the capacity) leaves room for senders to get ahead into: 2048 on
+/// a large channel, 512 at capacity 1024, one value per `recv` at capacity 0 or 1, and one on
+/// a replicated channel.
+#[test]
+fn automatic_prefetch_is_at_most_half_the_capacity() {
+    let automatic = |replicas, capacity| {
+        let mut st = RecvState::new(0, 4 << 20);
+        st.opened(STREAM, replicas, capacity);
+        assert!(st.take(false).is_pending());
+        pulled(&mut st)[0]
+    };
+    assert_eq!(automatic(1, 1 << 20), (SignalOp::Credit, AUTO_PREFETCH));
+    assert_eq!(automatic(1, 1024), (SignalOp::Credit, 512));
+    assert_eq!(automatic(1, 1), (SignalOp::Credit, 1));
+    assert_eq!(automatic(1, 0), (SignalOp::Credit, 1));
+    assert_eq!(automatic(3, 1 << 20), (SignalOp::Credit, 1));
 }
