@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use circuit_sdk::chan::{ChanError, Raw, Receiver, RecvOptions};
+use circuit_sdk::chan::{automatic_prefetch, ChanError, Raw, Receiver, RecvOptions};
 
 use super::Ctx;
 use crate::error::{self, CliError};
@@ -27,8 +27,9 @@ first, that value goes back to the channel. recv notices a reader that went away
 while it waits for a value, and exits 0 without taking anything more. So
 `circuit recv q | head -1` takes exactly one value.
 
-recv fetches values ahead for speed (the SDK's default: up to 512, about 4 MiB, on a channel
-one node owns, one at a time on a replicated channel; with -n, at most COUNT). Values fetched ahead are not taken: they go back to the channel when recv stops,
+recv fetches values ahead for speed (the SDK's default: up to 2048, at most half the
+channel's capacity, about 4 MiB, on a channel one node owns, one at a time on a replicated
+channel; with -n, at most COUNT). Values fetched ahead are not taken: they go back to the channel when recv stops,
 and to another receiver that waits meanwhile, so a waiting receiver is never left without a
 value that recv holds but has not printed.
 
@@ -71,13 +72,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let defaults = RecvOptions::default();
-    // With a count, nothing beyond it is fetched (a count above the automatic prefetch
+    // With a count, nothing beyond it is fetched (a count at or above the automatic prefetch
     // leaves it automatic).
+    let automatic = automatic_prefetch(chan.capacity());
     let options = RecvOptions {
         prefetch: args
             .count
+            .filter(|n| *n < automatic)
             .and_then(|n| u32::try_from(n).ok())
-            .filter(|n| *n < 512)
             .unwrap_or(defaults.prefetch),
         ..defaults
     };
@@ -156,7 +158,7 @@ mod tests {
 
     #[test]
     fn help_states_the_prefetch_and_the_exit_status() {
-        assert!(LONG_ABOUT.contains("up to 512, about 4 MiB"));
+        assert!(LONG_ABOUT.contains("up to 2048, at most half the\nchannel's capacity"));
         assert!(LONG_ABOUT.contains("`circuit recv q | head -1` takes exactly one value"));
         assert!(LONG_ABOUT.contains(&format!("{TIMEOUT_EXIT} when --timeout passed")));
     }

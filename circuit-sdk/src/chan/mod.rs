@@ -47,6 +47,7 @@ use serde::Serialize;
 pub use codec::{Binary, Codec, Json, Raw};
 pub use error::ChanError;
 pub use receiver::{Delivery, Receiver};
+pub use recv_state::automatic_prefetch;
 pub use sender::{Sender, Ticket};
 
 use crate::client::Client;

@@ -19,8 +19,15 @@ use bytes::Bytes;
 use super::stream_state::{Effect, Lost, StreamState};
 
 /// What automatic prefetch (`RecvOptions::prefetch` 0, the default) is on a channel one node
-/// owns, unless half its capacity is less.
+/// owns, unless half its capacity is less (see [`automatic_prefetch`]).
 pub(crate) const AUTO_PREFETCH: u64 = 2048;
+
+/// Automatic prefetch (`RecvOptions::prefetch` 0, the default) on a channel of `capacity` one
+/// node owns: 2048 values, at most half the capacity (what a receiver holds counts against it;
+/// the other half is room senders get ahead into), at least 1.
+pub fn automatic_prefetch(capacity: u64) -> u64 {
+    AUTO_PREFETCH.min(capacity / 2).max(1)
+}
 
 /// Most acknowledged ids remembered for a resume.
 const RECENT_ACKED: usize = 4096;
@@ -160,7 +167,7 @@ impl RecvState {
             self.prefetch = if self.replicated {
                 1
             } else {
-                AUTO_PREFETCH.min(capacity / 2).max(1)
+                automatic_prefetch(capacity)
             };
         }
     }
