@@ -58,11 +58,7 @@ impl Linger for tokio::net::tcp::OwnedWriteHalf {
 }
 
 /// Writes all of `bytes` to the (non-blocking) socket `fd`, waiting for room until `deadline`.
-pub(crate) fn write_to_socket(
-    fd: BorrowedFd<'_>,
-    bytes: &[u8],
-    deadline: Instant,
-) -> io::Result<()> {
+fn write_to_socket(fd: BorrowedFd<'_>, bytes: &[u8], deadline: Instant) -> io::Result<()> {
     let mut at = 0;
     while at < bytes.len() {
         // MSG_NOSIGNAL: a daemon gone is an error here, not a SIGPIPE.

@@ -1,6 +1,7 @@
 //! Channel throughput across nodes: the channel benchmark's sender and receiver roles
-//! (`chanbench`, a pipelining SDK sender and a receiver prefetching `circuit::PREFETCH`), each run inside a
-//! host's namespace on that host's daemon, against a channel owned by the same or another host.
+//! (`chanbench`, a pipelining SDK sender and a receiver prefetching `circuit::PREFETCH`),
+//! each run inside a host's namespace on that host's daemon, against a channel owned by the
+//! same or another host.
 //!
 //! The roles are this binary's hidden `role` subcommand, started through the cluster's
 //! launcher for their host (`netns-cluster.sh exec`), so each runs in its host's namespace and

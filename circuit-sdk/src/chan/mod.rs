@@ -88,8 +88,8 @@ impl Default for SendOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecvOptions {
     /// Values the owner may stream to the receiver ahead of `recv`. 0 (the default) is
-    /// automatic: 2048 on a channel one node owns (at most half its capacity, at least 1), 1 on a
-    /// replicated channel. They count as in
+    /// automatic: [`automatic_prefetch`] on a channel one node owns (2048, at most half its
+    /// capacity), 1 on a replicated channel. They count as in
     /// flight (against the capacity), go back to the channel if the receiver goes away, and
     /// are recalled when another receiver waits with nothing to take, so a value never sits
     /// in one receiver's hands while another waits for it (docs/CHANNELS.md, rule 7). 1 is a

@@ -5,6 +5,7 @@
 //! live in the state machine (`recv_state.rs`) and the stream's life in the shell
 //! (`stream.rs`); this file is the async API over them.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -382,7 +383,7 @@ impl RecvCore {
 }
 
 impl Pull for RecvCore {
-    fn pull(&self, token: u64, out: &mut Vec<Frame>) {
+    fn pull(&self, token: u64, out: &mut VecDeque<Frame>) {
         self.lock().state.pull(token, out);
     }
 }

@@ -419,34 +419,34 @@ impl RecvState {
 
     /// What the writer writes for this receiver now (pulled with `token`, the generation it
     /// was scheduled for): the acknowledgements owed as one `ack n`, a withdrawal, new credit.
-    pub fn pull(&mut self, token: u64, out: &mut Vec<Frame>) {
+    pub fn pull(&mut self, token: u64, out: &mut VecDeque<Frame>) {
         if token != self.stream.gen {
             return;
         }
         self.pull_queued = false;
         if let Some((acks, n, seen)) = self.recalled.take() {
             if acks > 0 {
-                out.push(self.stream.signal(SignalOp::Ack, acks));
+                out.push_back(self.stream.signal(SignalOp::Ack, acks));
             }
-            out.push(self.stream.signal2(SignalOp::Recalled, n, seen));
+            out.push_back(self.stream.signal2(SignalOp::Recalled, n, seen));
         }
         if self.to_ack > 0 {
-            out.push(
+            out.push_back(
                 self.stream
                     .signal(SignalOp::Ack, std::mem::take(&mut self.to_ack)),
             );
         }
         if std::mem::take(&mut self.withdraw) {
-            out.push(self.stream.signal(SignalOp::Withdraw, 0));
+            out.push_back(self.stream.signal(SignalOp::Withdraw, 0));
         }
         if self.to_credit > 0 {
             let credit = std::mem::take(&mut self.to_credit);
-            out.push(self.stream.signal(SignalOp::Credit, credit));
+            out.push_back(self.stream.signal(SignalOp::Credit, credit));
         }
         // Said after the credit it may be served with; unless values came meanwhile.
         if self.hungry == Hungry::ToSay && self.buf.is_empty() && self.credit > 0 {
             self.hungry = Hungry::Said;
-            out.push(self.stream.signal(SignalOp::Waiting, self.received));
+            out.push_back(self.stream.signal(SignalOp::Waiting, self.received));
         }
     }
 

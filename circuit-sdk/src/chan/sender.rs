@@ -7,6 +7,7 @@
 //! The rules live in the state machine (`send_state.rs`) and the stream's life in the shell
 //! (`stream.rs`); this file is the async API over them.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -116,7 +117,7 @@ struct Slot {
     client: Client,
     /// Frames to write, in order, taken by the writer when it gets to this sender (one pull
     /// for many values: no queueing and waking per value).
-    outbox: Vec<Frame>,
+    outbox: VecDeque<Frame>,
     /// A pull is queued on the writer.
     pull_queued: bool,
 }
@@ -137,7 +138,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
             slot: Mutex::new(Slot {
                 state: SendState::new(opts.window, opts.window_bytes, opts.ahead_bytes),
                 client: client.clone(),
-                outbox: Vec::new(),
+                outbox: VecDeque::new(),
                 pull_queued: false,
             }),
             settled: Notify::new(),
@@ -316,7 +317,7 @@ impl SendCore {
         for effect in state.effects.drain(..) {
             match effect {
                 Effect::Write(frame) => {
-                    outbox.push(frame);
+                    outbox.push_back(frame);
                     if !*pull_queued {
                         *pull_queued = true;
                         client.schedule(self.clone(), gen);
@@ -393,7 +394,7 @@ impl SendCore {
 }
 
 impl Pull for SendCore {
-    fn pull(&self, token: u64, out: &mut Vec<Frame>) {
+    fn pull(&self, token: u64, out: &mut VecDeque<Frame>) {
         let mut slot = self.lock();
         if token != slot.state.stream.gen {
             return;

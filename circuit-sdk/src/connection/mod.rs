@@ -9,7 +9,7 @@ mod keepalive;
 mod reader;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,8 +44,9 @@ pub trait StreamHandler: Send + Sync {
 /// Produces frames when the writer gets to it, so many small updates (acks, credit) queued
 /// while the writer was busy go out as one frame.
 pub(crate) trait Pull: Send + Sync {
-    /// Appends the frames to write now; `token` is what was given with the pull.
-    fn pull(&self, token: u64, out: &mut Vec<Frame>);
+    /// Appends the frames to write now to the writer's queue; `token` is what was given with
+    /// the pull.
+    fn pull(&self, token: u64, out: &mut VecDeque<Frame>);
 }
 
 /// What the writer task writes.

@@ -36,10 +36,8 @@ pub(super) async fn write_loop<W: Linger>(
     let mut w = Writer {
         framed: writer,
         rx,
-        pulled: Vec::new(),
         ready: VecDeque::new(),
-        broken: false,
-        closed: false,
+        done: false,
     };
     let mut keepalive = Keepalive::new(keepalive);
     while let Some(first) = keepalive.next(&mut w.rx).await {
@@ -51,26 +49,26 @@ pub(super) async fn write_loop<W: Linger>(
                 // goes from `ready` into the buffer with no wait in between.
                 let room = std::future::poll_fn(|cx| Pin::new(&mut w.framed).poll_ready(cx));
                 if room.await.is_err() {
-                    w.broken = true;
+                    w.done = true;
                     return;
                 }
                 let frame = w.ready.pop_front().expect("a frame is ready");
                 if Pin::new(&mut w.framed).start_send(frame).is_err() {
-                    w.broken = true;
+                    w.done = true;
                     return;
                 }
             }
             next = w.rx.try_recv().ok();
         }
         if w.framed.flush().await.is_err() {
-            w.broken = true;
+            w.done = true;
             return;
         }
         keepalive.sent();
     }
     // Every handle is gone: end the sending side (the daemon reads to the end, then closes).
     let _ = w.framed.close().await;
-    w.closed = true;
+    w.done = true;
 }
 
 /// The writer task's state. Dropping it — which is what happens to the task when the runtime
@@ -83,14 +81,11 @@ pub(super) async fn write_loop<W: Linger>(
 struct Writer<W: Linger> {
     framed: FramedWrite<W, FrameCodec>,
     rx: mpsc::UnboundedReceiver<Outgoing>,
-    /// Where a pull puts its frames, on their way to `ready`.
-    pulled: Vec<Frame>,
-    /// Frames taken from the queue that the codec does not have yet, in order.
+    /// Frames taken from the queue (or pulled) that the codec does not have yet, in order.
     ready: VecDeque<Frame>,
-    /// A write failed: nothing more can go out.
-    broken: bool,
-    /// The loop ended the connection's sending side itself.
-    closed: bool,
+    /// The loop ended: a write failed, or it closed the sending side itself. Nothing is left
+    /// for the drop to write.
+    done: bool,
 }
 
 impl<W: Linger> Writer<W> {
@@ -98,17 +93,14 @@ impl<W: Linger> Writer<W> {
     fn take(&mut self, out: Outgoing) {
         match out {
             Outgoing::Frame(frame) => self.ready.push_back(frame),
-            Outgoing::Pull(source, token) => {
-                source.pull(token, &mut self.pulled);
-                self.ready.extend(self.pulled.drain(..));
-            }
+            Outgoing::Pull(source, token) => source.pull(token, &mut self.ready),
         }
     }
 }
 
 impl<W: Linger> Drop for Writer<W> {
     fn drop(&mut self) {
-        if self.broken || self.closed {
+        if self.done {
             return;
         }
         while let Ok(out) = self.rx.try_recv() {

@@ -19,7 +19,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-
 use std::time::Instant;
 
 use snow::StatelessTransportState;

@@ -28,6 +28,17 @@ fn values(vs: &[&'static str]) -> Vec<Frame> {
         .collect()
 }
 
+/// `n` values of 4 bytes each, numbered from 1.
+fn four_byte_values(n: u64) -> Vec<Frame> {
+    (1..=n)
+        .map(|seq| Frame::Data {
+            id: STREAM,
+            seq,
+            payload: Bytes::from_static(b"wxyz"),
+        })
+        .collect()
+}
+
 fn from_owner(op: SignalOp) -> Vec<Frame> {
     vec![Frame::Signal {
         id: STREAM,
@@ -44,7 +55,7 @@ fn effects(st: &mut RecvState) -> Vec<Effect> {
 /// What the writer writes when it gets to the pulls queued.
 fn pulled(st: &mut RecvState) -> Vec<(SignalOp, u64)> {
     st.effects.retain(|e| !matches!(e, Effect::Pull(_)));
-    let mut out = Vec::new();
+    let mut out = VecDeque::new();
     st.pull(st.stream.gen, &mut out);
     out.into_iter()
         .map(|f| match f {
@@ -200,7 +211,7 @@ fn rule_10_a_reconnected_receiver_forgets_what_it_held_and_asks_again() {
     st.ack_take(1, index);
     assert!(st.take(false).is_pending(), "what it held went back");
     assert_eq!(effects(&mut st), [Effect::Pull(2)]);
-    let mut out = Vec::new();
+    let mut out = VecDeque::new();
     st.pull(2, &mut out);
     let credit = Frame::Signal {
         id: 8,
@@ -240,7 +251,7 @@ fn rule_r2_a_replicated_receiver_keeps_what_it_holds_and_names_it_when_it_comes_
     assert!(matches!(st.take(false), Poll::Ready(Ok((c, _))) if c == v("c")));
     st.ack_take(st.epoch(), b);
     st.effects.clear();
-    let mut out = Vec::new();
+    let mut out = VecDeque::new();
     st.pull(2, &mut out);
     let ack = Frame::Signal {
         id: 8,
@@ -421,7 +432,7 @@ fn rule_7_a_recall_acknowledges_what_was_taken_and_gives_back_the_newest_untaken
         b: 0,
     };
     st.on_frames(1, vec![recall]);
-    let mut out = Vec::new();
+    let mut out = VecDeque::new();
     st.pull(st.stream.gen, &mut out);
     let recalled = Frame::Signal {
         id: STREAM,
@@ -453,12 +464,7 @@ fn prefetch_is_bounded_by_bytes_as_well_as_values() {
     assert!(st.take(false).is_pending());
     assert_eq!(pulled(&mut st)[0], (SignalOp::Credit, 100));
     // Values of 4 bytes: once the first arrives, credit is sized for 10 bytes.
-    let big = |seq| Frame::Data {
-        id: STREAM,
-        seq,
-        payload: Bytes::from_static(b"wxyz"),
-    };
-    st.on_frames(1, (1..=100).map(big).collect());
+    st.on_frames(1, four_byte_values(100));
     for _ in 0..99 {
         taken(&mut st, false);
     }
@@ -483,12 +489,7 @@ fn prefetch_bounded_by_bytes_tops_up_at_half_of_what_the_bytes_allow() {
     st.opened(STREAM, 1, CAPACITY);
     assert!(st.take(false).is_pending());
     assert_eq!(pulled(&mut st)[0], (SignalOp::Credit, 100));
-    let value = |seq| Frame::Data {
-        id: STREAM,
-        seq,
-        payload: Bytes::from_static(b"wxyz"),
-    };
-    st.on_frames(1, (1..=100).map(value).collect());
+    st.on_frames(1, four_byte_values(100));
     let (mut credits, mut yields) = (Vec::new(), 0);
     for _ in 0..100 {
         taken(&mut st, false);
