@@ -110,11 +110,13 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.input = None;
+        // Killed before its input closes: a closed input first would be an end of input,
+        // which the process could pass on (closing the worker's stdin) before the kill lands.
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.input = None;
         if let Some(feeder) = self.feeder.take() {
             let _ = feeder.join();
         }
